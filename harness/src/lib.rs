@@ -1,0 +1,15 @@
+//! scacheck: a conformance test harness for SIP servers that implement
+//! Shared Call Appearance (SCA).
+//!
+//! The crate is split the way data flows through a run:
+//! - [`model`]: the reference's T-Library events, the one event model;
+//! - [`sip`]: codec adapter, typed SCA headers, builders, socket edge;
+//! - [`ua`]: the scripted user agents (a sans-IO core and its driver);
+//! - [`reference`]: the embedded reference SCA server;
+//! - [`observe`]: capture sources that produce events;
+//! - [`case`] and [`golden`]: the input files;
+//! - [`diff`]: symbolic binding, alignment and unified diffs;
+//! - [`run`]: one case end to end; [`report`]: what a run writes.
+
+pub mod model;
+pub mod sip;

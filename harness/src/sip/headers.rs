@@ -1,0 +1,279 @@
+//! Our typed layer for the headers SCA lives in: Call-Info (appearances),
+//! Event, Subscription-State and Reason. Parsing is order-independent and
+//! lenient about what it does not need; it never panics on server input.
+
+use std::fmt;
+
+use super::{params, quote, split_list, NameAddr};
+
+/// An appearance's state as the BroadWorks SCA model names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AppearanceState {
+    Idle,
+    Seized,
+    Progressing,
+    Alerting,
+    Active,
+    Held,
+    HeldPrivate,
+    BridgeActive,
+    BridgeHeld,
+    /// A state name we do not know, kept verbatim.
+    Other(String),
+}
+
+impl AppearanceState {
+    pub fn parse(s: &str) -> AppearanceState {
+        match s.to_ascii_lowercase().as_str() {
+            "idle" => Self::Idle,
+            "seized" => Self::Seized,
+            "progressing" => Self::Progressing,
+            "alerting" => Self::Alerting,
+            "active" => Self::Active,
+            "held" => Self::Held,
+            "held-private" => Self::HeldPrivate,
+            "bridge-active" => Self::BridgeActive,
+            "bridge-held" => Self::BridgeHeld,
+            _ => Self::Other(s.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Idle => "idle",
+            Self::Seized => "seized",
+            Self::Progressing => "progressing",
+            Self::Alerting => "alerting",
+            Self::Active => "active",
+            Self::Held => "held",
+            Self::HeldPrivate => "held-private",
+            Self::BridgeActive => "bridge-active",
+            Self::BridgeHeld => "bridge-held",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for AppearanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `appearance-index`: a number, or `*` for "all the others".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AppearanceIndex {
+    Index(u32),
+    All,
+}
+
+impl fmt::Display for AppearanceIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppearanceIndex::Index(i) => i.fmt(f),
+            AppearanceIndex::All => f.write_str("*"),
+        }
+    }
+}
+
+/// One Call-Info element that carries an appearance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appearance {
+    /// The element's URI (`sip:DOMAIN` in the BroadWorks model).
+    pub target: String,
+    pub index: AppearanceIndex,
+    pub state: Option<AppearanceState>,
+    /// `appearance-uri`, unquoted: the other party of the call.
+    pub uri: Option<String>,
+}
+
+impl Appearance {
+    /// Renders the element as a Call-Info value.
+    pub fn to_header(&self) -> String {
+        let mut s = format!("<{}>;appearance-index={}", self.target, self.index);
+        if let Some(state) = &self.state {
+            s.push_str(&format!(";appearance-state={state}"));
+        }
+        if let Some(uri) = &self.uri {
+            s.push_str(&format!(";appearance-uri={}", quote(uri)));
+        }
+        s
+    }
+}
+
+/// Reads every appearance in a message's Call-Info values (elements without
+/// `appearance-index` are other uses of Call-Info and are skipped).
+pub fn appearances<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Appearance>, String> {
+    let mut out = Vec::new();
+    for value in values {
+        for element in split_list(value) {
+            let addr = NameAddr::parse(&element)
+                .ok_or_else(|| format!("Call-Info element {element:?} is not <uri>;params"))?;
+            let mut index = None;
+            let mut state = None;
+            let mut uri = None;
+            for (k, v) in params(&element) {
+                match (k.as_str(), v) {
+                    ("appearance-index", Some(v)) if v.trim() == "*" => index = Some(AppearanceIndex::All),
+                    ("appearance-index", Some(v)) => {
+                        let n = v.trim().parse().map_err(|_| format!("appearance-index {v:?} is not a number"))?;
+                        index = Some(AppearanceIndex::Index(n));
+                    }
+                    ("appearance-state", Some(v)) => state = Some(AppearanceState::parse(v.trim())),
+                    ("appearance-uri", Some(v)) => uri = Some(v),
+                    _ => {}
+                }
+            }
+            if let Some(index) = index {
+                out.push(Appearance { target: addr.uri, index, state, uri });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The Event header: package and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHeader {
+    pub package: String,
+    pub id: Option<String>,
+}
+
+impl EventHeader {
+    pub fn parse(value: &str) -> Option<EventHeader> {
+        let package = value.split(';').next()?.trim().to_ascii_lowercase();
+        if package.is_empty() {
+            return None;
+        }
+        let id = params(value).into_iter().find(|(k, _)| k == "id").and_then(|(_, v)| v);
+        Some(EventHeader { package, id })
+    }
+}
+
+/// Subscription-State substates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubState {
+    Active,
+    Pending,
+    Terminated,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionState {
+    pub state: SubState,
+    pub expires: Option<u32>,
+    pub reason: Option<String>,
+}
+
+impl SubscriptionState {
+    pub fn parse(value: &str) -> Option<SubscriptionState> {
+        let word = value.split(';').next()?.trim().to_ascii_lowercase();
+        let state = match word.as_str() {
+            "" => return None,
+            "active" => SubState::Active,
+            "pending" => SubState::Pending,
+            "terminated" => SubState::Terminated,
+            _ => SubState::Other(word.clone()),
+        };
+        let mut expires = None;
+        let mut reason = None;
+        for (k, v) in params(value) {
+            match k.as_str() {
+                "expires" => expires = v.and_then(|v| v.trim().parse().ok()),
+                "reason" => reason = v,
+                _ => {}
+            }
+        }
+        Some(SubscriptionState { state, expires, reason })
+    }
+}
+
+/// The Reason header (RFC 3326).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub protocol: String,
+    pub cause: Option<u16>,
+    pub text: Option<String>,
+}
+
+impl Reason {
+    pub fn parse(value: &str) -> Option<Reason> {
+        let protocol = value.split(';').next()?.trim().to_string();
+        if protocol.is_empty() {
+            return None;
+        }
+        let mut cause = None;
+        let mut text = None;
+        for (k, v) in params(value) {
+            match k.as_str() {
+                "cause" => cause = v.and_then(|v| v.trim().parse().ok()),
+                "text" => text = v,
+                _ => {}
+            }
+        }
+        Some(Reason { protocol, cause, text })
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.protocol)?;
+        if let Some(c) = self.cause {
+            write!(f, ";cause={c}")?;
+        }
+        if let Some(t) = &self.text {
+            write!(f, ";text={}", quote(t))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_appearances_in_any_parameter_order() {
+        let v = [
+            r#"<sip:sca.test>;appearance-uri="\"Bob\" <sip:60972@sca.test>";appearance-state=held;appearance-index=1"#,
+            "<sip:sca.test>;appearance-index=*;appearance-state=idle, <http://x/icon>;purpose=icon",
+        ];
+        let a = appearances(v).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].index, AppearanceIndex::Index(1));
+        assert_eq!(a[0].state, Some(AppearanceState::Held));
+        assert_eq!(a[0].uri.as_deref(), Some(r#""Bob" <sip:60972@sca.test>"#));
+        assert_eq!(a[1].index, AppearanceIndex::All);
+        assert_eq!(a[1].state, Some(AppearanceState::Idle));
+    }
+
+    #[test]
+    fn appearance_renders_and_reparses() {
+        let a = Appearance {
+            target: "sip:sca.test".into(),
+            index: AppearanceIndex::Index(1),
+            state: Some(AppearanceState::Alerting),
+            uri: Some(r#""60972" <sip:60972@sca.test>"#.into()),
+        };
+        assert_eq!(appearances([a.to_header().as_str()]).unwrap(), vec![a]);
+    }
+
+    #[test]
+    fn bad_index_is_an_error_not_a_panic() {
+        assert!(appearances(["<sip:x>;appearance-index=one"]).is_err());
+        assert!(appearances(["no brackets <here"]).is_err());
+    }
+
+    #[test]
+    fn reads_subscription_state_reason_and_event() {
+        let s = SubscriptionState::parse("terminated;reason=noresource").unwrap();
+        assert_eq!((s.state, s.reason.as_deref()), (SubState::Terminated, Some("noresource")));
+        assert_eq!(SubscriptionState::parse("active;expires=3600").unwrap().expires, Some(3600));
+        let r = Reason::parse(r#"SIP;cause=200;text="Call completed elsewhere""#).unwrap();
+        assert_eq!(r.cause, Some(200));
+        assert_eq!(r.text.as_deref(), Some("Call completed elsewhere"));
+        assert_eq!(Reason::parse(&r.to_string()), Some(r));
+        assert_eq!(EventHeader::parse("Call-Info;id=7").unwrap().package, "call-info");
+    }
+}
