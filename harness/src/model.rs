@@ -300,7 +300,12 @@ impl Value {
             json.as_str()
                 .ok_or_else(|| format!("{attr} must be a string, found {json}"))
         }
-        fn word<T>(attr: Attr, json: &Json, parse: fn(&str) -> Option<T>, all: &[T]) -> Result<T, String>
+        fn word<T>(
+            attr: Attr,
+            json: &Json,
+            parse: fn(&str) -> Option<T>,
+            all: &[T],
+        ) -> Result<T, String>
         where
             T: fmt::Display,
         {
@@ -314,7 +319,11 @@ impl Value {
             Kind::Id(_) => match json {
                 Json::String(s) if !s.is_empty() => Value::Id(s.clone()),
                 Json::Number(n) => Value::Id(n.to_string()),
-                _ => return Err(format!("{attr} must be a non-empty string or a number, found {json}")),
+                _ => {
+                    return Err(format!(
+                        "{attr} must be a non-empty string or a number, found {json}"
+                    ))
+                }
             },
             Kind::Dn => {
                 let s = text(attr, json)?;
@@ -324,14 +333,18 @@ impl Value {
                 Value::Dn(s.to_string())
             }
             Kind::Role => Value::Role(word(attr, json, Role::parse, Role::ALL)?),
-            Kind::CallState => Value::CallState(word(attr, json, CallState::parse, CallState::ALL)?),
+            Kind::CallState => {
+                Value::CallState(word(attr, json, CallState::parse, CallState::ALL)?)
+            }
             Kind::CallType => Value::CallType(word(attr, json, CallType::parse, CallType::ALL)?),
             Kind::Cause => Value::Cause(word(attr, json, Cause::parse, Cause::ALL)?),
             Kind::PartyState => {
                 Value::PartyState(word(attr, json, PartyState::parse, PartyState::ALL)?)
             }
             Kind::Int => match json {
-                Json::Number(n) if n.as_i64().is_some() => Value::Int(n.as_i64().unwrap_or_default()),
+                Json::Number(n) if n.as_i64().is_some() => {
+                    Value::Int(n.as_i64().unwrap_or_default())
+                }
                 Json::String(s) if s.trim().parse::<i64>().is_ok() => {
                     Value::Int(s.trim().parse().unwrap_or_default())
                 }
@@ -418,7 +431,10 @@ impl Event {
         let name = match obj.get(EVENT_KEY) {
             Some(Json::String(s)) => match KnownEvent::parse(s) {
                 Some(k) if strictness == Strictness::Strict && k.as_str() != s => {
-                    return Err(format!("event name {s:?} is spelled {:?} in golden files", k.as_str()))
+                    return Err(format!(
+                        "event name {s:?} is spelled {:?} in golden files",
+                        k.as_str()
+                    ))
                 }
                 Some(k) => EventName::Known(k),
                 None if strictness == Strictness::Lenient && !s.is_empty() => {
@@ -434,9 +450,14 @@ impl Event {
         let mut put = |key: &str, json: &Json, in_ext: bool| -> Result<(), String> {
             match Attr::parse(key) {
                 Some(attr) if strictness == Strictness::Strict && attr.as_str() != key => {
-                    Err(format!("unknown attribute {key:?} (did you mean {:?}?)", attr.as_str()))
+                    Err(format!(
+                        "unknown attribute {key:?} (did you mean {:?}?)",
+                        attr.as_str()
+                    ))
                 }
-                Some(attr) if attr.is_extension() == in_ext || strictness == Strictness::Lenient => {
+                Some(attr)
+                    if attr.is_extension() == in_ext || strictness == Strictness::Lenient =>
+                {
                     let value = Value::from_json(attr, json)?;
                     if event.attrs.insert(attr, value).is_some() {
                         return Err(format!("attribute {attr} given twice"));
@@ -484,7 +505,11 @@ impl Event {
             out.push_str(", ");
             push_pair(&mut out, attr.as_str(), &value.to_json());
         }
-        let mut ext = self.attrs.iter().filter(|(a, _)| a.is_extension()).peekable();
+        let mut ext = self
+            .attrs
+            .iter()
+            .filter(|(a, _)| a.is_extension())
+            .peekable();
         if ext.peek().is_some() {
             out.push_str(", ");
             out.push_str(&Json::String(EXTENSIONS_KEY.into()).to_string());
@@ -539,16 +564,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ev.name, EventName::Known(KnownEvent::OffHook));
-        assert_eq!(ev.get(Attr::CallState), Some(&Value::CallState(CallState::Ok)));
+        assert_eq!(
+            ev.get(Attr::CallState),
+            Some(&Value::CallState(CallState::Ok))
+        );
     }
 
     #[test]
     fn strict_rejects_unknown_names_attributes_and_values() {
         let bad = [
             (r#"{"event": "EventRingin"}"#, "unknown event name"),
-            (r#"{"event": "EventRinging", "ThisDn": "1"}"#, "unknown attribute"),
-            (r#"{"event": "EventRinging", "CallState": "Cover"}"#, "unknown CallState"),
-            (r#"{"event": "EventRinging", "AppearanceIndex": 1}"#, "inside \"Extensions\""),
+            (
+                r#"{"event": "EventRinging", "ThisDn": "1"}"#,
+                "unknown attribute",
+            ),
+            (
+                r#"{"event": "EventRinging", "CallState": "Cover"}"#,
+                "unknown CallState",
+            ),
+            (
+                r#"{"event": "EventRinging", "AppearanceIndex": 1}"#,
+                "inside \"Extensions\"",
+            ),
             (r#"{"ThisDN": "1"}"#, "missing \"event\""),
             (r#"{"event": "EventOffhook"}"#, "spelled \"EventOffHook\""),
         ];
@@ -567,6 +604,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ev.name, EventName::Other("EventUserEvent".into()));
-        assert_eq!(ignored, vec!["Extensions.Bar".to_string(), "Foo".to_string()]);
+        assert_eq!(
+            ignored,
+            vec!["Extensions.Bar".to_string(), "Foo".to_string()]
+        );
     }
 }

@@ -48,7 +48,8 @@ impl Builder {
     }
 
     pub fn body(mut self, content_type: &str, body: &[u8]) -> Builder {
-        self.headers.push(("Content-Type".into(), content_type.into()));
+        self.headers
+            .push(("Content-Type".into(), content_type.into()));
         self.body = body.to_vec();
         self
     }
@@ -114,7 +115,10 @@ mod tests {
             .header("To", "<sip:60970@sca.test>")
             .header("Call-ID", "c1")
             .header("CSeq", "1 INVITE")
-            .body("application/sdp", &sdp("60972", [127, 0, 0, 1].into(), 4000, "sendrecv"))
+            .body(
+                "application/sdp",
+                &sdp("60972", [127, 0, 0, 1].into(), 4000, "sendrecv"),
+            )
             .build();
         let req = Message::parse(req).unwrap();
         assert_eq!(req.request_uri(), Some("sip:60970@sca.test"));

@@ -24,7 +24,9 @@ pub struct Message {
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Message").field("start_line", &self.start_line).finish()
+        f.debug_struct("Message")
+            .field("start_line", &self.start_line)
+            .finish()
     }
 }
 
@@ -35,24 +37,37 @@ impl Message {
         let err = |reason: String| ParseError { reason };
         // rsipstack does not check these; a message that fails them would
         // make every later accessor lie.
-        let head_end = find(&raw, b"\r\n\r\n").ok_or_else(|| err("no end of headers (CRLF CRLF)".into()))?;
+        let head_end =
+            find(&raw, b"\r\n\r\n").ok_or_else(|| err("no end of headers (CRLF CRLF)".into()))?;
         let start_line = std::str::from_utf8(&raw[..find(&raw, b"\r\n").unwrap_or(head_end)])
             .map_err(|_| err("start line is not UTF-8".into()))?
             .to_string();
         let parsed = parse_message(&raw).map_err(|e| err(e.to_string()))?;
-        let msg = Message { raw, parsed, start_line };
+        let msg = Message {
+            raw,
+            parsed,
+            start_line,
+        };
         for name in ["Call-ID", "CSeq", "From", "To", "Via"] {
             if msg.header(name).is_none() {
                 return Err(err(format!("missing mandatory header {name}")));
             }
         }
         if msg.cseq().is_none() {
-            return Err(err(format!("malformed CSeq {:?}", msg.header("CSeq").unwrap_or(""))));
+            return Err(err(format!(
+                "malformed CSeq {:?}",
+                msg.header("CSeq").unwrap_or("")
+            )));
         }
-        if let Some(declared) = msg.header("Content-Length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        if let Some(declared) = msg
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
             let have = msg.raw.len() - head_end - 4;
             if have < declared {
-                return Err(err(format!("body is {have} bytes, Content-Length says {declared}")));
+                return Err(err(format!(
+                    "body is {have} bytes, Content-Length says {declared}"
+                )));
             }
         }
         Ok(msg)
@@ -85,7 +100,9 @@ impl Message {
 
     /// The Request-URI exactly as sent.
     pub fn request_uri(&self) -> Option<&str> {
-        self.is_request().then(|| self.start_line.split_whitespace().nth(1)).flatten()
+        self.is_request()
+            .then(|| self.start_line.split_whitespace().nth(1))
+            .flatten()
     }
 
     /// The status code of a response.
@@ -152,12 +169,16 @@ impl Message {
     /// The branch of the topmost Via.
     pub fn via_branch(&self) -> Option<String> {
         let top = super::split_list(self.header("Via")?).into_iter().next()?;
-        super::params(&top).into_iter().find_map(|(k, v)| (k.eq_ignore_ascii_case("branch")).then_some(v?))
+        super::params(&top)
+            .into_iter()
+            .find_map(|(k, v)| (k.eq_ignore_ascii_case("branch")).then_some(v?))
     }
 
     /// The URI of the first Contact.
     pub fn contact_uri(&self) -> Option<String> {
-        let first = super::split_list(self.header("Contact")?).into_iter().next()?;
+        let first = super::split_list(self.header("Contact")?)
+            .into_iter()
+            .next()?;
         Some(super::NameAddr::parse(&first)?.uri)
     }
 

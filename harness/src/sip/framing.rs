@@ -42,10 +42,15 @@ impl StreamFramer {
     /// The next whole message, if the buffer holds one.
     pub fn next_message(&mut self) -> Option<Result<Vec<u8>, FramingError>> {
         // RFC 5626 keep-alives (CRLF) between messages are not messages.
-        let skip = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        let skip = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
         self.buf.drain(..skip);
         let Some(head_len) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            return (self.buf.len() > MAX_HEADER_BYTES).then_some(Err(FramingError::HeaderTooLarge));
+            return (self.buf.len() > MAX_HEADER_BYTES)
+                .then_some(Err(FramingError::HeaderTooLarge));
         };
         if head_len > MAX_HEADER_BYTES {
             return Some(Err(FramingError::HeaderTooLarge));
@@ -68,11 +73,15 @@ impl StreamFramer {
 fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     for line in head.split(|b| *b == b'\n') {
         let line = String::from_utf8_lossy(line);
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = name.trim();
         if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
             let value = value.trim();
-            let n: u64 = value.parse().map_err(|_| FramingError::BadContentLength(value.to_string()))?;
+            let n: u64 = value
+                .parse()
+                .map_err(|_| FramingError::BadContentLength(value.to_string()))?;
             if n > MAX_BODY_BYTES as u64 {
                 return Err(FramingError::BodyTooLarge(n));
             }
@@ -110,10 +119,16 @@ mod tests {
     fn refuses_huge_or_garbled_lengths() {
         let mut f = StreamFramer::default();
         f.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 1073741824\r\n\r\n");
-        assert_eq!(f.next_message(), Some(Err(FramingError::BodyTooLarge(1 << 30))));
+        assert_eq!(
+            f.next_message(),
+            Some(Err(FramingError::BodyTooLarge(1 << 30)))
+        );
         let mut f = StreamFramer::default();
         f.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n");
-        assert!(matches!(f.next_message(), Some(Err(FramingError::BadContentLength(_)))));
+        assert!(matches!(
+            f.next_message(),
+            Some(Err(FramingError::BadContentLength(_)))
+        ));
         let mut f = StreamFramer::default();
         f.push(&vec![b'x'; MAX_HEADER_BYTES + 1]);
         assert_eq!(f.next_message(), Some(Err(FramingError::HeaderTooLarge)));

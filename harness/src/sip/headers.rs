@@ -103,7 +103,9 @@ impl Appearance {
 
 /// Reads every appearance in a message's Call-Info values (elements without
 /// `appearance-index` are other uses of Call-Info and are skipped).
-pub fn appearances<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Appearance>, String> {
+pub fn appearances<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Appearance>, String> {
     let mut out = Vec::new();
     for value in values {
         for element in split_list(value) {
@@ -114,9 +116,14 @@ pub fn appearances<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<
             let mut uri = None;
             for (k, v) in params(&element) {
                 match (k.as_str(), v) {
-                    ("appearance-index", Some(v)) if v.trim() == "*" => index = Some(AppearanceIndex::All),
+                    ("appearance-index", Some(v)) if v.trim() == "*" => {
+                        index = Some(AppearanceIndex::All)
+                    }
                     ("appearance-index", Some(v)) => {
-                        let n = v.trim().parse().map_err(|_| format!("appearance-index {v:?} is not a number"))?;
+                        let n = v
+                            .trim()
+                            .parse()
+                            .map_err(|_| format!("appearance-index {v:?} is not a number"))?;
                         index = Some(AppearanceIndex::Index(n));
                     }
                     ("appearance-state", Some(v)) => state = Some(AppearanceState::parse(v.trim())),
@@ -125,7 +132,12 @@ pub fn appearances<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<
                 }
             }
             if let Some(index) = index {
-                out.push(Appearance { target: addr.uri, index, state, uri });
+                out.push(Appearance {
+                    target: addr.uri,
+                    index,
+                    state,
+                    uri,
+                });
             }
         }
     }
@@ -145,7 +157,10 @@ impl EventHeader {
         if package.is_empty() {
             return None;
         }
-        let id = params(value).into_iter().find(|(k, _)| k == "id").and_then(|(_, v)| v);
+        let id = params(value)
+            .into_iter()
+            .find(|(k, _)| k == "id")
+            .and_then(|(_, v)| v);
         Some(EventHeader { package, id })
     }
 }
@@ -185,7 +200,11 @@ impl SubscriptionState {
                 _ => {}
             }
         }
-        Some(SubscriptionState { state, expires, reason })
+        Some(SubscriptionState {
+            state,
+            expires,
+            reason,
+        })
     }
 }
 
@@ -212,7 +231,11 @@ impl Reason {
                 _ => {}
             }
         }
-        Some(Reason { protocol, cause, text })
+        Some(Reason {
+            protocol,
+            cause,
+            text,
+        })
     }
 }
 
@@ -268,12 +291,23 @@ mod tests {
     #[test]
     fn reads_subscription_state_reason_and_event() {
         let s = SubscriptionState::parse("terminated;reason=noresource").unwrap();
-        assert_eq!((s.state, s.reason.as_deref()), (SubState::Terminated, Some("noresource")));
-        assert_eq!(SubscriptionState::parse("active;expires=3600").unwrap().expires, Some(3600));
+        assert_eq!(
+            (s.state, s.reason.as_deref()),
+            (SubState::Terminated, Some("noresource"))
+        );
+        assert_eq!(
+            SubscriptionState::parse("active;expires=3600")
+                .unwrap()
+                .expires,
+            Some(3600)
+        );
         let r = Reason::parse(r#"SIP;cause=200;text="Call completed elsewhere""#).unwrap();
         assert_eq!(r.cause, Some(200));
         assert_eq!(r.text.as_deref(), Some("Call completed elsewhere"));
         assert_eq!(Reason::parse(&r.to_string()), Some(r));
-        assert_eq!(EventHeader::parse("Call-Info;id=7").unwrap().package, "call-info");
+        assert_eq!(
+            EventHeader::parse("Call-Info;id=7").unwrap().package,
+            "call-info"
+        );
     }
 }

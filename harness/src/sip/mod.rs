@@ -173,7 +173,10 @@ impl NameAddr {
         let (display, uri) = match angle_span(s) {
             Some((open, close)) => {
                 let d = unquote(&s[..open]);
-                ((!d.is_empty()).then_some(d), s[open + 1..close].trim().to_string())
+                (
+                    (!d.is_empty()).then_some(d),
+                    s[open + 1..close].trim().to_string(),
+                )
             }
             None if s.contains('<') => return None,
             None => (None, split_top(s, ';')[0].trim().to_string()),
@@ -222,14 +225,18 @@ mod tests {
             params(&l[0]),
             vec![
                 ("appearance-index".into(), Some("1".into())),
-                ("appearance-uri".into(), Some(r#""A, B" <sip:1@a.test>"#.into())),
+                (
+                    "appearance-uri".into(),
+                    Some(r#""A, B" <sip:1@a.test>"#.into())
+                ),
             ]
         );
     }
 
     #[test]
     fn reads_name_addr_and_addr_spec() {
-        let a = NameAddr::parse(r#""Line \"1\"" <sip:60970@sca.test;transport=tcp>;tag=x9"#).unwrap();
+        let a =
+            NameAddr::parse(r#""Line \"1\"" <sip:60970@sca.test;transport=tcp>;tag=x9"#).unwrap();
         assert_eq!(a.display.as_deref(), Some(r#"Line "1""#));
         assert_eq!(a.uri, "sip:60970@sca.test;transport=tcp");
         assert_eq!(a.param("tag"), Some("x9"));
@@ -243,7 +250,13 @@ mod tests {
     #[test]
     fn via_params_skip_the_sent_by() {
         let p = params("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;rport");
-        assert_eq!(p, vec![("branch".into(), Some("z9hG4bKx".into())), ("rport".into(), None)]);
+        assert_eq!(
+            p,
+            vec![
+                ("branch".into(), Some("z9hG4bKx".into())),
+                ("rport".into(), None)
+            ]
+        );
     }
 
     #[test]

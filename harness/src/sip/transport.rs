@@ -47,7 +47,11 @@ pub struct Record {
 impl Record {
     /// The first line, for ladders and summaries.
     pub fn first_line(&self) -> String {
-        let end = self.raw.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(self.raw.len());
+        let end = self
+            .raw
+            .iter()
+            .position(|b| *b == b'\r' || *b == b'\n')
+            .unwrap_or(self.raw.len());
         String::from_utf8_lossy(&self.raw[..end.min(200)]).into_owned()
     }
 }
@@ -58,10 +62,29 @@ pub struct Recorder(Arc<Mutex<Vec<Record>>>);
 
 impl Recorder {
     #[allow(clippy::too_many_arguments)]
-    fn push(&self, agent: &str, direction: Direction, transport: Transport, local: SocketAddr, peer: SocketAddr, raw: Vec<u8>, problem: Option<String>) {
+    fn push(
+        &self,
+        agent: &str,
+        direction: Direction,
+        transport: Transport,
+        local: SocketAddr,
+        peer: SocketAddr,
+        raw: Vec<u8>,
+        problem: Option<String>,
+    ) {
         let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let seq = log.len() as u64;
-        log.push(Record { seq, at: SystemTime::now(), agent: agent.to_string(), direction, transport, local, peer, raw, problem });
+        log.push(Record {
+            seq,
+            at: SystemTime::now(),
+            agent: agent.to_string(),
+            direction,
+            transport,
+            local,
+            peer,
+            raw,
+            problem,
+        });
     }
 
     pub fn snapshot(&self) -> Vec<Record> {
@@ -80,7 +103,11 @@ pub struct Inbound {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("{transport} send to {peer} failed: {source}")]
-    Io { transport: Transport, peer: SocketAddr, source: io::Error },
+    Io {
+        transport: Transport,
+        peer: SocketAddr,
+        source: io::Error,
+    },
     #[error("TCP connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
 }
@@ -100,7 +127,12 @@ pub struct Endpoint {
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
     }
@@ -108,7 +140,11 @@ impl Drop for Endpoint {
 
 impl Endpoint {
     /// Binds UDP and TCP on one ephemeral port of `ip`.
-    pub async fn bind(name: &str, ip: IpAddr, recorder: Recorder) -> io::Result<(Endpoint, mpsc::UnboundedReceiver<Inbound>)> {
+    pub async fn bind(
+        name: &str,
+        ip: IpAddr,
+        recorder: Recorder,
+    ) -> io::Result<(Endpoint, mpsc::UnboundedReceiver<Inbound>)> {
         let mut last_err = None;
         for _ in 0..32 {
             let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
@@ -121,7 +157,13 @@ impl Endpoint {
         Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
     }
 
-    fn start(name: &str, local: SocketAddr, udp: UdpSocket, listener: TcpListener, recorder: Recorder) -> (Endpoint, mpsc::UnboundedReceiver<Inbound>) {
+    fn start(
+        name: &str,
+        local: SocketAddr,
+        udp: UdpSocket,
+        listener: TcpListener,
+        recorder: Recorder,
+    ) -> (Endpoint, mpsc::UnboundedReceiver<Inbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let ep = Endpoint {
             name: name.to_string(),
@@ -132,12 +174,27 @@ impl Endpoint {
             recorder,
             tasks: Arc::default(),
         };
-        let (udp, rec, name, inbound) = (ep.udp.clone(), ep.recorder.clone(), ep.name.clone(), ep.inbound.clone());
+        let (udp, rec, name, inbound) = (
+            ep.udp.clone(),
+            ep.recorder.clone(),
+            ep.name.clone(),
+            ep.inbound.clone(),
+        );
         ep.spawn(async move {
             let mut buf = vec![0u8; 65_535];
             loop {
-                let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
-                deliver(&rec, &name, Transport::Udp, local, peer, buf[..n].to_vec(), &inbound);
+                let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                    continue;
+                };
+                deliver(
+                    &rec,
+                    &name,
+                    Transport::Udp,
+                    local,
+                    peer,
+                    buf[..n].to_vec(),
+                    &inbound,
+                );
             }
         });
         let conn = ep.connector();
@@ -151,7 +208,10 @@ impl Endpoint {
 
     fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         let h = tokio::spawn(fut);
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(h.abort_handle());
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(h.abort_handle());
     }
 
     fn connector(&self) -> Connector {
@@ -170,25 +230,57 @@ impl Endpoint {
     }
 
     /// Sends one message; records it first, so a failed send is still seen.
-    pub async fn send(&self, transport: Transport, peer: SocketAddr, bytes: Vec<u8>) -> Result<(), SendError> {
-        let problem = Message::parse(bytes.clone()).err().map(|e| format!("scacheck sent {e}"));
-        self.recorder.push(&self.name, Direction::Sent, transport, self.local, peer, bytes.clone(), problem);
-        let io_err = |source| SendError::Io { transport, peer, source };
+    pub async fn send(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let problem = Message::parse(bytes.clone())
+            .err()
+            .map(|e| format!("scacheck sent {e}"));
+        self.recorder.push(
+            &self.name,
+            Direction::Sent,
+            transport,
+            self.local,
+            peer,
+            bytes.clone(),
+            problem,
+        );
+        let io_err = |source| SendError::Io {
+            transport,
+            peer,
+            source,
+        };
         match transport {
-            Transport::Udp => self.udp.send_to(&bytes, peer).await.map(|_| ()).map_err(io_err),
+            Transport::Udp => self
+                .udp
+                .send_to(&bytes, peer)
+                .await
+                .map(|_| ())
+                .map_err(io_err),
             Transport::Tcp => {
-                let existing = self.writers.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).cloned();
+                let existing = self
+                    .writers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&peer)
+                    .cloned();
                 let writer = match existing {
                     Some(w) if !w.is_closed() => w,
                     _ => {
-                        let stream = tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(peer))
-                            .await
-                            .map_err(|_| SendError::ConnectTimeout(peer))?
-                            .map_err(io_err)?;
+                        let stream =
+                            tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(peer))
+                                .await
+                                .map_err(|_| SendError::ConnectTimeout(peer))?
+                                .map_err(io_err)?;
                         self.connector().adopt(stream, peer)
                     }
                 };
-                writer.send(bytes).map_err(|_| io_err(io::ErrorKind::BrokenPipe.into()))
+                writer
+                    .send(bytes)
+                    .map_err(|_| io_err(io::ErrorKind::BrokenPipe.into()))
             }
         }
     }
@@ -209,7 +301,10 @@ impl Connector {
     fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> mpsc::UnboundedSender<Vec<u8>> {
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.writers.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, tx.clone());
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, tx.clone());
         let writer = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if wr.write_all(&bytes).await.is_err() {
@@ -217,7 +312,13 @@ impl Connector {
                 }
             }
         });
-        let (rec, name, local, inbound, writers) = (self.recorder.clone(), self.name.clone(), self.local, self.inbound.clone(), self.writers.clone());
+        let (rec, name, local, inbound, writers) = (
+            self.recorder.clone(),
+            self.name.clone(),
+            self.local,
+            self.inbound.clone(),
+            self.writers.clone(),
+        );
         let reader = tokio::spawn(async move {
             let mut framer = StreamFramer::default();
             let mut buf = vec![0u8; 16 * 1024];
@@ -234,14 +335,28 @@ impl Connector {
                             // what we had for the report and drop the link.
                             let mut held = framer.take_pending();
                             held.truncate(super::framing::MAX_HEADER_BYTES);
-                            rec.push(&name, Direction::Received, Transport::Tcp, local, peer, held, Some(format!("TCP stream from {peer} dropped: {e}")));
-                            writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
+                            rec.push(
+                                &name,
+                                Direction::Received,
+                                Transport::Tcp,
+                                local,
+                                peer,
+                                held,
+                                Some(format!("TCP stream from {peer} dropped: {e}")),
+                            );
+                            writers
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&peer);
                             return;
                         }
                     }
                 }
             }
-            writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
+            writers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&peer);
         });
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.push(writer.abort_handle());
@@ -251,12 +366,32 @@ impl Connector {
 }
 
 /// Records a received frame and hands it on if it parses.
-fn deliver(rec: &Recorder, name: &str, transport: Transport, local: SocketAddr, peer: SocketAddr, raw: Vec<u8>, inbound: &mpsc::UnboundedSender<Inbound>) {
+fn deliver(
+    rec: &Recorder,
+    name: &str,
+    transport: Transport,
+    local: SocketAddr,
+    peer: SocketAddr,
+    raw: Vec<u8>,
+    inbound: &mpsc::UnboundedSender<Inbound>,
+) {
     match Message::parse(raw.clone()) {
         Ok(msg) => {
             rec.push(name, Direction::Received, transport, local, peer, raw, None);
-            let _ = inbound.send(Inbound { msg, transport, peer });
+            let _ = inbound.send(Inbound {
+                msg,
+                transport,
+                peer,
+            });
         }
-        Err(e) => rec.push(name, Direction::Received, transport, local, peer, raw, Some(e.to_string())),
+        Err(e) => rec.push(
+            name,
+            Direction::Received,
+            transport,
+            local,
+            peer,
+            raw,
+            Some(e.to_string()),
+        ),
     }
 }

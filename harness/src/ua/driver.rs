@@ -1,0 +1,129 @@
+//! The async edge of a user agent: one task owns the [`Agent`] and its
+//! [`Endpoint`]; the script talks to it through an [`AgentHandle`].
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use super::agent::{Agent, AgentConfig, ScriptError, Status};
+use crate::sip::transport::Endpoint;
+
+type Command = Box<dyn FnOnce(&mut Agent) + Send>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UaError {
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+    #[error("{dn}: timed out after {after:?} waiting for {what}")]
+    Timeout {
+        dn: String,
+        what: String,
+        after: Duration,
+    },
+    #[error("{dn}: the user agent has stopped")]
+    Stopped { dn: String },
+}
+
+/// The script's side of a running user agent. Dropping it stops the agent.
+pub struct AgentHandle {
+    dn: String,
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Status>,
+    task: AbortHandle,
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AgentHandle {
+    /// Starts an agent on an already bound endpoint.
+    pub fn start(
+        endpoint: Endpoint,
+        mut inbound: mpsc::UnboundedReceiver<crate::sip::transport::Inbound>,
+        cfg: AgentConfig,
+    ) -> AgentHandle {
+        let dn = cfg.dn.clone();
+        let transport = cfg.transport;
+        let mut agent = Agent::new(cfg);
+        let (status_tx, status) = watch::channel(agent.status());
+        let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(msg) = inbound.recv() => agent.handle(&msg),
+                    cmd = command_rx.recv() => match cmd {
+                        Some(cmd) => cmd(&mut agent),
+                        None => break,
+                    },
+                }
+                while let Some(t) = agent.poll_transmit() {
+                    if let Err(e) = endpoint.send(transport, t.to, t.bytes).await {
+                        agent.note(e.to_string());
+                    }
+                }
+                status_tx.send_replace(agent.status());
+            }
+        });
+        AgentHandle {
+            dn,
+            commands,
+            status,
+            task: task.abort_handle(),
+        }
+    }
+
+    pub fn dn(&self) -> &str {
+        &self.dn
+    }
+
+    /// Runs `f` on the agent (in its task) and returns its result.
+    pub async fn act<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Agent) -> T + Send + 'static,
+    ) -> Result<T, UaError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Box::new(move |a: &mut Agent| {
+                let _ = tx.send(f(a));
+            }))
+            .map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> UaError {
+        UaError::Stopped {
+            dn: self.dn.clone(),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until `pred` holds for the agent's status, at most `deadline`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Result<(), UaError> {
+        let mut rx = self.status.clone();
+        let timeout = UaError::Timeout {
+            dn: self.dn.clone(),
+            what: what.to_string(),
+            after: deadline,
+        };
+        let outcome = tokio::time::timeout(deadline, rx.wait_for(|s| pred(s)))
+            .await
+            .map(|r| r.is_ok());
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.stopped()),
+            Err(_) => Err(timeout),
+        }
+    }
+}

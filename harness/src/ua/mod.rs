@@ -1,0 +1,11 @@
+//! Scripted SIP user agents: [`agent`] is the sans-IO core, [`driver`] runs
+//! it on a socket and lets a script act on it and wait for it.
+
+pub mod agent;
+pub mod driver;
+
+pub use agent::{Agent, AgentConfig, CallDirection, CallView, End, Phase, ScriptError, Status};
+pub use driver::{AgentHandle, UaError};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! The agent's behaviour, message by message.
+
+use std::net::SocketAddr;
+
+use super::agent::*;
+use crate::sip::build::Builder;
+use crate::sip::transport::Inbound;
+use crate::sip::{Message, Transport};
+
+const SERVER: &str = "127.0.0.1:5060";
+
+fn agent() -> Agent {
+    Agent::new(AgentConfig {
+        dn: "60970".into(),
+        user: "60970".into(),
+        domain: "sca.test".into(),
+        local: "127.0.0.1:6000".parse().unwrap(),
+        transport: Transport::Udp,
+        server: SERVER.parse().unwrap(),
+        nonce: "n".into(),
+    })
+}
+
+fn inbound(bytes: Vec<u8>) -> Inbound {
+    Inbound {
+        msg: Message::parse(bytes).unwrap(),
+        transport: Transport::Udp,
+        peer: SERVER.parse::<SocketAddr>().unwrap(),
+    }
+}
+
+fn sent(a: &mut Agent) -> Vec<Message> {
+    std::iter::from_fn(|| a.poll_transmit())
+        .map(|t| Message::parse(t.bytes).unwrap())
+        .collect()
+}
+
+fn invite(call_id: &str) -> Vec<u8> {
+    Builder::request("INVITE", "sip:60970@127.0.0.1:6000")
+        .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKs1")
+        .header("From", "<sip:60972@sca.test>;tag=srv")
+        .header("To", "<sip:60970@sca.test>")
+        .header("Call-ID", call_id)
+        .header("CSeq", "7 INVITE")
+        .header("Contact", "<sip:b2bua@127.0.0.1:5060>")
+        .header("Call-Info", "<sip:sca.test>;appearance-index=1")
+        .build()
+}
+
+fn in_dialog(method: &str, call_id: &str, to_tag: &str) -> Vec<u8> {
+    Builder::request(method, "sip:60970@127.0.0.1:6000")
+        .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKs2")
+        .header("From", "<sip:60972@sca.test>;tag=srv")
+        .header("To", &format!("<sip:60970@sca.test>;tag={to_tag}"))
+        .header("Call-ID", call_id)
+        .header("CSeq", &format!("8 {method}"))
+        .build()
+}
+
+#[test]
+fn incoming_call_rings_answers_and_ends_by_bye() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c1")));
+    let out = sent(&mut a);
+    assert_eq!(out[0].status(), Some(180));
+    let tag = out[0].to_tag().unwrap();
+    let call = &a.status().calls[0];
+    assert_eq!(
+        (call.phase.clone(), call.remote_user.as_str()),
+        (Phase::Ringing, "60972")
+    );
+    assert_eq!(
+        call.call_info[0].index,
+        crate::sip::headers::AppearanceIndex::Index(1)
+    );
+
+    a.answer().unwrap();
+    let ok = &sent(&mut a)[0];
+    assert_eq!((ok.status(), ok.to_tag()), (Some(200), Some(tag.clone())));
+    assert_eq!(a.status().calls[0].phase, Phase::Connecting);
+
+    let mut ack = in_dialog("ACK", "c1", &tag);
+    ack = String::from_utf8(ack)
+        .unwrap()
+        .replace("8 ACK", "7 ACK")
+        .into_bytes();
+    a.handle(&inbound(ack));
+    assert_eq!(a.status().calls[0].phase, Phase::Confirmed);
+
+    a.handle(&inbound(in_dialog("BYE", "c1", &tag)));
+    assert_eq!(sent(&mut a)[0].status(), Some(200));
+    assert_eq!(a.status().calls[0].phase, Phase::Ended(End::ByePeer));
+    assert!(a.status().problems.is_empty());
+}
+
+#[test]
+fn cancel_gets_200_and_the_invite_487() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c2")));
+    sent(&mut a);
+    let cancel = String::from_utf8(invite("c2"))
+        .unwrap()
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("7 INVITE", "7 CANCEL")
+        .replace(
+            "Call-Info",
+            "Reason: SIP;cause=200;text=\"Call completed elsewhere\"\r\nX-Old",
+        );
+    a.handle(&inbound(cancel.into_bytes()));
+    let out = sent(&mut a);
+    assert_eq!(
+        out.iter()
+            .map(|m| (m.status(), m.cseq().unwrap().1.to_string()))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some(200), "CANCEL".to_string()),
+            (Some(487), "INVITE".to_string())
+        ]
+    );
+    match &a.status().calls[0].phase {
+        Phase::Ended(End::CancelledByPeer(Some(r))) => assert!(r.contains("cause=200")),
+        other => panic!("{other:?}"),
+    }
+    assert!(a.answer().is_err(), "a cancelled call cannot be answered");
+}
+
+#[test]
+fn outgoing_call_acks_2xx_and_failures() {
+    let mut a = agent();
+    let id = a.invite("60972");
+    let inv = sent(&mut a).remove(0);
+    assert_eq!(inv.request_uri(), Some("sip:60972@sca.test"));
+    let reply = |code: u16, tag: &str| {
+        let b = Builder::response_to(&inv, code, Some(tag))
+            .header("Contact", "<sip:b2bua@127.0.0.1:5060>")
+            .build();
+        inbound(b)
+    };
+    a.handle(&reply(180, "r1"));
+    assert_eq!(a.status().calls[0].phase, Phase::Early);
+    a.handle(&reply(200, "r1"));
+    let ack = sent(&mut a).remove(0);
+    assert!(ack.is("ACK"));
+    assert_eq!(ack.request_uri(), Some("sip:b2bua@127.0.0.1:5060"));
+    assert_eq!(a.status().calls[0].phase, Phase::Confirmed);
+    a.hangup().unwrap();
+    let bye = sent(&mut a).remove(0);
+    assert_eq!(
+        (bye.call_id(), bye.to_tag().as_deref()),
+        (id.as_str(), Some("r1"))
+    );
+
+    let mut b = agent();
+    b.invite("60972");
+    let inv = sent(&mut b).remove(0);
+    b.handle(&inbound(Builder::response_to(&inv, 486, Some("x")).build()));
+    let ack = sent(&mut b).remove(0);
+    assert_eq!((ack.is("ACK"), ack.via_branch()), (true, inv.via_branch()));
+    assert_eq!(b.status().calls[0].phase, Phase::Ended(End::Failed(486)));
+}
+
+#[test]
+fn stray_requests_are_refused_and_reported() {
+    let mut a = agent();
+    a.handle(&inbound(in_dialog("BYE", "nope", "x")));
+    a.handle(&inbound(in_dialog("NOTIFY", "nope", "x")));
+    let codes: Vec<_> = sent(&mut a).iter().map(|m| m.status()).collect();
+    assert_eq!(codes, vec![Some(481), Some(481)]);
+    assert_eq!(a.status().problems.len(), 2);
+    assert!(a.hangup().is_err() && a.cancel().is_err() && a.refuse(486).is_err());
+}
+
+#[test]
+fn subscription_counts_notifies_and_sees_termination() {
+    let mut a = agent();
+    a.subscribe_call_info("60970");
+    let sub = sent(&mut a).remove(0);
+    a.handle(&inbound(
+        Builder::response_to(&sub, 202, Some("srv")).build(),
+    ));
+    assert!(a.status().subscribed);
+    let notify = |state: &str| {
+        let tag = sub.from_tag().unwrap();
+        Builder::request("NOTIFY", "sip:60970@127.0.0.1:6000")
+            .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn")
+            .header("From", "<sip:60970@sca.test>;tag=srv")
+            .header("To", &format!("<sip:60970@sca.test>;tag={tag}"))
+            .header("Call-ID", sub.call_id())
+            .header("CSeq", "1 NOTIFY")
+            .header("Event", "call-info")
+            .header("Subscription-State", state)
+            .header(
+                "Call-Info",
+                "<sip:sca.test>;appearance-index=*;appearance-state=idle",
+            )
+            .build()
+    };
+    a.handle(&inbound(notify("active;expires=3600")));
+    a.handle(&inbound(notify("terminated;reason=timeout")));
+    assert_eq!(sent(&mut a).len(), 2);
+    let s = a.status();
+    assert_eq!((s.notifies, s.subscribed), (2, false));
+}
