@@ -11,6 +11,13 @@
 //! - [`diff`]: symbolic binding, alignment and unified diffs;
 //! - [`run`]: one case end to end; [`report`]: what a run writes.
 
+pub mod case;
+pub mod diff;
+pub mod golden;
+pub mod input;
 pub mod model;
+pub mod observe;
+pub mod reference;
 pub mod sip;
+pub mod topology;
 pub mod ua;

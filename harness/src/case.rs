@@ -1,0 +1,306 @@
+//! Case files (`cases/*.toml`): the parties, and the stages of a flow, each
+//! with its steps and the golden events it must cause.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::input::{line_of, InputError};
+use crate::topology::Topology;
+
+/// What a party does in a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// INVITE a DN or a shared line.
+    Call { to: String },
+    /// Answer the ringing call with 200 OK.
+    Answer,
+    /// Refuse the ringing call with a failure response.
+    Refuse { code: u16 },
+    /// BYE the established call.
+    Hangup,
+    /// CANCEL the unanswered outgoing call.
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub actor: String,
+    pub action: Action,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub name: String,
+    /// The reference section this stage covers.
+    pub covers: String,
+    /// The golden directory (under fixtures/golden) of what it must cause.
+    pub golden: String,
+    pub steps: Vec<Step>,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub id: String,
+    pub path: PathBuf,
+    pub title: String,
+    pub parties: Vec<String>,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    title: String,
+    parties: Spanned<Vec<String>>,
+    stage: Vec<Spanned<RawStage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: String,
+    covers: String,
+    golden: String,
+    #[serde(default)]
+    steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    actor: String,
+    action: String,
+    to: Option<String>,
+    code: Option<u16>,
+}
+
+impl Case {
+    pub fn load(path: &Path, topology: &Topology) -> Result<Case, InputError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(path, None, format!("cannot read: {e}")))?;
+        Case::parse(path, &text, topology)
+    }
+
+    pub fn parse(path: &Path, text: &str, topology: &Topology) -> Result<Case, InputError> {
+        let err = |at: usize, msg: String| InputError::new(path, Some(line_of(text, at)), msg);
+        let raw: RawCase = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            InputError::new(path, line, e.message().to_string())
+        })?;
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(InputError::new(
+                path,
+                None,
+                "a case file name must be letters, digits, '-' or '_' (it is the case id)",
+            ));
+        }
+        let parties_at = raw.parties.span().start;
+        let parties = raw.parties.into_inner();
+        for p in &parties {
+            if !topology.knows(p) {
+                return Err(err(
+                    parties_at,
+                    format!("unknown party {p:?} (known: {})", topology.dns().join(", ")),
+                ));
+            }
+        }
+        if raw.stage.is_empty() {
+            return Err(InputError::new(
+                path,
+                None,
+                "a case needs at least one [[stage]]",
+            ));
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        for s in raw.stage {
+            let at = s.span().start;
+            let s = s.into_inner();
+            if stages.iter().any(|o| o.name == s.name) {
+                return Err(err(at, format!("stage name {:?} is used twice", s.name)));
+            }
+            if s.golden.is_empty() || s.golden.contains(['/', '\\']) || s.golden.starts_with('.') {
+                return Err(err(
+                    at,
+                    format!(
+                        "golden {:?} must be a directory name under fixtures/golden",
+                        s.golden
+                    ),
+                ));
+            }
+            let mut steps = Vec::new();
+            for step in s.steps {
+                let at = step.span().start;
+                let step = step.into_inner();
+                let step_err = |m: String| err(at, m);
+                if !parties.contains(&step.actor) {
+                    return Err(step_err(format!(
+                        "actor {:?} is not one of the case's parties ({})",
+                        step.actor,
+                        parties.join(", ")
+                    )));
+                }
+                let unused = |what: &str, present: bool| -> Result<(), InputError> {
+                    if present {
+                        Err(step_err(format!(
+                            "action {:?} takes no {what:?}",
+                            step.action
+                        )))
+                    } else {
+                        Ok(())
+                    }
+                };
+                let action = match step.action.as_str() {
+                    "call" => {
+                        unused("code", step.code.is_some())?;
+                        let to = step
+                            .to
+                            .clone()
+                            .ok_or_else(|| step_err("action \"call\" needs \"to\"".into()))?;
+                        if !topology.knows(&to) && topology.line(&to).is_none() {
+                            return Err(step_err(format!("unknown party {to:?} to call")));
+                        }
+                        Action::Call { to }
+                    }
+                    "refuse" => {
+                        unused("to", step.to.is_some())?;
+                        let code = step
+                            .code
+                            .ok_or_else(|| step_err("action \"refuse\" needs \"code\"".into()))?;
+                        if !(400..700).contains(&code) {
+                            return Err(step_err(format!("refuse code {code} is not 400-699")));
+                        }
+                        Action::Refuse { code }
+                    }
+                    simple @ ("answer" | "hangup" | "cancel") => {
+                        unused("to", step.to.is_some())?;
+                        unused("code", step.code.is_some())?;
+                        match simple {
+                            "answer" => Action::Answer,
+                            "hangup" => Action::Hangup,
+                            _ => Action::Cancel,
+                        }
+                    }
+                    other => return Err(step_err(format!(
+                        "unknown action {other:?} (known: call, answer, refuse, hangup, cancel)"
+                    ))),
+                };
+                steps.push(Step {
+                    actor: step.actor,
+                    action,
+                    line: line_of(text, at),
+                });
+            }
+            stages.push(Stage {
+                name: s.name,
+                covers: s.covers,
+                golden: s.golden,
+                steps,
+                line: line_of(text, at),
+            });
+        }
+        Ok(Case {
+            id,
+            path: path.to_path_buf(),
+            title: raw.title,
+            parties,
+            stages,
+        })
+    }
+
+    /// Every case file in `dir` (sorted by name), or the first error.
+    pub fn load_dir(dir: &Path, topology: &Topology) -> Result<Vec<Case>, InputError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            InputError::new(dir, None, format!("cannot read the cases directory: {e}"))
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| Case::load(p, topology)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+title = "t"
+parties = ["60972", "60970"]
+
+[[stage]]
+name = "alerting"
+covers = "1.1"
+golden = "inbound-alerting"
+steps = [
+  { actor = "60972", action = "call", to = "60970" },
+  { actor = "60970", action = "answer" },
+]
+"#;
+
+    fn parse(text: &str) -> Result<Case, InputError> {
+        Case::parse(Path::new("cases/x.toml"), text, &Topology::reference())
+    }
+
+    #[test]
+    fn reads_a_case() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.id, "x");
+        assert_eq!(
+            c.stages[0].steps[0].action,
+            Action::Call { to: "60970".into() }
+        );
+        assert_eq!((c.stages[0].line, c.stages[0].steps[1].line), (5, 11));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let cases = [
+            (
+                GOOD.replace("\"answer\"", "\"pickup\""),
+                11,
+                "unknown action",
+            ),
+            (
+                GOOD.replace("actor = \"60970\"", "actor = \"60970_2\""),
+                11,
+                "not one of the case's parties",
+            ),
+            (
+                GOOD.replace("[\"60972\", \"60970\"]", "[\"60972\", \"6097\"]"),
+                3,
+                "unknown party",
+            ),
+            (
+                GOOD.replace("to = \"60970\"", "to = \"1\""),
+                10,
+                "unknown party",
+            ),
+            (GOOD.replace("covers", "cover"), 7, "unknown field"),
+            (GOOD.replace("title = \"t\"", "title = t"), 2, ""),
+        ];
+        for (text, line, want) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!("cases/x.toml:{line}: ")),
+                "{e}"
+            );
+            assert!(e.message.contains(want), "{e}");
+        }
+    }
+}

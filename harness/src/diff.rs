@@ -1,0 +1,559 @@
+//! Matching observed events against golden ones.
+//!
+//! Within a channel events are compared in order; across channels only by
+//! stage. Identifiers are bound symbolically: the first time a golden
+//! symbol (`$conn`) meets a literal (`006e025a6c4e1001`) they are bound,
+//! one to one, for the whole case; afterwards the literal must recur where
+//! the symbol does. Only the attributes a golden event names are compared,
+//! and only those the source can observe.
+//!
+//! The result is rendered as text (golden symbols substituted into the
+//! observed events) and diffed line by line, so what a person reads in the
+//! unified diff is exactly what decided the verdict.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use similar::{ChangeTag, TextDiff};
+
+use crate::golden::Expected;
+use crate::model::{Attr, Channel, Event, IdSpace, Kind, Value};
+use crate::observe::{Observability, Observation};
+
+/// Symbol-to-literal bindings of one case, one to one per identifier space.
+#[derive(Debug, Default, Clone)]
+pub struct Bindings {
+    by_symbol: HashMap<(IdSpace, String), String>,
+    by_literal: HashMap<(IdSpace, String), String>,
+}
+
+impl Bindings {
+    /// Could `symbol` stand for `literal` without breaking a binding?
+    pub fn compatible(&self, space: IdSpace, symbol: &str, literal: &str) -> bool {
+        let s = self.by_symbol.get(&(space, symbol.to_string()));
+        let l = self.by_literal.get(&(space, literal.to_string()));
+        match (s, l) {
+            (None, None) => true,
+            (Some(bound), Some(sym)) => bound == literal && sym == symbol,
+            _ => false,
+        }
+    }
+
+    /// Binds if compatible; returns whether it was.
+    pub fn bind(&mut self, space: IdSpace, symbol: &str, literal: &str) -> bool {
+        if !self.compatible(space, symbol, literal) {
+            return false;
+        }
+        self.by_symbol
+            .insert((space, symbol.to_string()), literal.to_string());
+        self.by_literal
+            .insert((space, literal.to_string()), symbol.to_string());
+        true
+    }
+
+    pub fn symbol_for(&self, space: IdSpace, literal: &str) -> Option<&str> {
+        self.by_literal
+            .get(&(space, literal.to_string()))
+            .map(String::as_str)
+    }
+}
+
+/// Where the observed run first left the golden path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Divergence {
+    pub stage: String,
+    pub channel: String,
+    /// The golden event that was not seen as written (None: an extra event).
+    pub expected: Option<String>,
+    /// What was seen instead (None: nothing).
+    pub observed: Option<String>,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stage {:?}, channel {}: ", self.stage, self.channel)?;
+        match (&self.expected, &self.observed) {
+            (Some(e), Some(o)) => write!(f, "expected {e}, observed {o}"),
+            (Some(e), None) => write!(f, "expected {e}, observed nothing"),
+            (None, Some(o)) => write!(f, "unexpected {o}"),
+            (None, None) => write!(f, "differs"),
+        }
+    }
+}
+
+/// One channel of one stage.
+#[derive(Debug, Clone)]
+pub struct ChannelResult {
+    pub channel: Channel,
+    pub expected: Vec<String>,
+    pub observed: Vec<String>,
+    /// The unified diff, when the channel differs.
+    pub diff: Option<String>,
+    pub divergence: Option<Divergence>,
+}
+
+/// One stage of a case.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub stage: String,
+    pub channels: Vec<ChannelResult>,
+    /// What the golden expects that the source cannot observe.
+    pub not_observed: Vec<String>,
+}
+
+impl StageResult {
+    pub fn passed(&self) -> bool {
+        self.channels.iter().all(|c| c.diff.is_none())
+    }
+
+    pub fn first_divergence(&self) -> Option<&Divergence> {
+        self.channels.iter().find_map(|c| c.divergence.as_ref())
+    }
+}
+
+/// Compares one stage. `expected` is in channel order; channels observed
+/// but not expected are compared against nothing.
+pub fn compare_stage(
+    stage: &str,
+    expected: &[(Channel, Vec<Expected>)],
+    observed: &[Observation],
+    seen: &Observability,
+    bindings: &mut Bindings,
+) -> StageResult {
+    let mut result = StageResult {
+        stage: stage.to_string(),
+        channels: Vec::new(),
+        not_observed: Vec::new(),
+    };
+    let mut channels: Vec<(Channel, Vec<Event>)> = Vec::new();
+    for (channel, events) in expected {
+        if !seen.sees_channel(channel) {
+            if !events.is_empty() {
+                result
+                    .not_observed
+                    .push(format!("channel {channel} ({} events)", events.len()));
+            }
+            continue;
+        }
+        let visible: Vec<Event> = events
+            .iter()
+            .map(|e| {
+                project(
+                    &e.event,
+                    |a| seen.sees_attr(a),
+                    &mut result.not_observed,
+                    channel,
+                )
+            })
+            .collect();
+        channels.push((channel.clone(), visible));
+    }
+    let mut extra: Vec<Channel> = observed
+        .iter()
+        .map(|o| o.channel.clone())
+        .filter(|c| !channels.iter().any(|(e, _)| e == c) && seen.sees_channel(c))
+        .collect();
+    extra.sort();
+    extra.dedup();
+    channels.extend(extra.into_iter().map(|c| (c, Vec::new())));
+
+    for (channel, exp) in channels {
+        let obs: Vec<Event> = observed
+            .iter()
+            .filter(|o| o.channel == channel)
+            .map(|o| o.event.clone())
+            .collect();
+        result
+            .channels
+            .push(compare_channel(stage, channel, &exp, &obs, seen, bindings));
+    }
+    result.not_observed.sort();
+    result.not_observed.dedup();
+    result
+}
+
+/// Drops the attributes the source cannot see, noting them.
+fn project(
+    e: &Event,
+    sees: impl Fn(Attr) -> bool,
+    notes: &mut Vec<String>,
+    channel: &Channel,
+) -> Event {
+    let mut out = Event::new(e.name.clone());
+    for (a, v) in &e.attrs {
+        if sees(*a) {
+            out.attrs.insert(*a, v.clone());
+        } else {
+            notes.push(format!("{a} on channel {channel}"));
+        }
+    }
+    out
+}
+
+/// Same name, and every non-identifier attribute the golden names is equal;
+/// identifiers need only be present and bindable.
+fn shape_match(e: &Event, o: &Event, bindings: &Bindings) -> bool {
+    e.name == o.name
+        && e.attrs
+            .iter()
+            .all(|(a, v)| match (a.kind(), v, o.attrs.get(a)) {
+                (Kind::Id(space), Value::Id(sym), Some(Value::Id(lit))) => {
+                    bindings.compatible(space, sym, lit)
+                }
+                (_, _, Some(ov)) => ov == v,
+                (_, _, None) => false,
+            })
+}
+
+/// Binds every identifier of a pair that can be bound.
+fn bind_pair(e: &Event, o: &Event, bindings: &mut Bindings) {
+    for (a, v) in &e.attrs {
+        if let (Kind::Id(space), Value::Id(sym), Some(Value::Id(lit))) =
+            (a.kind(), v, o.attrs.get(a))
+        {
+            bindings.bind(space, sym, lit);
+        }
+    }
+}
+
+/// An observed event as text: only `keys` (when paired with a golden
+/// event), identifiers replaced by the symbols they are bound to.
+fn render_observed(
+    o: &Event,
+    keys: Option<&BTreeSet<Attr>>,
+    seen: &Observability,
+    bindings: &Bindings,
+) -> String {
+    let mut out = Event::new(o.name.clone());
+    for (a, v) in &o.attrs {
+        if keys.is_some_and(|k| !k.contains(a)) || !seen.sees_attr(*a) {
+            continue;
+        }
+        let v = match (a.kind(), v) {
+            (Kind::Id(space), Value::Id(lit)) => {
+                Value::Id(bindings.symbol_for(space, lit).unwrap_or(lit).to_string())
+            }
+            _ => v.clone(),
+        };
+        out.attrs.insert(*a, v);
+    }
+    out.to_json_line()
+}
+
+fn compare_channel(
+    stage: &str,
+    channel: Channel,
+    exp: &[Event],
+    obs: &[Event],
+    seen: &Observability,
+    bindings: &mut Bindings,
+) -> ChannelResult {
+    // Longest common subsequence on shape; the inputs are a handful of
+    // events, so the quadratic table is nothing.
+    let (n, m) = (exp.len(), obs.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if shape_match(&exp[i], &obs[j], bindings) {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    // pairs[j] = the golden event observed event j is rendered against.
+    let mut pairs: Vec<Option<usize>> = vec![None; m];
+    let (mut i, mut j) = (0, 0);
+    let (mut unmatched_e, mut unmatched_o) = (Vec::new(), Vec::new());
+    let flush = |ue: &mut Vec<usize>,
+                 uo: &mut Vec<usize>,
+                 pairs: &mut Vec<Option<usize>>,
+                 bindings: &mut Bindings| {
+        // Within a run of differences, pair events of the same name in
+        // order, so a wrong attribute shows as one changed line.
+        let mut used = vec![false; ue.len()];
+        for &oj in uo.iter() {
+            if let Some(k) = (0..ue.len()).find(|&k| !used[k] && exp[ue[k]].name == obs[oj].name) {
+                used[k] = true;
+                pairs[oj] = Some(ue[k]);
+                bind_pair(&exp[ue[k]], &obs[oj], bindings);
+            }
+        }
+        ue.clear();
+        uo.clear();
+    };
+    while i < n || j < m {
+        if i < n
+            && j < m
+            && shape_match(&exp[i], &obs[j], bindings)
+            && lcs[i][j] == lcs[i + 1][j + 1] + 1
+        {
+            flush(&mut unmatched_e, &mut unmatched_o, &mut pairs, bindings);
+            bind_pair(&exp[i], &obs[j], bindings);
+            pairs[j] = Some(i);
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            unmatched_o.push(j);
+            j += 1;
+        } else {
+            unmatched_e.push(i);
+            i += 1;
+        }
+    }
+    flush(&mut unmatched_e, &mut unmatched_o, &mut pairs, bindings);
+
+    let expected: Vec<String> = exp.iter().map(Event::to_json_line).collect();
+    let observed: Vec<String> = obs
+        .iter()
+        .zip(&pairs)
+        .map(|(o, p)| {
+            let keys: Option<BTreeSet<Attr>> = p.map(|i| exp[i].attrs.keys().copied().collect());
+            render_observed(o, keys.as_ref(), seen, bindings)
+        })
+        .collect();
+    let (diff, divergence) = if expected == observed {
+        (None, None)
+    } else {
+        let (e_text, o_text) = (lines(&expected), lines(&observed));
+        let td = TextDiff::from_lines(&e_text, &o_text);
+        let unified = td
+            .unified_diff()
+            .context_radius(3)
+            .header(
+                &format!("expected {stage}/{channel}"),
+                &format!("observed {stage}/{channel}"),
+            )
+            .to_string();
+        let mut first_del = None;
+        let mut first_ins = None;
+        for op in td.ops() {
+            let changes: Vec<_> = td.iter_changes(op).collect();
+            if changes.iter().all(|c| c.tag() == ChangeTag::Equal) {
+                continue;
+            }
+            first_del = changes
+                .iter()
+                .find(|c| c.tag() == ChangeTag::Delete)
+                .map(|c| c.value().trim_end().to_string());
+            first_ins = changes
+                .iter()
+                .find(|c| c.tag() == ChangeTag::Insert)
+                .map(|c| c.value().trim_end().to_string());
+            break;
+        }
+        let divergence = Divergence {
+            stage: stage.to_string(),
+            channel: channel.to_string(),
+            expected: first_del,
+            observed: first_ins,
+        };
+        (Some(unified), Some(divergence))
+    };
+    ChannelResult {
+        channel,
+        expected,
+        observed,
+        diff,
+        divergence,
+    }
+}
+
+fn lines(v: &[String]) -> String {
+    v.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Strictness;
+    use std::path::PathBuf;
+
+    fn ev(line: &str) -> Event {
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        Event::from_json(&obj, Strictness::Lenient, &[]).unwrap().0
+    }
+
+    fn golden(channel: &str, lines: &[&str]) -> (Channel, Vec<Expected>) {
+        let events = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Expected {
+                event: ev(l),
+                path: PathBuf::from("g"),
+                line: i + 1,
+            })
+            .collect();
+        (Channel::parse(channel), events)
+    }
+
+    fn seen(channel: &str, lines: &[&str]) -> Vec<Observation> {
+        lines
+            .iter()
+            .map(|l| Observation {
+                channel: Channel::parse(channel),
+                event: ev(l),
+                raw: l.to_string(),
+            })
+            .collect()
+    }
+
+    fn all() -> Observability {
+        Observability::everything("test")
+    }
+
+    #[test]
+    fn binds_identifiers_at_first_sight_and_holds_them() {
+        let exp = [golden(
+            "monitoring",
+            &[
+                r#"{"event": "EventCallCreated", "ConnID": "$c"}"#,
+                r#"{"event": "EventCallPartyAdded", "ConnID": "$c", "PartyID": "$p1"}"#,
+                r#"{"event": "EventCallPartyAdded", "ConnID": "$c", "PartyID": "$p2"}"#,
+            ],
+        )];
+        let good = seen(
+            "monitoring",
+            &[
+                r#"{"event": "EventCallCreated", "ConnID": "00aa"}"#,
+                r#"{"event": "EventCallPartyAdded", "ConnID": "00aa", "PartyID": 7, "State": "Initiated"}"#,
+                r#"{"event": "EventCallPartyAdded", "ConnID": "00aa", "PartyID": 9}"#,
+            ],
+        );
+        let r = compare_stage("s", &exp, &good, &all(), &mut Bindings::default());
+        assert!(r.passed(), "{:?}", r.channels[0].diff);
+
+        // The same PartyID twice cannot stand for two symbols.
+        let reused = seen(
+            "monitoring",
+            &[
+                r#"{"event": "EventCallCreated", "ConnID": "00aa"}"#,
+                r#"{"event": "EventCallPartyAdded", "ConnID": "00aa", "PartyID": 7}"#,
+                r#"{"event": "EventCallPartyAdded", "ConnID": "00aa", "PartyID": 7}"#,
+            ],
+        );
+        let r = compare_stage("s", &exp, &reused, &all(), &mut Bindings::default());
+        assert!(!r.passed());
+        let d = r.first_divergence().unwrap();
+        assert!(
+            d.expected.as_deref().unwrap().contains("$p2")
+                && d.observed.as_deref().unwrap().contains("$p1"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn bindings_carry_across_stages() {
+        let mut b = Bindings::default();
+        let exp = [golden(
+            "60970",
+            &[r#"{"event": "EventRinging", "ConnID": "$c"}"#],
+        )];
+        assert!(compare_stage(
+            "a",
+            &exp,
+            &seen("60970", &[r#"{"event": "EventRinging", "ConnID": "1"}"#]),
+            &all(),
+            &mut b
+        )
+        .passed());
+        let r = compare_stage(
+            "b",
+            &exp,
+            &seen("60970", &[r#"{"event": "EventRinging", "ConnID": "2"}"#]),
+            &all(),
+            &mut b,
+        );
+        assert!(!r.passed());
+        assert!(r.channels[0]
+            .diff
+            .as_deref()
+            .unwrap()
+            .contains(r#"+{"event": "EventRinging", "ConnID": "2"}"#));
+    }
+
+    #[test]
+    fn wrong_value_missing_and_extra_events_are_named() {
+        let exp = [
+            golden(
+                "60970",
+                &[
+                    r#"{"event": "EventRinging", "ThisDN": "60970", "CallState": "Covered"}"#,
+                    r#"{"event": "EventEstablished", "ThisDN": "60970"}"#,
+                ],
+            ),
+            golden("60970_2", &[]),
+        ];
+        let obs: Vec<Observation> = [
+            seen("60970", &[r#"{"event": "EventRinging", "ThisDN": "60970", "CallState": "Ok", "CallType": "Internal"}"#]),
+            seen("60970_2", &[r#"{"event": "EventRinging", "ThisDN": "60970_2"}"#]),
+            seen("60971", &[r#"{"event": "EventOffHook", "ThisDN": "60971"}"#]),
+        ]
+        .concat();
+        let r = compare_stage("s", &exp, &obs, &all(), &mut Bindings::default());
+        let ch: Vec<_> = r
+            .channels
+            .iter()
+            .map(|c| (c.channel.to_string(), c.diff.is_some()))
+            .collect();
+        assert_eq!(
+            ch,
+            vec![
+                ("60970".into(), true),
+                ("60970_2".into(), true),
+                ("60971".into(), true)
+            ]
+        );
+        let d = r.first_divergence().unwrap();
+        assert_eq!(d.channel, "60970");
+        // The changed attribute is shown on one line, projected onto the
+        // golden's attributes (CallType, not in the golden, is not shown).
+        assert_eq!(
+            d.observed.as_deref(),
+            Some(r#"{"event": "EventRinging", "ThisDN": "60970", "CallState": "Ok"}"#)
+        );
+        let diff = r.channels[0].diff.as_deref().unwrap();
+        assert!(
+            diff.contains(r#"-{"event": "EventEstablished", "ThisDN": "60970"}"#),
+            "{diff}"
+        );
+        assert_eq!(r.channels[1].divergence.as_ref().unwrap().expected, None);
+    }
+
+    #[test]
+    fn unobservable_attributes_and_channels_are_not_compared_but_listed() {
+        let exp = [
+            golden(
+                "60970",
+                &[r#"{"event": "EventRinging", "ThisDN": "60970", "ThisDNRole": "Destination"}"#],
+            ),
+            golden(
+                "monitoring",
+                &[r#"{"event": "EventCallCreated", "ConnID": "$c"}"#],
+            ),
+        ];
+        let sip = Observability {
+            source: "sip".into(),
+            channels: Some(vec![Channel::parse("60970")]),
+            blind_to: vec![Attr::ThisDnRole],
+        };
+        let r = compare_stage(
+            "s",
+            &exp,
+            &seen(
+                "60970",
+                &[r#"{"event": "EventRinging", "ThisDN": "60970"}"#],
+            ),
+            &sip,
+            &mut Bindings::default(),
+        );
+        assert!(r.passed());
+        assert_eq!(
+            r.not_observed,
+            vec![
+                "ThisDNRole on channel 60970".to_string(),
+                "channel monitoring (1 events)".to_string()
+            ]
+        );
+    }
+}

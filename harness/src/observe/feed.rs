@@ -1,0 +1,152 @@
+//! The JSON-lines event feed: how the embedded server, and a bridge on any
+//! other server, deliver T-Library events to scacheck. One event a line:
+//! the golden form of the event plus `seq` and `channel` (docs/event-feed.md).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
+
+use super::{EventLog, Observation};
+use crate::model::{Channel, Event, Strictness};
+
+pub const CHANNEL_KEY: &str = "channel";
+pub const SEQ_KEY: &str = "seq";
+/// Longest feed line we read; longer is a broken or hostile feed.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// One feed line for `event` on `channel`.
+pub fn encode(seq: u64, channel: &Channel, event: &Event) -> String {
+    let body = event.to_json_line();
+    let channel = serde_json::Value::String(channel.to_string());
+    format!(
+        "{{\"{SEQ_KEY}\": {seq}, \"{CHANNEL_KEY}\": {channel}, {}",
+        &body[1..]
+    )
+}
+
+/// Reads one feed line. Unknown event names are kept; unknown attributes
+/// are returned so the report can say what was ignored.
+pub fn decode(line: &str) -> Result<(Channel, Event, Vec<String>), String> {
+    let json: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = json.as_object().ok_or("not a JSON object")?;
+    let channel = match obj.get(CHANNEL_KEY) {
+        Some(serde_json::Value::String(c)) if !c.is_empty() => Channel::parse(c),
+        _ => return Err(format!("missing or empty \"{CHANNEL_KEY}\"")),
+    };
+    let (event, ignored) = Event::from_json(obj, Strictness::Lenient, &[CHANNEL_KEY, SEQ_KEY])?;
+    Ok((channel, event, ignored))
+}
+
+/// A connected feed reader; dropping it stops reading.
+pub struct FeedClient {
+    task: AbortHandle,
+}
+
+impl Drop for FeedClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FeedClient {
+    /// Connects to a feed and appends what it delivers to `log`.
+    pub async fn connect(
+        addr: SocketAddr,
+        deadline: Duration,
+        log: EventLog,
+    ) -> Result<FeedClient, String> {
+        let stream = tokio::time::timeout(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("event feed at {addr}: no connection within {deadline:?}"))?
+            .map_err(|e| format!("event feed at {addr}: {e}"))?;
+        let task = tokio::spawn(async move {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match (&mut reader)
+                    .take(MAX_LINE as u64 + 1)
+                    .read_until(b'\n', &mut buf)
+                    .await
+                {
+                    Ok(0) => break,
+                    Ok(_) if buf.len() > MAX_LINE => {
+                        log.problem(format!(
+                            "feed line longer than {MAX_LINE} bytes; feed dropped"
+                        ));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        log.problem(format!("feed read error: {e}"));
+                        break;
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf).trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                match decode(&line) {
+                    Ok((channel, event, ignored)) => {
+                        if !ignored.is_empty() {
+                            log.problem(format!(
+                                "feed attributes not in the model, ignored: {} in {line}",
+                                ignored.join(", ")
+                            ));
+                        }
+                        log.push(Observation {
+                            channel,
+                            event,
+                            raw: line,
+                        });
+                    }
+                    Err(e) => log.problem(format!("unreadable feed line ({e}): {line}")),
+                }
+            }
+        });
+        Ok(FeedClient {
+            task: task.abort_handle(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attr, KnownEvent, Value};
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let ev = Event::new(KnownEvent::Ringing)
+            .with(Attr::ConnId, Value::Id("006e".into()))
+            .with(Attr::AppearanceIndex, Value::Int(1));
+        let line = encode(7, &Channel::Dn("60970_2".into()), &ev);
+        assert!(
+            line.starts_with(r#"{"seq": 7, "channel": "60970_2", "event": "EventRinging""#),
+            "{line}"
+        );
+        let (ch, back, ignored) = decode(&line).unwrap();
+        assert_eq!(
+            (ch, back, ignored.len()),
+            (Channel::Dn("60970_2".into()), ev, 0)
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_errors_not_panics() {
+        for line in [
+            "",
+            "[]",
+            "{}",
+            r#"{"channel": "m"}"#,
+            r#"{"channel": "", "event": "EventRinging"}"#,
+            r#"{"channel": "x", "event": "EventRinging", "CallState": 5}"#,
+        ] {
+            assert!(decode(line).is_err(), "{line}");
+        }
+    }
+}

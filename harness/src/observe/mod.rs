@@ -1,0 +1,143 @@
+//! Capture sources. Each turns what it can see into events of the one
+//! model, in arrival order, and declares what it can observe so that the
+//! diff compares only that.
+
+pub mod feed;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::model::{Attr, Channel, Event};
+
+/// One event as a source delivered it.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub channel: Channel,
+    pub event: Event,
+    /// The source's own text of the event (a feed line, a log block).
+    pub raw: String,
+}
+
+/// What a source can see. The diff compares only this; the report lists
+/// the rest as not observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    pub source: String,
+    /// `None`: every channel.
+    pub channels: Option<Vec<Channel>>,
+    /// Attributes the source cannot see.
+    pub blind_to: Vec<Attr>,
+}
+
+impl Observability {
+    /// A source that sees every channel and attribute (a server's own feed).
+    pub fn everything(source: &str) -> Observability {
+        Observability {
+            source: source.to_string(),
+            channels: None,
+            blind_to: Vec::new(),
+        }
+    }
+
+    pub fn sees_channel(&self, channel: &Channel) -> bool {
+        self.channels.as_ref().is_none_or(|cs| cs.contains(channel))
+    }
+
+    pub fn sees_attr(&self, attr: Attr) -> bool {
+        !self.blind_to.contains(&attr)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    events: Vec<Observation>,
+    problems: Vec<String>,
+}
+
+/// The events a source has delivered so far, shared between the source's
+/// reader task and the run that waits on them.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    inner: Arc<Mutex<Inner>>,
+    changed: watch::Sender<usize>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog {
+            inner: Arc::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl EventLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, obs: Observation) {
+        let n = {
+            let mut inner = self.lock();
+            inner.events.push(obs);
+            inner.events.len()
+        };
+        self.changed.send_replace(n);
+    }
+
+    /// Something the source delivered that is not a usable event.
+    pub fn problem(&self, what: String) {
+        self.lock().problems.push(what);
+        self.changed.send_modify(|_| {});
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events from position `from` on.
+    pub fn since(&self, from: usize) -> Vec<Observation> {
+        self.lock()
+            .events
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        self.lock().problems.clone()
+    }
+
+    /// Waits until `done` holds for the events since `from`, or `deadline`
+    /// passes. Returns whether it held.
+    pub async fn wait_for(
+        &self,
+        from: usize,
+        deadline: Duration,
+        done: impl Fn(&[Observation]) -> bool,
+    ) -> bool {
+        let mut rx = self.changed.subscribe();
+        let check = |_: &usize| done(self.lock().events.get(from..).unwrap_or_default());
+        tokio::time::timeout(deadline, rx.wait_for(check))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until no event has arrived for `quiet`, at most `deadline`.
+    pub async fn settle(&self, quiet: Duration, deadline: Duration) {
+        let mut rx = self.changed.subscribe();
+        let _ = tokio::time::timeout(deadline, async {
+            while tokio::time::timeout(quiet, rx.changed())
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {}
+        })
+        .await;
+    }
+}

@@ -1,0 +1,52 @@
+//! Seeded defects of the embedded server. Each one is a mistake a real SCA
+//! server could make; the fault tests prove the harness catches every one
+//! in the right case, channel and event.
+
+use std::fmt;
+
+macro_rules! faults {
+    ($($var:ident => $name:literal : $what:literal),+ $(,)?) => {
+        /// A defect the embedded server can be started with (`--fault NAME`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Fault { $($var),+ }
+
+        impl Fault {
+            pub const ALL: &'static [Fault] = &[$(Fault::$var),+];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Fault::$var => $name),+ }
+            }
+
+            pub fn description(self) -> &'static str {
+                match self { $(Fault::$var => $what),+ }
+            }
+        }
+    };
+}
+
+faults! {
+    NoCancelToLoser => "no-cancel-to-loser":
+        "when one phone answers, the other phone's INVITE is never cancelled (it keeps ringing and is never released)",
+    WrongAppearanceIndex => "wrong-appearance-index":
+        "an inbound call is put on appearance 2 although appearance 1 is idle",
+    CoveredAsOk => "covered-as-ok":
+        "EventRinging on the shared-line phones says CallState Ok instead of Covered",
+    DropLoserPartyDeleted => "drop-loser-party-deleted":
+        "call monitoring omits EventCallPartyDeleted for the phone that did not answer",
+    DuplicateRinging => "duplicate-ringing":
+        "EventRinging is sent twice to the second phone of the line",
+    NoOnHook => "no-onhook":
+        "after the far end hangs up, the shared-line phone gets no EventOnHook",
+}
+
+impl Fault {
+    pub fn parse(name: &str) -> Option<Fault> {
+        Fault::ALL.iter().copied().find(|f| f.name() == name)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

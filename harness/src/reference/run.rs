@@ -1,0 +1,104 @@
+//! The embedded server's edge: its SIP endpoint and its event feed (JSON
+//! lines over TCP, see docs/event-feed.md). One instance per case.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::server::Server;
+use super::Fault;
+use crate::observe::feed;
+use crate::sip::transport::{Endpoint, Recorder};
+use crate::topology::Topology;
+
+/// A running embedded server. Dropping it stops it.
+pub struct Embedded {
+    pub sip: SocketAddr,
+    pub feed: SocketAddr,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Embedded {
+    pub async fn start(
+        ip: IpAddr,
+        domain: &str,
+        topology: Topology,
+        fault: Option<Fault>,
+    ) -> io::Result<Embedded> {
+        // The server's own view of the traffic is not part of a case's
+        // capture (the user agents record every message already).
+        let (endpoint, mut inbound) = Endpoint::bind("server", ip, Recorder::default()).await?;
+        let sip = endpoint.local_addr();
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        let feed_addr = listener.local_addr()?;
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (count_tx, count_rx) = watch::channel(0usize);
+
+        let mut core = Server::new(domain, sip, topology, fault);
+        let server_log = log.clone();
+        let server = tokio::spawn(async move {
+            let mut seq = 0u64;
+            while let Some(msg) = inbound.recv().await {
+                core.handle(&msg);
+                while let Some(out) = core.poll_transmit() {
+                    // A phone that went away is the phone's problem; the
+                    // server carries on, as a real one would.
+                    let _ = endpoint.send(out.transport, out.to, out.bytes).await;
+                }
+                let mut lines = server_log.lock().unwrap_or_else(|p| p.into_inner());
+                while let Some((channel, event)) = core.poll_event() {
+                    seq += 1;
+                    lines.push(feed::encode(seq, &channel, &event));
+                }
+                count_tx.send_replace(lines.len());
+            }
+        });
+
+        let feed_task = tokio::spawn(async move {
+            let mut clients = tokio::task::JoinSet::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (log, mut count) = (log.clone(), count_rx.clone());
+                // Each client gets the whole feed from the start, then every
+                // new line: a late subscriber loses nothing.
+                clients.spawn(async move {
+                    let mut sent = 0;
+                    loop {
+                        let batch: Vec<String> =
+                            log.lock().unwrap_or_else(|p| p.into_inner())[sent..].to_vec();
+                        for line in &batch {
+                            if stream
+                                .write_all(format!("{line}\n").as_bytes())
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        sent += batch.len();
+                        if count.wait_for(|n| *n > sent).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Embedded {
+            sip,
+            feed: feed_addr,
+            tasks: vec![server.abort_handle(), feed_task.abort_handle()],
+        })
+    }
+}

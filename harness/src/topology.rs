@@ -1,0 +1,75 @@
+//! The parties of the reference: the shared line 60970 with its two phones
+//! 60970 and 60970_2, and the ordinary phone 60972. Cases name parties by
+//! these DNs; a target maps them to SIP identities.
+
+/// A shared line and the DNs of its phones (members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The line's own number (its AoR user part).
+    pub number: String,
+    pub members: Vec<String>,
+}
+
+/// Every DN a case may use, and how they group into shared lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub lines: Vec<Line>,
+    /// Phones that are not on a shared line.
+    pub plain: Vec<String>,
+}
+
+impl Topology {
+    /// The reference page's parties.
+    pub fn reference() -> Topology {
+        Topology {
+            lines: vec![Line {
+                number: "60970".into(),
+                members: vec!["60970".into(), "60970_2".into()],
+            }],
+            plain: vec!["60972".into()],
+        }
+    }
+
+    /// Every DN, plain phones first, then line members in order.
+    pub fn dns(&self) -> Vec<&str> {
+        self.plain
+            .iter()
+            .chain(self.lines.iter().flat_map(|l| l.members.iter()))
+            .map(String::as_str)
+            .collect()
+    }
+
+    pub fn knows(&self, dn: &str) -> bool {
+        self.dns().contains(&dn)
+    }
+
+    /// The shared line a DN is a member of.
+    pub fn line_of(&self, dn: &str) -> Option<&Line> {
+        self.lines
+            .iter()
+            .find(|l| l.members.iter().any(|m| m == dn))
+    }
+
+    /// The shared line whose number is `number`.
+    pub fn line(&self, number: &str) -> Option<&Line> {
+        self.lines.iter().find(|l| l.number == number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_parties() {
+        let t = Topology::reference();
+        assert_eq!(t.dns(), vec!["60972", "60970", "60970_2"]);
+        assert_eq!(
+            t.line_of("60970_2").map(|l| l.number.as_str()),
+            Some("60970")
+        );
+        assert!(t.line_of("60972").is_none());
+        assert!(t.line("60970").is_some() && t.line("60972").is_none());
+        assert!(!t.knows("6097"));
+    }
+}
