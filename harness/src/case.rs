@@ -193,9 +193,11 @@ impl Case {
                             _ => Action::Cancel,
                         }
                     }
-                    other => return Err(step_err(format!(
+                    other => {
+                        return Err(step_err(format!(
                         "unknown action {other:?} (known: call, answer, refuse, hangup, cancel)"
-                    ))),
+                    )))
+                    }
                 };
                 steps.push(Step {
                     actor: step.actor,

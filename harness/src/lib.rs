@@ -18,6 +18,8 @@ pub mod input;
 pub mod model;
 pub mod observe;
 pub mod reference;
+pub mod report;
+pub mod run;
 pub mod sip;
 pub mod topology;
 pub mod ua;

@@ -1,1 +1,187 @@
-fn main() {}
+//! The `scacheck` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use scacheck::case::Case;
+use scacheck::reference::Fault;
+use scacheck::report;
+use scacheck::run::{run_all, Prepared, RunOptions, Target, Verdict};
+use scacheck::sip::Transport;
+use scacheck::topology::Topology;
+
+/// Conformance tests for SIP servers that implement Shared Call Appearance.
+#[derive(Parser)]
+#[command(name = "scacheck", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run cases against a target and write a report.
+    Run(RunArgs),
+    /// List the seeded defects of the embedded server (for --fault).
+    Faults,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    /// An in-process reference SCA server, one per case.
+    Embedded,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// What to test.
+    #[arg(long, value_enum, default_value = "embedded")]
+    target: TargetArg,
+    /// Only cases whose id matches: a substring, or a pattern with '*'.
+    #[arg(long, value_name = "PATTERN")]
+    cases: Option<String>,
+    /// Where the case files are.
+    #[arg(long, default_value = "cases")]
+    cases_dir: PathBuf,
+    /// Where the golden files are.
+    #[arg(long, default_value = "fixtures/golden")]
+    golden_dir: PathBuf,
+    /// Where to write the report (default: reports/<UTC timestamp>/).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Start the embedded server with a seeded defect (see `scacheck faults`).
+    #[arg(long, value_name = "NAME")]
+    fault: Option<String>,
+    /// The transport the user agents use.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Faults => {
+            for f in Fault::ALL {
+                println!("{:<26} {}", f.name(), f.description());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => match run(args) {
+            Ok(all_passed) => ExitCode::from(if all_passed { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("scacheck: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Does a case id match the user's pattern?
+fn matches(pattern: &str, id: &str) -> bool {
+    if !pattern.contains('*') {
+        return id.contains(pattern);
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !id.starts_with(first)
+        || !id[first.len()..].ends_with(last)
+        || id.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &id[first.len()..id.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Returns whether every case passed; an error is bad input or usage.
+fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let topology = Topology::reference();
+    let fault = match &args.fault {
+        None => None,
+        Some(name) => Some(Fault::parse(name).with_context(|| {
+            let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown fault {name:?} (known: {})", known.join(", "))
+        })?),
+    };
+    let TargetArg::Embedded = args.target;
+    let mut cases = Case::load_dir(&args.cases_dir, &topology)?;
+    if let Some(p) = &args.cases {
+        cases.retain(|c| matches(p, &c.id));
+        anyhow::ensure!(
+            !cases.is_empty(),
+            "no case in {} matches {p:?}",
+            args.cases_dir.display()
+        );
+    }
+    anyhow::ensure!(
+        !cases.is_empty(),
+        "no case files (*.toml) in {}",
+        args.cases_dir.display()
+    );
+    let prepared: Vec<Prepared> = cases
+        .into_iter()
+        .map(|c| Prepared::new(c, &args.golden_dir, &topology))
+        .collect::<Result<_, _>>()?;
+    let transport = match args.transport {
+        TransportArg::Udp => Transport::Udp,
+        TransportArg::Tcp => Transport::Tcp,
+    };
+    let opts = RunOptions {
+        target: Target::Embedded { fault },
+        transport,
+        ..RunOptions::default()
+    };
+    let dir = args
+        .report_dir
+        .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
+
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let results = runtime.block_on(run_all(&prepared, &topology, opts));
+    for r in &results {
+        println!("{}", report::console_line(r));
+    }
+    println!("{}", report::console_summary(&results));
+    let target = match fault {
+        Some(f) => format!("embedded (fault {f})"),
+        None => "embedded".to_string(),
+    };
+    report::write(&dir, &target, &results)
+        .with_context(|| format!("writing the report to {}", dir.display()))?;
+    println!("report: {}", dir.display());
+    Ok(results.iter().all(|r| r.verdict == Verdict::Pass))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn patterns() {
+        assert!(matches("answered", "inbound-answered"));
+        assert!(matches("inbound-*", "inbound-answered"));
+        assert!(matches("*-answered", "inbound-answered"));
+        assert!(matches("in*ed", "inbound-answered"));
+        assert!(!matches("out*", "inbound-answered"));
+        assert!(!matches("inbound-*-x", "inbound-answered"));
+        assert!(!matches("ab*ba", "aba"));
+    }
+}

@@ -37,6 +37,8 @@ faults! {
         "EventRinging is sent twice to the second phone of the line",
     NoOnHook => "no-onhook":
         "after the far end hangs up, the shared-line phone gets no EventOnHook",
+    MalformedNotify => "malformed-notify":
+        "call-info NOTIFYs after the first carry an unparseable CSeq",
 }
 
 impl Fault {

@@ -391,7 +391,14 @@ impl Server {
                 &format!("<sip:{}@{}>;tag={}", s.subscriber, self.domain, s.their_tag),
             )
             .header("Call-ID", &s.call_id)
-            .header("CSeq", &format!("{} NOTIFY", s.next_cseq))
+            .header(
+                "CSeq",
+                &if self.fault == Some(Fault::MalformedNotify) && s.next_cseq > 1 {
+                    format!("NOTIFY {}", s.next_cseq)
+                } else {
+                    format!("{} NOTIFY", s.next_cseq)
+                },
+            )
             .header("Contact", &contact)
             .header("Event", "call-info")
             .header("Subscription-State", &state)

@@ -1,0 +1,265 @@
+//! What a run writes: a line per case and a summary on the console,
+//! `summary.json`, a `<case>.diff` for every case that did not pass, and a
+//! `<case>.sip.txt` with every SIP message of every case.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::run::{CaseResult, Verdict};
+use crate::sip::transport::Direction;
+
+/// The file-name form of a case's id with its transport (UDP is the
+/// default and keeps the bare id).
+pub fn case_key(r: &CaseResult) -> String {
+    match r.transport {
+        crate::sip::Transport::Udp => r.id.clone(),
+        other => format!("{}@{other}", r.id),
+    }
+}
+
+/// The console line of a case.
+pub fn console_line(r: &CaseResult) -> String {
+    let mut line = format!(
+        "{:<13} {:<40} {:>6} ms",
+        r.verdict.as_str().to_uppercase(),
+        case_key(r),
+        r.duration.as_millis()
+    );
+    if r.verdict != Verdict::Pass {
+        if let Some(h) = r.headline() {
+            let _ = write!(line, "\n    {h}");
+        }
+    }
+    line
+}
+
+/// Counts by verdict, every verdict present (zero included).
+pub fn totals(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
+    let mut t: BTreeMap<&'static str, usize> =
+        [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive]
+            .iter()
+            .map(|v| (v.as_str(), 0))
+            .collect();
+    for r in results {
+        *t.entry(r.verdict.as_str()).or_default() += 1;
+    }
+    t
+}
+
+pub fn console_summary(results: &[CaseResult]) -> String {
+    let t = totals(results);
+    let parts: Vec<String> = [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive]
+        .iter()
+        .map(|v| format!("{} {}", t[v.as_str()], v.as_str()))
+        .collect();
+    format!("{} cases: {}", results.len(), parts.join(", "))
+}
+
+#[derive(Serialize)]
+struct SummaryCase<'a> {
+    id: String,
+    title: &'a str,
+    transport: String,
+    verdict: Verdict,
+    duration_ms: u128,
+    first_divergence: Option<String>,
+    error: Option<&'a str>,
+    problems: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    target: &'a str,
+    cases: Vec<SummaryCase<'a>>,
+    totals: BTreeMap<&'static str, usize>,
+}
+
+/// The `summary.json` document.
+pub fn summary_json(target: &str, results: &[CaseResult]) -> String {
+    let cases = results
+        .iter()
+        .map(|r| SummaryCase {
+            id: case_key(r),
+            title: &r.title,
+            transport: r.transport.to_string(),
+            verdict: r.verdict,
+            duration_ms: r.duration.as_millis(),
+            first_divergence: r.first_divergence().map(ToString::to_string),
+            error: r.error.as_deref(),
+            problems: r.problems.iter().map(|p| p.what.as_str()).collect(),
+        })
+        .collect();
+    let s = Summary {
+        target,
+        cases,
+        totals: totals(results),
+    };
+    serde_json::to_string_pretty(&s).unwrap_or_default() + "\n"
+}
+
+/// The full text of a case's findings: divergence, per-channel diffs,
+/// what was not observed, problems with their raw messages.
+pub fn case_text(r: &CaseResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "case {} ({}): {}",
+        case_key(r),
+        r.title,
+        r.verdict.as_str().to_uppercase()
+    );
+    let _ = writeln!(out, "events from: {}", r.source.source);
+    if let Some(d) = r.first_divergence() {
+        let _ = writeln!(out, "first divergence: {d}");
+    }
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "could not complete: {e}");
+    }
+    for s in &r.stages {
+        let _ = writeln!(out, "\n== stage {} ==", s.stage);
+        if s.passed() {
+            let _ = writeln!(out, "all channels match");
+        }
+        for c in s.channels.iter() {
+            if let Some(diff) = &c.diff {
+                out.push_str(diff);
+                if !diff.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+        if !s.not_observed.is_empty() {
+            let _ = writeln!(
+                out,
+                "not observed by this source: {}",
+                s.not_observed.join("; ")
+            );
+        }
+    }
+    if !r.problems.is_empty() {
+        let _ = writeln!(out, "\n== problems ==");
+        for p in &r.problems {
+            let _ = writeln!(out, "- {}", p.what);
+            if let Some(raw) = &p.raw {
+                for line in String::from_utf8_lossy(raw).lines() {
+                    let _ = writeln!(out, "    | {line}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every SIP message of a case, in order, raw.
+pub fn sip_text(r: &CaseResult) -> String {
+    let mut out = String::new();
+    let t0 = r.records.first().map(|x| x.at).unwrap_or(UNIX_EPOCH);
+    for rec in &r.records {
+        let dt = rec.at.duration_since(t0).unwrap_or_default();
+        let (arrow, verb) = match rec.direction {
+            Direction::Sent => ("->", "sent to"),
+            Direction::Received => ("<-", "received from"),
+        };
+        let _ = writeln!(
+            out,
+            "#{} +{:.3}s {} {arrow} {} {verb} {} ({}){}",
+            rec.seq,
+            dt.as_secs_f64(),
+            rec.agent,
+            rec.first_line(),
+            rec.peer,
+            rec.transport,
+            rec.problem
+                .as_ref()
+                .map(|p| format!(" [{p}]"))
+                .unwrap_or_default()
+        );
+        for line in String::from_utf8_lossy(&rec.raw).split("\r\n") {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    if !r.events.is_empty() {
+        let _ = writeln!(out, "\n== events ({}) ==", r.source.source);
+        for (stage, obs) in &r.events {
+            let _ = writeln!(out, "[{stage}] {} {}", obs.channel, obs.event);
+        }
+    }
+    out
+}
+
+/// Writes the report directory.
+pub fn write(dir: &Path, target: &str, results: &[CaseResult]) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("summary.json"), summary_json(target, results))?;
+    for r in results {
+        let key = case_key(r);
+        std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;
+        if r.verdict != Verdict::Pass {
+            std::fs::write(dir.join(format!("{key}.diff")), case_text(r))?;
+        }
+    }
+    Ok(())
+}
+
+/// `reports/<UTC timestamp>/`, made unique if a run in the same second
+/// already took it.
+pub fn default_dir(base: &Path) -> PathBuf {
+    let stamp = utc_stamp(SystemTime::now());
+    let mut dir = base.join(&stamp);
+    let mut n = 2;
+    while dir.exists() {
+        dir = base.join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    dir
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time (civil-from-days, Howard Hinnant).
+pub fn utc_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
+        // 2026-11-25 17:10:50 UTC
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(1_795_626_650)),
+            "20261125T171050Z"
+        );
+        // a leap day
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "20000229T000000Z"
+        );
+    }
+}
