@@ -1,1 +1,56 @@
-fn main() {}
+//! Wall time of the whole suite on the embedded target: `cargo bench`.
+//! Prints figures; it asserts nothing (targets live here, not in tests).
+//! Aim: the three inbound cases together well under one second.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use scacheck::case::Case;
+use scacheck::run::{run_all, Prepared, RunOptions, Verdict};
+use scacheck::sip::Transport;
+use scacheck::topology::Topology;
+
+const ROUNDS: usize = 20;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let topology = Topology::reference();
+    let prepared: Vec<Prepared> = Case::load_dir(&root.join("cases"), &topology)
+        .and_then(|cases| {
+            cases
+                .into_iter()
+                .map(|c| Prepared::new(c, &root.join("fixtures/golden"), &topology))
+                .collect()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    println!(
+        "suite: {} cases on the embedded target, {ROUNDS} rounds per transport",
+        prepared.len()
+    );
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let opts = RunOptions {
+            transport,
+            ..RunOptions::default()
+        };
+        let mut times: Vec<Duration> = Vec::with_capacity(ROUNDS);
+        let mut not_passed = 0;
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let results = rt.block_on(run_all(&prepared, &topology, opts));
+            times.push(t.elapsed());
+            not_passed += results
+                .iter()
+                .filter(|r| r.verdict != Verdict::Pass)
+                .count();
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{transport}: suite wall time min {:.1} ms, median {:.1} ms, max {:.1} ms ({not_passed} case runs did not pass)",
+            ms(times[0]),
+            ms(times[ROUNDS / 2]),
+            ms(times[ROUNDS - 1])
+        );
+    }
+}

@@ -296,7 +296,7 @@ pub enum Value {
 impl Value {
     /// Parses a JSON value as the given attribute's value.
     pub fn from_json(attr: Attr, json: &Json) -> Result<Value, String> {
-        fn text<'a>(attr: Attr, json: &'a Json) -> Result<&'a str, String> {
+        fn text(attr: Attr, json: &Json) -> Result<&str, String> {
             json.as_str()
                 .ok_or_else(|| format!("{attr} must be a string, found {json}"))
         }

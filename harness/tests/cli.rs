@@ -1,1 +1,164 @@
-fn main() {}
+//! The command line as a user meets it: exit codes, report files, and
+//! errors that name the file and line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scacheck(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scacheck"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("scacheck runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn a_clean_run_passes_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scacheck(&["run", "--report-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["totals"]["pass"], 3);
+    assert_eq!(summary["cases"].as_array().unwrap().len(), 3);
+    for case in summary["cases"].as_array().unwrap() {
+        assert_eq!(case["verdict"], "pass");
+        assert!(case["duration_ms"].is_u64());
+        assert!(case["first_divergence"].is_null());
+        let sip = std::fs::read_to_string(
+            dir.path()
+                .join(format!("{}.sip.txt", case["id"].as_str().unwrap())),
+        )
+        .unwrap();
+        assert!(sip.contains("INVITE sip:60970@sca.test SIP/2.0"));
+    }
+    assert!(text(&out.stdout).contains("3 cases: 3 pass, 0 fail, 0 inconclusive"));
+}
+
+#[test]
+fn a_fault_exits_1_with_a_diff_for_the_failing_case_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scacheck(&[
+        "run",
+        "--fault",
+        "no-onhook",
+        "--cases",
+        "*-by-caller",
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let diff = std::fs::read_to_string(dir.path().join("terminated-by-caller.diff")).unwrap();
+    assert!(diff.contains("first divergence: stage \"released\", channel 60970: expected {\"event\": \"EventOnHook\""), "{diff}");
+    assert!(
+        diff.contains("-{\"event\": \"EventOnHook\", \"ThisDN\": \"60970\"}"),
+        "{diff}"
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
+    assert!(summary.contains("\"fail\": 1"), "{summary}");
+}
+
+#[test]
+fn faults_are_listed() {
+    let out = scacheck(&["faults"]);
+    assert_eq!(out.status.code(), Some(0));
+    for f in scacheck::reference::Fault::ALL {
+        assert!(text(&out.stdout).contains(f.name()));
+    }
+}
+
+/// A copy of cases/ and fixtures/golden/ in a temporary directory, with one
+/// file replaced.
+fn broken_tree(file: &str, contents: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        for entry in walk(from) {
+            let rel = entry.strip_prefix(from).unwrap();
+            std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
+            std::fs::copy(&entry, to.join(rel)).unwrap();
+        }
+    };
+    let (cases, golden) = (dir.path().join("cases"), dir.path().join("golden"));
+    copy(&root().join("cases"), &cases);
+    copy(&root().join("fixtures/golden"), &golden);
+    std::fs::write(dir.path().join(file), contents).unwrap();
+    (dir, cases, golden)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn run_tree(cases: &Path, golden: &Path, report: &Path) -> Output {
+    scacheck(&[
+        "run",
+        "--cases-dir",
+        cases.to_str().unwrap(),
+        "--golden-dir",
+        golden.to_str().unwrap(),
+        "--report-dir",
+        report.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_and_line() {
+    let bad = [
+        ("cases/inbound-answered.toml", "title = \"x\"\nparties = [\"60972\"]\n[[stage]]\nname = \"a\"\ncovers = \"c\"\ngolden = \"inbound-alerting\"\nsteps = [{ actor = \"60970\", action = \"answer\" }]\n", "cases/inbound-answered.toml:7: actor \"60970\" is not one of the case's parties"),
+        ("cases/inbound-alerting.toml", "title = \"x\"\nparties = [\n  \"60972\",\n]\n[[stage]]\nname = 1\n", "cases/inbound-alerting.toml:6: invalid type"),
+        ("golden/inbound-answered/60970.jsonl", "{\"event\": \"EventEstablished\", \"ThisDN\": \"60970\"}\n{\"event\": \"EventEstablished\", \"Cause\": \"Sometimes\"}\n", "golden/inbound-answered/60970.jsonl:2: unknown Cause \"Sometimes\""),
+        ("golden/inbound-alerting/monitoring.jsonl", "{\"event\": \"EventCallCreated\", \"ConnID\": \"1\"}\n", "golden/inbound-alerting/monitoring.jsonl:1: ConnID \"1\" must be a symbol"),
+        ("golden/inbound-alerting/60972.jsonl", "{\"event\": \"EventOffHook\", \"ThisDN\": \"60973\"}\n", "golden/inbound-alerting/60972.jsonl:1: ThisDN \"60973\" is not a known party"),
+        ("golden/inbound-alerting/6097.jsonl", "", "golden/inbound-alerting/6097.jsonl: not a channel file"),
+    ];
+    for (file, contents, want) in bad {
+        let (dir, cases, golden) = broken_tree(file, contents);
+        let report = dir.path().join("report");
+        let out = run_tree(&cases, &golden, &report);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(want), "{file}: wanted {want:?} in {err}");
+        assert!(!report.exists(), "nothing runs on bad input");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["run", "--fault", "nope"][..],
+        &["run", "--cases", "no-such-case"],
+        &["run", "--transport", "sctp"],
+        &["frobnicate"],
+    ] {
+        let out = scacheck(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

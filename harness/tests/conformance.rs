@@ -1,1 +1,57 @@
-fn main() {}
+//! Every case in `cases/` as a named trial against the embedded server,
+//! over UDP (`<case>`) and TCP (`<case>@tcp`):
+//! `cargo test --test conformance -- answered` runs the matching ones.
+
+use std::path::Path;
+
+use libtest_mimic::{Arguments, Trial};
+use scacheck::case::Case;
+use scacheck::report;
+use scacheck::run::{run_case, Prepared, RunOptions, Verdict};
+use scacheck::sip::Transport;
+use scacheck::topology::Topology;
+
+fn trials() -> Result<Vec<Trial>, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let topology = Topology::reference();
+    let cases = Case::load_dir(&root.join("cases"), &topology).map_err(|e| e.to_string())?;
+    let mut trials = Vec::new();
+    for case in cases {
+        let prepared = Prepared::new(case, &root.join("fixtures/golden"), &topology)
+            .map_err(|e| e.to_string())?;
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let name = match transport {
+                Transport::Udp => prepared.case.id.clone(),
+                Transport::Tcp => format!("{}@tcp", prepared.case.id),
+            };
+            let (p, topology) = (prepared.clone(), topology.clone());
+            trials.push(Trial::test(name, move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                let opts = RunOptions {
+                    transport,
+                    ..RunOptions::default()
+                };
+                let result = rt.block_on(run_case(&p, &topology, opts));
+                match result.verdict {
+                    Verdict::Pass => Ok(()),
+                    _ => Err(report::case_text(&result).into()),
+                }
+            }));
+        }
+    }
+    Ok(trials)
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    // Bad case or golden files are one failing trial that says where.
+    let trials = trials().unwrap_or_else(|e| {
+        vec![Trial::test("load cases and golden files", move || {
+            Err(e.clone().into())
+        })]
+    });
+    libtest_mimic::run(&args, trials).exit();
+}

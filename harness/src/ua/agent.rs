@@ -606,14 +606,12 @@ impl Agent {
             return;
         };
         match method {
-            "REGISTER" if resp.call_id() == self.register_call_id => {
-                if code >= 200 {
-                    self.status.registered = (200..300).contains(&code);
-                    if code >= 300 {
-                        self.status
-                            .problems
-                            .push(format!("REGISTER refused with {code}"));
-                    }
+            "REGISTER" if resp.call_id() == self.register_call_id && code >= 200 => {
+                self.status.registered = (200..300).contains(&code);
+                if code >= 300 {
+                    self.status
+                        .problems
+                        .push(format!("REGISTER refused with {code}"));
                 }
             }
             "SUBSCRIBE"
