@@ -201,3 +201,50 @@ fn subscription_counts_notifies_and_sees_termination() {
     let s = a.status();
     assert_eq!((s.notifies, s.subscribed), (2, false));
 }
+
+/// Every wait has a deadline: a server that never answers gives a named
+/// timeout, not a hang.
+#[tokio::test]
+async fn a_silent_server_times_out_with_a_clear_error() {
+    use crate::sip::transport::{Endpoint, Recorder};
+    use crate::ua::{AgentHandle, UaError};
+    use std::time::Duration;
+
+    // A bound socket that never answers stands in for a dead server.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let recorder = Recorder::default();
+    let (endpoint, inbound) =
+        Endpoint::bind("60970", "127.0.0.1".parse().unwrap(), recorder.clone())
+            .await
+            .unwrap();
+    let cfg = AgentConfig {
+        dn: "60970".into(),
+        user: "60970".into(),
+        domain: "sca.test".into(),
+        local: endpoint.local_addr(),
+        transport: Transport::Udp,
+        server: silent.local_addr().unwrap(),
+        nonce: "n".into(),
+    };
+    let agent = AgentHandle::start(endpoint, inbound, cfg);
+    agent.act(|a| a.register()).await.unwrap();
+    let err = agent
+        .wait_for(
+            "its REGISTER to be accepted",
+            Duration::from_millis(100),
+            |s| s.registered,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UaError::Timeout { .. }));
+    assert_eq!(
+        err.to_string(),
+        "60970: timed out after 100ms waiting for its REGISTER to be accepted"
+    );
+    // What was sent is on record, raw.
+    let sent = recorder.snapshot();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]
+        .raw
+        .starts_with(b"REGISTER sip:sca.test SIP/2.0\r\n"));
+}
