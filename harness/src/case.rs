@@ -22,7 +22,53 @@ pub enum Action {
     Hangup,
     /// CANCEL the unanswered outgoing call.
     Cancel,
+    /// Seize an appearance of the actor's line (line-seize SUBSCRIBE).
+    Seize { index: u32, expires: u32 },
+    /// Put the established call on hold (re-INVITE a=sendonly); a private
+    /// hold says `held-private` in Call-Info.
+    Hold { private: bool },
+    /// INVITE the actor's own line for a held appearance.
+    Retrieve { index: u32 },
+    /// INVITE the actor's own line for an active appearance.
+    Barge { index: u32 },
+    /// Refresh the call-info subscription.
+    Refresh,
+    /// End the call-info subscription (Expires 0).
+    Unsubscribe,
 }
+
+impl Action {
+    /// Actions that only a shared-line phone can take.
+    fn needs_line(&self) -> bool {
+        matches!(
+            self,
+            Action::Seize { .. }
+                | Action::Retrieve { .. }
+                | Action::Barge { .. }
+                | Action::Refresh
+                | Action::Unsubscribe
+        )
+    }
+}
+
+/// Every action's name and the arguments it takes.
+const ACTIONS: &[(&str, &[&str])] = &[
+    ("call", &["to"]),
+    ("answer", &[]),
+    ("refuse", &["code"]),
+    ("hangup", &[]),
+    ("cancel", &[]),
+    ("seize", &["index", "expires"]),
+    ("hold", &["private"]),
+    ("retrieve", &["index"]),
+    ("barge", &["index"]),
+    ("refresh", &[]),
+    ("unsubscribe", &[]),
+];
+
+/// How long a seizure is asked for unless the step says: the BroadWorks
+/// phones' 15 seconds.
+pub const DEFAULT_SEIZE_EXPIRES: u32 = 15;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -76,6 +122,9 @@ struct RawStep {
     action: String,
     to: Option<String>,
     code: Option<u16>,
+    index: Option<u32>,
+    expires: Option<u32>,
+    private: Option<bool>,
 }
 
 impl Case {
@@ -152,53 +201,72 @@ impl Case {
                         parties.join(", ")
                     )));
                 }
-                let unused = |what: &str, present: bool| -> Result<(), InputError> {
-                    if present {
-                        Err(step_err(format!(
-                            "action {:?} takes no {what:?}",
-                            step.action
-                        )))
-                    } else {
-                        Ok(())
-                    }
+                let known: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
+                let Some((_, takes)) = ACTIONS.iter().find(|(name, _)| *name == step.action) else {
+                    return Err(step_err(format!(
+                        "unknown action {:?} (known: {})",
+                        step.action,
+                        known.join(", ")
+                    )));
+                };
+                let given = [
+                    ("to", step.to.is_some()),
+                    ("code", step.code.is_some()),
+                    ("index", step.index.is_some()),
+                    ("expires", step.expires.is_some()),
+                    ("private", step.private.is_some()),
+                ];
+                if let Some((arg, _)) = given
+                    .iter()
+                    .find(|(arg, present)| *present && !takes.contains(arg))
+                {
+                    return Err(step_err(format!(
+                        "action {:?} takes no {arg:?}",
+                        step.action
+                    )));
+                }
+                let needs = |arg: &str| step_err(format!("action {:?} needs {arg:?}", step.action));
+                let index = || {
+                    step.index
+                        .filter(|i| *i > 0)
+                        .ok_or_else(|| needs("index (1 or more)"))
                 };
                 let action = match step.action.as_str() {
                     "call" => {
-                        unused("code", step.code.is_some())?;
-                        let to = step
-                            .to
-                            .clone()
-                            .ok_or_else(|| step_err("action \"call\" needs \"to\"".into()))?;
+                        let to = step.to.clone().ok_or_else(|| needs("to"))?;
                         if !topology.knows(&to) && topology.line(&to).is_none() {
                             return Err(step_err(format!("unknown party {to:?} to call")));
                         }
                         Action::Call { to }
                     }
                     "refuse" => {
-                        unused("to", step.to.is_some())?;
-                        let code = step
-                            .code
-                            .ok_or_else(|| step_err("action \"refuse\" needs \"code\"".into()))?;
+                        let code = step.code.ok_or_else(|| needs("code"))?;
                         if !(400..700).contains(&code) {
                             return Err(step_err(format!("refuse code {code} is not 400-699")));
                         }
                         Action::Refuse { code }
                     }
-                    simple @ ("answer" | "hangup" | "cancel") => {
-                        unused("to", step.to.is_some())?;
-                        unused("code", step.code.is_some())?;
-                        match simple {
-                            "answer" => Action::Answer,
-                            "hangup" => Action::Hangup,
-                            _ => Action::Cancel,
-                        }
-                    }
-                    other => {
-                        return Err(step_err(format!(
-                        "unknown action {other:?} (known: call, answer, refuse, hangup, cancel)"
-                    )))
-                    }
+                    "answer" => Action::Answer,
+                    "hangup" => Action::Hangup,
+                    "cancel" => Action::Cancel,
+                    "seize" => Action::Seize {
+                        index: index()?,
+                        expires: step.expires.unwrap_or(DEFAULT_SEIZE_EXPIRES),
+                    },
+                    "hold" => Action::Hold {
+                        private: step.private.unwrap_or(false),
+                    },
+                    "retrieve" => Action::Retrieve { index: index()? },
+                    "barge" => Action::Barge { index: index()? },
+                    "refresh" => Action::Refresh,
+                    _ => Action::Unsubscribe,
                 };
+                if action.needs_line() && topology.line_of(&step.actor).is_none() {
+                    return Err(step_err(format!(
+                        "action {:?} is for a shared-line phone; {} is not one",
+                        step.action, step.actor
+                    )));
+                }
                 steps.push(Step {
                     actor: step.actor,
                     action,

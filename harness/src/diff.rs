@@ -16,7 +16,7 @@ use std::fmt;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::golden::Expected;
+use crate::golden::{Expectation, Expected};
 use crate::model::{Attr, Channel, Event, IdSpace, Kind, Value};
 use crate::observe::{Observability, Observation};
 
@@ -99,6 +99,8 @@ pub struct StageResult {
     pub channels: Vec<ChannelResult>,
     /// What the golden expects that the source cannot observe.
     pub not_observed: Vec<String>,
+    /// Channels the golden does not assert in this stage, with why.
+    pub unasserted: Vec<String>,
 }
 
 impl StageResult {
@@ -115,7 +117,7 @@ impl StageResult {
 /// but not expected are compared against nothing.
 pub fn compare_stage(
     stage: &str,
-    expected: &[(Channel, Vec<Expected>)],
+    expected: &[(Channel, Expectation)],
     observed: &[Observation],
     seen: &Observability,
     bindings: &mut Bindings,
@@ -124,9 +126,17 @@ pub fn compare_stage(
         stage: stage.to_string(),
         channels: Vec::new(),
         not_observed: Vec::new(),
+        unasserted: Vec::new(),
     };
     let mut channels: Vec<(Channel, Vec<Event>)> = Vec::new();
-    for (channel, events) in expected {
+    for (channel, expectation) in expected {
+        let events = match expectation {
+            Expectation::Unasserted(why) => {
+                result.unasserted.push(format!("{channel}: {why}"));
+                continue;
+            }
+            Expectation::Events(events) => events,
+        };
         if !seen.sees_channel(channel) {
             if !events.is_empty() {
                 result
@@ -137,7 +147,7 @@ pub fn compare_stage(
         }
         let visible: Vec<Event> = events
             .iter()
-            .map(|e| {
+            .map(|e: &Expected| {
                 project(
                     &e.event,
                     |a| seen.sees_attr(a),
@@ -151,7 +161,7 @@ pub fn compare_stage(
     let mut extra: Vec<Channel> = observed
         .iter()
         .map(|o| o.channel.clone())
-        .filter(|c| !channels.iter().any(|(e, _)| e == c) && seen.sees_channel(c))
+        .filter(|c| !expected.iter().any(|(e, _)| e == c) && seen.sees_channel(c))
         .collect();
     extra.sort();
     extra.dedup();
@@ -374,7 +384,7 @@ mod tests {
         Event::from_json(&obj, Strictness::Lenient, &[]).unwrap().0
     }
 
-    fn golden(channel: &str, lines: &[&str]) -> (Channel, Vec<Expected>) {
+    fn golden(channel: &str, lines: &[&str]) -> (Channel, Expectation) {
         let events = lines
             .iter()
             .enumerate()
@@ -384,7 +394,7 @@ mod tests {
                 line: i + 1,
             })
             .collect();
-        (Channel::parse(channel), events)
+        (Channel::parse(channel), Expectation::Events(events))
     }
 
     fn seen(channel: &str, lines: &[&str]) -> Vec<Observation> {

@@ -11,22 +11,36 @@ use std::fmt;
 
 use serde_json::Value as Json;
 
-/// Where an event was reported: a DN's own T-Library channel, or the
-/// server's single call-monitoring stream.
+/// Where an event was reported: a DN's own T-Library channel, the
+/// server's single call-monitoring stream, or the SCA wire layer of one
+/// shared-line phone (what the BroadWorks model says it is told in SIP).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
     Dn(String),
     Monitoring,
+    Wire(String),
 }
 
 impl Channel {
     pub const MONITORING: &'static str = "monitoring";
+    /// Prefix of wire channels: `sca.60970`.
+    pub const WIRE_PREFIX: &'static str = "sca.";
 
     pub fn parse(s: &str) -> Channel {
         if s == Self::MONITORING {
             Channel::Monitoring
+        } else if let Some(dn) = s.strip_prefix(Self::WIRE_PREFIX) {
+            Channel::Wire(dn.to_string())
         } else {
             Channel::Dn(s.to_string())
+        }
+    }
+
+    /// Which vocabulary the channel speaks.
+    pub fn layer(&self) -> Layer {
+        match self {
+            Channel::Wire(_) => Layer::Wire,
+            _ => Layer::TLib,
         }
     }
 }
@@ -36,8 +50,17 @@ impl fmt::Display for Channel {
         match self {
             Channel::Dn(dn) => f.write_str(dn),
             Channel::Monitoring => f.write_str(Self::MONITORING),
+            Channel::Wire(dn) => write!(f, "{}{dn}", Self::WIRE_PREFIX),
         }
     }
+}
+
+/// The two vocabularies: the Genesys page's T-Library events, and the SCA
+/// wire facts of the BroadWorks model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    TLib,
+    Wire,
 }
 
 /// Declares a closed vocabulary: an enum whose variants have canonical
@@ -100,6 +123,41 @@ vocabulary! {
         CallPartyDeleted => "EventCallPartyDeleted",
         CallPartyMoved => "EventCallPartyMoved",
         CallDataChanged => "EventCallDataChanged",
+        // The SCA wire layer (BroadWorks model), derived from SIP.
+        Offered => "Offered",
+        Cancelled => "Cancelled",
+        Appearance => "Appearance",
+        SeizeGranted => "SeizeGranted",
+        SeizeRefused => "SeizeRefused",
+        SeizeEnded => "SeizeEnded",
+        InviteRefused => "InviteRefused",
+        Subscribed => "Subscribed",
+        SubscriptionEnded => "SubscriptionEnded",
+    }
+}
+
+impl KnownEvent {
+    pub fn layer(self) -> Layer {
+        if self.as_str().starts_with("Event") {
+            Layer::TLib
+        } else {
+            Layer::Wire
+        }
+    }
+}
+
+vocabulary! {
+    /// An appearance's state in the BroadWorks SCA model (call-info).
+    ApState {
+        Idle => "idle",
+        Seized => "seized",
+        Progressing => "progressing",
+        Alerting => "alerting",
+        Active => "active",
+        Held => "held",
+        HeldPrivate => "held-private",
+        BridgeActive => "bridge-active",
+        BridgeHeld => "bridge-held",
     }
 }
 
@@ -223,7 +281,9 @@ pub enum Kind {
     CallType,
     Cause,
     PartyState,
+    ApState,
     Int,
+    Text,
 }
 
 /// Identifier namespaces: a symbol binds within its own space only.
@@ -250,6 +310,14 @@ vocabulary! {
         CallType => "CallType",
         Cause => "Cause",
         ServiceId => "ServiceId",
+        // Wire-layer attributes.
+        Index => "Index",
+        AppearanceState => "AppearanceState",
+        AppearanceUri => "AppearanceUri",
+        Status => "Status",
+        Expires => "Expires",
+        Reason => "Reason",
+        // T-Library Extensions (rendered inside "Extensions").
         AppearanceIndex => "AppearanceIndex",
     }
 }
@@ -259,13 +327,21 @@ impl Attr {
         match self {
             Attr::ConnId => Kind::Id(IdSpace::ConnId),
             Attr::PartyId => Kind::Id(IdSpace::PartyId),
-            Attr::ThisDn | Attr::OtherDn | Attr::ThirdPartyDn | Attr::Dn => Kind::Dn,
+            Attr::ThisDn | Attr::OtherDn | Attr::ThirdPartyDn | Attr::Dn | Attr::AppearanceUri => {
+                Kind::Dn
+            }
             Attr::ThisDnRole | Attr::OtherDnRole | Attr::ThirdPartyDnRole => Kind::Role,
             Attr::State => Kind::PartyState,
             Attr::CallState => Kind::CallState,
             Attr::CallType => Kind::CallType,
             Attr::Cause => Kind::Cause,
-            Attr::ServiceId | Attr::AppearanceIndex => Kind::Int,
+            Attr::ServiceId
+            | Attr::AppearanceIndex
+            | Attr::Index
+            | Attr::Status
+            | Attr::Expires => Kind::Int,
+            Attr::AppearanceState => Kind::ApState,
+            Attr::Reason => Kind::Text,
         }
     }
 
@@ -290,7 +366,9 @@ pub enum Value {
     CallType(CallType),
     Cause(Cause),
     PartyState(PartyState),
+    ApState(ApState),
     Int(i64),
+    Text(String),
 }
 
 impl Value {
@@ -341,6 +419,8 @@ impl Value {
             Kind::PartyState => {
                 Value::PartyState(word(attr, json, PartyState::parse, PartyState::ALL)?)
             }
+            Kind::ApState => Value::ApState(word(attr, json, ApState::parse, ApState::ALL)?),
+            Kind::Text => Value::Text(text(attr, json)?.to_string()),
             Kind::Int => match json {
                 Json::Number(n) if n.as_i64().is_some() => {
                     Value::Int(n.as_i64().unwrap_or_default())
@@ -355,7 +435,8 @@ impl Value {
 
     pub fn to_json(&self) -> Json {
         match self {
-            Value::Id(s) | Value::Dn(s) => Json::String(s.clone()),
+            Value::Id(s) | Value::Dn(s) | Value::Text(s) => Json::String(s.clone()),
+            Value::ApState(v) => Json::String(v.to_string()),
             Value::Role(v) => Json::String(v.to_string()),
             Value::CallState(v) => Json::String(v.to_string()),
             Value::CallType(v) => Json::String(v.to_string()),
@@ -369,7 +450,8 @@ impl Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Id(s) | Value::Dn(s) => f.write_str(s),
+            Value::Id(s) | Value::Dn(s) | Value::Text(s) => f.write_str(s),
+            Value::ApState(v) => v.fmt(f),
             Value::Role(v) => v.fmt(f),
             Value::CallState(v) => v.fmt(f),
             Value::CallType(v) => v.fmt(f),

@@ -11,12 +11,13 @@ use crate::diff::{compare_stage, Bindings, Divergence, StageResult};
 use crate::golden::GoldenStage;
 use crate::input::InputError;
 use crate::observe::feed::FeedClient;
+use crate::observe::wire::WireDeriver;
 use crate::observe::{EventLog, Observability, Observation};
 use crate::reference::{Embedded, Fault};
 use crate::sip::transport::{Endpoint, Record, Recorder};
 use crate::sip::Transport;
 use crate::topology::Topology;
-use crate::ua::{AgentConfig, AgentHandle, CallDirection, Phase, UaError};
+use crate::ua::{AgentConfig, AgentHandle, CallDirection, Phase, Seizure, UaError};
 
 /// The SIP domain of the embedded target.
 pub const DOMAIN: &str = "sca.test";
@@ -205,7 +206,9 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         problems: Vec::new(),
         records: Vec::new(),
         events: Vec::new(),
-        source: Observability::everything("embedded server event feed"),
+        source: Observability::everything(
+            "embedded server event feed; SCA wire layer from the SIP the phones saw",
+        ),
     };
     let mut marks: Vec<(String, usize)> = vec![("setup".into(), 0)];
     match start(p, topology, opts, &recorder, &log).await {
@@ -217,7 +220,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                 marks.push((stage.name.clone(), mark));
                 let mut failed_step = None;
                 for step in &stage.steps {
-                    if let Err(e) = perform(&live, step, opts.deadlines.step).await {
+                    if let Err(e) = perform(&live, topology, step, opts.deadlines.step).await {
                         failed_step = Some(format!(
                             "stage {:?}, step at {}:{}: {e}",
                             stage.name,
@@ -231,7 +234,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                     .channels
                     .iter()
                     .filter(|(c, _)| result.source.sees_channel(c))
-                    .map(|(c, e)| (c.clone(), e.len()))
+                    .map(|(c, e)| (c.clone(), e.count()))
                     .collect();
                 let arrived = |obs: &[Observation]| {
                     want.iter()
@@ -318,6 +321,22 @@ async fn start(
         .await
         .map_err(|e| format!("embedded server: {e}"))?;
     let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone()).await?;
+    // The wire layer is derived as the phones' messages are recorded, so it
+    // lands in the same log, in the same order, as the server's events.
+    let members: Vec<String> = p
+        .case
+        .parties
+        .iter()
+        .filter(|d| topology.line_of(d).is_some())
+        .cloned()
+        .collect();
+    let mut deriver = WireDeriver::new(&members);
+    let wire_log = log.clone();
+    recorder.set_tap(move |rec| {
+        for obs in deriver.observe(rec) {
+            wire_log.push(obs);
+        }
+    });
     // Unique across cases, transports, processes and runs: a shared real
     // server must never see a Call-ID or tag twice.
     let started = std::time::SystemTime::now()
@@ -388,43 +407,64 @@ async fn start(
 
 /// Carries out one step, first waiting (with a deadline) for the state it
 /// needs: a phone can only answer once an INVITE has reached it.
-async fn perform(live: &Live, step: &Step, deadline: Duration) -> Result<(), String> {
+async fn perform(
+    live: &Live,
+    topology: &Topology,
+    step: &Step,
+    deadline: Duration,
+) -> Result<(), String> {
     let agent = live.agent(&step.actor)?;
     let s = |e: UaError| e.to_string();
-    match &step.action {
+    let script = |e: crate::ua::ScriptError| e.to_string();
+    let line = topology
+        .line_of(&step.actor)
+        .map(|l| l.number.clone())
+        .unwrap_or_default();
+    let ringing = |st: &crate::ua::Status| st.call(|c| c.phase == Phase::Ringing).is_some();
+    let confirmed = |st: &crate::ua::Status| st.call(|c| c.phase == Phase::Confirmed).is_some();
+    match step.action.clone() {
         Action::Call { to } => {
-            let to = to.clone();
-            agent.act(move |a| a.invite(&to)).await.map_err(s)?;
-        }
-        Action::Answer | Action::Refuse { .. } => {
+            // A call after a seizure must know whether it was granted.
             agent
-                .wait_for("an incoming call to ring", deadline, |st| {
-                    st.call(|c| c.phase == Phase::Ringing).is_some()
+                .wait_for("the line-seize answer", deadline, |st| {
+                    !matches!(st.seizure, Some(Seizure::Pending(_)))
                 })
                 .await
                 .map_err(s)?;
-            let action = step.action.clone();
+            agent.act(move |a| a.invite(&to)).await.map_err(s)?;
+        }
+        Action::Answer => {
             agent
-                .act(move |a| match action {
-                    Action::Refuse { code } => a.refuse(code),
-                    _ => a.answer(),
-                })
+                .wait_for("an incoming call to ring", deadline, ringing)
+                .await
+                .map_err(s)?;
+            agent
+                .act(|a| a.answer())
                 .await
                 .map_err(s)?
-                .map_err(|e| e.to_string())?;
+                .map_err(script)?;
+        }
+        Action::Refuse { code } => {
+            agent
+                .wait_for("an incoming call to ring", deadline, ringing)
+                .await
+                .map_err(s)?;
+            agent
+                .act(move |a| a.refuse(code))
+                .await
+                .map_err(s)?
+                .map_err(script)?;
         }
         Action::Hangup => {
             agent
-                .wait_for("an established call", deadline, |st| {
-                    st.call(|c| c.phase == Phase::Confirmed).is_some()
-                })
+                .wait_for("an established call", deadline, confirmed)
                 .await
                 .map_err(s)?;
             agent
                 .act(|a| a.hangup())
                 .await
                 .map_err(s)?
-                .map_err(|e| e.to_string())?;
+                .map_err(script)?;
         }
         Action::Cancel => {
             let unanswered = |c: &crate::ua::CallView| {
@@ -441,7 +481,46 @@ async fn perform(live: &Live, step: &Step, deadline: Duration) -> Result<(), Str
                 .act(|a| a.cancel())
                 .await
                 .map_err(s)?
-                .map_err(|e| e.to_string())?;
+                .map_err(script)?;
+        }
+        Action::Seize { index, expires } => agent
+            .act(move |a| a.seize(&line, index, expires))
+            .await
+            .map_err(s)?,
+        Action::Hold { private } => {
+            agent
+                .wait_for("an established call", deadline, confirmed)
+                .await
+                .map_err(s)?;
+            agent
+                .act(move |a| a.hold(private))
+                .await
+                .map_err(s)?
+                .map_err(script)?;
+        }
+        Action::Retrieve { index } | Action::Barge { index } => {
+            agent
+                .act(move |a| a.join_appearance(&line, index))
+                .await
+                .map_err(s)?;
+        }
+        Action::Refresh | Action::Unsubscribe => {
+            let expires = if step.action == Action::Refresh {
+                3600
+            } else {
+                0
+            };
+            agent
+                .wait_for("an accepted call-info subscription", deadline, |st| {
+                    st.subscribed
+                })
+                .await
+                .map_err(s)?;
+            agent
+                .act(move |a| a.refresh_call_info(expires))
+                .await
+                .map_err(s)?
+                .map_err(script)?;
         }
     }
     Ok(())

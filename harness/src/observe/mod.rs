@@ -3,6 +3,7 @@
 //! diff compares only that.
 
 pub mod feed;
+pub mod wire;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -39,6 +39,28 @@ faults! {
         "after the far end hangs up, the shared-line phone gets no EventOnHook",
     MalformedNotify => "malformed-notify":
         "call-info NOTIFYs after the first carry an unparseable CSeq",
+    NoPrivateInfo => "no-private-info":
+        "a line seizure is not reported to T-Library (no EventPrivateInfo 4026)",
+    SeizeNotTerminated => "seize-not-terminated":
+        "the line-seize subscription is not terminated when the outbound call progresses",
+    HoldNotNotified => "hold-not-notified":
+        "a hold does not change the appearance state told to the phones (it stays active)",
+    RetrieveNotTransfer => "retrieve-not-transfer":
+        "the phone whose held call is retrieved is released with CallState Ok and no Cause",
+    BargeRefused => "barge-refused":
+        "a barge-in on an active appearance is refused (486)",
+    OnHookWhileHeld => "onhook-while-held":
+        "a phone that hangs up a held call also gets EventOnHook",
+    DoubleSeize => "double-seize":
+        "a line-seize of an appearance that is already seized is granted",
+    SeizeNeverExpires => "seize-never-expires":
+        "a line seizure outlives its Expires",
+    PrivateRetrievable => "private-retrievable":
+        "a privately held call can be retrieved by the other phone",
+    IdleRetrieveWrongCode => "idle-retrieve-480":
+        "a retrieve of an idle appearance is refused with 480 instead of 404",
+    NoTerminatedNotify => "no-terminated-notify":
+        "an unsubscribe (Expires 0) gets no terminating NOTIFY",
 }
 
 impl Fault {

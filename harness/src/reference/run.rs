@@ -51,8 +51,17 @@ impl Embedded {
         let server_log = log.clone();
         let server = tokio::spawn(async move {
             let mut seq = 0u64;
-            while let Some(msg) = inbound.recv().await {
-                core.handle(&msg);
+            loop {
+                // The core says when it next needs the clock (a seizure
+                // expiring); otherwise the server only waits for messages.
+                let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    msg = inbound.recv() => match msg {
+                        Some(msg) => core.handle(&msg, std::time::Instant::now()),
+                        None => break,
+                    },
+                    _ = sleep_until(wake) => core.handle_timeout(std::time::Instant::now()),
+                }
                 while let Some(out) = core.poll_transmit() {
                     // A phone that went away is the phone's problem; the
                     // server carries on, as a real one would.
@@ -100,5 +109,13 @@ impl Embedded {
             feed: feed_addr,
             tasks: vec![server.abort_handle(), feed_task.abort_handle()],
         })
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wake for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

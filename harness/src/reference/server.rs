@@ -1,20 +1,25 @@
 //! The sans-IO core of the embedded reference SCA server: a registrar, a
-//! call-info notifier for each shared line, and a B2BUA that forks calls to
-//! the line's phones, following the Genesys page for the events it reports
-//! and the BroadWorks model for what it says on the wire.
+//! call-info notifier and line-seize arbiter for each shared line, and a
+//! B2BUA. It follows the Genesys page for the events it reports and the
+//! BroadWorks model for what it says on the wire.
 //!
-//! It takes parsed messages and yields messages to send and events to
-//! publish; the edge in [`super::run`] owns the sockets.
+//! It takes parsed messages and the time, and yields messages to send,
+//! events to publish and when it next wants to be woken; the edge in
+//! [`super::run`] owns the sockets and the clock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use super::fault::Fault;
 use crate::model::{
-    Attr, CallState, CallType, Channel, Event, KnownEvent as E, PartyState, Role, Value,
+    Attr, CallState, CallType, Cause, Channel, Event, KnownEvent as E, PartyState, Role, Value,
 };
 use crate::sip::build::{sdp, Builder};
-use crate::sip::headers::{Appearance, AppearanceIndex, AppearanceState, EventHeader, Reason};
+use crate::sip::dialog::Dialog;
+use crate::sip::headers::{
+    appearances, Appearance, AppearanceIndex, AppearanceState, EventHeader, Reason,
+};
 use crate::sip::transport::Inbound;
 use crate::sip::{Message, Transport};
 use crate::topology::Topology;
@@ -27,78 +32,110 @@ pub struct Outgoing {
     pub bytes: Vec<u8>,
 }
 
-/// Where a registered phone is reached.
-#[derive(Debug, Clone)]
-struct Binding {
+/// Where a peer is reached: the transport and source address its requests
+/// came from (connection reuse for TCP, rport-style for UDP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Via {
     transport: Transport,
     addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+struct Binding {
+    via: Via,
     contact: String,
 }
 
-/// A call-info subscription to a shared line (we are the notifier).
+/// A subscription we notify (call-info) or arbitrate (line-seize).
 #[derive(Debug)]
 struct Subscription {
     line: String,
     subscriber: String,
-    call_id: String,
-    their_tag: String,
-    our_tag: String,
-    next_cseq: u32,
+    dialog: Dialog,
+    via: Via,
     expires: u32,
-    via: Binding,
 }
 
-/// The caller's side of a call: we are its UAS.
 #[derive(Debug)]
-struct ALeg {
-    dn: String,
-    invite: Message,
-    via: Binding,
-    our_tag: String,
-    ringing_sent: bool,
-    answered: bool,
-    remote_target: String,
-    next_cseq: u32,
+struct Seizure {
+    sub: Subscription,
+    index: u32,
+    until: Instant,
+    /// The call that took this appearance, once the phone dialled.
+    taken: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BState {
+enum LegState {
+    /// INVITE sent (or received) and not answered.
     Offered,
     Answered,
+    /// Cancelled by us; waiting for its 487.
     Cancelled,
-    Ended,
+    Gone,
 }
 
-/// A phone's side of a call: we are its UAC.
+/// One party of a call and our dialog with its phone.
 #[derive(Debug)]
-struct BLeg {
+struct Leg {
     dn: String,
     party: u32,
-    call_id: String,
-    our_tag: String,
-    their_tag: Option<String>,
+    dialog: Dialog,
+    via: Via,
+    /// The INVITE the phone sent us, when we are its UAS.
+    uas: Option<Message>,
+    /// Our INVITE's branch, when we are its UAC (for CANCEL and ACK).
     branch: String,
-    target: String,
-    via: Binding,
-    next_cseq: u32,
-    state: BState,
+    state: LegState,
+    /// On hold, and whether privately.
+    held: Option<bool>,
+    /// Its phone hung up and was told so; the party stays in the call
+    /// until the call's end reports the deletions.
+    released: bool,
+}
+
+impl Leg {
+    fn live(&self) -> bool {
+        matches!(self.state, LegState::Offered | LegState::Answered)
+    }
 }
 
 #[derive(Debug)]
 struct Call {
     conn_id: String,
-    /// The DN the caller dialled.
+    /// What the originator (legs[0]) dialled.
     dialled: String,
     line: Option<String>,
     appearance: Option<u32>,
-    a: ALeg,
-    a_party: u32,
-    b: Vec<BLeg>,
+    legs: Vec<Leg>,
+    answered: bool,
+    /// A provisional response came back for an outbound call.
+    progressing: bool,
+    next_party: u32,
 }
 
 impl Call {
-    fn winner(&self) -> Option<usize> {
-        self.b.iter().position(|l| l.state == BState::Answered)
+    fn conference(&self) -> bool {
+        self.legs
+            .iter()
+            .filter(|l| l.state == LegState::Answered)
+            .count()
+            > 2
+    }
+
+    /// The DN a leg's events name as the other party.
+    fn other_dn(&self, leg: usize) -> String {
+        if leg == 0 {
+            self.dialled.clone()
+        } else {
+            self.legs[0].dn.clone()
+        }
+    }
+
+    fn take_party(&mut self) -> u32 {
+        let p = self.next_party;
+        self.next_party += 1;
+        p
     }
 }
 
@@ -112,8 +149,11 @@ pub struct Server {
     counter: u64,
     conn_ids: u64,
     bindings: HashMap<String, Binding>,
-    subscriptions: Vec<Subscription>,
+    call_info: Vec<Subscription>,
+    seizures: Vec<Seizure>,
     calls: Vec<Call>,
+    /// What each line's subscribers were last told.
+    told: HashMap<String, BTreeMap<u32, (AppearanceState, Option<String>)>>,
     out: VecDeque<Outgoing>,
     events: VecDeque<(Channel, Event)>,
 }
@@ -125,6 +165,17 @@ fn id(s: &str) -> Value {
 fn dn(s: &str) -> Value {
     Value::Dn(s.to_string())
 }
+
+fn role(r: Role) -> Value {
+    Value::Role(r)
+}
+
+fn state(s: CallState) -> Value {
+    Value::CallState(s)
+}
+
+/// The longest seizure we grant, as Kamailio and BroadWorks phones use.
+const MAX_SEIZE: u32 = 15;
 
 impl Server {
     pub fn new(
@@ -142,8 +193,10 @@ impl Server {
             // T-Server ConnIDs are 16 hex digits; start where real ones look.
             conn_ids: 0x006e_025a_6c4e_1000,
             bindings: HashMap::new(),
-            subscriptions: Vec::new(),
+            call_info: Vec::new(),
+            seizures: Vec::new(),
             calls: Vec::new(),
+            told: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -157,6 +210,26 @@ impl Server {
         self.events.pop_front()
     }
 
+    /// When the server next needs [`Server::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.has(Fault::SeizeNeverExpires) {
+            return None;
+        }
+        self.seizures.iter().map(|s| s.until).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.has(Fault::SeizeNeverExpires) {
+            return;
+        }
+        while let Some(i) = self.seizures.iter().position(|s| s.until <= now) {
+            let s = self.seizures.remove(i);
+            let reason = if s.taken { "noresource" } else { "timeout" };
+            self.end_seizure(s, reason);
+        }
+        self.notify_changes();
+    }
+
     fn has(&self, f: Fault) -> bool {
         self.fault == Some(f)
     }
@@ -166,19 +239,15 @@ impl Server {
         format!("{what}{}-ref", self.counter)
     }
 
-    fn emit(&mut self, channel: Channel, event: Event) {
-        self.events.push_back((channel, event));
-    }
-
-    fn emit_dn(&mut self, who: &str, event: Event) {
-        self.emit(Channel::Dn(who.to_string()), event);
+    fn emit(&mut self, who: &str, event: Event) {
+        self.events.push_back((Channel::Dn(who.to_string()), event));
     }
 
     fn monitor(&mut self, event: Event) {
-        self.emit(Channel::Monitoring, event);
+        self.events.push_back((Channel::Monitoring, event));
     }
 
-    fn send(&mut self, via: &Binding, bytes: Vec<u8>) {
+    fn send(&mut self, via: &Via, bytes: Vec<u8>) {
         self.out.push_back(Outgoing {
             transport: via.transport,
             to: via.addr,
@@ -186,7 +255,7 @@ impl Server {
         });
     }
 
-    fn respond(&mut self, req: &Message, from: &Binding, code: u16, to_tag: Option<&str>) {
+    fn respond(&mut self, req: &Message, from: &Via, code: u16, to_tag: Option<&str>) {
         let bytes = Builder::response_to(req, code, to_tag).build();
         self.send(from, bytes);
     }
@@ -214,41 +283,83 @@ impl Server {
         format!("sip:{user}@{}", self.domain)
     }
 
-    fn appearance_target(&self) -> String {
-        format!("sip:{}", self.domain)
+    fn appearance(
+        &self,
+        index: AppearanceIndex,
+        state: Option<AppearanceState>,
+        uri: Option<String>,
+    ) -> String {
+        Appearance {
+            target: format!("sip:{}", self.domain),
+            index,
+            state,
+            uri,
+        }
+        .to_header()
+    }
+
+    fn our_sdp(&self, direction: &str) -> Vec<u8> {
+        sdp(
+            "b2bua",
+            self.local.ip(),
+            self.local.port().wrapping_add(2),
+            direction,
+        )
+    }
+
+    /// Sends an in-dialog request on a leg or subscription.
+    fn request_in(
+        &mut self,
+        dialog: &mut Dialog,
+        via: &Via,
+        method: &str,
+        extra: &[(&str, String)],
+    ) {
+        let (v, _) = self.via_header(via.transport);
+        let (mut b, _) = dialog.request(method, &v);
+        for (name, value) in extra {
+            b = b.header(name, value);
+        }
+        self.send(via, b.build());
     }
 
     // ---- dispatch -------------------------------------------------------------
 
-    pub fn handle(&mut self, inbound: &Inbound) {
-        let from = Binding {
+    pub fn handle(&mut self, inbound: &Inbound, now: Instant) {
+        let from = Via {
             transport: inbound.transport,
             addr: inbound.peer,
-            contact: String::new(),
         };
         let msg = &inbound.msg;
-        if !msg.is_request() {
+        if msg.is_request() {
+            let method = msg.method().unwrap_or_default();
+            match method.as_str() {
+                "REGISTER" => self.register(msg, from),
+                "SUBSCRIBE" => self.subscribe(msg, from, now),
+                "INVITE" if msg.to_tag().is_none() => self.invite(msg, from),
+                "INVITE" => self.reinvite(msg, from),
+                "ACK" => {}
+                "CANCEL" => self.cancel(msg, from),
+                "BYE" => self.bye(msg, from),
+                "OPTIONS" | "NOTIFY" => self.respond(msg, &from, 200, None),
+                _ => self.respond(msg, &from, 501, None),
+            }
+        } else {
             self.handle_response(msg);
-            return;
         }
-        let method = msg.method().unwrap_or_default();
-        match method.as_str() {
-            "REGISTER" => self.register(msg, from),
-            "SUBSCRIBE" => self.subscribe(msg, from),
-            "INVITE" if msg.to_tag().is_none() => self.invite(msg, from),
-            "INVITE" => self.respond(msg, &from, 488, None),
-            "ACK" => {}
-            "CANCEL" => self.cancel(msg, from),
-            "BYE" => self.bye(msg, from),
-            "OPTIONS" => self.respond(msg, &from, 200, None),
-            _ => self.respond(msg, &from, 501, None),
-        }
+        self.notify_changes();
     }
 
-    fn register(&mut self, req: &Message, from: Binding) {
-        let Some(user) = req.to().and_then(|t| t.user().map(str::to_string)) else {
+    fn user_of(addr: Option<crate::sip::NameAddr>) -> String {
+        addr.and_then(|a| a.user().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    fn register(&mut self, req: &Message, from: Via) {
+        let user = Self::user_of(req.to());
+        if user.is_empty() {
             return self.respond(req, &from, 400, None);
-        };
+        }
         if !self.topology.knows(&user) {
             return self.respond(req, &from, 404, None);
         }
@@ -258,188 +369,389 @@ impl Server {
             .header("Contact", &format!("<{contact}>;expires=3600"))
             .build();
         self.send(&from, bytes);
-        self.bindings.insert(user, Binding { contact, ..from });
+        self.bindings.insert(user, Binding { via: from, contact });
     }
 
-    fn subscribe(&mut self, req: &Message, from: Binding) {
+    // ---- subscriptions --------------------------------------------------------
+
+    fn subscribe(&mut self, req: &Message, from: Via, now: Instant) {
         let package = req
             .header("Event")
             .and_then(EventHeader::parse)
-            .map(|e| e.package);
-        if package.as_deref() != Some("call-info") {
-            return self.respond(req, &from, 489, None);
-        }
-        let line = req
-            .to()
-            .and_then(|t| t.user().map(str::to_string))
+            .map(|e| e.package)
             .unwrap_or_default();
-        let subscriber = req
-            .from()
-            .and_then(|f| f.user().map(str::to_string))
-            .unwrap_or_default();
+        let line = Self::user_of(req.to());
+        let subscriber = Self::user_of(req.from());
         let member = self
             .topology
             .line(&line)
             .is_some_and(|l| l.members.contains(&subscriber));
-        if !member {
-            return self.respond(req, &from, 403, None);
-        }
-        let expires: u32 = req
-            .header("Expires")
-            .and_then(|e| e.trim().parse().ok())
-            .unwrap_or(3600);
-        let existing = self
-            .subscriptions
-            .iter()
-            .position(|s| s.call_id == req.call_id());
-        let our_tag = match existing {
-            Some(i) => self.subscriptions[i].our_tag.clone(),
-            None => self.unique("t"),
-        };
-        let via = Binding {
-            contact: req.contact_uri().unwrap_or_default(),
-            ..from.clone()
-        };
-        let bytes = Builder::response_to(req, 202, Some(&our_tag))
-            .header("Contact", &self.contact(from.transport))
-            .header("Expires", &expires.to_string())
-            .build();
-        self.send(&from, bytes);
-        let i = match existing {
-            Some(i) => {
-                self.subscriptions[i].expires = expires;
-                i
-            }
-            None => {
-                self.subscriptions.push(Subscription {
-                    line: line.clone(),
-                    subscriber,
-                    call_id: req.call_id().to_string(),
-                    their_tag: req.from_tag().unwrap_or_default(),
-                    our_tag,
-                    next_cseq: 1,
-                    expires,
-                    via,
-                });
-                self.subscriptions.len() - 1
-            }
-        };
-        self.notify_one(i);
-        if expires == 0 {
-            self.subscriptions.remove(i);
+        match package.as_str() {
+            "call-info" | "line-seize" if !member => self.respond(req, &from, 403, None),
+            "call-info" => self.subscribe_call_info(req, from, line, subscriber),
+            "line-seize" => self.subscribe_line_seize(req, from, line, subscriber, now),
+            _ => self.respond(req, &from, 489, None),
         }
     }
 
-    /// The appearances of a line that are not idle.
-    fn line_state(&self, line: &str) -> BTreeMap<u32, (AppearanceState, String)> {
+    /// The dialog of a new subscription, from our (notifier's) side.
+    fn subscription_dialog(&mut self, req: &Message, line: &str, subscriber: &str) -> Dialog {
+        Dialog {
+            call_id: req.call_id().to_string(),
+            local: format!("<{}>", self.aor(line)),
+            local_tag: self.unique("t"),
+            remote: format!("<{}>", self.aor(subscriber)),
+            remote_tag: req.from_tag(),
+            remote_target: req.contact_uri().unwrap_or_else(|| self.aor(subscriber)),
+            next_cseq: 1,
+        }
+    }
+
+    fn accept_subscription(
+        &mut self,
+        req: &Message,
+        from: &Via,
+        code: u16,
+        tag: &str,
+        expires: u32,
+    ) {
+        let bytes = Builder::response_to(req, code, Some(tag))
+            .header("Contact", &self.contact(from.transport))
+            .header("Expires", &expires.to_string())
+            .build();
+        self.send(from, bytes);
+    }
+
+    fn subscribe_call_info(&mut self, req: &Message, from: Via, line: String, subscriber: String) {
+        let expires = req
+            .header("Expires")
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(3600u32);
+        let i = match self
+            .call_info
+            .iter()
+            .position(|s| s.dialog.call_id == req.call_id())
+        {
+            Some(i) => i,
+            None => {
+                let dialog = self.subscription_dialog(req, &line, &subscriber);
+                self.call_info.push(Subscription {
+                    line,
+                    subscriber,
+                    dialog,
+                    via: from.clone(),
+                    expires,
+                });
+                self.call_info.len() - 1
+            }
+        };
+        self.call_info[i].expires = expires;
+        let tag = self.call_info[i].dialog.local_tag.clone();
+        self.accept_subscription(req, &from, 202, &tag, expires);
+        if expires == 0 {
+            let sub = self.call_info.remove(i);
+            if !self.has(Fault::NoTerminatedNotify) {
+                self.notify_call_info(sub, "terminated;reason=timeout".into());
+            }
+        } else {
+            // RFC 6665: a (re)subscription is answered with the full state.
+            let state = format!("active;expires={expires}");
+            let sub = self.call_info.remove(i);
+            let sub = self.notify_call_info(sub, state);
+            self.call_info.insert(i, sub);
+        }
+    }
+
+    fn subscribe_line_seize(
+        &mut self,
+        req: &Message,
+        from: Via,
+        line: String,
+        subscriber: String,
+        now: Instant,
+    ) {
+        let expires = req
+            .header("Expires")
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(MAX_SEIZE)
+            .min(MAX_SEIZE);
+        if let Some(i) = self
+            .seizures
+            .iter()
+            .position(|s| s.sub.dialog.call_id == req.call_id())
+        {
+            // A refresh, or an unseize with Expires 0.
+            let tag = self.seizures[i].sub.dialog.local_tag.clone();
+            self.accept_subscription(req, &from, 200, &tag, expires);
+            if expires == 0 {
+                let s = self.seizures.remove(i);
+                self.end_seizure(s, "timeout");
+            } else {
+                self.seizures[i].until = now + Duration::from_secs(expires.into());
+            }
+            return;
+        }
+        let wanted = appearances(req.headers("Call-Info")).ok().and_then(|a| {
+            a.iter().find_map(|a| match a.index {
+                AppearanceIndex::Index(i) => Some(i),
+                AppearanceIndex::All => None,
+            })
+        });
+        let Some(index) = wanted else {
+            return self.respond(req, &from, 400, None);
+        };
+        if expires == 0 {
+            return self.respond(req, &from, 400, None);
+        }
+        if self.busy(&line).contains_key(&index) && !self.has(Fault::DoubleSeize) {
+            let bytes = Builder::response_to(req, 480, None)
+                .header("Retry-After", "5")
+                .build();
+            return self.send(&from, bytes);
+        }
+        let dialog = self.subscription_dialog(req, &line, &subscriber);
+        let tag = dialog.local_tag.clone();
+        self.accept_subscription(req, &from, 200, &tag, expires);
+        let mut sub = Subscription {
+            line,
+            subscriber: subscriber.clone(),
+            dialog,
+            via: from,
+            expires,
+        };
+        let info = self.appearance(AppearanceIndex::Index(index), None, None);
+        let via = sub.via.clone();
+        self.request_in(
+            &mut sub.dialog,
+            &via,
+            "NOTIFY",
+            &[
+                ("Event", "line-seize".into()),
+                ("Subscription-State", format!("active;expires={expires}")),
+                ("Call-Info", info),
+            ],
+        );
+        self.seizures.push(Seizure {
+            sub,
+            index,
+            until: now + Duration::from_secs(expires.into()),
+            taken: false,
+        });
+        // Reference 4 (3): the seizure reaches T-Library as private info.
+        if !self.has(Fault::NoPrivateInfo) {
+            self.emit(
+                &subscriber,
+                Event::new(E::PrivateInfo)
+                    .with(Attr::ServiceId, Value::Int(4026))
+                    .with(Attr::ThisDn, dn(&subscriber))
+                    .with(Attr::AppearanceIndex, Value::Int(index.into())),
+            );
+        }
+    }
+
+    fn end_seizure(&mut self, mut s: Seizure, reason: &str) {
+        let via = s.sub.via.clone();
+        self.request_in(
+            &mut s.sub.dialog,
+            &via,
+            "NOTIFY",
+            &[
+                ("Event", "line-seize".into()),
+                ("Subscription-State", format!("terminated;reason={reason}")),
+            ],
+        );
+    }
+
+    /// The appearances of a line that are not idle, and what each holds.
+    fn busy(&self, line: &str) -> BTreeMap<u32, (AppearanceState, Option<String>)> {
         let mut busy = BTreeMap::new();
+        for s in self
+            .seizures
+            .iter()
+            .filter(|s| s.sub.line == line && !s.taken)
+        {
+            busy.insert(s.index, (AppearanceState::Seized, None));
+        }
         for call in self
             .calls
             .iter()
             .filter(|c| c.line.as_deref() == Some(line))
         {
-            if let Some(index) = call.appearance {
-                let state = if call.a.answered {
-                    AppearanceState::Active
-                } else {
-                    AppearanceState::Alerting
-                };
-                busy.insert(index, (state, format!("<{}>", self.aor(&call.a.dn))));
-            }
+            let Some(index) = call.appearance else {
+                continue;
+            };
+            let members = self
+                .topology
+                .line(line)
+                .map(|l| l.members.clone())
+                .unwrap_or_default();
+            let outbound = members.contains(&call.legs[0].dn);
+            // The appearance-uri names the party outside the line.
+            let remote = call
+                .legs
+                .iter()
+                .find(|l| !members.contains(&l.dn))
+                .map(|l| format!("<{}>", self.aor(&l.dn)));
+            let held = call
+                .legs
+                .iter()
+                .filter(|l| l.state == LegState::Answered)
+                .find_map(|l| l.held);
+            let state = match held {
+                _ if call.conference() => AppearanceState::BridgeActive,
+                Some(_) if self.has(Fault::HoldNotNotified) => AppearanceState::Active,
+                Some(true) => AppearanceState::HeldPrivate,
+                Some(false) => AppearanceState::Held,
+                None if call.answered => AppearanceState::Active,
+                None if outbound && call.progressing => AppearanceState::Progressing,
+                None if outbound => AppearanceState::Seized,
+                None => AppearanceState::Alerting,
+            };
+            busy.insert(index, (state, remote));
         }
         busy
     }
 
-    fn notify_one(&mut self, i: usize) {
-        let busy = self.line_state(&self.subscriptions[i].line);
-        let target = self.appearance_target();
-        let mut elements: Vec<String> = busy
+    fn call_info_header(&self, line: &str) -> String {
+        let mut elements: Vec<String> = self
+            .busy(line)
             .into_iter()
             .map(|(index, (state, uri))| {
-                Appearance {
-                    target: target.clone(),
-                    index: AppearanceIndex::Index(index),
-                    state: Some(state),
-                    uri: Some(uri),
-                }
-                .to_header()
+                self.appearance(AppearanceIndex::Index(index), Some(state), uri)
             })
             .collect();
-        elements.push(
-            Appearance {
-                target,
-                index: AppearanceIndex::All,
-                state: Some(AppearanceState::Idle),
-                uri: None,
-            }
-            .to_header(),
-        );
-        let (via, _) = self.via_header(self.subscriptions[i].via.transport);
-        let contact = self.contact(self.subscriptions[i].via.transport);
-        let line_aor = self.aor(&self.subscriptions[i].line);
-        let s = &mut self.subscriptions[i];
-        let state = if s.expires == 0 {
-            "terminated;reason=timeout".to_string()
-        } else {
-            format!("active;expires={}", s.expires)
-        };
-        let bytes = Builder::request("NOTIFY", &s.via.contact)
-            .header("Via", &via)
-            .header("From", &format!("<{line_aor}>;tag={}", s.our_tag))
-            .header(
-                "To",
-                &format!("<sip:{}@{}>;tag={}", s.subscriber, self.domain, s.their_tag),
-            )
-            .header("Call-ID", &s.call_id)
-            .header(
-                "CSeq",
-                &if self.fault == Some(Fault::MalformedNotify) && s.next_cseq > 1 {
-                    format!("NOTIFY {}", s.next_cseq)
-                } else {
-                    format!("{} NOTIFY", s.next_cseq)
-                },
-            )
+        elements.push(self.appearance(AppearanceIndex::All, Some(AppearanceState::Idle), None));
+        elements.join(",")
+    }
+
+    fn notify_call_info(&mut self, mut sub: Subscription, state: String) -> Subscription {
+        let mut cseq_header = None;
+        if self.has(Fault::MalformedNotify) && sub.dialog.next_cseq > 1 {
+            cseq_header = Some(format!("NOTIFY {}", sub.dialog.next_cseq));
+        }
+        let info = self.call_info_header(&sub.line);
+        let contact = self.contact(sub.via.transport);
+        let (v, _) = self.via_header(sub.via.transport);
+        let (mut b, _) = sub.dialog.request("NOTIFY", &v);
+        b = b
             .header("Contact", &contact)
             .header("Event", "call-info")
             .header("Subscription-State", &state)
-            .header("Call-Info", &elements.join(","))
-            .build();
-        s.next_cseq += 1;
-        let to = s.via.clone();
-        self.send(&to, bytes);
+            .header("Call-Info", &info);
+        let mut bytes = b.build();
+        if let Some(bad) = cseq_header {
+            let text = String::from_utf8_lossy(&bytes).replacen(
+                &format!("CSeq: {} NOTIFY", sub.dialog.next_cseq - 1),
+                &format!("CSeq: {bad}"),
+                1,
+            );
+            bytes = text.into_bytes();
+        }
+        let via = sub.via.clone();
+        self.send(&via, bytes);
+        sub
     }
 
-    fn notify_line(&mut self, line: &str) {
-        for i in 0..self.subscriptions.len() {
-            if self.subscriptions[i].line == line {
-                self.notify_one(i);
+    /// NOTIFYs every subscriber of every line whose appearances changed.
+    fn notify_changes(&mut self) {
+        for line in self
+            .topology
+            .lines
+            .iter()
+            .map(|l| l.number.clone())
+            .collect::<Vec<_>>()
+        {
+            let now = self.busy(&line);
+            if self.told.get(&line) == Some(&now) {
+                continue;
             }
+            self.told.insert(line.clone(), now);
+            let subs = std::mem::take(&mut self.call_info);
+            let mut kept = Vec::with_capacity(subs.len());
+            for sub in subs {
+                if sub.line == line {
+                    let state = format!("active;expires={}", sub.expires);
+                    kept.push(self.notify_call_info(sub, state));
+                } else {
+                    kept.push(sub);
+                }
+            }
+            self.call_info = kept;
         }
     }
 
     // ---- calls ----------------------------------------------------------------
 
-    fn invite(&mut self, req: &Message, from: Binding) {
-        if self
-            .calls
-            .iter()
-            .any(|c| c.a.invite.call_id() == req.call_id())
-        {
+    fn find_leg(&self, call_id: &str) -> Option<(usize, usize)> {
+        self.calls.iter().enumerate().find_map(|(c, call)| {
+            call.legs
+                .iter()
+                .position(|l| l.dialog.call_id == call_id)
+                .map(|l| (c, l))
+        })
+    }
+
+    fn appearance_in(req: &Message) -> Option<(u32, Option<AppearanceState>)> {
+        appearances(req.headers("Call-Info"))
+            .ok()?
+            .into_iter()
+            .find_map(|a| match a.index {
+                AppearanceIndex::Index(i) => Some((i, a.state)),
+                AppearanceIndex::All => None,
+            })
+    }
+
+    /// The leg for a phone that sent us an INVITE.
+    fn uas_leg(&mut self, req: &Message, from: Via, party: u32) -> Leg {
+        let caller = Self::user_of(req.from());
+        Leg {
+            dn: caller.clone(),
+            party,
+            dialog: Dialog {
+                call_id: req.call_id().to_string(),
+                local: req.to().map(|t| format!("<{}>", t.uri)).unwrap_or_default(),
+                local_tag: self.unique("t"),
+                remote: req
+                    .from()
+                    .map(|f| format!("<{}>", f.uri))
+                    .unwrap_or_default(),
+                remote_tag: req.from_tag(),
+                remote_target: req.contact_uri().unwrap_or_else(|| self.aor(&caller)),
+                next_cseq: 1,
+            },
+            via: from,
+            uas: Some(req.clone()),
+            branch: String::new(),
+            state: LegState::Offered,
+            held: None,
+            released: false,
+        }
+    }
+
+    fn invite(&mut self, req: &Message, from: Via) {
+        if self.find_leg(req.call_id()).is_some() {
             return; // a retransmission; the 100 already went out
         }
-        let caller = req
-            .from()
-            .and_then(|f| f.user().map(str::to_string))
-            .unwrap_or_default();
-        let dialled = req
-            .to()
-            .and_then(|t| t.user().map(str::to_string))
-            .unwrap_or_default();
+        let caller = Self::user_of(req.from());
+        let dialled = Self::user_of(req.to());
         if !self.bindings.contains_key(&caller) {
             return self.respond(req, &from, 403, None);
         }
-        let line = self.topology.line(&dialled).cloned();
-        let targets: Vec<String> = match &line {
+        let own_line = self
+            .topology
+            .line_of(&caller)
+            .filter(|l| l.number == dialled)
+            .map(|l| l.number.clone());
+        match own_line {
+            Some(line) => self.join(req, from, &line),
+            None => self.new_call(req, from, caller, dialled),
+        }
+    }
+
+    fn new_call(&mut self, req: &Message, from: Via, caller: String, dialled: String) {
+        let target_line = self.topology.line(&dialled).cloned();
+        let own_line = self.topology.line_of(&caller).cloned();
+        let targets: Vec<String> = match &target_line {
             Some(l) => l
                 .members
                 .iter()
@@ -456,358 +768,361 @@ impl Server {
         if targets.is_empty() {
             return self.respond(req, &from, 480, None);
         }
+        // The appearance: the caller's seizure on an outbound call from the
+        // line, else the first idle one of the line called.
+        let (line, appearance) = match (&own_line, &target_line) {
+            (Some(own), _) => {
+                let wanted = Self::appearance_in(req).map(|(i, _)| i);
+                let seized = self.seizures.iter_mut().find(|s| {
+                    s.sub.subscriber == caller && !s.taken && wanted.is_none_or(|w| w == s.index)
+                });
+                let index = match seized {
+                    Some(s) => {
+                        s.taken = true;
+                        s.index
+                    }
+                    None => wanted.unwrap_or_else(|| first_idle(&self.busy(&own.number))),
+                };
+                (Some(own.number.clone()), Some(index))
+            }
+            (None, Some(called)) => {
+                let index = first_idle(&self.busy(&called.number));
+                let index = if self.has(Fault::WrongAppearanceIndex) {
+                    index + 1
+                } else {
+                    index
+                };
+                (Some(called.number.clone()), Some(index))
+            }
+            (None, None) => (None, None),
+        };
         self.respond(req, &from, 100, None);
         self.conn_ids += 1;
         let conn_id = format!("{:016x}", self.conn_ids);
-        let appearance = line.as_ref().map(|l| {
-            let busy = self.line_state(&l.number);
-            let first_free = (1..).find(|i| !busy.contains_key(i)).unwrap_or(1);
-            if self.has(Fault::WrongAppearanceIndex) {
-                first_free + 1
-            } else {
-                first_free
-            }
-        });
-        let our_tag = self.unique("t");
-        let a = ALeg {
-            dn: caller.clone(),
-            invite: req.clone(),
-            via: from,
-            our_tag,
-            ringing_sent: false,
-            answered: false,
-            remote_target: req.contact_uri().unwrap_or_else(|| self.aor(&caller)),
-            next_cseq: 1,
-        };
-
-        // Reference 1.1: the caller goes off hook and dials; monitoring sees
-        // the call created with the caller connected and dialling.
-        self.emit_dn(
-            &caller,
-            Event::new(E::OffHook).with(Attr::ThisDn, dn(&caller)),
-        );
-        self.emit_dn(
-            &caller,
-            Event::new(E::Dialing)
-                .with(Attr::ConnId, id(&conn_id))
-                .with(Attr::ThisDn, dn(&caller))
-                .with(Attr::OtherDn, dn(&dialled))
-                .with(Attr::CallState, Value::CallState(CallState::Ok)),
-        );
-        self.monitor(Event::new(E::CallCreated).with(Attr::ConnId, id(&conn_id)));
-        self.monitor(party_added(&conn_id, &caller, 1, PartyState::Initiated));
-        self.monitor(
-            Event::new(E::CallPartyState)
-                .with(Attr::ConnId, id(&conn_id))
-                .with(Attr::PartyId, id("1"))
-                .with(Attr::State, Value::PartyState(PartyState::ConnectedDialing)),
-        );
-
         let mut call = Call {
             conn_id: conn_id.clone(),
             dialled: dialled.clone(),
-            line: line.as_ref().map(|l| l.number.clone()),
+            line,
             appearance,
-            a,
-            a_party: 1,
-            b: Vec::new(),
+            legs: Vec::new(),
+            answered: false,
+            progressing: false,
+            next_party: 1,
         };
-        // The call is offered to every phone at once: the server reports each
-        // appearance alerting when it offers it, in member order, which keeps
-        // the monitoring stream's order independent of the phones' timing.
+        let party = call.take_party();
+        call.legs.push(self.uas_leg(req, from, party));
+        let ai = |e: Event, member: bool| match (member, appearance) {
+            (true, Some(i)) => e.with(Attr::AppearanceIndex, Value::Int(i.into())),
+            _ => e,
+        };
+
+        // Reference 1.1 and 4 (11, 12): the caller goes off hook and dials;
+        // monitoring sees the call created with the caller connected and
+        // dialling.
+        let caller_member = own_line.is_some();
+        self.emit(
+            &caller,
+            ai(
+                Event::new(E::OffHook).with(Attr::ThisDn, dn(&caller)),
+                caller_member,
+            ),
+        );
+        self.emit(
+            &caller,
+            ai(
+                Event::new(E::Dialing)
+                    .with(Attr::ConnId, id(&conn_id))
+                    .with(Attr::ThisDn, dn(&caller))
+                    .with(Attr::ThisDnRole, role(Role::Origination))
+                    .with(Attr::OtherDn, dn(&dialled))
+                    .with(Attr::OtherDnRole, role(Role::Destination))
+                    .with(Attr::CallState, state(CallState::Ok)),
+                caller_member,
+            ),
+        );
+        self.monitor(Event::new(E::CallCreated).with(Attr::ConnId, id(&conn_id)));
+        self.monitor(party_added(&conn_id, &caller, party, PartyState::Initiated));
+        self.monitor(party_state(&conn_id, party, PartyState::ConnectedDialing));
+
+        // The call is offered to every phone at once: the server reports
+        // each alerting when it offers it, in member order, which keeps the
+        // monitoring stream's order independent of the phones' timing.
+        let covered = if target_line.is_some() && !self.has(Fault::CoveredAsOk) {
+            CallState::Covered
+        } else {
+            CallState::Ok
+        };
         for (n, target) in targets.iter().enumerate() {
-            let party = 2 + n as u32;
-            let leg = self.offer(&call, target, party, req.body());
-            let covered = if call.line.is_some() && !self.has(Fault::CoveredAsOk) {
-                CallState::Covered
-            } else {
-                CallState::Ok
-            };
-            let mut ringing = Event::new(E::Ringing)
-                .with(Attr::ConnId, id(&conn_id))
-                .with(Attr::ThisDn, dn(target))
-                .with(Attr::ThisDnRole, Value::Role(Role::Destination))
-                .with(Attr::OtherDn, dn(&caller))
-                .with(Attr::OtherDnRole, Value::Role(Role::Origination))
-                .with(Attr::CallState, Value::CallState(covered))
-                .with(Attr::CallType, Value::CallType(CallType::Internal));
-            if let Some(index) = appearance {
-                ringing = ringing.with(Attr::AppearanceIndex, Value::Int(index.into()));
+            let party = call.take_party();
+            let member = target_line.is_some();
+            let leg = self.offer(&call, target, party, req.body(), member);
+            let ringing = ai(
+                Event::new(E::Ringing)
+                    .with(Attr::ConnId, id(&conn_id))
+                    .with(Attr::ThisDn, dn(target))
+                    .with(Attr::ThisDnRole, role(Role::Destination))
+                    .with(Attr::OtherDn, dn(&caller))
+                    .with(Attr::OtherDnRole, role(Role::Origination))
+                    .with(Attr::CallState, state(covered))
+                    .with(Attr::CallType, Value::CallType(CallType::Internal)),
+                member,
+            );
+            if self.has(Fault::DuplicateRinging) && n == 1 {
+                self.emit(target, ringing.clone());
             }
-            let twice = self.has(Fault::DuplicateRinging) && n == 1;
-            self.emit_dn(target, ringing.clone());
-            if twice {
-                self.emit_dn(target, ringing);
-            }
+            self.emit(target, ringing);
             self.monitor(party_added(&conn_id, target, party, PartyState::Alerting));
-            call.b.push(leg);
+            call.legs.push(leg);
         }
         self.calls.push(call);
-        if let Some(l) = line {
-            self.notify_line(&l.number);
-        }
     }
 
     /// Sends the INVITE that offers the call to one phone.
-    fn offer(&mut self, call: &Call, target: &str, party: u32, body: &[u8]) -> BLeg {
+    fn offer(
+        &mut self,
+        call: &Call,
+        target: &str,
+        party: u32,
+        body: &[u8],
+        with_appearance: bool,
+    ) -> Leg {
         let binding = self.bindings[target].clone();
-        let (via, branch) = self.via_header(binding.transport);
-        let call_id = self.unique("b2b");
-        let our_tag = self.unique("t");
-        let mut b = Builder::request("INVITE", &binding.contact)
-            .header("Via", &via)
-            .header("From", &format!("<{}>;tag={our_tag}", self.aor(&call.a.dn)))
-            .header("To", &format!("<{}>", self.aor(&call.dialled)))
-            .header("Call-ID", &call_id)
-            .header("CSeq", "1 INVITE")
-            .header("Contact", &self.contact(binding.transport));
-        if let Some(index) = call.appearance {
+        let (via, branch) = self.via_header(binding.via.transport);
+        let mut dialog = Dialog {
+            call_id: self.unique("b2b"),
+            local: format!("<{}>", self.aor(&call.legs[0].dn)),
+            local_tag: self.unique("t"),
+            remote: format!("<{}>", self.aor(&call.dialled)),
+            remote_tag: None,
+            remote_target: binding.contact.clone(),
+            next_cseq: 1,
+        };
+        let (mut b, _) = dialog.request("INVITE", &via);
+        b = b.header("Contact", &self.contact(binding.via.transport));
+        if let (true, Some(index)) = (with_appearance, call.appearance) {
             b = b.header(
                 "Call-Info",
-                &format!("<{}>;appearance-index={index}", self.appearance_target()),
+                &self.appearance(AppearanceIndex::Index(index), None, None),
             );
         }
         let body = if body.is_empty() {
-            sdp(
-                "b2bua",
-                self.local.ip(),
-                self.local.port().wrapping_add(2),
-                "sendrecv",
-            )
+            self.our_sdp("sendrecv")
         } else {
             body.to_vec()
         };
-        let bytes = b.body("application/sdp", &body).build();
-        self.send(&binding, bytes);
-        BLeg {
+        self.send(&binding.via, b.body("application/sdp", &body).build());
+        Leg {
             dn: target.to_string(),
             party,
-            call_id,
-            our_tag,
-            their_tag: None,
+            dialog,
+            via: binding.via,
+            uas: None,
             branch,
-            target: binding.contact.clone(),
-            via: binding,
-            next_cseq: 2,
-            state: BState::Offered,
+            state: LegState::Offered,
+            held: None,
+            released: false,
         }
     }
 
     fn handle_response(&mut self, resp: &Message) {
-        let Some((_, "INVITE")) = resp.cseq() else {
+        let Some((cseq, "INVITE")) = resp.cseq() else {
             return;
         };
         let code = resp.status().unwrap_or(0);
-        let Some((c, l)) = self.find_b_leg(resp.call_id()) else {
+        let Some((c, l)) = self.find_leg(resp.call_id()) else {
             return;
         };
+        if self.calls[c].legs[l].uas.is_some() {
+            return;
+        }
         match code {
-            101..=199 => {
-                if !self.calls[c].a.ringing_sent {
-                    self.calls[c].a.ringing_sent = true;
-                    let a = &self.calls[c].a;
-                    let bytes = Builder::response_to(&a.invite, 180, Some(&a.our_tag))
-                        .header("Contact", &self.contact(a.via.transport))
-                        .build();
-                    let via = a.via.clone();
-                    self.send(&via, bytes);
-                }
-            }
+            100 => {}
+            101..=199 => self.progress(c),
             200..=299 => {
-                let leg = &mut self.calls[c].b[l];
-                leg.their_tag = resp.to_tag();
-                if let Some(t) = resp.contact_uri() {
-                    leg.target = t;
+                let leg = &mut self.calls[c].legs[l];
+                if leg.dialog.remote_tag.is_none() {
+                    leg.dialog.remote_tag = resp.to_tag();
                 }
-                self.ack_2xx(c, l);
-                if self.calls[c].b[l].state == BState::Offered && self.calls[c].winner().is_none() {
-                    self.calls[c].b[l].state = BState::Answered;
-                    self.answered(c, l, resp.body());
+                if let Some(t) = resp.contact_uri() {
+                    leg.dialog.remote_target = t;
+                }
+                let (v, _) = self.via_header(self.calls[c].legs[l].via.transport);
+                let ack = self.calls[c].legs[l].dialog.ack(cseq, &v).build();
+                let via = self.calls[c].legs[l].via.clone();
+                self.send(&via, ack);
+                match self.calls[c].legs[l].state {
+                    LegState::Offered if !self.calls[c].answered => {
+                        self.answered(c, l, resp.body())
+                    }
+                    // The 200 crossed our CANCEL: the phone answered a call
+                    // that is taken; end its dialog.
+                    LegState::Cancelled => {
+                        let mut leg_dialog = self.calls[c].legs[l].dialog.clone();
+                        self.request_in(&mut leg_dialog, &via, "BYE", &[]);
+                    }
+                    _ => {}
                 }
             }
             _ => {
-                self.ack_failure(c, l, resp);
-                let leg = &mut self.calls[c].b[l];
-                if leg.state == BState::Offered {
-                    leg.state = BState::Ended;
-                    if self.calls[c].b.iter().all(|l| l.state == BState::Ended) {
-                        self.unanswerable(c, code);
-                    }
-                } else {
-                    leg.state = BState::Ended;
+                // The ACK of a failure is hop-by-hop: the INVITE's branch.
+                let leg = &self.calls[c].legs[l];
+                let v = format!(
+                    "SIP/2.0/{} {};branch={}",
+                    leg.via.transport.via_token(),
+                    self.local,
+                    leg.branch
+                );
+                let mut d = leg.dialog.clone();
+                d.remote_tag = resp.to_tag();
+                let ack = d.ack(cseq, &v).build();
+                let via = leg.via.clone();
+                self.send(&via, ack);
+                let was_offered = self.calls[c].legs[l].state == LegState::Offered;
+                self.calls[c].legs[l].state = LegState::Gone;
+                let call = &self.calls[c];
+                if was_offered && !call.answered && call.legs[1..].iter().all(|l| !l.live()) {
+                    self.unanswerable(c, code);
                 }
             }
         }
     }
 
-    fn find_b_leg(&self, call_id: &str) -> Option<(usize, usize)> {
-        self.calls.iter().enumerate().find_map(|(c, call)| {
-            call.b
-                .iter()
-                .position(|l| l.call_id == call_id)
-                .map(|l| (c, l))
-        })
-    }
-
-    fn ack_2xx(&mut self, c: usize, l: usize) {
-        let (via, _) = self.via_header(self.calls[c].b[l].via.transport);
-        let call = &self.calls[c];
-        let leg = &call.b[l];
-        let bytes = Builder::request("ACK", &leg.target)
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!("<{}>;tag={}", self.aor(&call.a.dn), leg.our_tag),
-            )
-            .header(
-                "To",
-                &format!(
-                    "<{}>;tag={}",
-                    self.aor(&call.dialled),
-                    leg.their_tag.clone().unwrap_or_default()
-                ),
-            )
-            .header("Call-ID", &leg.call_id)
-            .header("CSeq", "1 ACK")
-            .build();
-        let binding = leg.via.clone();
-        self.send(&binding, bytes);
-    }
-
-    fn ack_failure(&mut self, c: usize, l: usize, resp: &Message) {
-        let call = &self.calls[c];
-        let leg = &call.b[l];
-        let via = format!(
-            "SIP/2.0/{} {};branch={}",
-            leg.via.transport.via_token(),
-            self.local,
-            leg.branch
+    /// The first provisional response of a call: ring back the caller, and
+    /// for an outbound call from the line, end the seizure (the appearance
+    /// is now progressing).
+    fn progress(&mut self, c: usize) {
+        let call = &mut self.calls[c];
+        if call.progressing {
+            return;
+        }
+        call.progressing = true;
+        let caller = call.legs[0].dn.clone();
+        let (invite, tag, via) = (
+            call.legs[0].uas.clone(),
+            call.legs[0].dialog.local_tag.clone(),
+            call.legs[0].via.clone(),
         );
-        let bytes = Builder::request("ACK", &leg.via.contact)
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!("<{}>;tag={}", self.aor(&call.a.dn), leg.our_tag),
-            )
-            .header("To", resp.header("To").unwrap_or_default())
-            .header("Call-ID", &leg.call_id)
-            .header("CSeq", "1 ACK")
-            .build();
-        let binding = leg.via.clone();
-        self.send(&binding, bytes);
+        if let Some(invite) = invite {
+            let bytes = Builder::response_to(&invite, 180, Some(&tag))
+                .header("Contact", &self.contact(via.transport))
+                .build();
+            self.send(&via, bytes);
+        }
+        if !self.has(Fault::SeizeNotTerminated) {
+            if let Some(i) = self
+                .seizures
+                .iter()
+                .position(|s| s.sub.subscriber == caller && s.taken)
+            {
+                let s = self.seizures.remove(i);
+                self.end_seizure(s, "noresource");
+            }
+        }
     }
 
-    /// Reference 1.2: one phone answered. The others are cancelled ("call
-    /// completed elsewhere") and reported Redirected; then the call is
-    /// established at the caller and the answering phone.
+    /// Reference 1.2 and 4 (24): one phone answered. The others are
+    /// cancelled ("call completed elsewhere") and reported Redirected; the
+    /// call is established at the caller and the answering phone.
     fn answered(&mut self, c: usize, winner: usize, body: &[u8]) {
-        let losers: Vec<usize> = (0..self.calls[c].b.len())
-            .filter(|&i| i != winner && self.calls[c].b[i].state == BState::Offered)
+        self.calls[c].answered = true;
+        self.calls[c].progressing = true;
+        self.calls[c].legs[winner].state = LegState::Answered;
+        self.calls[c].legs[0].state = LegState::Answered;
+        let losers: Vec<usize> = (1..self.calls[c].legs.len())
+            .filter(|&l| l != winner && self.calls[c].legs[l].state == LegState::Offered)
             .collect();
+        let conn_id = self.calls[c].conn_id.clone();
+        let caller = self.calls[c].legs[0].dn.clone();
         for l in losers {
             if self.has(Fault::NoCancelToLoser) {
                 continue;
             }
-            let (binding, bytes) = self.cancel_request(&self.calls[c], l, true);
-            self.send(&binding, bytes);
-            self.calls[c].b[l].state = BState::Cancelled;
-            let call = &self.calls[c];
-            let (conn_id, loser, caller, party) = (
-                call.conn_id.clone(),
-                call.b[l].dn.clone(),
-                call.a.dn.clone(),
-                call.b[l].party,
+            self.cancel_leg(c, l, true);
+            let (loser, party) = (
+                self.calls[c].legs[l].dn.clone(),
+                self.calls[c].legs[l].party,
             );
-            self.emit_dn(
+            self.emit(
                 &loser,
                 Event::new(E::Released)
                     .with(Attr::ConnId, id(&conn_id))
                     .with(Attr::ThisDn, dn(&loser))
-                    .with(Attr::ThisDnRole, Value::Role(Role::Destination))
+                    .with(Attr::ThisDnRole, role(Role::Destination))
                     .with(Attr::OtherDn, dn(&caller))
-                    .with(Attr::OtherDnRole, Value::Role(Role::Origination))
-                    .with(Attr::CallState, Value::CallState(CallState::Redirected)),
+                    .with(Attr::OtherDnRole, role(Role::Origination))
+                    .with(Attr::CallState, state(CallState::Redirected)),
             );
             if !self.has(Fault::DropLoserPartyDeleted) {
                 self.monitor(party_deleted(&conn_id, party));
             }
         }
-        let call = &mut self.calls[c];
-        call.a.answered = true;
-        let (conn_id, caller, dialled, phone, party, appearance) = (
-            call.conn_id.clone(),
-            call.a.dn.clone(),
+        let call = &self.calls[c];
+        let members = call
+            .line
+            .as_ref()
+            .and_then(|l| self.topology.line(l))
+            .map(|l| l.members.clone())
+            .unwrap_or_default();
+        let ai = |e: Event, who: &str| match (members.iter().any(|m| m == who), call.appearance) {
+            (true, Some(i)) => e.with(Attr::AppearanceIndex, Value::Int(i.into())),
+            _ => e,
+        };
+        let (phone, party, dialled) = (
+            call.legs[winner].dn.clone(),
+            call.legs[winner].party,
             call.dialled.clone(),
-            call.b[winner].dn.clone(),
-            call.b[winner].party,
-            call.appearance,
         );
-        self.emit_dn(
-            &caller,
+        let caller_established = ai(
             Event::new(E::Established)
                 .with(Attr::ConnId, id(&conn_id))
                 .with(Attr::ThisDn, dn(&caller))
-                .with(Attr::ThisDnRole, Value::Role(Role::Origination))
+                .with(Attr::ThisDnRole, role(Role::Origination))
                 .with(Attr::OtherDn, dn(&dialled))
-                .with(Attr::OtherDnRole, Value::Role(Role::Destination)),
+                .with(Attr::OtherDnRole, role(Role::Destination)),
+            &caller,
         );
-        let mut established = Event::new(E::Established)
-            .with(Attr::ConnId, id(&conn_id))
-            .with(Attr::ThisDn, dn(&phone))
-            .with(Attr::ThisDnRole, Value::Role(Role::Destination))
-            .with(Attr::OtherDn, dn(&caller))
-            .with(Attr::OtherDnRole, Value::Role(Role::Origination));
-        if let Some(index) = appearance {
-            established = established.with(Attr::AppearanceIndex, Value::Int(index.into()));
-        }
-        self.emit_dn(&phone, established);
-        self.monitor(
-            Event::new(E::CallPartyState)
+        let phone_established = ai(
+            Event::new(E::Established)
                 .with(Attr::ConnId, id(&conn_id))
-                .with(Attr::PartyId, id(&party.to_string()))
-                .with(Attr::State, Value::PartyState(PartyState::Connected)),
+                .with(Attr::ThisDn, dn(&phone))
+                .with(Attr::ThisDnRole, role(Role::Destination))
+                .with(Attr::OtherDn, dn(&caller))
+                .with(Attr::OtherDnRole, role(Role::Origination)),
+            &phone,
         );
-        let a = &self.calls[c].a;
-        let body = if body.is_empty() {
-            sdp(
-                "b2bua",
-                self.local.ip(),
-                self.local.port().wrapping_add(2),
-                "sendrecv",
-            )
-        } else {
-            body.to_vec()
-        };
-        let bytes = Builder::response_to(&a.invite, 200, Some(&a.our_tag))
-            .header("Contact", &self.contact(a.via.transport))
-            .body("application/sdp", &body)
-            .build();
-        let via = a.via.clone();
-        self.send(&via, bytes);
-        if let Some(line) = self.calls[c].line.clone() {
-            self.notify_line(&line);
+        self.emit(&caller, caller_established);
+        self.emit(&phone, phone_established);
+        self.monitor(party_state(&conn_id, party, PartyState::Connected));
+        let leg = &self.calls[c].legs[0];
+        if let Some(invite) = leg.uas.clone() {
+            let body = if body.is_empty() {
+                self.our_sdp("sendrecv")
+            } else {
+                body.to_vec()
+            };
+            let bytes = Builder::response_to(&invite, 200, Some(&leg.dialog.local_tag))
+                .header("Contact", &self.contact(leg.via.transport))
+                .body("application/sdp", &body)
+                .build();
+            let via = leg.via.clone();
+            self.send(&via, bytes);
         }
     }
 
-    /// The CANCEL for an offered leg (RFC 3261 9.1: the INVITE's branch,
-    /// Call-ID, From, To and CSeq number).
-    fn cancel_request(&self, call: &Call, l: usize, elsewhere: bool) -> (Binding, Vec<u8>) {
-        let leg = &call.b[l];
+    /// CANCELs an offered leg (RFC 3261 9.1: the INVITE's branch, Call-ID,
+    /// From, To and CSeq number).
+    fn cancel_leg(&mut self, c: usize, l: usize, elsewhere: bool) {
+        let leg = &self.calls[c].legs[l];
         let via = format!(
             "SIP/2.0/{} {};branch={}",
             leg.via.transport.via_token(),
             self.local,
             leg.branch
         );
-        let mut b = Builder::request("CANCEL", &leg.via.contact)
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!("<{}>;tag={}", self.aor(&call.a.dn), leg.our_tag),
-            )
-            .header("To", &format!("<{}>", self.aor(&call.dialled)))
-            .header("Call-ID", &leg.call_id)
-            .header("CSeq", "1 CANCEL");
+        let mut d = leg.dialog.clone();
+        d.remote_tag = None;
+        d.next_cseq = 1;
+        let (mut b, _) = d.request("CANCEL", &via);
         if elsewhere {
             let reason = Reason {
                 protocol: "SIP".into(),
@@ -816,173 +1131,382 @@ impl Server {
             };
             b = b.header("Reason", &reason.to_string());
         }
-        (leg.via.clone(), b.build())
+        let to = leg.via.clone();
+        self.send(&to, b.build());
+        self.calls[c].legs[l].state = LegState::Cancelled;
     }
 
     /// Every offered phone refused: the call fails back to the caller.
     fn unanswerable(&mut self, c: usize, code: u16) {
-        let call = self.calls.remove(c);
-        let bytes =
-            Builder::response_to(&call.a.invite, code.max(400), Some(&call.a.our_tag)).build();
-        self.send(&call.a.via, bytes);
-        self.released_everywhere(&call);
-        if let Some(line) = call.line {
-            self.notify_line(&line);
+        let call = &self.calls[c];
+        if let Some(invite) = call.legs[0].uas.clone() {
+            let bytes =
+                Builder::response_to(&invite, code.max(400), Some(&call.legs[0].dialog.local_tag))
+                    .build();
+            let via = call.legs[0].via.clone();
+            self.send(&via, bytes);
         }
+        self.end_call(c);
     }
 
-    fn cancel(&mut self, req: &Message, from: Binding) {
-        let Some(c) = self
-            .calls
-            .iter()
-            .position(|c| c.a.invite.call_id() == req.call_id() && !c.a.answered)
+    fn cancel(&mut self, req: &Message, from: Via) {
+        let Some((c, 0)) = self
+            .find_leg(req.call_id())
+            .filter(|(c, _)| !self.calls[*c].answered)
         else {
             return self.respond(req, &from, 481, None);
         };
         self.respond(req, &from, 200, None);
-        let a = &self.calls[c].a;
-        let bytes = Builder::response_to(&a.invite, 487, Some(&a.our_tag)).build();
-        let via = a.via.clone();
-        self.send(&via, bytes);
-        let call = self.calls.remove(c);
-        self.released_everywhere(&call);
-        for l in 0..call.b.len() {
-            if call.b[l].state == BState::Offered {
-                let (binding, bytes) = self.cancel_request(&call, l, false);
-                self.send(&binding, bytes);
+        let leg = &self.calls[c].legs[0];
+        if let Some(invite) = leg.uas.clone() {
+            let bytes = Builder::response_to(&invite, 487, Some(&leg.dialog.local_tag)).build();
+            let via = leg.via.clone();
+            self.send(&via, bytes);
+        }
+        // Release the offered phones before cancelling them, so end_call
+        // does not skip them as no longer live.
+        for l in 1..self.calls[c].legs.len() {
+            if self.calls[c].legs[l].state == LegState::Offered {
+                self.release_leg(c, l);
+                self.cancel_leg(c, l, false);
             }
         }
-        if let Some(line) = call.line {
-            self.notify_line(&line);
+        let caller = self.calls[c].legs[0].dn.clone();
+        if let Some(i) = self
+            .seizures
+            .iter()
+            .position(|s| s.sub.subscriber == caller && s.taken)
+        {
+            let s = self.seizures.remove(i);
+            self.end_seizure(s, "noresource");
         }
+        self.end_call(c);
     }
 
-    fn bye(&mut self, req: &Message, from: Binding) {
-        // From the caller?
-        if let Some(c) = self
-            .calls
-            .iter()
-            .position(|c| c.a.invite.call_id() == req.call_id() && c.a.answered)
-        {
-            self.respond(req, &from, 200, None);
-            let call = self.calls.remove(c);
-            if let Some(w) = call.winner() {
-                self.send_bye_b(&call, w);
-            }
-            self.released_everywhere(&call);
-            if let Some(line) = call.line {
-                self.notify_line(&line);
-            }
+    fn bye(&mut self, req: &Message, from: Via) {
+        let Some((c, l)) = self
+            .find_leg(req.call_id())
+            .filter(|(c, l)| self.calls[*c].legs[*l].state == LegState::Answered)
+        else {
+            return self.respond(req, &from, 481, None);
+        };
+        self.respond(req, &from, 200, None);
+        if self.calls[c].conference() {
+            // A party leaves a conference; the others stay.
+            self.calls[c].legs[l].state = LegState::Gone;
+            let call = &self.calls[c];
+            let (conn_id, who, other, party) = (
+                call.conn_id.clone(),
+                call.legs[l].dn.clone(),
+                call.other_dn(l),
+                call.legs[l].party,
+            );
+            self.release(&conn_id, &who, &other, CallState::Ok, None);
+            self.monitor(party_deleted(&conn_id, party));
             return;
         }
-        // From the phone that answered?
-        if let Some((c, l)) = self.find_b_leg(req.call_id()) {
-            if self.calls[c].b[l].state == BState::Answered {
-                self.respond(req, &from, 200, None);
-                let call = self.calls.remove(c);
-                self.send_bye_a(&call);
-                self.released_everywhere(&call);
-                if let Some(line) = call.line {
-                    self.notify_line(&line);
-                }
-                return;
+        self.release_leg(c, l);
+        self.end_call(c);
+    }
+
+    fn release(
+        &mut self,
+        conn_id: &str,
+        who: &str,
+        other: &str,
+        call_state: CallState,
+        cause: Option<Cause>,
+    ) {
+        let mut e = Event::new(E::Released)
+            .with(Attr::ConnId, id(conn_id))
+            .with(Attr::ThisDn, dn(who))
+            .with(Attr::OtherDn, dn(other))
+            .with(Attr::CallState, state(call_state));
+        if let Some(cause) = cause {
+            e = e.with(Attr::Cause, Value::Cause(cause));
+        }
+        self.emit(who, e);
+    }
+
+    /// Tells a leg's phone its part of the call is over: released, and on
+    /// hook if it was talking on a shared line (the phone of a held call is
+    /// on hook already).
+    fn release_leg(&mut self, c: usize, l: usize) {
+        let call = &self.calls[c];
+        let leg = &call.legs[l];
+        let (conn_id, who, other) = (call.conn_id.clone(), leg.dn.clone(), call.other_dn(l));
+        let on_hook = leg.state == LegState::Answered
+            && self.topology.line_of(&who).is_some()
+            && (leg.held.is_none() || self.has(Fault::OnHookWhileHeld));
+        self.release(&conn_id, &who, &other, CallState::Ok, None);
+        if on_hook && !self.has(Fault::NoOnHook) {
+            self.emit(&who, Event::new(E::OnHook).with(Attr::ThisDn, dn(&who)));
+        }
+        self.calls[c].legs[l].released = true;
+    }
+
+    /// Reference 1.3, 4a, 5a: the call is over. Every party still in it is
+    /// released, BYEs go to the phones still talking, then monitoring
+    /// deletes the connected parties, last joined first, and the call.
+    fn end_call(&mut self, c: usize) {
+        for l in 0..self.calls[c].legs.len() {
+            let leg = &self.calls[c].legs[l];
+            if leg.released || !leg.live() {
+                continue;
+            }
+            let talking = leg.state == LegState::Answered;
+            self.release_leg(c, l);
+            if talking {
+                let leg = &mut self.calls[c].legs[l];
+                let (via, mut d) = (leg.via.clone(), leg.dialog.clone());
+                self.request_in(&mut d, &via, "BYE", &[]);
             }
         }
-        self.respond(req, &from, 481, None);
+        let call = self.calls.remove(c);
+        // The originator is connected from its first dialling; the others
+        // once they answered.
+        let connected = call.legs.iter().enumerate().filter(|(i, l)| {
+            l.state == LegState::Answered || (*i == 0 && l.state == LegState::Offered)
+        });
+        let parties: Vec<u32> = connected.map(|(_, l)| l.party).collect();
+        for party in parties.into_iter().rev() {
+            self.monitor(party_deleted(&call.conn_id, party));
+        }
+        self.monitor(Event::new(E::CallDeleted).with(Attr::ConnId, id(&call.conn_id)));
     }
 
-    fn send_bye_b(&mut self, call: &Call, l: usize) {
-        let leg = &call.b[l];
-        let (via, _) = self.via_header(leg.via.transport);
-        let bytes = Builder::request("BYE", &leg.target)
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!("<{}>;tag={}", self.aor(&call.a.dn), leg.our_tag),
-            )
-            .header(
-                "To",
-                &format!(
-                    "<{}>;tag={}",
-                    self.aor(&call.dialled),
-                    leg.their_tag.clone().unwrap_or_default()
-                ),
-            )
-            .header("Call-ID", &leg.call_id)
-            .header("CSeq", &format!("{} BYE", leg.next_cseq))
-            .build();
-        self.send(&leg.via, bytes);
-    }
+    // ---- hold, retrieve, barge-in -------------------------------------------
 
-    fn send_bye_a(&mut self, call: &Call) {
-        let a = &call.a;
-        let (via, _) = self.via_header(a.via.transport);
-        let bytes = Builder::request("BYE", &a.remote_target)
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!(
-                    "{};tag={}",
-                    a.invite.header("To").unwrap_or_default(),
-                    a.our_tag
-                ),
-            )
-            .header("To", a.invite.header("From").unwrap_or_default())
-            .header("Call-ID", a.invite.call_id())
-            .header("CSeq", &format!("{} BYE", a.next_cseq))
-            .build();
-        self.send(&a.via, bytes);
-    }
-
-    /// Reference 1.3: the call is over. Every party still in it is released
-    /// (the phone that answered also goes on hook), then monitoring deletes
-    /// the parties, the phones first, and the call. Phones already released
-    /// (cancelled when another answered) are not released again.
-    fn released_everywhere(&mut self, call: &Call) {
-        let conn_id = &call.conn_id;
-        let caller = &call.a.dn;
-        self.emit_dn(
-            caller,
-            Event::new(E::Released)
-                .with(Attr::ConnId, id(conn_id))
-                .with(Attr::ThisDn, dn(caller))
-                .with(Attr::OtherDn, dn(&call.dialled)),
+    fn reinvite(&mut self, req: &Message, from: Via) {
+        let Some((c, l)) = self
+            .find_leg(req.call_id())
+            .filter(|(c, l)| self.calls[*c].legs[*l].state == LegState::Answered)
+        else {
+            return self.respond(req, &from, 481, None);
+        };
+        let body = String::from_utf8_lossy(req.body()).to_string();
+        let holding = body.contains("a=sendonly")
+            || body.contains("a=inactive")
+            || body.contains("c=IN IP4 0.0.0.0");
+        let private =
+            Self::appearance_in(req).is_some_and(|(_, s)| s == Some(AppearanceState::HeldPrivate));
+        let answer = self.our_sdp(if holding { "recvonly" } else { "sendrecv" });
+        let (was, tag) = (
+            self.calls[c].legs[l].held,
+            self.calls[c].legs[l].dialog.local_tag.clone(),
         );
-        let live: Vec<&BLeg> = call
-            .b
+        let bytes = Builder::response_to(req, 200, Some(&tag))
+            .header("Contact", &self.contact(from.transport))
+            .body("application/sdp", &answer)
+            .build();
+        self.send(&from, bytes);
+        let now = holding.then_some(private);
+        if was.is_some() == now.is_some() {
+            self.calls[c].legs[l].held = now;
+            return;
+        }
+        self.calls[c].legs[l].held = now;
+        let call = &self.calls[c];
+        let (conn_id, who, other, party) = (
+            call.conn_id.clone(),
+            call.legs[l].dn.clone(),
+            call.other_dn(l),
+            call.legs[l].party,
+        );
+        let (name, ps) = if holding {
+            (E::Held, PartyState::Held)
+        } else {
+            (E::Retrieved, PartyState::Connected)
+        };
+        self.emit(
+            &who,
+            Event::new(name)
+                .with(Attr::ConnId, id(&conn_id))
+                .with(Attr::ThisDn, dn(&who))
+                .with(Attr::OtherDn, dn(&other)),
+        );
+        self.monitor(party_state(&conn_id, party, ps));
+    }
+
+    /// A phone of the line INVITEs the line itself for an appearance: a
+    /// retrieve if the appearance is held, a barge-in if it is active.
+    fn join(&mut self, req: &Message, from: Via, line: &str) {
+        let Some((index, _)) = Self::appearance_in(req) else {
+            return self.respond(req, &from, 400, None);
+        };
+        let found = self.calls.iter().position(|c| {
+            c.line.as_deref() == Some(line) && c.appearance == Some(index) && c.answered
+        });
+        let Some(c) = found else {
+            let code = if self.has(Fault::IdleRetrieveWrongCode) {
+                480
+            } else {
+                404
+            };
+            return self.respond(req, &from, code, None);
+        };
+        let holder = self.calls[c]
+            .legs
             .iter()
-            .filter(|l| matches!(l.state, BState::Offered | BState::Answered))
-            .collect();
-        for leg in &live {
-            self.emit_dn(
-                &leg.dn,
-                Event::new(E::Released)
-                    .with(Attr::ConnId, id(conn_id))
-                    .with(Attr::ThisDn, dn(&leg.dn))
-                    .with(Attr::OtherDn, dn(caller))
-                    .with(Attr::CallState, Value::CallState(CallState::Ok)),
-            );
-            if leg.state == BState::Answered && !self.has(Fault::NoOnHook) {
-                self.emit_dn(
-                    &leg.dn,
-                    Event::new(E::OnHook).with(Attr::ThisDn, dn(&leg.dn)),
-                );
+            .position(|l| l.state == LegState::Answered && l.held.is_some());
+        match holder.map(|h| (h, self.calls[c].legs[h].held == Some(true))) {
+            Some((_, true)) if !self.has(Fault::PrivateRetrievable) => {
+                let bytes = Builder::response_to(req, 403, None).build();
+                self.send(&from, bytes);
             }
+            Some((h, _)) => self.retrieve(c, h, req, from),
+            None if self.has(Fault::BargeRefused) => self.respond(req, &from, 486, None),
+            None => self.barge(c, req, from),
         }
-        for leg in &live {
-            self.monitor(party_deleted(conn_id, leg.party));
+    }
+
+    /// Accepts a joining phone's INVITE and returns its new leg's index.
+    fn admit(&mut self, c: usize, req: &Message, from: Via) -> usize {
+        let party = self.calls[c].take_party();
+        let mut leg = self.uas_leg(req, from, party);
+        leg.state = LegState::Answered;
+        let bytes = Builder::response_to(req, 200, Some(&leg.dialog.local_tag))
+            .header("Contact", &self.contact(leg.via.transport))
+            .body("application/sdp", &self.our_sdp("sendrecv"))
+            .build();
+        let via = leg.via.clone();
+        self.send(&via, bytes);
+        self.calls[c].legs.push(leg);
+        self.calls[c].legs.len() - 1
+    }
+
+    /// Reference 5: the other phone takes the held call, reported as a
+    /// one-step transfer from the holder on the same ConnID.
+    fn retrieve(&mut self, c: usize, holder: usize, req: &Message, from: Via) {
+        let taker = self.admit(c, req, from);
+        let call = &self.calls[c];
+        let (conn_id, index) = (call.conn_id.clone(), call.appearance.unwrap_or(1));
+        let (held_dn, held_party, other) = (
+            call.legs[holder].dn.clone(),
+            call.legs[holder].party,
+            call.other_dn(holder),
+        );
+        let (new_dn, new_party) = (call.legs[taker].dn.clone(), call.legs[taker].party);
+        let ai = Value::Int(index.into());
+        let (released_state, cause) = if self.has(Fault::RetrieveNotTransfer) {
+            (CallState::Ok, None)
+        } else {
+            (CallState::Transferred, Some(Cause::OneStepTransfer))
+        };
+        self.release(&conn_id, &held_dn, &other, released_state, cause);
+        self.emit(
+            &new_dn,
+            Event::new(E::OffHook)
+                .with(Attr::ThisDn, dn(&new_dn))
+                .with(Attr::AppearanceIndex, ai.clone()),
+        );
+        self.emit(
+            &new_dn,
+            Event::new(E::Ringing)
+                .with(Attr::ConnId, id(&conn_id))
+                .with(Attr::ThisDn, dn(&new_dn))
+                .with(Attr::OtherDn, dn(&other))
+                .with(Attr::CallState, state(CallState::Transferred))
+                .with(Attr::AppearanceIndex, ai.clone()),
+        );
+        self.emit(
+            &new_dn,
+            Event::new(E::Established)
+                .with(Attr::ConnId, id(&conn_id))
+                .with(Attr::ThisDn, dn(&new_dn))
+                .with(Attr::OtherDn, dn(&other))
+                .with(Attr::CallState, state(CallState::Ok))
+                .with(Attr::AppearanceIndex, ai),
+        );
+        self.monitor(party_deleted(&conn_id, held_party));
+        self.monitor(party_added(
+            &conn_id,
+            &new_dn,
+            new_party,
+            PartyState::Alerting,
+        ));
+        self.monitor(party_state(&conn_id, new_party, PartyState::Connected));
+        let leg = &mut self.calls[c].legs[holder];
+        leg.state = LegState::Gone;
+        let (via, mut d) = (leg.via.clone(), leg.dialog.clone());
+        self.request_in(&mut d, &via, "BYE", &[]);
+    }
+
+    /// Reference 6: the phone joins the active call as a conference member.
+    fn barge(&mut self, c: usize, req: &Message, from: Via) {
+        let joiner = self.admit(c, req, from);
+        let call = &self.calls[c];
+        let (conn_id, index) = (call.conn_id.clone(), call.appearance.unwrap_or(1));
+        let (new_dn, new_party) = (call.legs[joiner].dn.clone(), call.legs[joiner].party);
+        let others: Vec<String> = call.legs[..joiner]
+            .iter()
+            .filter(|l| l.state == LegState::Answered)
+            .map(|l| l.dn.clone())
+            .collect();
+        let ai = Value::Int(index.into());
+        for other in &others {
+            self.emit(
+                other,
+                Event::new(E::PartyAdded)
+                    .with(Attr::ConnId, id(&conn_id))
+                    .with(Attr::ThisDn, dn(other))
+                    .with(Attr::OtherDn, dn(&new_dn))
+                    .with(Attr::OtherDnRole, role(Role::NewParty))
+                    .with(Attr::ThirdPartyDn, dn(&new_dn))
+                    .with(Attr::ThirdPartyDnRole, role(Role::AddedBy))
+                    .with(Attr::CallState, state(CallState::Conferenced)),
+            );
         }
-        self.monitor(party_deleted(conn_id, call.a_party));
-        self.monitor(Event::new(E::CallDeleted).with(Attr::ConnId, id(conn_id)));
+        self.emit(
+            &new_dn,
+            Event::new(E::Ringing)
+                .with(Attr::ConnId, id(&conn_id))
+                .with(Attr::ThisDn, dn(&new_dn))
+                .with(Attr::ThisDnRole, role(Role::ConferenceMember))
+                .with(Attr::CallState, state(CallState::Ok))
+                .with(Attr::AppearanceIndex, ai.clone()),
+        );
+        self.emit(
+            &new_dn,
+            Event::new(E::OffHook)
+                .with(Attr::ThisDn, dn(&new_dn))
+                .with(Attr::AppearanceIndex, ai.clone()),
+        );
+        self.emit(
+            &new_dn,
+            Event::new(E::Established)
+                .with(Attr::ConnId, id(&conn_id))
+                .with(Attr::ThisDn, dn(&new_dn))
+                .with(Attr::CallState, state(CallState::Conferenced))
+                .with(Attr::AppearanceIndex, ai),
+        );
+        self.monitor(party_added(
+            &conn_id,
+            &new_dn,
+            new_party,
+            PartyState::Alerting,
+        ));
+        self.monitor(party_state(&conn_id, new_party, PartyState::Connected));
     }
 }
 
-fn party_added(conn_id: &str, who: &str, party: u32, state: PartyState) -> Event {
+fn first_idle(busy: &BTreeMap<u32, (AppearanceState, Option<String>)>) -> u32 {
+    (1..).find(|i| !busy.contains_key(i)).unwrap_or(1)
+}
+
+fn party_added(conn_id: &str, who: &str, party: u32, s: PartyState) -> Event {
     Event::new(E::CallPartyAdded)
         .with(Attr::ConnId, id(conn_id))
         .with(Attr::Dn, dn(who))
         .with(Attr::PartyId, id(&party.to_string()))
-        .with(Attr::State, Value::PartyState(state))
+        .with(Attr::State, Value::PartyState(s))
+}
+
+fn party_state(conn_id: &str, party: u32, s: PartyState) -> Event {
+    Event::new(E::CallPartyState)
+        .with(Attr::ConnId, id(conn_id))
+        .with(Attr::PartyId, id(&party.to_string()))
+        .with(Attr::State, Value::PartyState(s))
 }
 
 fn party_deleted(conn_id: &str, party: u32) -> Event {

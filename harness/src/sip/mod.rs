@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod codec;
+pub mod dialog;
 pub mod framing;
 pub mod headers;
 pub mod transport;

@@ -56,11 +56,37 @@ impl Record {
     }
 }
 
+/// Called with every record as it is made (a sans-IO deriver, say).
+pub type Tap = Box<dyn FnMut(&Record) + Send>;
+
+#[derive(Default)]
+struct Log {
+    records: Vec<Record>,
+    tap: Option<Tap>,
+}
+
 /// Shared, append-only log of every message of a case.
-#[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<Vec<Record>>>);
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<Log>>);
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("records", &self.lock().records.len())
+            .finish()
+    }
+}
 
 impl Recorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands every record from now on to `tap`, in recording order.
+    pub fn set_tap(&self, tap: impl FnMut(&Record) + Send + 'static) {
+        self.lock().tap = Some(Box::new(tap));
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &self,
@@ -72,9 +98,9 @@ impl Recorder {
         raw: Vec<u8>,
         problem: Option<String>,
     ) {
-        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = log.len() as u64;
-        log.push(Record {
+        let mut log = self.lock();
+        let seq = log.records.len() as u64;
+        let record = Record {
             seq,
             at: SystemTime::now(),
             agent: agent.to_string(),
@@ -84,11 +110,15 @@ impl Recorder {
             peer,
             raw,
             problem,
-        });
+        };
+        if let Some(tap) = log.tap.as_mut() {
+            tap(&record);
+        }
+        log.records.push(record);
     }
 
     pub fn snapshot(&self) -> Vec<Record> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lock().records.clone()
     }
 }
 

@@ -6,7 +6,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::sip::build::{sdp, Builder};
-use crate::sip::headers::{appearances, Appearance, SubState, SubscriptionState};
+use crate::sip::dialog::Dialog;
+use crate::sip::headers::{
+    appearances, Appearance, AppearanceIndex, AppearanceState, SubState, SubscriptionState,
+};
 use crate::sip::transport::Inbound;
 use crate::sip::{Message, Transport};
 
@@ -74,16 +77,32 @@ pub struct CallView {
     pub remote_user: String,
     /// Appearances in the Call-Info of the incoming INVITE.
     pub call_info: Vec<Appearance>,
+    /// The appearance this call is on, as far as the phone knows.
+    pub appearance: Option<u32>,
+    /// Our hold re-INVITE was accepted.
+    pub held: bool,
+}
+
+/// The phone's line-seize subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seizure {
+    Pending(u32),
+    Granted(u32),
+    Refused(u16),
+    Ended,
 }
 
 /// What the agent exposes for synchronisation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub registered: bool,
-    /// The call-info subscription is accepted (2xx).
+    /// The call-info subscription is accepted (2xx) and not terminated.
     pub subscribed: bool,
+    /// 2xx answers to call-info SUBSCRIBEs (first and refreshes).
+    pub subscribe_answers: usize,
     /// call-info NOTIFYs received.
     pub notifies: usize,
+    pub seizure: Option<Seizure>,
     pub calls: Vec<CallView>,
     /// Things the server did that a correct peer would not: unknown
     /// dialogs, refused requests, unparseable headers. Reported, not fatal.
@@ -115,26 +134,22 @@ pub struct Transmit {
 #[derive(Debug)]
 struct Call {
     view: CallView,
-    local_tag: String,
-    remote_tag: Option<String>,
-    /// From and To as we put them in requests of this dialog.
-    local_addr: String,
-    remote_addr: String,
-    remote_target: String,
-    next_cseq: u32,
+    dialog: Dialog,
     invite_cseq: u32,
     invite_branch: String,
     /// The incoming INVITE and where it came from, to answer it.
     invite: Option<(Message, SocketAddr)>,
     /// The last response we sent to the INVITE, for retransmissions.
     last_response: Option<Vec<u8>>,
+    /// A hold or resume re-INVITE in progress: CSeq, branch, holding?
+    reinvite: Option<(u32, String, bool)>,
 }
 
 #[derive(Debug)]
 struct Subscription {
-    call_id: String,
-    local_tag: String,
-    line: String,
+    dialog: Dialog,
+    /// The 2xx arrived (its To-tag completes the dialog).
+    confirmed: bool,
 }
 
 /// A scripted user agent.
@@ -143,7 +158,8 @@ pub struct Agent {
     cfg: AgentConfig,
     counter: u64,
     register_call_id: String,
-    subscription: Option<Subscription>,
+    call_info: Option<Subscription>,
+    line_seize: Option<Subscription>,
     calls: Vec<Call>,
     status: Status,
     out: VecDeque<Transmit>,
@@ -156,7 +172,8 @@ impl Agent {
             cfg,
             counter: 0,
             register_call_id,
-            subscription: None,
+            call_info: None,
+            line_seize: None,
             calls: Vec::new(),
             status: Status::default(),
             out: VecDeque::new(),
@@ -195,14 +212,17 @@ impl Agent {
         format!("sip:{user}@{}", self.cfg.domain)
     }
 
-    fn via(&mut self) -> (String, String) {
-        let branch = self.unique("z9hG4bK");
-        let via = format!(
+    fn via_with(&self, branch: &str) -> String {
+        format!(
             "SIP/2.0/{} {};branch={branch};rport",
             self.cfg.transport.via_token(),
             self.cfg.local
-        );
-        (via, branch)
+        )
+    }
+
+    fn via(&mut self) -> (String, String) {
+        let branch = self.unique("z9hG4bK");
+        (self.via_with(&branch), branch)
     }
 
     fn contact(&self) -> String {
@@ -228,6 +248,37 @@ impl Agent {
         )
     }
 
+    fn appearance_header(&self, index: u32, state: Option<AppearanceState>) -> String {
+        Appearance {
+            target: format!("sip:{}", self.cfg.domain),
+            index: AppearanceIndex::Index(index),
+            state,
+            uri: None,
+        }
+        .to_header()
+    }
+
+    /// A new dialog we start as UAC towards `to_user`.
+    fn new_dialog(&mut self, to_user: &str, kind: &str) -> Dialog {
+        Dialog {
+            call_id: self.unique(kind),
+            local: format!("<{}>", self.aor(&self.cfg.user)),
+            local_tag: self.unique("t"),
+            remote: format!("<{}>", self.aor(to_user)),
+            remote_tag: None,
+            remote_target: self.aor(to_user),
+            next_cseq: 1,
+        }
+    }
+
+    fn error(&self, action: &'static str, why: impl Into<String>) -> ScriptError {
+        ScriptError {
+            dn: self.cfg.dn.clone(),
+            action,
+            why: why.into(),
+        }
+    }
+
     // ---- script commands -------------------------------------------------
 
     /// REGISTER the agent's own AoR.
@@ -249,47 +300,90 @@ impl Agent {
 
     /// SUBSCRIBE to the call-info package of the shared line `line`.
     pub fn subscribe_call_info(&mut self, line: &str) {
+        let mut dialog = self.new_dialog(line, "sub");
         let (via, _) = self.via();
-        let call_id = self.unique("sub");
-        let local_tag = self.unique("t");
-        let bytes = Builder::request("SUBSCRIBE", &self.aor(line))
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!("<{}>;tag={local_tag}", self.aor(&self.cfg.user)),
-            )
-            .header("To", &format!("<{}>", self.aor(line)))
-            .header("Call-ID", &call_id)
-            .header("CSeq", "1 SUBSCRIBE")
+        let (b, _) = dialog.request("SUBSCRIBE", &via);
+        let bytes = b
             .header("Contact", &self.contact())
             .header("Event", "call-info")
             .header("Accept", "application/x-broadworks-call-info")
             .header("Expires", "3600")
             .build();
-        self.subscription = Some(Subscription {
-            call_id,
-            local_tag,
-            line: line.to_string(),
+        self.call_info = Some(Subscription {
+            dialog,
+            confirmed: false,
         });
         self.send_to_server(bytes);
     }
 
-    /// INVITE `to` (a user part in the agent's domain).
-    pub fn invite(&mut self, to: &str) -> String {
-        let (via, branch) = self.via();
-        let call_id = self.unique("call");
-        let local_tag = self.unique("t");
-        let local_addr = format!("<{}>", self.aor(&self.cfg.user));
-        let remote_addr = format!("<{}>", self.aor(to));
-        let bytes = Builder::request("INVITE", &self.aor(to))
-            .header("Via", &via)
-            .header("From", &format!("{local_addr};tag={local_tag}"))
-            .header("To", &remote_addr)
-            .header("Call-ID", &call_id)
-            .header("CSeq", "1 INVITE")
-            .header("Contact", &self.contact())
-            .body("application/sdp", &self.offer("sendrecv"))
+    /// Refreshes the call-info subscription in its dialog; `expires` 0
+    /// unsubscribes.
+    pub fn refresh_call_info(&mut self, expires: u32) -> Result<(), ScriptError> {
+        let action = if expires == 0 {
+            "unsubscribe"
+        } else {
+            "refresh the subscription"
+        };
+        let (via, _) = self.via();
+        let contact = self.contact();
+        let Some(sub) = self.call_info.as_mut().filter(|s| s.confirmed) else {
+            return Err(self.error(action, "no accepted call-info subscription"));
+        };
+        let (b, _) = sub.dialog.request("SUBSCRIBE", &via);
+        let bytes = b
+            .header("Contact", &contact)
+            .header("Event", "call-info")
+            .header("Expires", &expires.to_string())
             .build();
+        self.send_to_server(bytes);
+        Ok(())
+    }
+
+    /// Seizes appearance `index` of `line` with a line-seize SUBSCRIBE.
+    pub fn seize(&mut self, line: &str, index: u32, expires: u32) {
+        let mut dialog = self.new_dialog(line, "seize");
+        let (via, _) = self.via();
+        let (b, _) = dialog.request("SUBSCRIBE", &via);
+        let bytes = b
+            .header("Contact", &self.contact())
+            .header("Event", "line-seize")
+            .header("Expires", &expires.to_string())
+            .header("Call-Info", &self.appearance_header(index, None))
+            .build();
+        self.line_seize = Some(Subscription {
+            dialog,
+            confirmed: false,
+        });
+        self.status.seizure = Some(Seizure::Pending(index));
+        self.send_to_server(bytes);
+    }
+
+    /// INVITE `to`. After a granted seizure the INVITE names the seized
+    /// appearance in Call-Info, as the BroadWorks model has it.
+    pub fn invite(&mut self, to: &str) -> String {
+        let appearance = match self.status.seizure {
+            Some(Seizure::Granted(i)) => Some(i),
+            _ => None,
+        };
+        self.start_call(to, appearance)
+    }
+
+    /// INVITE the shared line itself for appearance `index`: a retrieve if
+    /// the appearance is held, a barge-in if it is active.
+    pub fn join_appearance(&mut self, line: &str, index: u32) -> String {
+        self.start_call(line, Some(index))
+    }
+
+    fn start_call(&mut self, to: &str, appearance: Option<u32>) -> String {
+        let mut dialog = self.new_dialog(to, "call");
+        let (via, branch) = self.via();
+        let (mut b, cseq) = dialog.request("INVITE", &via);
+        b = b.header("Contact", &self.contact());
+        if let Some(i) = appearance {
+            b = b.header("Call-Info", &self.appearance_header(i, None));
+        }
+        let bytes = b.body("application/sdp", &self.offer("sendrecv")).build();
+        let call_id = dialog.call_id.clone();
         self.calls.push(Call {
             view: CallView {
                 call_id: call_id.clone(),
@@ -297,28 +391,18 @@ impl Agent {
                 phase: Phase::Calling,
                 remote_user: to.to_string(),
                 call_info: Vec::new(),
+                appearance,
+                held: false,
             },
-            local_tag,
-            remote_tag: None,
-            local_addr,
-            remote_addr,
-            remote_target: self.aor(to),
-            next_cseq: 2,
-            invite_cseq: 1,
+            dialog,
+            invite_cseq: cseq,
             invite_branch: branch,
             invite: None,
             last_response: None,
+            reinvite: None,
         });
         self.send_to_server(bytes);
         call_id
-    }
-
-    fn error(&self, action: &'static str, why: impl Into<String>) -> ScriptError {
-        ScriptError {
-            dn: self.cfg.dn.clone(),
-            action,
-            why: why.into(),
-        }
     }
 
     fn ringing_call(&mut self, action: &'static str) -> Result<usize, ScriptError> {
@@ -328,23 +412,16 @@ impl Agent {
             .ok_or_else(|| self.error(action, "no incoming call is ringing"))
     }
 
+    fn confirmed_call(&self, action: &'static str) -> Result<usize, ScriptError> {
+        self.calls
+            .iter()
+            .rposition(|c| c.view.phase == Phase::Confirmed)
+            .ok_or_else(|| self.error(action, "no call is established"))
+    }
+
     /// Answer the ringing call with 200 OK.
     pub fn answer(&mut self) -> Result<(), ScriptError> {
-        let i = self.ringing_call("answer")?;
-        let body = self.offer("sendrecv");
-        let contact = self.contact();
-        let call = &mut self.calls[i];
-        let Some((invite, peer)) = call.invite.clone() else {
-            return Err(self.error("answer", "the ringing call has no INVITE"));
-        };
-        let bytes = Builder::response_to(&invite, 200, Some(&call.local_tag))
-            .header("Contact", &contact)
-            .body("application/sdp", &body)
-            .build();
-        call.view.phase = Phase::Connecting;
-        call.last_response = Some(bytes.clone());
-        self.out.push_back(Transmit { to: peer, bytes });
-        Ok(())
+        self.final_response("answer", 200)
     }
 
     /// Refuse the ringing call with a final response `code` (4xx-6xx).
@@ -352,43 +429,58 @@ impl Agent {
         if !(400..700).contains(&code) {
             return Err(self.error("refuse", format!("{code} is not a failure code")));
         }
-        let i = self.ringing_call("refuse")?;
+        self.final_response("refuse", code)
+    }
+
+    fn final_response(&mut self, action: &'static str, code: u16) -> Result<(), ScriptError> {
+        let i = self.ringing_call(action)?;
+        let body = self.offer("sendrecv");
+        let contact = self.contact();
         let call = &mut self.calls[i];
         let Some((invite, peer)) = call.invite.clone() else {
-            return Err(self.error("refuse", "the ringing call has no INVITE"));
+            return Err(self.error(action, "the ringing call has no INVITE"));
         };
-        let bytes = Builder::response_to(&invite, code, Some(&call.local_tag)).build();
-        call.view.phase = Phase::Ended(End::Refused(code));
+        let mut b = Builder::response_to(&invite, code, Some(&call.dialog.local_tag));
+        if code < 300 {
+            b = b.header("Contact", &contact).body("application/sdp", &body);
+            call.view.phase = Phase::Connecting;
+        } else {
+            call.view.phase = Phase::Ended(End::Refused(code));
+        }
+        let bytes = b.build();
         call.last_response = Some(bytes.clone());
         self.out.push_back(Transmit { to: peer, bytes });
         Ok(())
     }
 
-    /// BYE the confirmed call.
+    /// BYE the established call.
     pub fn hangup(&mut self) -> Result<(), ScriptError> {
-        let i = self
-            .calls
-            .iter()
-            .rposition(|c| c.view.phase == Phase::Confirmed)
-            .ok_or_else(|| self.error("hang up", "no call is established"))?;
+        let i = self.confirmed_call("hang up")?;
         let (via, _) = self.via();
+        let (b, _) = self.calls[i].dialog.request("BYE", &via);
+        self.calls[i].view.phase = Phase::Ended(End::ByeUs);
+        self.send_to_server(b.build());
+        Ok(())
+    }
+
+    /// Puts the established call on hold (re-INVITE, a=sendonly); a private
+    /// hold also says `appearance-state=held-private` in Call-Info.
+    pub fn hold(&mut self, private: bool) -> Result<(), ScriptError> {
+        let i = self.confirmed_call("hold")?;
+        let (via, branch) = self.via();
+        let contact = self.contact();
+        let body = self.offer("sendonly");
+        let index = self.calls[i].view.appearance.unwrap_or(1);
+        let info =
+            private.then(|| self.appearance_header(index, Some(AppearanceState::HeldPrivate)));
         let call = &mut self.calls[i];
-        let cseq = call.next_cseq;
-        call.next_cseq += 1;
-        let bytes = Builder::request("BYE", &call.remote_target)
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!("{};tag={}", call.local_addr, call.local_tag),
-            )
-            .header(
-                "To",
-                &with_tag(&call.remote_addr, call.remote_tag.as_deref()),
-            )
-            .header("Call-ID", &call.view.call_id)
-            .header("CSeq", &format!("{cseq} BYE"))
-            .build();
-        call.view.phase = Phase::Ended(End::ByeUs);
+        let (mut b, cseq) = call.dialog.request("INVITE", &via);
+        b = b.header("Contact", &contact);
+        if let Some(info) = info {
+            b = b.header("Call-Info", &info);
+        }
+        call.reinvite = Some((cseq, branch, true));
+        let bytes = b.body("application/sdp", &body).build();
         self.send_to_server(bytes);
         Ok(())
     }
@@ -400,27 +492,16 @@ impl Agent {
             .iter()
             .rposition(|c| matches!(c.view.phase, Phase::Calling | Phase::Early))
             .ok_or_else(|| self.error("cancel", "no outgoing call is unanswered"))?;
-        let call = &mut self.calls[i];
-        // CANCEL repeats the INVITE's Via branch, Call-ID, From, To, CSeq
-        // number (RFC 3261 9.1).
-        let via = format!(
-            "SIP/2.0/{} {};branch={};rport",
-            self.cfg.transport.via_token(),
-            self.cfg.local,
-            call.invite_branch
-        );
-        let bytes = Builder::request("CANCEL", &call.remote_target)
-            .header("Via", &via)
-            .header(
-                "From",
-                &format!("{};tag={}", call.local_addr, call.local_tag),
-            )
-            .header("To", &call.remote_addr)
-            .header("Call-ID", &call.view.call_id)
-            .header("CSeq", &format!("{} CANCEL", call.invite_cseq))
-            .build();
-        call.view.phase = Phase::Ended(End::CancelledByUs);
-        self.send_to_server(bytes);
+        // CANCEL repeats the INVITE's Via branch, Call-ID, From, To and CSeq
+        // number (RFC 3261 9.1), without the To-tag.
+        let call = &self.calls[i];
+        let mut d = call.dialog.clone();
+        d.remote_tag = None;
+        d.next_cseq = call.invite_cseq;
+        let via = self.via_with(&call.invite_branch);
+        let (b, _) = d.request("CANCEL", &via);
+        self.calls[i].view.phase = Phase::Ended(End::CancelledByUs);
+        self.send_to_server(b.build());
         Ok(())
     }
 
@@ -458,10 +539,9 @@ impl Agent {
             }
             ("INVITE", Some(i)) => {
                 // re-INVITE (hold, resume): accept, mirroring the direction.
-                let dir = mirror_direction(req.body());
-                let body = self.offer(dir);
+                let body = self.offer(mirror_direction(req.body()));
                 let contact = self.contact();
-                let tag = self.calls[i].local_tag.clone();
+                let tag = self.calls[i].dialog.local_tag.clone();
                 let bytes = Builder::response_to(req, 200, Some(&tag))
                     .header("Contact", &contact)
                     .body("application/sdp", &body)
@@ -480,9 +560,9 @@ impl Agent {
                 let call = &mut self.calls[i];
                 call.view.phase = Phase::Ended(End::CancelledByPeer(reason));
                 if let Some((invite, invite_peer)) = call.invite.clone() {
-                    let tag = call.local_tag.clone();
-                    let bytes = Builder::response_to(&invite, 487, Some(&tag)).build();
-                    self.calls[i].last_response = Some(bytes.clone());
+                    let bytes =
+                        Builder::response_to(&invite, 487, Some(&call.dialog.local_tag)).build();
+                    call.last_response = Some(bytes.clone());
                     self.out.push_back(Transmit {
                         to: invite_peer,
                         bytes,
@@ -525,15 +605,16 @@ impl Agent {
 
     fn incoming_invite(&mut self, req: &Message, peer: SocketAddr) {
         let local_tag = self.unique("t");
-        let call_info = match appearances(req.headers("Call-Info")) {
-            Ok(a) => a,
-            Err(e) => {
-                self.status
-                    .problems
-                    .push(format!("INVITE with unreadable Call-Info: {e}"));
-                Vec::new()
-            }
-        };
+        let call_info = appearances(req.headers("Call-Info")).unwrap_or_else(|e| {
+            self.status
+                .problems
+                .push(format!("INVITE with unreadable Call-Info: {e}"));
+            Vec::new()
+        });
+        let appearance = call_info.iter().find_map(|a| match a.index {
+            AppearanceIndex::Index(i) => Some(i),
+            AppearanceIndex::All => None,
+        });
         let from = req.from();
         let remote_user = from
             .as_ref()
@@ -550,17 +631,23 @@ impl Agent {
                 phase: Phase::Ringing,
                 remote_user,
                 call_info,
+                appearance,
+                held: false,
             },
-            local_addr: req.header("To").unwrap_or_default().to_string(),
-            remote_addr: from.map(|f| format!("<{}>", f.uri)).unwrap_or_default(),
-            remote_tag: req.from_tag(),
-            remote_target: req.contact_uri().unwrap_or_else(|| self.aor("unknown")),
-            local_tag,
-            next_cseq: 1,
+            dialog: Dialog {
+                call_id: req.call_id().to_string(),
+                local: req.to().map(|t| format!("<{}>", t.uri)).unwrap_or_default(),
+                local_tag,
+                remote: from.map(|f| format!("<{}>", f.uri)).unwrap_or_default(),
+                remote_tag: req.from_tag(),
+                remote_target: req.contact_uri().unwrap_or_else(|| self.aor("unknown")),
+                next_cseq: 1,
+            },
             invite_cseq: req.cseq().map(|(n, _)| n).unwrap_or(1),
             invite_branch: req.via_branch().unwrap_or_default(),
             invite: Some((req.clone(), peer)),
             last_response: Some(ringing.clone()),
+            reinvite: None,
         });
         self.out.push_back(Transmit {
             to: peer,
@@ -568,13 +655,29 @@ impl Agent {
         });
     }
 
+    /// Is this request inside one of our subscriptions?
+    fn in_subscription(sub: &Option<Subscription>, req: &Message) -> bool {
+        sub.as_ref().is_some_and(|s| {
+            s.dialog.call_id == req.call_id()
+                && req.to_tag().as_deref() == Some(s.dialog.local_tag.as_str())
+        })
+    }
+
     fn notify(&mut self, req: &Message, peer: SocketAddr) {
-        let ours = self.subscription.as_ref().is_some_and(|s| {
-            s.call_id == req.call_id() && req.to_tag().as_deref() == Some(s.local_tag.as_str())
-        });
-        if !ours {
+        let terminated = req
+            .header("Subscription-State")
+            .and_then(SubscriptionState::parse)
+            .map(|s| s.state == SubState::Terminated);
+        if Self::in_subscription(&self.line_seize, req) {
+            self.respond(req, peer, 200, None);
+            if terminated == Some(true) {
+                self.status.seizure = Some(Seizure::Ended);
+            }
+            return;
+        }
+        if !Self::in_subscription(&self.call_info, req) {
             self.status.problems.push(format!(
-                "NOTIFY outside our subscription (Call-ID {})",
+                "NOTIFY outside our subscriptions (Call-ID {})",
                 req.call_id()
             ));
             self.respond(req, peer, 481, None);
@@ -587,12 +690,9 @@ impl Agent {
                 .problems
                 .push(format!("NOTIFY with unreadable Call-Info: {e}"));
         }
-        let state = req
-            .header("Subscription-State")
-            .and_then(SubscriptionState::parse);
-        match state {
-            Some(s) if s.state == SubState::Terminated => self.status.subscribed = false,
-            Some(_) => {}
+        match terminated {
+            Some(true) => self.status.subscribed = false,
+            Some(false) => {}
             None => self
                 .status
                 .problems
@@ -605,6 +705,10 @@ impl Agent {
         let Some((_, method)) = resp.cseq() else {
             return;
         };
+        let ours = |s: &Option<Subscription>| {
+            s.as_ref()
+                .is_some_and(|s| s.dialog.call_id == resp.call_id())
+        };
         match method {
             "REGISTER" if resp.call_id() == self.register_call_id && code >= 200 => {
                 self.status.registered = (200..300).contains(&code);
@@ -614,23 +718,25 @@ impl Agent {
                         .push(format!("REGISTER refused with {code}"));
                 }
             }
-            "SUBSCRIBE"
-                if self
-                    .subscription
-                    .as_ref()
-                    .is_some_and(|s| s.call_id == resp.call_id()) =>
-            {
+            "SUBSCRIBE" if ours(&self.call_info) => {
                 if (200..300).contains(&code) {
-                    self.status.subscribed = true;
+                    confirm(self.call_info.as_mut(), resp);
+                    self.status.subscribed = resp.header("Expires").is_none_or(|e| e.trim() != "0");
+                    self.status.subscribe_answers += 1;
                 } else if code >= 300 {
-                    let line = self
-                        .subscription
-                        .as_ref()
-                        .map(|s| s.line.clone())
-                        .unwrap_or_default();
                     self.status
                         .problems
-                        .push(format!("call-info SUBSCRIBE to {line} refused with {code}"));
+                        .push(format!("call-info SUBSCRIBE refused with {code}"));
+                }
+            }
+            "SUBSCRIBE" if ours(&self.line_seize) => {
+                if (200..300).contains(&code) {
+                    confirm(self.line_seize.as_mut(), resp);
+                    if let Some(Seizure::Pending(i)) = self.status.seizure {
+                        self.status.seizure = Some(Seizure::Granted(i));
+                    }
+                } else if code >= 300 {
+                    self.status.seizure = Some(Seizure::Refused(code));
                 }
             }
             "INVITE" => self.invite_response(resp, code),
@@ -646,77 +752,73 @@ impl Agent {
             ));
             return;
         };
-        if self.calls[i].view.direction != CallDirection::Outgoing {
+        let cseq = resp.cseq().map(|(n, _)| n).unwrap_or(0);
+        let call = &mut self.calls[i];
+        let reinvite = call.reinvite.clone().filter(|(n, _, _)| *n == cseq);
+        let initial = call.view.direction == CallDirection::Outgoing && cseq == call.invite_cseq;
+        if code < 200 {
+            if initial && code > 100 && call.view.phase == Phase::Calling && resp.to_tag().is_some()
+            {
+                call.dialog.remote_tag = resp.to_tag();
+                call.view.phase = Phase::Early;
+            }
             return;
         }
-        let tag = resp.to_tag();
-        let call = &mut self.calls[i];
-        match code {
-            100 => {}
-            101..=199 => {
-                if call.view.phase == Phase::Calling && tag.is_some() {
-                    call.remote_tag = tag;
-                    call.view.phase = Phase::Early;
-                }
-            }
-            200..=299 => {
-                if matches!(
+        if (200..300).contains(&code) {
+            if initial
+                && matches!(
                     call.view.phase,
                     Phase::Calling | Phase::Early | Phase::Ended(End::CancelledByUs)
-                ) {
-                    call.remote_tag = tag;
-                    if let Some(target) = resp.contact_uri() {
-                        call.remote_target = target;
-                    }
-                    call.view.phase = Phase::Confirmed;
+                )
+            {
+                call.dialog.remote_tag = resp.to_tag();
+                if let Some(target) = resp.contact_uri() {
+                    call.dialog.remote_target = target;
                 }
-                // ACK every 2xx, retransmissions included (RFC 3261 13.2.2.4).
-                let (via, _) = self.via();
-                let call = &self.calls[i];
-                let bytes = Builder::request("ACK", &call.remote_target)
-                    .header("Via", &via)
-                    .header(
-                        "From",
-                        &format!("{};tag={}", call.local_addr, call.local_tag),
-                    )
-                    .header("To", resp.header("To").unwrap_or_default())
-                    .header("Call-ID", &call.view.call_id)
-                    .header("CSeq", &format!("{} ACK", call.invite_cseq))
-                    .build();
-                self.send_to_server(bytes);
+                call.view.phase = Phase::Confirmed;
             }
-            _ => {
+            if let Some((_, _, holding)) = reinvite {
+                call.view.held = holding;
+                call.reinvite = None;
+            }
+            // ACK every 2xx, retransmissions included (RFC 3261 13.2.2.4).
+            let (via, _) = self.via();
+            let bytes = self.calls[i].dialog.ack(cseq, &via).build();
+            self.send_to_server(bytes);
+            return;
+        }
+        let branch = match (&reinvite, initial) {
+            (Some((_, b, _)), _) => b.clone(),
+            (None, true) => {
                 if !matches!(call.view.phase, Phase::Ended(_)) {
                     call.view.phase = Phase::Ended(End::Failed(code));
                 }
-                // ACK for a failure is hop-by-hop, in the INVITE's transaction.
-                let via = format!(
-                    "SIP/2.0/{} {};branch={};rport",
-                    self.cfg.transport.via_token(),
-                    self.cfg.local,
-                    call.invite_branch
-                );
-                let call = &self.calls[i];
-                let bytes = Builder::request("ACK", &self.aor(&call.view.remote_user))
-                    .header("Via", &via)
-                    .header(
-                        "From",
-                        &format!("{};tag={}", call.local_addr, call.local_tag),
-                    )
-                    .header("To", resp.header("To").unwrap_or_default())
-                    .header("Call-ID", &call.view.call_id)
-                    .header("CSeq", &format!("{} ACK", call.invite_cseq))
-                    .build();
-                self.send_to_server(bytes);
+                call.invite_branch.clone()
             }
-        }
+            (None, false) => return,
+        };
+        call.reinvite = None;
+        // The ACK of a failure belongs to the INVITE's transaction: same
+        // branch, and the To of the response.
+        let via = self.via_with(&branch);
+        let call = &self.calls[i];
+        let mut d = call.dialog.clone();
+        d.remote_tag = resp.to_tag();
+        let bytes = d.ack(cseq, &via).build();
+        self.send_to_server(bytes);
     }
 }
 
-fn with_tag(addr: &str, tag: Option<&str>) -> String {
-    match tag {
-        Some(t) => format!("{addr};tag={t}"),
-        None => addr.to_string(),
+/// A subscription's 2xx completes its dialog with the notifier's tag.
+fn confirm(sub: Option<&mut Subscription>, resp: &Message) {
+    if let Some(sub) = sub {
+        if !sub.confirmed {
+            sub.dialog.remote_tag = resp.to_tag();
+            if let Some(target) = resp.contact_uri() {
+                sub.dialog.remote_target = target;
+            }
+            sub.confirmed = true;
+        }
     }
 }
 

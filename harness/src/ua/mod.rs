@@ -4,7 +4,9 @@
 pub mod agent;
 pub mod driver;
 
-pub use agent::{Agent, AgentConfig, CallDirection, CallView, End, Phase, ScriptError, Status};
+pub use agent::{
+    Agent, AgentConfig, CallDirection, CallView, End, Phase, ScriptError, Seizure, Status,
+};
 pub use driver::{AgentHandle, UaError};
 
 #[cfg(test)]
