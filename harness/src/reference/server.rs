@@ -597,6 +597,13 @@ impl Server {
                 .iter()
                 .filter(|l| l.state == LegState::Answered)
                 .find_map(|l| l.held);
+            // Until the far end answers with a provisional response, an
+            // outbound call's appearance is what the seizure made it.
+            let remote = if outbound && !call.progressing {
+                None
+            } else {
+                remote
+            };
             let state = match held {
                 _ if call.conference() => AppearanceState::BridgeActive,
                 Some(_) if self.has(Fault::HoldNotNotified) => AppearanceState::Active,
