@@ -1,7 +1,10 @@
 //! Every seeded fault of the embedded server must make exactly the cases
-//! that cover it fail, with a diff that names the right stage, channel and
-//! event (or, for wire-level faults, a problem holding the raw message).
+//! that cover it fail, each with a first divergence in the right stage and
+//! channel naming the right event (or, for a wire-level fault, a problem
+//! holding the offending raw message); and every case must be caught by at
+//! least one fault.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use scacheck::case::Case;
@@ -10,178 +13,291 @@ use scacheck::report;
 use scacheck::run::{run_all, CaseResult, Prepared, RunOptions, Target, Verdict};
 use scacheck::topology::Topology;
 
-/// How a fault must show.
+/// How a fault must show in one case.
+#[derive(Clone)]
 enum Catch {
-    /// A diff whose first divergence is in this stage and channel and
-    /// names this event.
+    /// The first divergence is in this stage and channel, and its expected
+    /// or observed line contains this text.
     Diff {
         stage: &'static str,
         channel: &'static str,
-        event: &'static str,
+        needle: &'static str,
     },
-    /// A problem (not an event difference) containing this text, with the
-    /// offending raw message.
+    /// A problem containing this text, with the raw message.
     Problem(&'static str),
 }
 
-const ALL_CASES: &[&str] = &[
-    "inbound-alerting",
+/// The cases that start with the inbound call answered at 60970.
+const ANSWERED_AT_60970: &[&str] = &[
+    "hold-hangup",
+    "hold-retrieve",
     "inbound-answered",
+    "retrieve-private",
     "terminated-by-caller",
 ];
-const ANSWERED: &[&str] = &["inbound-answered", "terminated-by-caller"];
+/// Every case that begins with reference 1.1.
+const INBOUND: &[&str] = &[
+    "barge-in",
+    "hold-hangup",
+    "hold-retrieve",
+    "inbound-alerting",
+    "inbound-answered",
+    "retrieve-private",
+    "terminated-by-caller",
+];
+/// Every case that seizes appearance 1 first.
+const SEIZING: &[&str] = &[
+    "outbound-abandoned",
+    "outbound-call",
+    "outbound-hangup-answered",
+    "seize-busy",
+    "seize-expiry",
+];
+/// Every case that dials out from the line.
+const DIALLING: &[&str] = &[
+    "outbound-abandoned",
+    "outbound-call",
+    "outbound-hangup-answered",
+];
 
-fn table() -> Vec<(Fault, &'static [&'static str], Catch)> {
-    use Catch::*;
+fn each(cases: &[&'static str], catch: Catch) -> Vec<(&'static str, Catch)> {
+    cases.iter().map(|c| (*c, catch.clone())).collect()
+}
+
+fn diff(stage: &'static str, channel: &'static str, needle: &'static str) -> Catch {
+    Catch::Diff {
+        stage,
+        channel,
+        needle,
+    }
+}
+
+fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
+    let ringing = "\"event\": \"EventRinging\"";
+    let mut no_cancel = each(
+        ANSWERED_AT_60970,
+        diff("answered", "60970_2", "EventReleased"),
+    );
+    no_cancel.push(("barge-in", diff("answered", "60970", "EventReleased")));
+    let mut drop_deleted = each(
+        ANSWERED_AT_60970,
+        diff("answered", "monitoring", "EventCallPartyDeleted"),
+    );
+    drop_deleted.push((
+        "barge-in",
+        diff("answered", "monitoring", "EventCallPartyDeleted"),
+    ));
+    let notify = Catch::Problem("malformed CSeq");
+    let every_subscriber: Vec<&str> = INBOUND
+        .iter()
+        .chain(SEIZING)
+        .chain(&["subscription-refresh"])
+        .copied()
+        .collect();
     vec![
-        (
-            Fault::NoCancelToLoser,
-            ANSWERED,
-            Diff {
-                stage: "answered",
-                channel: "60970_2",
-                event: "EventReleased",
-            },
-        ),
+        (Fault::NoCancelToLoser, no_cancel),
         (
             Fault::WrongAppearanceIndex,
-            ALL_CASES,
-            Diff {
-                stage: "alerting",
-                channel: "60970",
-                event: "\"AppearanceIndex\": 2",
-            },
+            each(INBOUND, diff("alerting", "60970", "\"AppearanceIndex\": 2")),
         ),
         (
             Fault::CoveredAsOk,
-            ALL_CASES,
-            Diff {
-                stage: "alerting",
-                channel: "60970",
-                event: "\"CallState\": \"Ok\"",
-            },
+            each(INBOUND, diff("alerting", "60970", "\"CallState\": \"Ok\"")),
         ),
-        (
-            Fault::DropLoserPartyDeleted,
-            ANSWERED,
-            Diff {
-                stage: "answered",
-                channel: "monitoring",
-                event: "EventCallPartyDeleted",
-            },
-        ),
+        (Fault::DropLoserPartyDeleted, drop_deleted),
         (
             Fault::DuplicateRinging,
-            ALL_CASES,
-            Diff {
-                stage: "alerting",
-                channel: "60970_2",
-                event: "EventRinging",
-            },
+            each(INBOUND, diff("alerting", "60970_2", ringing)),
         ),
         (
             Fault::NoOnHook,
-            &["terminated-by-caller"],
-            Diff {
-                stage: "released",
-                channel: "60970",
-                event: "EventOnHook",
-            },
+            vec![
+                (
+                    "terminated-by-caller",
+                    diff("released", "60970", "EventOnHook"),
+                ),
+                (
+                    "outbound-hangup-answered",
+                    diff("hung-up", "60970", "EventOnHook"),
+                ),
+            ],
         ),
-        (Fault::MalformedNotify, ALL_CASES, Problem("malformed CSeq")),
+        (Fault::MalformedNotify, each(&every_subscriber, notify)),
+        (
+            Fault::NoPrivateInfo,
+            each(SEIZING, diff("seized", "60970", "EventPrivateInfo")),
+        ),
+        (
+            Fault::SeizeNotTerminated,
+            each(DIALLING, diff("dialled", "sca.60970", "SeizeEnded")),
+        ),
+        (
+            Fault::HoldNotNotified,
+            vec![
+                (
+                    "hold-retrieve",
+                    diff("held", "sca.60970", "\"AppearanceState\": \"held\""),
+                ),
+                (
+                    "hold-hangup",
+                    diff("held", "sca.60970", "\"AppearanceState\": \"held\""),
+                ),
+                (
+                    "retrieve-private",
+                    diff(
+                        "held-private",
+                        "sca.60970",
+                        "\"AppearanceState\": \"held-private\"",
+                    ),
+                ),
+            ],
+        ),
+        (
+            Fault::RetrieveNotTransfer,
+            vec![("hold-retrieve", diff("retrieved", "60970", "1stepTransfer"))],
+        ),
+        (
+            Fault::BargeRefused,
+            vec![("barge-in", diff("barged", "60972", "EventPartyAdded"))],
+        ),
+        (
+            Fault::OnHookWhileHeld,
+            vec![("hold-hangup", diff("hung-up", "60970", "EventOnHook"))],
+        ),
+        (
+            Fault::DoubleSeize,
+            vec![("seize-busy", diff("refused", "sca.60970_2", "SeizeRefused"))],
+        ),
+        (
+            Fault::SeizeNeverExpires,
+            vec![("seize-expiry", diff("expired", "sca.60970", "SeizeEnded"))],
+        ),
+        (
+            Fault::PrivateRetrievable,
+            vec![(
+                "retrieve-private",
+                diff("refused", "sca.60970", "\"AppearanceState\": \"active\""),
+            )],
+        ),
+        (
+            Fault::IdleRetrieveWrongCode,
+            vec![(
+                "retrieve-idle",
+                diff("refused", "sca.60970_2", "\"Status\": 480"),
+            )],
+        ),
+        (
+            Fault::NoTerminatedNotify,
+            vec![(
+                "subscription-refresh",
+                diff("unsubscribed", "sca.60970", "SubscriptionEnded"),
+            )],
+        ),
     ]
 }
 
+fn prepared() -> (Vec<Prepared>, Topology) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let topology = Topology::reference();
+    let cases = Case::load_dir(&root.join("cases"), &topology).unwrap();
+    let prepared = cases
+        .into_iter()
+        .map(|c| Prepared::new(c, &root.join("fixtures/golden"), &topology).unwrap())
+        .collect();
+    (prepared, topology)
+}
+
 #[test]
-fn every_fault_is_in_the_table() {
-    let listed: Vec<Fault> = table().iter().map(|(f, _, _)| *f).collect();
+fn every_fault_and_every_case_is_in_the_table() {
+    let table = table();
     for f in Fault::ALL {
         assert!(
-            listed.contains(f),
+            table.iter().any(|(g, _)| g == f),
             "fault {f} has no expectation in the table"
+        );
+    }
+    let (prepared, _) = prepared();
+    let caught: BTreeSet<&str> = table
+        .iter()
+        .flat_map(|(_, cs)| {
+            cs.iter()
+                .filter(|(_, c)| matches!(c, Catch::Diff { .. }))
+                .map(|(id, _)| *id)
+        })
+        .collect();
+    for p in &prepared {
+        assert!(
+            caught.contains(p.case.id.as_str()),
+            "case {} has no seeded fault that fails it with a diff",
+            p.case.id
         );
     }
 }
 
-fn check(
-    fault: Fault,
-    must_fail: &[&str],
-    catch: &Catch,
-    results: &[CaseResult],
-) -> Result<(), String> {
-    assert_eq!(results.len(), ALL_CASES.len(), "every case ran");
+fn check(fault: Fault, catches: &[(&str, Catch)], results: &[CaseResult]) -> Vec<String> {
+    let mut errors = Vec::new();
     for r in results {
         let text = report::case_text(r);
-        if !must_fail.contains(&r.id.as_str()) {
+        let Some((_, catch)) = catches.iter().find(|(id, _)| *id == r.id) else {
             if r.verdict != Verdict::Pass {
-                return Err(format!("{fault}: case {} should pass:\n{text}", r.id));
+                errors.push(format!("{fault}: case {} should pass:\n{text}", r.id));
             }
             continue;
-        }
+        };
         if r.verdict != Verdict::Fail {
-            return Err(format!(
+            errors.push(format!(
                 "{fault}: case {} should fail, got {:?}:\n{text}",
                 r.id, r.verdict
             ));
+            continue;
         }
         match catch {
             Catch::Diff {
                 stage,
                 channel,
-                event,
-            } => {
-                let d = r.first_divergence().ok_or_else(|| {
-                    format!("{fault}: {} failed without a divergence:\n{text}", r.id)
-                })?;
-                let named = d
-                    .expected
-                    .iter()
-                    .chain(&d.observed)
-                    .any(|l| l.contains(event));
-                if d.stage != *stage || d.channel != *channel || !named {
-                    return Err(format!("{fault}: {} diverged at {d}, wanted stage {stage}, channel {channel}, {event}", r.id));
+                needle,
+            } => match r.first_divergence() {
+                None => errors.push(format!(
+                    "{fault}: {} failed without a divergence:\n{text}",
+                    r.id
+                )),
+                Some(d) => {
+                    let named = d
+                        .expected
+                        .iter()
+                        .chain(&d.observed)
+                        .any(|l| l.contains(needle));
+                    if d.stage != *stage || d.channel != *channel || !named {
+                        errors.push(format!("{fault}: {} diverged at {d}; wanted stage {stage}, channel {channel}, {needle}", r.id));
+                    } else if !text.contains(&format!("--- expected {stage}/{channel}")) {
+                        errors.push(format!(
+                            "{fault}: {} report has no diff for {stage}/{channel}:\n{text}",
+                            r.id
+                        ));
+                    }
                 }
-                if !text.contains(&format!("--- expected {stage}/{channel}")) {
-                    return Err(format!(
-                        "{fault}: {} report has no diff for {stage}/{channel}:\n{text}",
-                        r.id
-                    ));
-                }
-            }
-            Catch::Problem(what) => {
-                let p = r
-                    .problems
-                    .iter()
-                    .find(|p| p.what.contains(what))
-                    .ok_or_else(|| format!("{fault}: {} has no problem {what:?}:\n{text}", r.id))?;
-                if p.raw.as_ref().is_none_or(|raw| raw.is_empty())
-                    || !text.contains("    | NOTIFY ")
-                {
-                    return Err(format!(
-                        "{fault}: {} problem lacks the raw message:\n{text}",
-                        r.id
-                    ));
-                }
-            }
+            },
+            Catch::Problem(what) => match r.problems.iter().find(|p| p.what.contains(what)) {
+                Some(p)
+                    if p.raw.as_ref().is_some_and(|raw| !raw.is_empty())
+                        && text.contains("    | NOTIFY ") => {}
+                _ => errors.push(format!(
+                    "{fault}: {} has no problem {what:?} with its raw message:\n{text}",
+                    r.id
+                )),
+            },
         }
     }
-    Ok(())
+    errors
 }
 
 #[test]
 fn each_fault_fails_exactly_the_cases_that_cover_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let topology = Topology::reference();
-    let prepared: Vec<Prepared> = Case::load_dir(&root.join("cases"), &topology)
-        .unwrap()
-        .into_iter()
-        .filter(|c| ALL_CASES.contains(&c.id.as_str()))
-        .map(|c| Prepared::new(c, &root.join("fixtures/golden"), &topology).unwrap())
-        .collect();
+    let (prepared, topology) = prepared();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runs = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
-        for (fault, _, _) in table() {
+        for fault in Fault::ALL.iter().copied() {
             let (prepared, topology) = (prepared.clone(), topology.clone());
             set.spawn(async move {
                 let opts = RunOptions {
@@ -194,11 +310,10 @@ fn each_fault_fails_exactly_the_cases_that_cover_it() {
         set.join_all().await
     });
     let mut errors = Vec::new();
-    for (fault, must_fail, catch) in table() {
+    for (fault, catches) in table() {
         let (_, results) = runs.iter().find(|(f, _)| *f == fault).unwrap();
-        if let Err(e) = check(fault, must_fail, &catch, results) {
-            errors.push(e);
-        }
+        assert_eq!(results.len(), prepared.len(), "every case ran");
+        errors.extend(check(fault, &catches, results));
     }
     assert!(errors.is_empty(), "{}", errors.join("\n\n"));
 }

@@ -8,3 +8,6 @@ pub mod server;
 
 pub use fault::Fault;
 pub use run::Embedded;
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::agent::*;
+use super::Seizure;
 use crate::sip::build::Builder;
 use crate::sip::transport::Inbound;
 use crate::sip::{Message, Transport};
@@ -247,4 +248,110 @@ async fn a_silent_server_times_out_with_a_clear_error() {
     assert!(sent[0]
         .raw
         .starts_with(b"REGISTER sip:sca.test SIP/2.0\r\n"));
+}
+
+#[test]
+fn seizure_is_granted_refused_and_named_in_the_next_invite() {
+    let mut a = agent();
+    a.seize("60970", 1, 15);
+    let sub = sent(&mut a).remove(0);
+    assert_eq!(sub.header("Event"), Some("line-seize"));
+    assert_eq!(sub.header("Expires"), Some("15"));
+    assert!(sub
+        .header("Call-Info")
+        .unwrap()
+        .contains("appearance-index=1"));
+    assert_eq!(a.status().seizure, Some(Seizure::Pending(1)));
+    a.handle(&inbound(
+        Builder::response_to(&sub, 200, Some("srv")).build(),
+    ));
+    assert_eq!(a.status().seizure, Some(Seizure::Granted(1)));
+    a.invite("60972");
+    let inv = sent(&mut a).remove(0);
+    assert!(inv
+        .header("Call-Info")
+        .unwrap()
+        .contains("appearance-index=1"));
+
+    let mut b = agent();
+    b.seize("60970", 1, 15);
+    let sub = sent(&mut b).remove(0);
+    b.handle(&inbound(Builder::response_to(&sub, 480, None).build()));
+    assert_eq!(b.status().seizure, Some(Seizure::Refused(480)));
+    b.invite("60972");
+    assert!(
+        sent(&mut b)[0].header("Call-Info").is_none(),
+        "no seizure, no appearance"
+    );
+}
+
+#[test]
+fn hold_is_a_sendonly_reinvite_acked_with_its_own_cseq() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c9")));
+    let tag = sent(&mut a)[0].to_tag().unwrap();
+    a.answer().unwrap();
+    sent(&mut a);
+    let ack = String::from_utf8(in_dialog("ACK", "c9", &tag))
+        .unwrap()
+        .replace("8 ACK", "7 ACK");
+    a.handle(&inbound(ack.into_bytes()));
+    assert!(a.hold(false).is_ok());
+    let reinvite = sent(&mut a).remove(0);
+    assert!(reinvite.is("INVITE"));
+    assert_eq!(reinvite.request_uri(), Some("sip:b2bua@127.0.0.1:5060"));
+    assert!(String::from_utf8_lossy(reinvite.body()).contains("a=sendonly"));
+    assert!(reinvite.header("Call-Info").is_none());
+    let (n, _) = reinvite.cseq().unwrap();
+    a.handle(&inbound(Builder::response_to(&reinvite, 200, None).build()));
+    let ack = sent(&mut a).remove(0);
+    assert_eq!(ack.cseq(), Some((n, "ACK")));
+    assert!(a.status().calls[0].held);
+
+    assert!(a.hold(true).is_ok());
+    let private = sent(&mut a).remove(0);
+    assert!(private
+        .header("Call-Info")
+        .unwrap()
+        .contains("appearance-index=1;appearance-state=held-private"));
+}
+
+#[test]
+fn join_invites_the_line_for_an_appearance() {
+    let mut a = agent();
+    a.join_appearance("60970", 2);
+    let inv = sent(&mut a).remove(0);
+    assert_eq!(inv.request_uri(), Some("sip:60970@sca.test"));
+    assert!(inv
+        .header("Call-Info")
+        .unwrap()
+        .contains("appearance-index=2"));
+    a.handle(&inbound(Builder::response_to(&inv, 403, Some("x")).build()));
+    assert_eq!(a.status().calls[0].phase, Phase::Ended(End::Failed(403)));
+}
+
+#[test]
+fn refresh_and_unsubscribe_stay_in_the_subscription_dialog() {
+    let mut a = agent();
+    assert!(a.refresh_call_info(3600).is_err(), "nothing to refresh yet");
+    a.subscribe_call_info("60970");
+    let sub = sent(&mut a).remove(0);
+    a.handle(&inbound(
+        Builder::response_to(&sub, 202, Some("srv"))
+            .header("Expires", "3600")
+            .build(),
+    ));
+    a.refresh_call_info(0).unwrap();
+    let unsub = sent(&mut a).remove(0);
+    assert_eq!(unsub.call_id(), sub.call_id());
+    assert_eq!(unsub.to_tag().as_deref(), Some("srv"));
+    assert_eq!(unsub.cseq(), Some((2, "SUBSCRIBE")));
+    assert_eq!(unsub.header("Expires"), Some("0"));
+    a.handle(&inbound(
+        Builder::response_to(&unsub, 202, None)
+            .header("Expires", "0")
+            .build(),
+    ));
+    let s = a.status();
+    assert_eq!((s.subscribed, s.subscribe_answers), (false, 2));
 }
