@@ -829,10 +829,7 @@ impl Server {
         let caller_member = own_line.is_some();
         self.emit(
             &caller,
-            ai(
-                Event::new(E::OffHook).with(Attr::ThisDn, dn(&caller)),
-                caller_member,
-            ),
+            off_hook(&caller, appearance.filter(|_| caller_member)),
         );
         self.emit(
             &caller,
@@ -1401,12 +1398,7 @@ impl Server {
             (CallState::Transferred, Some(Cause::OneStepTransfer))
         };
         self.release(&conn_id, &held_dn, &other, released_state, cause);
-        self.emit(
-            &new_dn,
-            Event::new(E::OffHook)
-                .with(Attr::ThisDn, dn(&new_dn))
-                .with(Attr::AppearanceIndex, ai.clone()),
-        );
+        self.emit(&new_dn, off_hook(&new_dn, Some(index)));
         self.emit(
             &new_dn,
             Event::new(E::Ringing)
@@ -1473,12 +1465,7 @@ impl Server {
                 .with(Attr::CallState, state(CallState::Ok))
                 .with(Attr::AppearanceIndex, ai.clone()),
         );
-        self.emit(
-            &new_dn,
-            Event::new(E::OffHook)
-                .with(Attr::ThisDn, dn(&new_dn))
-                .with(Attr::AppearanceIndex, ai.clone()),
-        );
+        self.emit(&new_dn, off_hook(&new_dn, Some(index)));
         self.emit(
             &new_dn,
             Event::new(E::Established)
@@ -1499,6 +1486,15 @@ impl Server {
 
 fn first_idle(busy: &BTreeMap<u32, (AppearanceState, Option<String>)>) -> u32 {
     (1..).find(|i| !busy.contains_key(i)).unwrap_or(1)
+}
+
+/// A phone goes off hook, on an appearance if it is a shared-line phone.
+fn off_hook(who: &str, appearance: Option<u32>) -> Event {
+    let e = Event::new(E::OffHook).with(Attr::ThisDn, dn(who));
+    match appearance {
+        Some(i) => e.with(Attr::AppearanceIndex, Value::Int(i.into())),
+        None => e,
+    }
 }
 
 fn party_added(conn_id: &str, who: &str, party: u32, s: PartyState) -> Event {

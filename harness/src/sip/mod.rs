@@ -46,21 +46,33 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Splits `s` at `sep` where it is not inside a quoted string or `<...>`.
-fn split_top(s: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut quoted, mut escaped, mut angle, mut start) = (false, false, 0u32, 0);
-    for (i, c) in s.char_indices() {
+/// The characters of `s` that are not inside a quoted string (nor its
+/// quotes and escapes): the ones that give a header value its structure.
+fn structural(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut quoted, mut escaped) = (false, false);
+    s.char_indices().filter(move |&(_, c)| {
         if escaped {
             escaped = false;
-            continue;
+            return false;
         }
         match c {
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
-            '<' if !quoted => angle += 1,
-            '>' if !quoted => angle = angle.saturating_sub(1),
-            c if c == sep && !quoted && angle == 0 => {
+            _ => return !quoted,
+        }
+        false
+    })
+}
+
+/// Splits `s` at `sep` where it is not inside a quoted string or `<...>`.
+fn split_top(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut angle, mut start) = (0u32, 0);
+    for (i, c) in structural(s) {
+        match c {
+            '<' => angle += 1,
+            '>' => angle = angle.saturating_sub(1),
+            c if c == sep && angle == 0 => {
                 out.push(&s[start..i]);
                 start = i + c.len_utf8();
             }
@@ -140,17 +152,11 @@ pub fn params(element: &str) -> Vec<(String, Option<String>)> {
 /// The byte positions of the top-level `<` and `>` of a name-addr, ignoring
 /// brackets inside quoted strings (a display name or a quoted parameter).
 fn angle_span(s: &str) -> Option<(usize, usize)> {
-    let (mut quoted, mut escaped, mut open) = (false, false, None);
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
+    let mut open = None;
+    for (i, c) in structural(s) {
         match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted && open.is_none() => open = Some(i),
-            '>' if !quoted => return open.map(|o| (o, i)),
+            '<' if open.is_none() => open = Some(i),
+            '>' => return open.map(|o| (o, i)),
             _ => {}
         }
     }
