@@ -37,7 +37,7 @@ fn main() {
         let mut not_passed = 0;
         for _ in 0..ROUNDS {
             let t = Instant::now();
-            let results = rt.block_on(run_all(&prepared, &topology, opts));
+            let results = rt.block_on(run_all(&prepared, &topology, opts.clone()));
             times.push(t.elapsed());
             not_passed += results
                 .iter()

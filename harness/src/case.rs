@@ -94,6 +94,8 @@ pub struct Case {
     pub path: PathBuf,
     pub title: String,
     pub parties: Vec<String>,
+    /// What the case needs of a server (see [`crate::target::CAPABILITIES`]).
+    pub requires: Vec<String>,
     pub stages: Vec<Stage>,
 }
 
@@ -102,6 +104,8 @@ pub struct Case {
 struct RawCase {
     title: String,
     parties: Spanned<Vec<String>>,
+    #[serde(default)]
+    requires: Option<Spanned<Vec<String>>>,
     stage: Vec<Spanned<RawStage>>,
 }
 
@@ -166,6 +170,26 @@ impl Case {
                 ));
             }
         }
+        let requires = match raw.requires {
+            None => Vec::new(),
+            Some(r) => {
+                let at = r.span().start;
+                let r = r.into_inner();
+                if let Some(c) = r
+                    .iter()
+                    .find(|c| !crate::target::CAPABILITIES.contains(&c.as_str()))
+                {
+                    return Err(err(
+                        at,
+                        format!(
+                            "unknown capability {c:?} (known: {})",
+                            crate::target::CAPABILITIES.join(", ")
+                        ),
+                    ));
+                }
+                r
+            }
+        };
         if raw.stage.is_empty() {
             return Err(InputError::new(
                 path,
@@ -286,6 +310,7 @@ impl Case {
             path: path.to_path_buf(),
             title: raw.title,
             parties,
+            requires,
             stages,
         })
     }

@@ -145,17 +145,21 @@ pub fn compare_stage(
             }
             continue;
         }
-        let visible: Vec<Event> = events
-            .iter()
-            .map(|e: &Expected| {
-                project(
-                    &e.event,
+        let mut visible = Vec::new();
+        for e in events.iter().map(|e: &Expected| &e.event) {
+            if seen.sees_event(&e.name) {
+                visible.push(project(
+                    e,
                     |a| seen.sees_attr(a),
                     &mut result.not_observed,
                     channel,
-                )
-            })
-            .collect();
+                ));
+            } else {
+                result
+                    .not_observed
+                    .push(format!("{} on channel {channel}", e.name));
+            }
+        }
         channels.push((channel.clone(), visible));
     }
     let mut extra: Vec<Channel> = observed
@@ -546,6 +550,7 @@ mod tests {
             source: "sip".into(),
             channels: Some(vec![Channel::parse("60970")]),
             blind_to: vec![Attr::ThisDnRole],
+            blind_events: Vec::new(),
         };
         let r = compare_stage(
             "s",

@@ -31,10 +31,10 @@ pub enum Expectation {
 }
 
 impl Expectation {
-    /// How many events to wait for.
-    pub fn count(&self) -> usize {
+    /// How many events a source that sees this much will deliver.
+    pub fn count(&self, seen: &crate::observe::Observability) -> usize {
         match self {
-            Expectation::Events(e) => e.len(),
+            Expectation::Events(e) => e.iter().filter(|e| seen.sees_event(&e.event.name)).count(),
             Expectation::Unasserted(_) => 0,
         }
     }

@@ -21,5 +21,6 @@ pub mod reference;
 pub mod report;
 pub mod run;
 pub mod sip;
+pub mod target;
 pub mod topology;
 pub mod ua;

@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use scacheck::case::Case;
 use scacheck::reference::Fault;
 use scacheck::report;
-use scacheck::run::{run_all, Prepared, RunOptions, Target, Verdict};
+use scacheck::run::{run_all, Prepared, RunOptions, Target};
 use scacheck::sip::Transport;
+use scacheck::target::Profile;
 use scacheck::topology::Topology;
 
 /// Conformance tests for SIP servers that implement Shared Call Appearance.
@@ -27,12 +28,13 @@ enum Command {
     Run(RunArgs),
     /// List the seeded defects of the embedded server (for --fault).
     Faults,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum TargetArg {
-    /// An in-process reference SCA server, one per case.
-    Embedded,
+    /// Print a Markdown table of verdicts per case from report directories,
+    /// one column per run (for the README).
+    Table {
+        /// Report directories (each holds a summary.json).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,9 +45,13 @@ enum TransportArg {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// What to test.
-    #[arg(long, value_enum, default_value = "embedded")]
-    target: TargetArg,
+    /// What to test: `embedded` (an in-process reference server per case),
+    /// or a target profile (fixtures/targets/<name>/target.toml).
+    #[arg(long, default_value = "embedded", value_name = "embedded|PROFILE")]
+    target: String,
+    /// Override the profile's server address (IP:port).
+    #[arg(long, value_name = "IP:PORT")]
+    address: Option<std::net::SocketAddr>,
     /// Only cases whose id matches: a substring, or a pattern with '*'.
     #[arg(long, value_name = "PATTERN")]
     cases: Option<String>,
@@ -61,9 +67,9 @@ struct RunArgs {
     /// Start the embedded server with a seeded defect (see `scacheck faults`).
     #[arg(long, value_name = "NAME")]
     fault: Option<String>,
-    /// The transport the user agents use.
-    #[arg(long, value_enum, default_value = "udp")]
-    transport: TransportArg,
+    /// The transport the user agents use (default: udp, or the profile's).
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +85,16 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Table { reports } => match report::table(&reports) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("scacheck: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(args) => match run(args) {
             Ok(all_passed) => ExitCode::from(if all_passed { 0 } else { 1 }),
             Err(e) => {
@@ -122,7 +138,20 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
             format!("unknown fault {name:?} (known: {})", known.join(", "))
         })?),
     };
-    let TargetArg::Embedded = args.target;
+    let target = if args.target == "embedded" {
+        anyhow::ensure!(
+            args.address.is_none(),
+            "--address is for a target profile, not the embedded server"
+        );
+        Target::Embedded { fault }
+    } else {
+        anyhow::ensure!(fault.is_none(), "--fault is for the embedded server only");
+        let mut profile = Profile::load(std::path::Path::new(&args.target), &topology)?;
+        if let Some(a) = args.address {
+            profile.address = a;
+        }
+        Target::Remote(std::sync::Arc::new(profile))
+    };
     let mut cases = Case::load_dir(&args.cases_dir, &topology)?;
     if let Some(p) = &args.cases {
         cases.retain(|c| matches(p, &c.id));
@@ -142,11 +171,16 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         .map(|c| Prepared::new(c, &args.golden_dir, &topology))
         .collect::<Result<_, _>>()?;
     let transport = match args.transport {
-        TransportArg::Udp => Transport::Udp,
-        TransportArg::Tcp => Transport::Tcp,
+        Some(TransportArg::Tcp) => Transport::Tcp,
+        _ => Transport::Udp,
     };
+    let transport = match (&target, args.transport.is_some()) {
+        (Target::Remote(p), false) => p.transport,
+        _ => transport,
+    };
+    let (described, name) = (target.describe(), target.name());
     let opts = RunOptions {
-        target: Target::Embedded { fault },
+        target,
         transport,
         ..RunOptions::default()
     };
@@ -155,19 +189,16 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    println!("target: {described} ({transport})");
     let results = runtime.block_on(run_all(&prepared, &topology, opts));
     for r in &results {
         println!("{}", report::console_line(r));
     }
     println!("{}", report::console_summary(&results));
-    let target = match fault {
-        Some(f) => format!("embedded (fault {f})"),
-        None => "embedded".to_string(),
-    };
-    report::write(&dir, &target, &results)
+    report::write(&dir, &name, &described, &results)
         .with_context(|| format!("writing the report to {}", dir.display()))?;
     println!("report: {}", dir.display());
-    Ok(results.iter().all(|r| r.verdict == Verdict::Pass))
+    Ok(results.iter().all(|r| r.verdict.expected()))
 }
 
 #[cfg(test)]

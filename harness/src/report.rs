@@ -30,9 +30,17 @@ pub fn console_line(r: &CaseResult) -> String {
         case_key(r),
         r.duration.as_millis()
     );
-    if r.verdict != Verdict::Pass {
-        if let Some(h) = r.headline() {
-            let _ = write!(line, "\n    {h}");
+    match r.verdict {
+        Verdict::Pass => {}
+        Verdict::Fail | Verdict::Inconclusive => {
+            if let Some(h) = r.headline() {
+                let _ = write!(line, "\n    {h}");
+            }
+        }
+        Verdict::Xfail | Verdict::Xpass | Verdict::Skipped => {
+            for note in &r.notes {
+                let _ = write!(line, "\n    {note}");
+            }
         }
     }
     line
@@ -41,10 +49,7 @@ pub fn console_line(r: &CaseResult) -> String {
 /// Counts by verdict, every verdict present (zero included).
 pub fn totals(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
     let mut t: BTreeMap<&'static str, usize> =
-        [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive]
-            .iter()
-            .map(|v| (v.as_str(), 0))
-            .collect();
+        Verdict::ALL.iter().map(|v| (v.as_str(), 0)).collect();
     for r in results {
         *t.entry(r.verdict.as_str()).or_default() += 1;
     }
@@ -53,7 +58,7 @@ pub fn totals(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
 
 pub fn console_summary(results: &[CaseResult]) -> String {
     let t = totals(results);
-    let parts: Vec<String> = [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive]
+    let parts: Vec<String> = Verdict::ALL
         .iter()
         .map(|v| format!("{} {}", t[v.as_str()], v.as_str()))
         .collect();
@@ -70,17 +75,20 @@ struct SummaryCase<'a> {
     first_divergence: Option<String>,
     error: Option<&'a str>,
     problems: Vec<&'a str>,
+    notes: &'a [String],
 }
 
 #[derive(Serialize)]
 struct Summary<'a> {
+    /// The target's short name (a table column).
+    name: &'a str,
     target: &'a str,
     cases: Vec<SummaryCase<'a>>,
     totals: BTreeMap<&'static str, usize>,
 }
 
 /// The `summary.json` document.
-pub fn summary_json(target: &str, results: &[CaseResult]) -> String {
+pub fn summary_json(name: &str, target: &str, results: &[CaseResult]) -> String {
     let cases = results
         .iter()
         .map(|r| SummaryCase {
@@ -92,9 +100,11 @@ pub fn summary_json(target: &str, results: &[CaseResult]) -> String {
             first_divergence: r.first_divergence().map(ToString::to_string),
             error: r.error.as_deref(),
             problems: r.problems.iter().map(|p| p.what.as_str()).collect(),
+            notes: &r.notes,
         })
         .collect();
     let s = Summary {
+        name,
         target,
         cases,
         totals: totals(results),
@@ -120,6 +130,9 @@ pub fn case_text(r: &CaseResult) -> String {
     if let Some(e) = &r.error {
         let _ = writeln!(out, "could not complete: {e}");
     }
+    for note in &r.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
     for s in &r.stages {
         let _ = writeln!(out, "\n== stage {} ==", s.stage);
         if s.passed() {
@@ -132,6 +145,13 @@ pub fn case_text(r: &CaseResult) -> String {
                     out.push('\n');
                 }
             }
+        }
+        if !s.unasserted.is_empty() {
+            let _ = writeln!(
+                out,
+                "not asserted by the golden files: {}",
+                s.unasserted.join("; ")
+            );
         }
         if !s.not_observed.is_empty() {
             let _ = writeln!(
@@ -193,9 +213,12 @@ pub fn sip_text(r: &CaseResult) -> String {
 }
 
 /// Writes the report directory.
-pub fn write(dir: &Path, target: &str, results: &[CaseResult]) -> io::Result<()> {
+pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("summary.json"), summary_json(target, results))?;
+    std::fs::write(
+        dir.join("summary.json"),
+        summary_json(name, target, results),
+    )?;
     for r in results {
         let key = case_key(r);
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;
@@ -204,6 +227,58 @@ pub fn write(dir: &Path, target: &str, results: &[CaseResult]) -> io::Result<()>
         }
     }
     Ok(())
+}
+
+/// A Markdown table of verdicts, one row per case and one column per report
+/// directory (named by its target), from each directory's summary.json.
+pub fn table(reports: &[PathBuf]) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let mut columns: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    for dir in reports {
+        let path = dir.join("summary.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let name = json["name"]
+            .as_str()
+            .or(json["target"].as_str())
+            .unwrap_or("?")
+            .to_string();
+        let cases = json["cases"]
+            .as_array()
+            .with_context(|| format!("{} has no cases", path.display()))?;
+        let verdicts = cases
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c["id"].as_str()?.to_string(),
+                    c["verdict"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        columns.push((name, verdicts));
+    }
+    let mut ids: Vec<&String> = columns.iter().flat_map(|(_, v)| v.keys()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut out = format!(
+        "| case | {} |\n|---|{}\n",
+        columns
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(columns.len())
+    );
+    for id in ids {
+        let cells: Vec<&str> = columns
+            .iter()
+            .map(|(_, v)| v.get(id).map(String::as_str).unwrap_or("-"))
+            .collect();
+        out.push_str(&format!("| `{id}` | {} |\n", cells.join(" | ")));
+    }
+    Ok(out)
 }
 
 /// `reports/<UTC timestamp>/`, made unique if a run in the same second

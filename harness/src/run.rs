@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::case::{Action, Case, Step};
@@ -11,11 +12,13 @@ use crate::diff::{compare_stage, Bindings, Divergence, StageResult};
 use crate::golden::GoldenStage;
 use crate::input::InputError;
 use crate::observe::feed::FeedClient;
+use crate::observe::sip_tlib::SipTlibDeriver;
 use crate::observe::wire::WireDeriver;
 use crate::observe::{EventLog, Observability, Observation};
 use crate::reference::{Embedded, Fault};
 use crate::sip::transport::{Endpoint, Record, Recorder};
 use crate::sip::Transport;
+use crate::target::{Deviation, Profile};
 use crate::topology::Topology;
 use crate::ua::{AgentConfig, AgentHandle, CallDirection, Phase, Seizure, UaError};
 
@@ -48,13 +51,36 @@ impl Default for Deadlines {
 }
 
 /// What a case runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A fresh embedded reference server per case, possibly with a defect.
     Embedded { fault: Option<Fault> },
+    /// A real server described by a profile. Its state is shared, so its
+    /// cases run one after the other and each tears down what it set up.
+    Remote(Arc<Profile>),
 }
 
-#[derive(Debug, Clone, Copy)]
+impl Target {
+    /// A short, stable name (a report table's column).
+    pub fn name(&self) -> String {
+        match self {
+            Target::Embedded { fault: None } => "embedded".into(),
+            Target::Embedded { fault: Some(f) } => format!("embedded+{f}"),
+            Target::Remote(p) => p.name.clone(),
+        }
+    }
+
+    /// How the reports name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Embedded { fault: None } => "embedded".into(),
+            Target::Embedded { fault: Some(f) } => format!("embedded (fault {f})"),
+            Target::Remote(p) => format!("{} at {}", p.name, p.address),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     pub target: Target,
     pub transport: Transport,
@@ -99,17 +125,40 @@ impl Prepared {
 pub enum Verdict {
     Pass,
     Fail,
+    /// Failed, and every difference is a deviation the profile declares.
+    Xfail,
+    /// A declared deviation did not occur: the profile needs fixing.
+    Xpass,
+    /// The case needs a capability the target does not claim.
+    Skipped,
     /// The target could not be driven through the case.
     Inconclusive,
 }
 
 impl Verdict {
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Pass,
+        Verdict::Fail,
+        Verdict::Xfail,
+        Verdict::Xpass,
+        Verdict::Skipped,
+        Verdict::Inconclusive,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
+            Verdict::Xfail => "xfail",
+            Verdict::Xpass => "xpass",
+            Verdict::Skipped => "skipped",
             Verdict::Inconclusive => "inconclusive",
         }
+    }
+
+    /// What a green run may contain.
+    pub fn expected(self) -> bool {
+        matches!(self, Verdict::Pass | Verdict::Xfail | Verdict::Skipped)
     }
 }
 
@@ -138,6 +187,8 @@ pub struct CaseResult {
     /// (`setup` before the first stage).
     pub events: Vec<(String, Observation)>,
     pub source: Observability,
+    /// Why the verdict is xfail, xpass or skipped.
+    pub notes: Vec<String>,
 }
 
 impl CaseResult {
@@ -160,9 +211,16 @@ impl CaseResult {
 /// Runs every case concurrently (each has its own target and agents) and
 /// returns the results in input order.
 pub async fn run_all(cases: &[Prepared], topology: &Topology, opts: RunOptions) -> Vec<CaseResult> {
+    if let Target::Remote(_) = opts.target {
+        let mut out = Vec::with_capacity(cases.len());
+        for p in cases {
+            out.push(run_case(p, topology, opts.clone()).await);
+        }
+        return out;
+    }
     let mut set = tokio::task::JoinSet::new();
     for (i, p) in cases.iter().enumerate() {
-        let (p, topology) = (p.clone(), topology.clone());
+        let (p, topology, opts) = (p.clone(), topology.clone(), opts.clone());
         set.spawn(async move { (i, run_case(&p, &topology, opts).await) });
     }
     let mut out: Vec<Option<CaseResult>> = vec![None; cases.len()];
@@ -177,8 +235,7 @@ pub async fn run_all(cases: &[Prepared], topology: &Topology, opts: RunOptions) 
 
 /// The live parts of a running case; dropped together at the end.
 struct Live {
-    _server: Embedded,
-    _feed: FeedClient,
+    _server: Option<(Embedded, FeedClient)>,
     agents: Vec<AgentHandle>,
 }
 
@@ -189,6 +246,32 @@ impl Live {
             .find(|a| a.dn() == dn)
             .ok_or_else(|| format!("no user agent for {dn}"))
     }
+}
+
+/// What the events of a run come from, and so what it can observe.
+fn source(p: &Prepared, topology: &Topology, target: &Target) -> Observability {
+    match target {
+        Target::Embedded { .. } => Observability::everything(
+            "embedded server event feed; SCA wire layer from the SIP the phones saw",
+        ),
+        Target::Remote(profile) => sip_deriver(p, topology, profile).observability(),
+    }
+}
+
+/// The deriver of T-Library events from the phones' SIP, for a target with
+/// no event feed.
+fn sip_deriver(p: &Prepared, topology: &Topology, profile: &Profile) -> SipTlibDeriver {
+    let lines = p
+        .case
+        .parties
+        .iter()
+        .filter_map(|m| topology.line_of(m).map(|l| (m.clone(), l.number.clone())))
+        .collect();
+    SipTlibDeriver::new(
+        &p.case.parties,
+        profile.dn_of_user(topology).into_iter().collect(),
+        lines,
+    )
 }
 
 pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> CaseResult {
@@ -206,12 +289,37 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         problems: Vec::new(),
         records: Vec::new(),
         events: Vec::new(),
-        source: Observability::everything(
-            "embedded server event feed; SCA wire layer from the SIP the phones saw",
-        ),
+        source: source(p, topology, &opts.target),
+        notes: Vec::new(),
     };
+    if let Target::Remote(profile) = &opts.target {
+        let missing: Vec<&String> = p
+            .case
+            .requires
+            .iter()
+            .filter(|c| !profile.capabilities.contains(*c))
+            .collect();
+        if !missing.is_empty() {
+            result.verdict = Verdict::Skipped;
+            let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            result.notes.push(format!(
+                "{} does not claim {}",
+                profile.name,
+                missing.join(", ")
+            ));
+            return result;
+        }
+    }
+    if let Target::Remote(profile) = &opts.target {
+        if let Err(e) = reset(profile).await {
+            result.verdict = Verdict::Inconclusive;
+            result.error = Some(e);
+            result.duration = started.elapsed();
+            return result;
+        }
+    }
     let mut marks: Vec<(String, usize)> = vec![("setup".into(), 0)];
-    match start(p, topology, opts, &recorder, &log).await {
+    match start(p, topology, &opts, &recorder, &log).await {
         Err(e) => result.error = Some(e),
         Ok(live) => {
             let mut bindings = Bindings::default();
@@ -230,11 +338,12 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                         break;
                     }
                 }
+                let seen = &result.source;
                 let want: Vec<_> = golden
                     .channels
                     .iter()
-                    .filter(|(c, _)| result.source.sees_channel(c))
-                    .map(|(c, e)| (c.clone(), e.count()))
+                    .filter(|(c, _)| seen.sees_channel(c))
+                    .map(|(c, e)| (c.clone(), e.count(seen)))
                     .collect();
                 let arrived = |obs: &[Observation]| {
                     want.iter()
@@ -264,6 +373,16 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                     });
                 }
             }
+            if let Target::Remote(_) = opts.target {
+                marks.push(("teardown".into(), log.len()));
+                for agent in &live.agents {
+                    let _ = agent.act(|a| a.tear_down()).await;
+                }
+                // Let the server finish with what the teardown sent before
+                // the next case uses the same DNs.
+                log.settle(Duration::from_millis(200), Duration::from_secs(2))
+                    .await;
+            }
         }
     }
     for r in recorder.snapshot() {
@@ -284,8 +403,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             .into_iter()
             .map(|what| Problem { what, raw: None }),
     );
-    let all = log.since(0);
-    for (i, obs) in all.into_iter().enumerate() {
+    for (i, obs) in log.since(0).into_iter().enumerate() {
         let stage = marks
             .iter()
             .rev()
@@ -294,35 +412,114 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             .unwrap_or_default();
         result.events.push((stage, obs));
     }
-    result.verdict = if result.stages.iter().any(|s| !s.passed()) {
-        Verdict::Fail
-    } else if result.error.is_some() {
-        Verdict::Inconclusive
-    } else if !result.problems.is_empty() {
-        Verdict::Fail
-    } else {
-        Verdict::Pass
+    let deviations = match &opts.target {
+        Target::Remote(profile) => profile
+            .deviations
+            .iter()
+            .filter(|d| d.applies_to(&p.case.id))
+            .cloned()
+            .collect(),
+        Target::Embedded { .. } => Vec::new(),
     };
+    (result.verdict, result.notes) = judge(&result, &deviations);
     result.duration = started.elapsed();
     result
 }
 
-/// Starts the target and the user agents, registers them and subscribes
-/// the shared-line phones to their line's call-info.
+/// How long a profile's reset command may take.
+const RESET_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs the profile's reset command, if it has one: a real server keeps
+/// state (appearances, subscriptions) that one case must not leave to the
+/// next.
+async fn reset(profile: &Profile) -> Result<(), String> {
+    let Some((program, args)) = profile.reset.split_first() else {
+        return Ok(());
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    let shown = profile.reset.join(" ");
+    let out = tokio::time::timeout(RESET_DEADLINE, cmd.output())
+        .await
+        .map_err(|_| format!("reset `{shown}` did not finish within {RESET_DEADLINE:?}"))?
+        .map_err(|e| format!("reset `{shown}` could not start: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "reset `{shown}` failed ({}): {}",
+            out.status,
+            stderr.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The verdict of a run, given the deviations its target declares.
+fn judge(r: &CaseResult, deviations: &[Deviation]) -> (Verdict, Vec<String>) {
+    let differing: Vec<(&str, String)> = r
+        .stages
+        .iter()
+        .flat_map(|s| {
+            s.channels
+                .iter()
+                .filter(|c| c.diff.is_some())
+                .map(move |c| (s.stage.as_str(), c.channel.to_string()))
+        })
+        .collect();
+    let uncovered = differing
+        .iter()
+        .any(|(stage, channel)| !deviations.iter().any(|d| d.covers(&r.id, stage, channel)));
+    let unmatched: Vec<&Deviation> = deviations
+        .iter()
+        .filter(|d| {
+            !differing
+                .iter()
+                .any(|(stage, channel)| d.covers(&r.id, stage, channel))
+        })
+        .collect();
+    let matched: Vec<String> = deviations
+        .iter()
+        .filter(|d| !unmatched.contains(d))
+        .map(|d| format!("declared deviation (profile line {}): {}", d.line, d.reason))
+        .collect();
+    if uncovered || (differing.is_empty() && !r.problems.is_empty() && r.error.is_none()) {
+        return (Verdict::Fail, matched);
+    }
+    if r.error.is_some() && differing.is_empty() {
+        return (Verdict::Inconclusive, matched);
+    }
+    if !unmatched.is_empty() {
+        let notes = unmatched
+            .iter()
+            .map(|d| {
+                format!(
+                    "declared deviation did not occur (profile line {}): {}",
+                    d.line, d.reason
+                )
+            })
+            .collect();
+        return (Verdict::Xpass, notes);
+    }
+    if differing.is_empty() {
+        return (Verdict::Pass, Vec::new());
+    }
+    (Verdict::Xfail, matched)
+}
+
+/// Starts the target (if it is embedded) and the user agents, registers
+/// them and subscribes the shared-line phones to their line's call-info.
 async fn start(
     p: &Prepared,
     topology: &Topology,
-    opts: RunOptions,
+    opts: &RunOptions,
     recorder: &Recorder,
     log: &EventLog,
 ) -> Result<Live, String> {
-    let Target::Embedded { fault } = opts.target;
-    let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), fault)
-        .await
-        .map_err(|e| format!("embedded server: {e}"))?;
-    let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone()).await?;
-    // The wire layer is derived as the phones' messages are recorded, so it
-    // lands in the same log, in the same order, as the server's events.
+    // The derived layers come from the phones' messages as they are
+    // recorded, so they land in the same log, in the same order, as a
+    // server's own events.
     let members: Vec<String> = p
         .case
         .parties
@@ -330,13 +527,34 @@ async fn start(
         .filter(|d| topology.line_of(d).is_some())
         .cloned()
         .collect();
-    let mut deriver = WireDeriver::new(&members);
-    let wire_log = log.clone();
+    let mut wire = WireDeriver::new(&members);
+    let mut tlib = match &opts.target {
+        Target::Remote(profile) => Some(sip_deriver(p, topology, profile)),
+        Target::Embedded { .. } => None,
+    };
+    let derived = log.clone();
     recorder.set_tap(move |rec| {
-        for obs in deriver.observe(rec) {
-            wire_log.push(obs);
+        let tlib_events = tlib.as_mut().map(|t| t.observe(rec)).unwrap_or_default();
+        for obs in tlib_events.into_iter().chain(wire.observe(rec)) {
+            derived.push(obs);
         }
     });
+    let (server, domain, address, identities) = match &opts.target {
+        Target::Embedded { fault } => {
+            let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault)
+                .await
+                .map_err(|e| format!("embedded server: {e}"))?;
+            let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone()).await?;
+            let sip = server.sip;
+            (Some((server, feed)), DOMAIN.to_string(), sip, None)
+        }
+        Target::Remote(profile) => (
+            None,
+            profile.domain.clone(),
+            profile.address,
+            Some(profile.identities.clone()),
+        ),
+    };
     // Unique across cases, transports, processes and runs: a shared real
     // server must never see a Call-ID or tag twice.
     let started = std::time::SystemTime::now()
@@ -354,20 +572,23 @@ async fn start(
         let (endpoint, inbound) = Endpoint::bind(dn, LOOPBACK, recorder.clone())
             .await
             .map_err(|e| format!("{dn}: cannot bind: {e}"))?;
+        let user = identities
+            .as_ref()
+            .and_then(|i| i.get(dn).cloned())
+            .unwrap_or_else(|| dn.clone());
         let cfg = AgentConfig {
             dn: dn.clone(),
-            user: dn.clone(),
-            domain: DOMAIN.into(),
+            user,
+            domain: domain.clone(),
             local: endpoint.local_addr(),
             transport: opts.transport,
-            server: server.sip,
+            server: address,
             nonce: nonce.clone(),
         };
         agents.push(AgentHandle::start(endpoint, inbound, cfg));
     }
     let live = Live {
         _server: server,
-        _feed: feed,
         agents,
     };
     let setup = |e: UaError| format!("setup: {e}");

@@ -57,7 +57,9 @@ fn a_clean_run_passes_and_writes_the_report() {
         .unwrap();
         assert!(sip.contains(" -> REGISTER sip:sca.test SIP/2.0"), "{sip}");
     }
-    assert!(text(&out.stdout).contains(&format!("{n} cases: {n} pass, 0 fail, 0 inconclusive")));
+    assert!(text(&out.stdout).contains(&format!(
+        "{n} cases: {n} pass, 0 fail, 0 xfail, 0 xpass, 0 skipped, 0 inconclusive"
+    )));
 }
 
 #[test]

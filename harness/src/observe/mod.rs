@@ -3,6 +3,7 @@
 //! diff compares only that.
 
 pub mod feed;
+pub mod sip_tlib;
 pub mod wire;
 
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::model::{Attr, Channel, Event};
+use crate::model::{Attr, Channel, Event, EventName, KnownEvent};
 
 /// One event as a source delivered it.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Observability {
     pub channels: Option<Vec<Channel>>,
     /// Attributes the source cannot see.
     pub blind_to: Vec<Attr>,
+    /// Events the source cannot see at all (SIP shows no EventPrivateInfo).
+    pub blind_events: Vec<KnownEvent>,
 }
 
 impl Observability {
@@ -39,6 +42,7 @@ impl Observability {
             source: source.to_string(),
             channels: None,
             blind_to: Vec::new(),
+            blind_events: Vec::new(),
         }
     }
 
@@ -48,6 +52,13 @@ impl Observability {
 
     pub fn sees_attr(&self, attr: Attr) -> bool {
         !self.blind_to.contains(&attr)
+    }
+
+    pub fn sees_event(&self, name: &EventName) -> bool {
+        match name {
+            EventName::Known(k) => !self.blind_events.contains(k),
+            EventName::Other(_) => true,
+        }
     }
 }
 

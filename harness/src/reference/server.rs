@@ -403,6 +403,7 @@ impl Server {
             remote: format!("<{}>", self.aor(subscriber)),
             remote_tag: req.from_tag(),
             remote_target: req.contact_uri().unwrap_or_else(|| self.aor(subscriber)),
+            route: Dialog::route_set(req, false),
             next_cseq: 1,
         }
     }
@@ -724,6 +725,7 @@ impl Server {
                     .unwrap_or_default(),
                 remote_tag: req.from_tag(),
                 remote_target: req.contact_uri().unwrap_or_else(|| self.aor(&caller)),
+                route: Dialog::route_set(req, false),
                 next_cseq: 1,
             },
             via: from,
@@ -899,6 +901,7 @@ impl Server {
             remote: format!("<{}>", self.aor(&call.dialled)),
             remote_tag: None,
             remote_target: binding.contact.clone(),
+            route: Vec::new(),
             next_cseq: 1,
         };
         let (mut b, _) = dialog.request("INVITE", &via);

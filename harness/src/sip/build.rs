@@ -20,8 +20,9 @@ impl Builder {
         }
     }
 
-    /// A response to `req`: Via, From, To, Call-ID and CSeq copied (RFC 3261
-    /// 8.2.6.2), with `to_tag` added to To when it has none.
+    /// A response to `req`: Via, Record-Route, From, To, Call-ID and CSeq
+    /// copied (RFC 3261 8.2.6.2, 12.1.1), with `to_tag` added to To when it
+    /// has none.
     pub fn response_to(req: &Message, code: u16, to_tag: Option<&str>) -> Builder {
         let mut b = Builder {
             start: format!("SIP/2.0 {code} {}", reason_phrase(code)),
@@ -30,6 +31,11 @@ impl Builder {
         };
         for via in req.headers("Via") {
             b = b.header("Via", via);
+        }
+        // The UAS copies Record-Route into its responses so that the UAC
+        // learns the route set too (RFC 3261 12.1.1).
+        for rr in req.headers("Record-Route") {
+            b = b.header("Record-Route", rr);
         }
         let to = req.header("To").unwrap_or_default();
         let to = match to_tag {

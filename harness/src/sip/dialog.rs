@@ -14,6 +14,9 @@ pub struct Dialog {
     pub remote_tag: Option<String>,
     /// Where in-dialog requests are addressed (the peer's Contact).
     pub remote_target: String,
+    /// Route headers for requests in the dialog (from Record-Route: as
+    /// received at the UAS, reversed at the UAC). Empty without proxies.
+    pub route: Vec<String>,
     pub next_cseq: u32,
 }
 
@@ -33,6 +36,20 @@ impl Dialog {
         )
     }
 
+    /// The route set of a dialog from a message's Record-Route headers: in
+    /// order for the UAS (from the request), reversed for the UAC (from the
+    /// response), RFC 3261 12.1.
+    pub fn route_set(msg: &super::Message, uac: bool) -> Vec<String> {
+        let mut set: Vec<String> = msg
+            .headers("Record-Route")
+            .flat_map(super::split_list)
+            .collect();
+        if uac {
+            set.reverse();
+        }
+        set
+    }
+
     /// The ACK of a 2xx to the INVITE (or re-INVITE) with CSeq `cseq`.
     pub fn ack(&self, cseq: u32, via: &str) -> Builder {
         self.with_headers(
@@ -48,8 +65,11 @@ impl Dialog {
             Some(t) => format!("{};tag={t}", self.remote),
             None => self.remote.clone(),
         };
-        b.header("Via", via)
-            .header("From", &format!("{};tag={}", self.local, self.local_tag))
+        let b = self
+            .route
+            .iter()
+            .fold(b.header("Via", via), |b, r| b.header("Route", r));
+        b.header("From", &format!("{};tag={}", self.local, self.local_tag))
             .header("To", &to)
             .header("Call-ID", &self.call_id)
             .header("CSeq", &format!("{cseq} {method}"))
@@ -70,6 +90,7 @@ mod tests {
             remote: "<sip:b@h>".into(),
             remote_tag: Some("2".into()),
             remote_target: "sip:b@127.0.0.1:5070".into(),
+            route: vec!["<sip:proxy1;lr>".into(), "<sip:proxy2;lr>".into()],
             next_cseq: 5,
         };
         let (bye, n) = d.request("BYE", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx");
@@ -83,5 +104,27 @@ mod tests {
         let ack = Message::parse(d.ack(3, "SIP/2.0/UDP h;branch=z9hG4bKy").build()).unwrap();
         assert_eq!(ack.cseq(), Some((3, "ACK")));
         assert_eq!(d.next_cseq, 6, "ACK takes no CSeq number");
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use crate::sip::Message;
+
+    #[test]
+    fn route_set_is_reversed_for_the_uac() {
+        let m = Message::parse(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRecord-Route: <sip:p2;lr>, <sip:p1;lr>\r\nRecord-Route: <sip:p0;lr>\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            Dialog::route_set(&m, false),
+            ["<sip:p2;lr>", "<sip:p1;lr>", "<sip:p0;lr>"]
+        );
+        assert_eq!(
+            Dialog::route_set(&m, true),
+            ["<sip:p0;lr>", "<sip:p1;lr>", "<sip:p2;lr>"]
+        );
     }
 }

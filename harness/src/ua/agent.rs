@@ -161,6 +161,8 @@ pub struct Agent {
     call_info: Option<Subscription>,
     line_seize: Option<Subscription>,
     calls: Vec<Call>,
+    /// The appearances the last call-info NOTIFY listed.
+    told: Vec<Appearance>,
     status: Status,
     out: VecDeque<Transmit>,
 }
@@ -175,6 +177,7 @@ impl Agent {
             call_info: None,
             line_seize: None,
             calls: Vec::new(),
+            told: Vec::new(),
             status: Status::default(),
             out: VecDeque::new(),
         }
@@ -258,6 +261,22 @@ impl Agent {
         .to_header()
     }
 
+    /// The appearance the line told us is busy with `peer` (its
+    /// appearance-uri's user).
+    fn told_appearance(&self, peer: &str) -> Option<u32> {
+        self.told.iter().find_map(|a| match a.index {
+            AppearanceIndex::Index(i)
+                if a.uri
+                    .as_deref()
+                    .and_then(crate::sip::NameAddr::parse)
+                    .is_some_and(|u| u.user() == Some(peer)) =>
+            {
+                Some(i)
+            }
+            _ => None,
+        })
+    }
+
     /// A new dialog we start as UAC towards `to_user`.
     fn new_dialog(&mut self, to_user: &str, kind: &str) -> Dialog {
         Dialog {
@@ -267,6 +286,7 @@ impl Agent {
             remote: format!("<{}>", self.aor(to_user)),
             remote_tag: None,
             remote_target: self.aor(to_user),
+            route: Vec::new(),
             next_cseq: 1,
         }
     }
@@ -296,6 +316,53 @@ impl Agent {
             .header("Expires", "3600")
             .build();
         self.send_to_server(bytes);
+    }
+
+    /// Removes the agent's registration (Expires 0), at the end of a case.
+    pub fn unregister(&mut self) {
+        let (via, _) = self.via();
+        let aor = self.aor(&self.cfg.user);
+        let tag = self.unique("t");
+        let bytes = Builder::request("REGISTER", &format!("sip:{}", self.cfg.domain))
+            .header("Via", &via)
+            .header("From", &format!("<{aor}>;tag={tag}"))
+            .header("To", &format!("<{aor}>"))
+            .header("Call-ID", &self.register_call_id)
+            .header("CSeq", "2 REGISTER")
+            .header("Contact", &self.contact())
+            .header("Expires", "0")
+            .build();
+        self.send_to_server(bytes);
+    }
+
+    /// Releases a granted seizure (line-seize SUBSCRIBE with Expires 0).
+    pub fn unseize(&mut self) {
+        let (via, _) = self.via();
+        let contact = self.contact();
+        if let Some(sub) = self.line_seize.as_mut().filter(|s| s.confirmed) {
+            let (b, _) = sub.dialog.request("SUBSCRIBE", &via);
+            let bytes = b
+                .header("Contact", &contact)
+                .header("Event", "line-seize")
+                .header("Expires", "0")
+                .build();
+            self.send_to_server(bytes);
+        }
+        self.status.seizure = None;
+    }
+
+    /// Ends whatever the agent still has going, as a phone put down at the
+    /// end of a test would: unanswered calls cancelled, ringing ones
+    /// refused, established ones hung up, seizure released, subscription
+    /// ended, registration removed. On a shared real server this keeps one
+    /// case's state from leaking into the next.
+    pub fn tear_down(&mut self) {
+        while self.cancel().is_ok() {}
+        while self.refuse(486).is_ok() {}
+        while self.hangup().is_ok() {}
+        self.unseize();
+        let _ = self.refresh_call_info(0);
+        self.unregister();
     }
 
     /// SUBSCRIBE to the call-info package of the shared line `line`.
@@ -456,11 +523,15 @@ impl Agent {
     /// BYE the established call.
     pub fn hangup(&mut self) -> Result<(), ScriptError> {
         let i = self.confirmed_call("hang up")?;
+        self.bye(i);
+        Ok(())
+    }
+
+    fn bye(&mut self, i: usize) {
         let (via, _) = self.via();
         let (b, _) = self.calls[i].dialog.request("BYE", &via);
         self.calls[i].view.phase = Phase::Ended(End::ByeUs);
         self.send_to_server(b.build());
-        Ok(())
     }
 
     /// Puts the established call on hold (re-INVITE, a=sendonly); a private
@@ -470,15 +541,19 @@ impl Agent {
         let (via, branch) = self.via();
         let contact = self.contact();
         let body = self.offer("sendonly");
-        let index = self.calls[i].view.appearance.unwrap_or(1);
-        let info =
-            private.then(|| self.appearance_header(index, Some(AppearanceState::HeldPrivate)));
+        // BroadWorks phones name the call's appearance in every INVITE they
+        // send; a server that gave none in its INVITE told it in call-info
+        // NOTIFYs (the active appearance whose appearance-uri is the peer).
+        let remote = self.calls[i].view.remote_user.clone();
+        let index = self.calls[i]
+            .view
+            .appearance
+            .or_else(|| self.told_appearance(&remote))
+            .unwrap_or(1);
+        let info = self.appearance_header(index, private.then_some(AppearanceState::HeldPrivate));
         let call = &mut self.calls[i];
         let (mut b, cseq) = call.dialog.request("INVITE", &via);
-        b = b.header("Contact", &contact);
-        if let Some(info) = info {
-            b = b.header("Call-Info", &info);
-        }
+        b = b.header("Contact", &contact).header("Call-Info", &info);
         call.reinvite = Some((cseq, branch, true));
         let bytes = b.body("application/sdp", &body).build();
         self.send_to_server(bytes);
@@ -621,14 +696,38 @@ impl Agent {
             .and_then(|f| f.user())
             .unwrap_or_default()
             .to_string();
-        let ringing = Builder::response_to(req, 180, Some(&local_tag))
-            .header("Contact", &self.contact())
-            .build();
+        // An INVITE that replaces one of our established calls (RFC 3891:
+        // a proxy's way to let the other phone take a held call) is
+        // accepted at once, and the replaced call ends.
+        let replaced = req
+            .header("Replaces")
+            .and_then(|r| r.split(';').next())
+            .and_then(|id| {
+                self.calls
+                    .iter()
+                    .position(|c| c.view.call_id == id.trim() && c.view.phase == Phase::Confirmed)
+            });
+        let (first, phase) = match replaced {
+            Some(_) => (
+                Builder::response_to(req, 200, Some(&local_tag))
+                    .header("Contact", &self.contact())
+                    .body("application/sdp", &self.offer("sendrecv"))
+                    .build(),
+                Phase::Connecting,
+            ),
+            None => (
+                Builder::response_to(req, 180, Some(&local_tag))
+                    .header("Contact", &self.contact())
+                    .build(),
+                Phase::Ringing,
+            ),
+        };
+        let ringing = first;
         self.calls.push(Call {
             view: CallView {
                 call_id: req.call_id().to_string(),
                 direction: CallDirection::Incoming,
-                phase: Phase::Ringing,
+                phase,
                 remote_user,
                 call_info,
                 appearance,
@@ -641,6 +740,7 @@ impl Agent {
                 remote: from.map(|f| format!("<{}>", f.uri)).unwrap_or_default(),
                 remote_tag: req.from_tag(),
                 remote_target: req.contact_uri().unwrap_or_else(|| self.aor("unknown")),
+                route: Dialog::route_set(req, false),
                 next_cseq: 1,
             },
             invite_cseq: req.cseq().map(|(n, _)| n).unwrap_or(1),
@@ -653,6 +753,9 @@ impl Agent {
             to: peer,
             bytes: ringing,
         });
+        if let Some(j) = replaced {
+            self.bye(j);
+        }
     }
 
     /// Is this request inside one of our subscriptions?
@@ -685,10 +788,12 @@ impl Agent {
         }
         self.respond(req, peer, 200, None);
         self.status.notifies += 1;
-        if let Err(e) = appearances(req.headers("Call-Info")) {
-            self.status
+        match appearances(req.headers("Call-Info")) {
+            Ok(told) => self.told = told,
+            Err(e) => self
+                .status
                 .problems
-                .push(format!("NOTIFY with unreadable Call-Info: {e}"));
+                .push(format!("NOTIFY with unreadable Call-Info: {e}")),
         }
         match terminated {
             Some(true) => self.status.subscribed = false,
@@ -760,6 +865,7 @@ impl Agent {
             if initial && code > 100 && call.view.phase == Phase::Calling && resp.to_tag().is_some()
             {
                 call.dialog.remote_tag = resp.to_tag();
+                call.dialog.route = Dialog::route_set(resp, true);
                 call.view.phase = Phase::Early;
             }
             return;
@@ -772,6 +878,7 @@ impl Agent {
                 )
             {
                 call.dialog.remote_tag = resp.to_tag();
+                call.dialog.route = Dialog::route_set(resp, true);
                 if let Some(target) = resp.contact_uri() {
                     call.dialog.remote_target = target;
                 }
@@ -804,6 +911,7 @@ impl Agent {
         let call = &self.calls[i];
         let mut d = call.dialog.clone();
         d.remote_tag = resp.to_tag();
+        d.route.clear(); // the ACK of a failure follows the INVITE's path
         let bytes = d.ack(cseq, &via).build();
         self.send_to_server(bytes);
     }
@@ -814,6 +922,7 @@ fn confirm(sub: Option<&mut Subscription>, resp: &Message) {
     if let Some(sub) = sub {
         if !sub.confirmed {
             sub.dialog.remote_tag = resp.to_tag();
+            sub.dialog.route = Dialog::route_set(resp, true);
             if let Some(target) = resp.contact_uri() {
                 sub.dialog.remote_target = target;
             }

@@ -301,7 +301,10 @@ fn hold_is_a_sendonly_reinvite_acked_with_its_own_cseq() {
     assert!(reinvite.is("INVITE"));
     assert_eq!(reinvite.request_uri(), Some("sip:b2bua@127.0.0.1:5060"));
     assert!(String::from_utf8_lossy(reinvite.body()).contains("a=sendonly"));
-    assert!(reinvite.header("Call-Info").is_none());
+    assert_eq!(
+        reinvite.header("Call-Info"),
+        Some("<sip:sca.test>;appearance-index=1")
+    );
     let (n, _) = reinvite.cseq().unwrap();
     a.handle(&inbound(Builder::response_to(&reinvite, 200, None).build()));
     let ack = sent(&mut a).remove(0);
@@ -354,4 +357,30 @@ fn refresh_and_unsubscribe_stay_in_the_subscription_dialog() {
     ));
     let s = a.status();
     assert_eq!((s.subscribed, s.subscribe_answers), (false, 2));
+}
+
+#[test]
+fn an_invite_with_replaces_is_taken_at_once_and_ends_the_replaced_call() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c1")));
+    let tag = sent(&mut a)[0].to_tag().unwrap();
+    a.answer().unwrap();
+    sent(&mut a);
+    let ack = String::from_utf8(in_dialog("ACK", "c1", &tag))
+        .unwrap()
+        .replace("8 ACK", "7 ACK");
+    a.handle(&inbound(ack.into_bytes()));
+    let replacing = String::from_utf8(invite("c2")).unwrap().replace(
+        "Call-Info",
+        &format!("Replaces: c1;to-tag={tag};from-tag=srv\r\nX-Old"),
+    );
+    a.handle(&inbound(replacing.into_bytes()));
+    let out = sent(&mut a);
+    assert_eq!(out[0].status(), Some(200), "no ringing for a Replaces");
+    assert!(out[1].is("BYE") && out[1].call_id() == "c1");
+    let s = a.status();
+    assert_eq!(
+        (s.calls[0].phase.clone(), s.calls[1].phase.clone()),
+        (Phase::Ended(End::ByeUs), Phase::Connecting)
+    );
 }
