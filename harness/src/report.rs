@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::model::{Attr, Channel, KnownEvent, Value};
 use crate::run::{CaseResult, Verdict};
 use crate::sip::transport::Direction;
 
@@ -144,6 +145,15 @@ pub fn case_text(r: &CaseResult) -> String {
                 if !diff.ends_with('\n') {
                     out.push('\n');
                 }
+                if r.explained
+                    .iter()
+                    .any(|(st, ch)| *st == s.stage && *ch == c.channel.to_string())
+                {
+                    let _ = writeln!(out, "(a declared deviation of the target)");
+                }
+                if let Some(told) = last_told(r, &s.stage, &c.channel) {
+                    let _ = writeln!(out, "{} was last told: {told}", c.channel);
+                }
             }
         }
         if !s.unasserted.is_empty() {
@@ -173,6 +183,47 @@ pub fn case_text(r: &CaseResult) -> String {
         }
     }
     out
+}
+
+/// What a phone's wire channel had been told of each appearance by the end
+/// of `stage`: the context a missing state change needs ("held expected"
+/// means little until you see "still active").
+fn last_told(r: &CaseResult, stage: &str, channel: &Channel) -> Option<String> {
+    if !matches!(channel, Channel::Wire(_)) {
+        return None;
+    }
+    let upto = r.stages.iter().position(|s| s.stage == stage)?;
+    let order = |name: &str| r.stages.iter().position(|s| s.stage == name);
+    let mut state: BTreeMap<i64, String> = BTreeMap::new();
+    for (at, obs) in &r.events {
+        let in_time = at == "setup" || order(at).is_some_and(|i| i <= upto);
+        if !in_time || &obs.channel != channel || obs.event.name != KnownEvent::Appearance.into() {
+            continue;
+        }
+        let Some(Value::Int(index)) = obs.event.get(Attr::Index) else {
+            continue;
+        };
+        let what = obs
+            .event
+            .get(Attr::AppearanceState)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let uri = obs
+            .event
+            .get(Attr::AppearanceUri)
+            .map(|u| format!(" ({u})"))
+            .unwrap_or_default();
+        state.insert(*index, format!("{what}{uri}"));
+    }
+    let told: Vec<String> = state
+        .iter()
+        .map(|(i, s)| format!("appearance {i} {s}"))
+        .collect();
+    Some(if told.is_empty() {
+        "every appearance idle".into()
+    } else {
+        told.join(", ")
+    })
 }
 
 /// Every SIP message of a case, in order, raw.

@@ -189,11 +189,27 @@ pub struct CaseResult {
     pub source: Observability,
     /// Why the verdict is xfail, xpass or skipped.
     pub notes: Vec<String>,
+    /// The (stage, channel) differences a declared deviation explains.
+    pub explained: Vec<(String, String)>,
 }
 
 impl CaseResult {
+    /// Where the run first left the golden path, preferring a difference
+    /// no declared deviation explains.
     pub fn first_divergence(&self) -> Option<&Divergence> {
-        self.stages.iter().find_map(StageResult::first_divergence)
+        let all = || {
+            self.stages
+                .iter()
+                .flat_map(|s| s.channels.iter().filter_map(|c| c.divergence.as_ref()))
+        };
+        all()
+            .find(|d| {
+                !self
+                    .explained
+                    .iter()
+                    .any(|(s, c)| *s == d.stage && *c == d.channel)
+            })
+            .or_else(|| all().next())
     }
 
     /// One line saying why the case did not pass.
@@ -291,6 +307,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         events: Vec::new(),
         source: source(p, topology, &opts.target),
         notes: Vec::new(),
+        explained: Vec::new(),
     };
     if let Target::Remote(profile) = &opts.target {
         let missing: Vec<&String> = p
@@ -422,6 +439,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         Target::Embedded { .. } => Vec::new(),
     };
     (result.verdict, result.notes) = judge(&result, &deviations);
+    result.explained = explained(&result, &deviations);
     result.duration = started.elapsed();
     result
 }
@@ -456,6 +474,20 @@ async fn reset(profile: &Profile) -> Result<(), String> {
     Ok(())
 }
 
+/// The differing (stage, channel) pairs that declared deviations explain.
+fn explained(r: &CaseResult, deviations: &[Deviation]) -> Vec<(String, String)> {
+    r.stages
+        .iter()
+        .flat_map(|s| {
+            s.channels
+                .iter()
+                .filter(|c| c.diff.is_some())
+                .map(move |c| (s.stage.clone(), c.channel.to_string()))
+        })
+        .filter(|(stage, channel)| deviations.iter().any(|d| d.covers(&r.id, stage, channel)))
+        .collect()
+}
+
 /// The verdict of a run, given the deviations its target declares.
 fn judge(r: &CaseResult, deviations: &[Deviation]) -> (Verdict, Vec<String>) {
     let differing: Vec<(&str, String)> = r
@@ -484,10 +516,11 @@ fn judge(r: &CaseResult, deviations: &[Deviation]) -> (Verdict, Vec<String>) {
         .filter(|d| !unmatched.contains(d))
         .map(|d| format!("declared deviation (profile line {}): {}", d.line, d.reason))
         .collect();
-    if uncovered || (differing.is_empty() && !r.problems.is_empty() && r.error.is_none()) {
+    // SIP the server should not have sent is never an expected deviation.
+    if uncovered || !r.problems.is_empty() {
         return (Verdict::Fail, matched);
     }
-    if r.error.is_some() && differing.is_empty() {
+    if r.error.is_some() {
         return (Verdict::Inconclusive, matched);
     }
     if !unmatched.is_empty() {
@@ -745,4 +778,112 @@ async fn perform(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{ChannelResult, StageResult};
+    use crate::model::Channel;
+
+    fn result(differing: &[(&str, &str)]) -> CaseResult {
+        let stages = differing
+            .iter()
+            .map(|(stage, channel)| StageResult {
+                stage: stage.to_string(),
+                channels: vec![ChannelResult {
+                    channel: Channel::parse(channel),
+                    expected: Vec::new(),
+                    observed: Vec::new(),
+                    diff: Some("-x".into()),
+                    divergence: None,
+                }],
+                not_observed: Vec::new(),
+                unasserted: Vec::new(),
+            })
+            .collect();
+        CaseResult {
+            id: "c".into(),
+            title: "t".into(),
+            transport: Transport::Udp,
+            verdict: Verdict::Pass,
+            duration: Duration::ZERO,
+            stages,
+            error: None,
+            problems: Vec::new(),
+            records: Vec::new(),
+            events: Vec::new(),
+            source: Observability::everything("test"),
+            notes: Vec::new(),
+            explained: Vec::new(),
+        }
+    }
+
+    fn deviation(stage: Option<&str>, channels: &[&str]) -> Deviation {
+        Deviation {
+            cases: vec!["c".into()],
+            stage: stage.map(String::from),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            reason: "r".into(),
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_declared_deviations() {
+        let alerting = deviation(Some("alerting"), &["60970"]);
+        let held = deviation(Some("held"), &[]);
+        assert_eq!(judge(&result(&[]), &[]).0, Verdict::Pass);
+        assert_eq!(
+            judge(&result(&[("alerting", "60970")]), &[]).0,
+            Verdict::Fail
+        );
+        assert_eq!(
+            judge(&result(&[("alerting", "60970")]), &[alerting.clone()]).0,
+            Verdict::Xfail
+        );
+        // A difference no deviation covers fails, whatever else is covered.
+        assert_eq!(
+            judge(
+                &result(&[("alerting", "60970"), ("alerting", "60970_2")]),
+                &[alerting.clone()]
+            )
+            .0,
+            Verdict::Fail
+        );
+        // A deviation that did not occur is an xpass: the profile is stale.
+        let (v, notes) = judge(
+            &result(&[("alerting", "60970")]),
+            &[alerting.clone(), held.clone()],
+        );
+        assert_eq!(v, Verdict::Xpass);
+        assert!(notes[0].contains("did not occur"));
+        assert_eq!(judge(&result(&[]), &[held]).0, Verdict::Xpass);
+        // Another case's deviation does not apply.
+        let mut other = alerting;
+        other.cases = vec!["d".into()];
+        assert_eq!(
+            judge(&result(&[("alerting", "60970")]), &[other]).0,
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn problems_fail_and_undriven_cases_are_inconclusive() {
+        let mut r = result(&[]);
+        r.problems.push(Problem {
+            what: "x".into(),
+            raw: None,
+        });
+        assert_eq!(judge(&r, &[]).0, Verdict::Fail);
+        let mut r = result(&[]);
+        r.error = Some("setup: timed out".into());
+        assert_eq!(judge(&r, &[]).0, Verdict::Inconclusive);
+        assert!(
+            Verdict::Xfail.expected()
+                && Verdict::Skipped.expected()
+                && !Verdict::Xpass.expected()
+                && !Verdict::Inconclusive.expected()
+        );
+    }
 }
