@@ -839,14 +839,18 @@ mod tests {
             Verdict::Fail
         );
         assert_eq!(
-            judge(&result(&[("alerting", "60970")]), &[alerting.clone()]).0,
+            judge(
+                &result(&[("alerting", "60970")]),
+                std::slice::from_ref(&alerting)
+            )
+            .0,
             Verdict::Xfail
         );
         // A difference no deviation covers fails, whatever else is covered.
         assert_eq!(
             judge(
                 &result(&[("alerting", "60970"), ("alerting", "60970_2")]),
-                &[alerting.clone()]
+                std::slice::from_ref(&alerting)
             )
             .0,
             Verdict::Fail
