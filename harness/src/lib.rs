@@ -12,6 +12,7 @@
 //! - [`run`]: one case end to end; [`report`]: what a run writes.
 
 pub mod case;
+pub mod check;
 pub mod diff;
 pub mod golden;
 pub mod input;

@@ -438,8 +438,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             .collect(),
         Target::Embedded { .. } => Vec::new(),
     };
-    (result.verdict, result.notes) = judge(&result, &deviations);
-    result.explained = explained(&result, &deviations);
+    settle_verdict(&mut result, &deviations);
     result.duration = started.elapsed();
     result
 }
@@ -472,6 +471,13 @@ async fn reset(profile: &Profile) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Sets a finished run's verdict, notes and explained differences, given
+/// the deviations its target declares. Live runs and capture checks share it.
+pub(crate) fn settle_verdict(result: &mut CaseResult, deviations: &[Deviation]) {
+    (result.verdict, result.notes) = judge(result, deviations);
+    result.explained = explained(result, deviations);
 }
 
 /// The differing (stage, channel) pairs that declared deviations explain.

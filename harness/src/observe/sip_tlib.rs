@@ -75,6 +75,7 @@ impl SipTlibDeriver {
                     dn: dn.clone(),
                     line: lines.get(dn).cloned(),
                     dialogs: HashMap::new(),
+                    told: HashMap::new(),
                 };
                 (dn.clone(), agent)
             })
@@ -107,10 +108,14 @@ impl SipTlibDeriver {
                 Vec::new()
             }
             (Direction::Received, Some("INVITE")) if initial => agent.offered(&msg, users),
+            (Direction::Received, Some("NOTIFY")) => {
+                agent.told(&msg, users);
+                Vec::new()
+            }
             (Direction::Received, Some("CANCEL")) => agent.cancelled(&msg),
             (Direction::Sent, Some("CANCEL")) => agent.cancel_sent(&msg),
             (_, Some("BYE")) => agent.bye(&msg),
-            (Direction::Received, None) => agent.response_received(&msg, users),
+            (Direction::Received, None) => agent.response_received(&msg),
             (Direction::Sent, None) => agent.response_sent(&msg),
             _ => Vec::new(),
         };
@@ -167,6 +172,10 @@ struct Agent {
     dn: String,
     line: Option<String>,
     dialogs: HashMap<String, Dialog>,
+    /// What the line's call-info NOTIFYs last told the phone of each busy
+    /// appearance: its state and the other party (appearance-uri), mapped
+    /// to a DN. A join of the phone's own line learns its meaning from it.
+    told: HashMap<u32, (String, Option<String>)>,
 }
 
 /// One call as one party saw it.
@@ -181,6 +190,9 @@ struct Dialog {
     index: Option<u32>,
     /// An INVITE of the party's own line (a retrieve or barge-in).
     join: bool,
+    /// A join of an active appearance: a barge-in, whose events the
+    /// reference orders differently from a retrieve's.
+    barge: bool,
     /// CSeq numbers of the initial INVITE (a retry after a challenge takes
     /// a new one).
     initial_cseqs: HashSet<u32>,
@@ -225,20 +237,37 @@ impl Agent {
             .map(|user| dn_of(users, &user));
         let join = to.is_some() && to == self.line;
         let index = first_index(msg);
+        // A join's other party and meaning come from what the line told
+        // the phone of that appearance: held means a retrieve, active a
+        // barge-in.
+        let told = index.and_then(|i| self.told.get(&i)).cloned();
+        let barge = join
+            && told
+                .as_ref()
+                .is_some_and(|(state, _)| state == "active" || state.starts_with("bridge"));
         let dialog = Dialog {
             outgoing: true,
-            other: to.filter(|_| !join),
+            other: if join {
+                told.and_then(|(_, other)| other)
+            } else {
+                to
+            },
             index,
             join,
+            barge,
             initial_cseqs: HashSet::from([cseq]),
             ..Dialog::default()
         };
         let raw = provenance(msg, "Call-Info");
-        let mut found = vec![(
-            self.event(KnownEvent::OffHook)
-                .with_opt(Attr::AppearanceIndex, index.map(int)),
-            raw.clone(),
-        )];
+        let mut found = Vec::new();
+        // A barge-in goes off hook once it is joined (reference 1.6).
+        if !barge {
+            found.push((
+                self.event(KnownEvent::OffHook)
+                    .with_opt(Attr::AppearanceIndex, index.map(int)),
+                raw.clone(),
+            ));
+        }
         if !join {
             let dialing = self
                 .event(KnownEvent::Dialing)
@@ -248,6 +277,35 @@ impl Agent {
         }
         self.dialogs.insert(msg.call_id().to_string(), dialog);
         found
+    }
+
+    /// Remembers what a call-info NOTIFY told the phone.
+    fn told(&mut self, msg: &Message, users: &HashMap<String, String>) {
+        use crate::sip::headers::{appearances, AppearanceIndex, AppearanceState, EventHeader};
+        let package = msg
+            .header("Event")
+            .and_then(EventHeader::parse)
+            .map(|e| e.package);
+        if package.as_deref() != Some("call-info") {
+            return;
+        }
+        let Ok(all) = appearances(msg.headers("Call-Info")) else {
+            return;
+        };
+        self.told = all
+            .into_iter()
+            .filter_map(|a| match (a.index, a.state) {
+                (AppearanceIndex::Index(i), Some(state)) if state != AppearanceState::Idle => {
+                    let other = a
+                        .uri
+                        .as_deref()
+                        .and_then(crate::sip::NameAddr::parse)
+                        .and_then(|n| n.user().map(|u| dn_of(users, u)));
+                    Some((i, (state.to_string(), other)))
+                }
+                _ => None,
+            })
+            .collect();
     }
 
     /// Rule 2: a new call offered to the party.
@@ -329,7 +387,7 @@ impl Agent {
 
     /// Rules 3 and 7 (answers to the party's initial INVITE) and the second
     /// half of rule 9 (answers to its re-INVITEs).
-    fn response_received(&mut self, msg: &Message, users: &HashMap<String, String>) -> Vec<Found> {
+    fn response_received(&mut self, msg: &Message) -> Vec<Found> {
         let (Some(status), Some((cseq, "INVITE"))) = (msg.status(), msg.cseq()) else {
             return Vec::new();
         };
@@ -363,26 +421,28 @@ impl Agent {
             200..=299 => {
                 d.confirmed = true;
                 let mut found = Vec::new();
-                if d.join {
+                let (join, barge, other, index) = (d.join, d.barge, d.other.clone(), d.index);
+                if join {
                     // A join that is answered took the call over: in the
                     // reference's model the phone rang and was connected (a
-                    // one-step transfer). The other party is whoever
-                    // answered, when its Contact names it.
-                    let answerer = msg
-                        .contact_uri()
-                        .as_deref()
-                        .and_then(uri_user)
-                        .map(|u| dn_of(users, u));
-                    d.other = answerer.filter(|a| Some(a) != self.line.as_ref());
-                }
-                let (join, other, index) = (d.join, d.other.clone(), d.index);
-                if join {
+                    // one-step transfer), or, for a barge-in, rang, went off
+                    // hook and was conferenced.
                     let ringing = self
                         .event(KnownEvent::Ringing)
-                        .with_opt(Attr::OtherDn, other.clone().map(Value::Dn))
+                        .with_opt(
+                            Attr::OtherDn,
+                            other.clone().filter(|_| !barge).map(Value::Dn),
+                        )
                         .with_opt(Attr::AppearanceIndex, index.map(int));
                     found.push((ringing, provenance(msg, "CSeq")));
+                    if barge {
+                        let off_hook = self
+                            .event(KnownEvent::OffHook)
+                            .with_opt(Attr::AppearanceIndex, index.map(int));
+                        found.push((off_hook, provenance(msg, "CSeq")));
+                    }
                 }
+                let other = other.filter(|_| !barge);
                 let event = self
                     .event(KnownEvent::Established)
                     .with_opt(Attr::OtherDn, other.map(Value::Dn))

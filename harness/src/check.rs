@@ -1,0 +1,321 @@
+//! Checking a capture: the SIP messages of a pcap become the records a live
+//! run would have made, the same derivers turn them into events, the case's
+//! steps mark where each stage began, and the same diff and verdict follow.
+//!
+//! What a capture cannot say, the rules here decide, and the README repeats:
+//! - **Who is who.** Each phone is known by the endpoints it used: the
+//!   source address of its REGISTER and the address in its Contact. A SIP
+//!   user shared by several DNs (the two phones of a Kamailio line) goes to
+//!   those DNs in topology order, first to register first.
+//! - **Where a stage begins.** At the message its first step sends (an
+//!   INVITE for `call`, the 2xx for `answer`, a line-seize SUBSCRIBE for
+//!   `seize`...). A stage without steps begins with the first message that
+//!   follows a quiet time as long as the live run's settle window.
+//! - **Teardown.** What a run sends to leave a shared server clean (the
+//!   phones' unregistrations and what precedes them) is not part of the
+//!   last stage.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::case::{Action, Step};
+use crate::diff::{compare_stage, Bindings};
+use crate::observe::sip_tlib::SipTlibDeriver;
+use crate::observe::wire::WireDeriver;
+use crate::observe::{Observability, Observation};
+use crate::run::{CaseResult, Prepared, Verdict};
+use crate::sip::headers::EventHeader;
+use crate::sip::transport::{Direction, Record};
+use crate::sip::{Message, Transport};
+use crate::target::Deviation;
+use crate::topology::Topology;
+
+/// One SIP message of a capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub time: SystemTime,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    pub raw: Vec<u8>,
+}
+
+/// The quiet time that ends a stage without steps (the live settle window).
+pub const QUIET: Duration = Duration::from_millis(50);
+
+/// Which DN each endpoint of the capture belongs to.
+pub fn endpoints(
+    messages: &[Captured],
+    topology: &Topology,
+    identities: &BTreeMap<String, String>,
+) -> BTreeMap<SocketAddr, String> {
+    let mut map: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    for m in messages {
+        let Ok(msg) = Message::parse(m.raw.clone()) else {
+            continue;
+        };
+        if !msg.is("REGISTER") || map.contains_key(&m.src) {
+            continue;
+        }
+        let Some(user) = msg.to().and_then(|t| t.user().map(str::to_string)) else {
+            continue;
+        };
+        let taken: Vec<&String> = map.values().collect();
+        let Some(dn) = topology.dns().into_iter().find(|dn| {
+            identities.get(*dn).map_or(*dn == user, |u| *u == user)
+                && !taken.contains(&&dn.to_string())
+        }) else {
+            continue;
+        };
+        map.insert(m.src, dn.to_string());
+        if let Some(contact) = msg.contact_uri().and_then(|c| contact_addr(&c)) {
+            map.entry(contact).or_insert_with(|| dn.to_string());
+        }
+    }
+    map
+}
+
+/// `sip:user@127.0.0.1:5070;transport=tcp` -> 127.0.0.1:5070.
+fn contact_addr(uri: &str) -> Option<SocketAddr> {
+    let rest = uri.split_once(':')?.1;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    host.split(';').next()?.parse().ok()
+}
+
+/// The records a live run's user agents would have made of these messages.
+pub fn records(messages: &[Captured], who: &BTreeMap<SocketAddr, String>) -> Vec<Record> {
+    let mut out = Vec::new();
+    for m in messages {
+        let problem = Message::parse(m.raw.clone()).err().map(|e| e.to_string());
+        let mut push = |agent: &String, direction, local, peer| {
+            out.push(Record {
+                seq: out.len() as u64,
+                at: m.time,
+                agent: agent.clone(),
+                direction,
+                transport: m.transport,
+                local,
+                peer,
+                raw: m.raw.clone(),
+                problem: problem.clone(),
+            });
+        };
+        if let Some(dn) = who.get(&m.src) {
+            push(dn, Direction::Sent, m.src, m.dst);
+        }
+        if let Some(dn) = who.get(&m.dst) {
+            push(dn, Direction::Received, m.dst, m.src);
+        }
+    }
+    out
+}
+
+/// Does this record carry what `step` sends?
+fn triggers(step: &Step, rec: &Record, lines: &Topology) -> bool {
+    if rec.agent != step.actor || rec.direction != Direction::Sent {
+        return false;
+    }
+    let Ok(msg) = Message::parse(rec.raw.clone()) else {
+        return false;
+    };
+    let invite_response = |ok: bool| {
+        msg.cseq().is_some_and(|(_, m)| m == "INVITE")
+            && msg.status().is_some_and(|s| {
+                if ok {
+                    (200..300).contains(&s)
+                } else {
+                    s >= 300
+                }
+            })
+    };
+    let package = || {
+        msg.header("Event")
+            .and_then(EventHeader::parse)
+            .map(|e| e.package)
+    };
+    let own_line = lines.line_of(&step.actor).map(|l| l.number.clone());
+    let to_own_line = || msg.to().and_then(|t| t.user().map(str::to_string)) == own_line;
+    match &step.action {
+        Action::Call { .. } => msg.is("INVITE") && msg.to_tag().is_none() && !to_own_line(),
+        Action::Answer => invite_response(true),
+        Action::Refuse { .. } => invite_response(false),
+        Action::Hangup => msg.is("BYE"),
+        Action::Cancel => msg.is("CANCEL"),
+        Action::Seize { .. } => msg.is("SUBSCRIBE") && package().as_deref() == Some("line-seize"),
+        Action::Hold { .. } => msg.is("INVITE") && msg.to_tag().is_some(),
+        Action::Retrieve { .. } | Action::Barge { .. } => {
+            msg.is("INVITE") && msg.to_tag().is_none() && to_own_line()
+        }
+        Action::Refresh => {
+            msg.is("SUBSCRIBE")
+                && msg.to_tag().is_some()
+                && package().as_deref() == Some("call-info")
+                && msg.header("Expires").is_none_or(|e| e.trim() != "0")
+        }
+        Action::Unsubscribe => {
+            msg.is("SUBSCRIBE")
+                && msg.to_tag().is_some()
+                && package().as_deref() == Some("call-info")
+                && msg.header("Expires").is_some_and(|e| e.trim() == "0")
+        }
+    }
+}
+
+/// Where each stage of the case begins (a record index), or None if the
+/// capture does not contain the case's flow.
+pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Option<Vec<usize>> {
+    let mut starts = Vec::new();
+    let mut from = 0;
+    for stage in &p.case.stages {
+        let start = match stage.steps.first() {
+            Some(first) => {
+                (from..records.len()).find(|&i| triggers(first, &records[i], topology))?
+            }
+            None => (from.max(1)..records.len()).find(|&i| {
+                records[i]
+                    .at
+                    .duration_since(records[i - 1].at)
+                    .unwrap_or_default()
+                    >= QUIET
+            })?,
+        };
+        // Every later step of the stage must be there too, in order.
+        let mut at = start;
+        for step in stage.steps.iter().skip(1) {
+            at = (at..records.len()).find(|&i| triggers(step, &records[i], topology))?;
+        }
+        starts.push(start);
+        from = start + 1;
+    }
+    Some(starts)
+}
+
+/// Where a run's teardown begins: the first unregistration, and what its
+/// phone sent just before it.
+fn teardown_start(records: &[Record], after: usize) -> usize {
+    let unregister = |r: &Record| {
+        r.direction == Direction::Sent
+            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+                m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
+            })
+    };
+    let Some(first) = (after..records.len()).find(|&i| unregister(&records[i])) else {
+        return records.len();
+    };
+    let mut start = first;
+    while start > after {
+        let prev = &records[start - 1];
+        let close = records[first]
+            .at
+            .duration_since(prev.at)
+            .unwrap_or_default()
+            < QUIET;
+        if prev.agent == records[first].agent && prev.direction == Direction::Sent && close {
+            start -= 1;
+        } else {
+            break;
+        }
+    }
+    start
+}
+
+/// Derives, attributes and compares: the verdict of a capture for a case.
+pub fn check(
+    p: &Prepared,
+    records: Vec<Record>,
+    topology: &Topology,
+    dn_of_user: &BTreeMap<String, String>,
+    starts: &[usize],
+    deviations: &[Deviation],
+) -> CaseResult {
+    let members: Vec<String> = p
+        .case
+        .parties
+        .iter()
+        .filter(|d| topology.line_of(d).is_some())
+        .cloned()
+        .collect();
+    let lines = members
+        .iter()
+        .filter_map(|m| topology.line_of(m).map(|l| (m.clone(), l.number.clone())))
+        .collect();
+    let mut tlib = SipTlibDeriver::new(
+        &p.case.parties,
+        dn_of_user.clone().into_iter().collect(),
+        lines,
+    );
+    let source: Observability = tlib.observability();
+    let mut wire = WireDeriver::new(&members);
+    let end = teardown_start(&records, starts.last().copied().unwrap_or(0));
+    let stage_of = |i: usize| -> String {
+        if i >= end {
+            return "teardown".into();
+        }
+        match starts.iter().rposition(|s| *s <= i) {
+            Some(k) => p.case.stages[k].name.clone(),
+            None => "setup".into(),
+        }
+    };
+    let mut events: Vec<(String, Observation)> = Vec::new();
+    for (i, rec) in records.iter().enumerate() {
+        for obs in tlib.observe(rec).into_iter().chain(wire.observe(rec)) {
+            events.push((stage_of(i), obs));
+        }
+    }
+    let mut bindings = Bindings::default();
+    let stages = p
+        .case
+        .stages
+        .iter()
+        .zip(&p.golden)
+        .map(|(stage, golden)| {
+            let observed: Vec<Observation> = events
+                .iter()
+                .filter(|(s, _)| *s == stage.name)
+                .map(|(_, o)| o.clone())
+                .collect();
+            compare_stage(
+                &stage.name,
+                &golden.channels,
+                &observed,
+                &source,
+                &mut bindings,
+            )
+        })
+        .collect();
+    let problems = records
+        .iter()
+        .filter_map(|r| {
+            r.problem.as_ref().map(|why| crate::run::Problem {
+                what: format!("{} ({}): {why}", r.agent, r.peer),
+                raw: Some(r.raw.clone()),
+            })
+        })
+        .collect();
+    let mut result = CaseResult {
+        id: p.case.id.clone(),
+        title: p.case.title.clone(),
+        transport: records
+            .first()
+            .map(|r| r.transport)
+            .unwrap_or(Transport::Udp),
+        verdict: Verdict::Pass,
+        duration: Duration::ZERO,
+        stages,
+        error: None,
+        problems,
+        records,
+        events,
+        source,
+        notes: Vec::new(),
+        explained: Vec::new(),
+    };
+    let deviations: Vec<Deviation> = deviations
+        .iter()
+        .filter(|d| d.applies_to(&p.case.id))
+        .cloned()
+        .collect();
+    crate::run::settle_verdict(&mut result, &deviations);
+    result
+}

@@ -1,0 +1,91 @@
+//! A capture of a live run, checked as a capture, must give the same
+//! derived events, stage by stage, and the same verdict as the run itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use scacheck::case::Case;
+use scacheck::check::{check, endpoints, records, stage_starts, Captured};
+use scacheck::model::Channel;
+use scacheck::run::{run_all, Prepared, RunOptions};
+use scacheck::sip::transport::Direction;
+use scacheck::topology::Topology;
+
+fn prepared() -> (Vec<Prepared>, Topology) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let topology = Topology::reference();
+    let cases = Case::load_dir(&root.join("cases"), &topology).unwrap();
+    let prepared = cases
+        .into_iter()
+        .map(|c| Prepared::new(c, &root.join("fixtures/golden"), &topology).unwrap())
+        .collect();
+    (prepared, topology)
+}
+
+#[test]
+fn checking_the_capture_of_a_live_run_gives_the_same_wire_events_and_verdict() {
+    let (prepared, topology) = prepared();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let live = rt.block_on(run_all(&prepared, &topology, RunOptions::default()));
+    let identities: BTreeMap<String, String> = topology
+        .dns()
+        .iter()
+        .map(|d| (d.to_string(), d.to_string()))
+        .collect();
+    let mut errors = Vec::new();
+    for (p, run) in prepared.iter().zip(&live) {
+        // What a capture on loopback would hold: each message once.
+        let captured: Vec<Captured> = run
+            .records
+            .iter()
+            .map(|r| {
+                let (src, dst) = match r.direction {
+                    Direction::Sent => (r.local, r.peer),
+                    Direction::Received => (r.peer, r.local),
+                };
+                Captured {
+                    time: r.at,
+                    src,
+                    dst,
+                    transport: r.transport,
+                    raw: r.raw.clone(),
+                }
+            })
+            .collect();
+        let who = endpoints(&captured, &topology, &identities);
+        let recs = records(&captured, &who);
+        let Some(starts) = stage_starts(p, &recs, &topology) else {
+            errors.push(format!(
+                "{}: the capture does not show the case's steps",
+                p.case.id
+            ));
+            continue;
+        };
+        let checked = check(p, recs, &topology, &identities, &starts, &[]);
+        let wire = |events: &[(String, scacheck::observe::Observation)]| -> Vec<String> {
+            events
+                .iter()
+                .filter(|(s, o)| s != "setup" && matches!(o.channel, Channel::Wire(_)))
+                .map(|(s, o)| format!("[{s}] {} {}", o.channel, o.event))
+                .collect()
+        };
+        if wire(&run.events) != wire(&checked.events) {
+            errors.push(format!(
+                "{}: wire events differ:\nlive    {:#?}\ncapture {:#?}",
+                p.case.id,
+                wire(&run.events),
+                wire(&checked.events)
+            ));
+        }
+        if checked.verdict != run.verdict {
+            errors.push(format!(
+                "{}: live {:?}, capture {:?}:\n{}",
+                p.case.id,
+                run.verdict,
+                checked.verdict,
+                scacheck::report::case_text(&checked)
+            ));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+}
