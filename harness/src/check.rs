@@ -17,13 +17,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::case::{Action, Step};
 use crate::diff::{compare_stage, Bindings};
 use crate::observe::sip_tlib::SipTlibDeriver;
 use crate::observe::wire::WireDeriver;
 use crate::observe::{Observability, Observation};
+use crate::pcap::Packet;
 use crate::run::{CaseResult, Prepared, Verdict};
 use crate::sip::headers::EventHeader;
 use crate::sip::transport::{Direction, Record};
@@ -31,22 +32,12 @@ use crate::sip::{Message, Transport};
 use crate::target::Deviation;
 use crate::topology::Topology;
 
-/// One SIP message of a capture.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Captured {
-    pub time: SystemTime,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub transport: Transport,
-    pub raw: Vec<u8>,
-}
-
 /// The quiet time that ends a stage without steps (the live settle window).
 pub const QUIET: Duration = Duration::from_millis(50);
 
 /// Which DN each endpoint of the capture belongs to.
 pub fn endpoints(
-    messages: &[Captured],
+    messages: &[Packet],
     topology: &Topology,
     identities: &BTreeMap<String, String>,
 ) -> BTreeMap<SocketAddr, String> {
@@ -84,7 +75,7 @@ fn contact_addr(uri: &str) -> Option<SocketAddr> {
 }
 
 /// The records a live run's user agents would have made of these messages.
-pub fn records(messages: &[Captured], who: &BTreeMap<SocketAddr, String>) -> Vec<Record> {
+pub fn records(messages: &[Packet], who: &BTreeMap<SocketAddr, String>) -> Vec<Record> {
     let mut out = Vec::new();
     for m in messages {
         let problem = Message::parse(m.raw.clone()).err().map(|e| e.to_string());
@@ -143,7 +134,10 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology) -> bool {
         Action::Hangup => msg.is("BYE"),
         Action::Cancel => msg.is("CANCEL"),
         Action::Seize { .. } => msg.is("SUBSCRIBE") && package().as_deref() == Some("line-seize"),
-        Action::Hold { .. } => msg.is("INVITE") && msg.to_tag().is_some(),
+        Action::Hold { private } => {
+            let says_private = msg.headers("Call-Info").any(|c| c.contains("held-private"));
+            msg.is("INVITE") && msg.to_tag().is_some() && says_private == *private
+        }
         Action::Retrieve { .. } | Action::Barge { .. } => {
             msg.is("INVITE") && msg.to_tag().is_none() && to_own_line()
         }

@@ -18,6 +18,7 @@ pub mod golden;
 pub mod input;
 pub mod model;
 pub mod observe;
+pub mod pcap;
 pub mod reference;
 pub mod report;
 pub mod run;

@@ -35,6 +35,36 @@ enum Command {
         #[arg(required = true)]
         reports: Vec<PathBuf>,
     },
+    /// Captures: check one against a case's golden files.
+    #[command(subcommand)]
+    Pcap(PcapCommand),
+}
+
+#[derive(Subcommand)]
+enum PcapCommand {
+    /// Check a pcap or pcapng file: find the phones, derive the events,
+    /// split them into the case's stages and report exactly like a run.
+    Check(PcapArgs),
+}
+
+#[derive(clap::Args)]
+struct PcapArgs {
+    /// The capture (pcap or pcapng).
+    file: PathBuf,
+    /// The case the capture shows (default: detected, and reported).
+    #[arg(long = "case", value_name = "ID")]
+    case_id: Option<String>,
+    /// `embedded` (DNs are SIP users) or a target profile (its identities
+    /// map DNs to SIP users; its deviations apply).
+    #[arg(long, default_value = "embedded", value_name = "embedded|PROFILE")]
+    target: String,
+    #[arg(long, default_value = "cases")]
+    cases_dir: PathBuf,
+    #[arg(long, default_value = "fixtures/golden")]
+    golden_dir: PathBuf,
+    /// Where to write the report (default: reports/<UTC timestamp>/).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -95,6 +125,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Pcap(PcapCommand::Check(args)) => match pcap_check(args) {
+            Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("scacheck: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(args) => match run(args) {
             Ok(all_passed) => ExitCode::from(if all_passed { 0 } else { 1 }),
             Err(e) => {
@@ -126,6 +163,114 @@ fn matches(pattern: &str, id: &str) -> bool {
         }
     }
     true
+}
+
+/// Checks a capture; returns whether its verdict is an expected one.
+fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
+    use scacheck::check::{check, endpoints, records, stage_starts};
+    let topology = Topology::reference();
+    let (name, identities, deviations) = if args.target == "embedded" {
+        let ids = topology
+            .dns()
+            .iter()
+            .map(|d| (d.to_string(), d.to_string()))
+            .collect();
+        ("embedded".to_string(), ids, Vec::new())
+    } else {
+        let profile = Profile::load(std::path::Path::new(&args.target), &topology)?;
+        (
+            profile.name.clone(),
+            profile.identities.clone(),
+            profile.deviations.clone(),
+        )
+    };
+    let dn_of_user = scacheck::target::dn_of_user(&identities, &topology);
+    let mut reader = scacheck::pcap::Reader::open(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let mut captured = Vec::new();
+    let mut broken = None;
+    loop {
+        match reader.next_packet() {
+            Ok(Some(p)) => captured.push(p),
+            Ok(None) => break,
+            Err(e) => {
+                broken = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    println!(
+        "capture: {} SIP messages; skipped: {:?}",
+        captured.len(),
+        reader.skipped()
+    );
+    if let Some(e) = &broken {
+        println!("capture ends early: {e}");
+    }
+    let mut cases = Case::load_dir(&args.cases_dir, &topology)?;
+    if let Some(id) = &args.case_id {
+        cases.retain(|c| &c.id == id);
+        anyhow::ensure!(
+            !cases.is_empty(),
+            "no case {id:?} in {}",
+            args.cases_dir.display()
+        );
+    }
+    let prepared: Vec<Prepared> = cases
+        .into_iter()
+        .map(|c| Prepared::new(c, &args.golden_dir, &topology))
+        .collect::<Result<_, _>>()?;
+    let who = endpoints(&captured, &topology, &identities);
+    let recs = records(&captured, &who);
+    // The flow: the given case, or among the cases whose steps all appear
+    // in the capture, in order, the one it fits best: an expected verdict
+    // first, then the longest flow.
+    let mut candidates: Vec<(&Prepared, scacheck::run::CaseResult)> = prepared
+        .iter()
+        .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
+        .filter_map(|p| {
+            stage_starts(p, &recs, &topology).map(|s| {
+                (
+                    p,
+                    check(p, recs.clone(), &topology, &dn_of_user, &s, &deviations),
+                )
+            })
+        })
+        .collect();
+    let weight = |p: &Prepared| {
+        p.case
+            .stages
+            .iter()
+            .map(|s| s.steps.len() + 1)
+            .sum::<usize>()
+    };
+    candidates.sort_by_key(|(p, r)| (r.verdict.expected(), weight(p)));
+    let Some((p, result)) = candidates.pop() else {
+        anyhow::bail!(
+            "the capture shows no case's flow{} (phones found: {:?})",
+            args.case_id
+                .as_ref()
+                .map(|c| format!(" (not {c})"))
+                .unwrap_or_default(),
+            who
+        );
+    };
+    if args.case_id.is_none() {
+        println!("detected case: {}", p.case.id);
+    }
+    println!("{}", report::console_line(&result));
+    let dir = args
+        .report_dir
+        .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
+    report::write(
+        &dir,
+        &name,
+        &format!("capture {}", args.file.display()),
+        std::slice::from_ref(&result),
+    )
+    .with_context(|| format!("writing the report to {}", dir.display()))?;
+    println!("report: {}", dir.display());
+    Ok(result.verdict.expected())
 }
 
 /// Returns whether every case passed; an error is bad input or usage.

@@ -1,6 +1,7 @@
 //! What a run writes: a line per case and a summary on the console,
-//! `summary.json`, a `<case>.diff` for every case that did not pass, and a
-//! `<case>.sip.txt` with every SIP message of every case.
+//! `summary.json`, a `<case>.diff` for every case that did not pass, a
+//! `<case>.sip.txt` with every SIP message of every case, and the same
+//! messages as a capture, `<case>.pcap`, for Wireshark.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -273,6 +274,7 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
     for r in results {
         let key = case_key(r);
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;
+        crate::pcap::write_records(&dir.join(format!("{key}.pcap")), &r.records)?;
         if r.verdict != Verdict::Pass {
             std::fs::write(dir.join(format!("{key}.diff")), case_text(r))?;
         }

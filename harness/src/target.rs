@@ -194,19 +194,27 @@ impl Profile {
         })
     }
 
-    /// The line number each shared-line phone's SIP user reaches: on a
-    /// server where the two phones share an AoR, the user is the line's.
+    /// The DN each SIP user stands for in the golden files.
     pub fn dn_of_user(&self, topology: &Topology) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for (dn, user) in &self.identities {
-            let name = topology
-                .line_of(dn)
-                .map(|l| l.number.clone())
-                .unwrap_or_else(|| dn.clone());
-            out.entry(user.clone()).or_insert(name);
-        }
-        out
+        dn_of_user(&self.identities, topology)
     }
+}
+
+/// The DN each SIP user stands for in the golden files: on a server where
+/// the phones of a line share an AoR, their user is the line's number.
+pub fn dn_of_user(
+    identities: &BTreeMap<String, String>,
+    topology: &Topology,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (dn, user) in identities {
+        let name = topology
+            .line_of(dn)
+            .map(|l| l.number.clone())
+            .unwrap_or_else(|| dn.clone());
+        out.entry(user.clone()).or_insert(name);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -175,3 +175,54 @@ fn usage_errors_exit_2() {
         );
     }
 }
+
+#[test]
+fn every_run_writes_a_capture_that_pcap_check_reads_back_to_the_same_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scacheck(&[
+        "run",
+        "--cases",
+        "hold-retrieve",
+        "--transport",
+        "tcp",
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pcap = dir.path().join("hold-retrieve@tcp.pcap");
+    assert!(std::fs::metadata(&pcap).unwrap().len() > 1000);
+    let checked = dir.path().join("checked");
+    let out = scacheck(&[
+        "pcap",
+        "check",
+        pcap.to_str().unwrap(),
+        "--report-dir",
+        checked.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("detected case: hold-retrieve"), "{stdout}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+    let summary = std::fs::read_to_string(checked.join("summary.json")).unwrap();
+    assert!(summary.contains("\"verdict\": \"pass\""), "{summary}");
+}
+
+#[test]
+fn pcap_check_refuses_garbage_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pcap");
+    std::fs::write(&junk, b"this is not a capture at all").unwrap();
+    let out = scacheck(&[
+        "pcap",
+        "check",
+        junk.to_str().unwrap(),
+        "--report-dir",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("junk.pcap"),
+        "{}",
+        text(&out.stderr)
+    );
+}

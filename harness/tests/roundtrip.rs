@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use scacheck::case::Case;
-use scacheck::check::{check, endpoints, records, stage_starts, Captured};
+use scacheck::check::{check, endpoints, records, stage_starts};
 use scacheck::model::Channel;
+use scacheck::pcap::{packets_from_records, write_packets, Packet, Reader};
 use scacheck::run::{run_all, Prepared, RunOptions};
-use scacheck::sip::transport::Direction;
 use scacheck::topology::Topology;
 
 fn prepared() -> (Vec<Prepared>, Topology) {
@@ -22,11 +22,17 @@ fn prepared() -> (Vec<Prepared>, Topology) {
     (prepared, topology)
 }
 
-#[test]
-fn checking_the_capture_of_a_live_run_gives_the_same_wire_events_and_verdict() {
+fn round_trip(transport: scacheck::sip::Transport) {
     let (prepared, topology) = prepared();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let live = rt.block_on(run_all(&prepared, &topology, RunOptions::default()));
+    let live = rt.block_on(run_all(
+        &prepared,
+        &topology,
+        RunOptions {
+            transport,
+            ..RunOptions::default()
+        },
+    ));
     let identities: BTreeMap<String, String> = topology
         .dns()
         .iter()
@@ -34,24 +40,18 @@ fn checking_the_capture_of_a_live_run_gives_the_same_wire_events_and_verdict() {
         .collect();
     let mut errors = Vec::new();
     for (p, run) in prepared.iter().zip(&live) {
-        // What a capture on loopback would hold: each message once.
-        let captured: Vec<Captured> = run
-            .records
-            .iter()
-            .map(|r| {
-                let (src, dst) = match r.direction {
-                    Direction::Sent => (r.local, r.peer),
-                    Direction::Received => (r.peer, r.local),
-                };
-                Captured {
-                    time: r.at,
-                    src,
-                    dst,
-                    transport: r.transport,
-                    raw: r.raw.clone(),
-                }
-            })
-            .collect();
+        // Through a real capture file: written as a run writes it, read
+        // back as any capture is read.
+        let mut file = Vec::new();
+        write_packets(&mut file, &packets_from_records(&run.records)).unwrap();
+        let mut reader = Reader::from_reader(std::io::Cursor::new(file)).unwrap();
+        let captured: Vec<Packet> = std::iter::from_fn(|| reader.next_packet().unwrap()).collect();
+        assert_eq!(
+            reader.skipped(),
+            &Default::default(),
+            "{}: nothing skipped",
+            p.case.id
+        );
         let who = endpoints(&captured, &topology, &identities);
         let recs = records(&captured, &who);
         let Some(starts) = stage_starts(p, &recs, &topology) else {
@@ -88,4 +88,14 @@ fn checking_the_capture_of_a_live_run_gives_the_same_wire_events_and_verdict() {
         }
     }
     assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+}
+
+#[test]
+fn checking_the_capture_of_a_live_udp_run_gives_the_same_events_and_verdict() {
+    round_trip(scacheck::sip::Transport::Udp);
+}
+
+#[test]
+fn checking_the_capture_of_a_live_tcp_run_gives_the_same_events_and_verdict() {
+    round_trip(scacheck::sip::Transport::Tcp);
 }

@@ -142,7 +142,10 @@ pub enum SendError {
     ConnectTimeout(SocketAddr),
 }
 
-type Writers = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
+/// A TCP connection's writer and its local address (an ephemeral port for
+/// the connections we open: what a capture must show).
+type Connection = (mpsc::UnboundedSender<Vec<u8>>, SocketAddr);
+type Writers = Arc<Mutex<HashMap<SocketAddr, Connection>>>;
 
 /// A bound SIP endpoint. Dropping it stops all its tasks.
 pub struct Endpoint {
@@ -230,7 +233,8 @@ impl Endpoint {
         let conn = ep.connector();
         ep.spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
-                conn.adopt(stream, peer);
+                // A connection that has no local address any more is gone.
+                let _ = conn.adopt(stream, peer);
             }
         });
         (ep, rx)
@@ -247,7 +251,6 @@ impl Endpoint {
     fn connector(&self) -> Connector {
         Connector {
             name: self.name.clone(),
-            local: self.local,
             writers: self.writers.clone(),
             inbound: self.inbound.clone(),
             recorder: self.recorder.clone(),
@@ -269,27 +272,28 @@ impl Endpoint {
         let problem = Message::parse(bytes.clone())
             .err()
             .map(|e| format!("scacheck sent {e}"));
-        self.recorder.push(
-            &self.name,
-            Direction::Sent,
-            transport,
-            self.local,
-            peer,
-            bytes.clone(),
-            problem,
-        );
         let io_err = |source| SendError::Io {
             transport,
             peer,
             source,
         };
         match transport {
-            Transport::Udp => self
-                .udp
-                .send_to(&bytes, peer)
-                .await
-                .map(|_| ())
-                .map_err(io_err),
+            Transport::Udp => {
+                self.recorder.push(
+                    &self.name,
+                    Direction::Sent,
+                    transport,
+                    self.local,
+                    peer,
+                    bytes.clone(),
+                    problem,
+                );
+                self.udp
+                    .send_to(&bytes, peer)
+                    .await
+                    .map(|_| ())
+                    .map_err(io_err)
+            }
             Transport::Tcp => {
                 let existing = self
                     .writers
@@ -297,17 +301,29 @@ impl Endpoint {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&peer)
                     .cloned();
-                let writer = match existing {
-                    Some(w) if !w.is_closed() => w,
-                    _ => {
-                        let stream =
-                            tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(peer))
-                                .await
-                                .map_err(|_| SendError::ConnectTimeout(peer))?
-                                .map_err(io_err)?;
-                        self.connector().adopt(stream, peer)
-                    }
+                let connection = match existing {
+                    Some(c) if !c.0.is_closed() => Ok(c),
+                    _ => match tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(peer))
+                        .await
+                    {
+                        Err(_) => Err(SendError::ConnectTimeout(peer)),
+                        Ok(Err(e)) => Err(io_err(e)),
+                        Ok(Ok(stream)) => self.connector().adopt(stream, peer).map_err(io_err),
+                    },
                 };
+                // Recorded even when it could not be sent: what scacheck
+                // meant to send is part of the story.
+                let local = connection.as_ref().map(|c| c.1).unwrap_or(self.local);
+                self.recorder.push(
+                    &self.name,
+                    Direction::Sent,
+                    transport,
+                    local,
+                    peer,
+                    bytes.clone(),
+                    problem,
+                );
+                let (writer, _) = connection?;
                 writer
                     .send(bytes)
                     .map_err(|_| io_err(io::ErrorKind::BrokenPipe.into()))
@@ -319,7 +335,6 @@ impl Endpoint {
 /// What a TCP connection task needs from its endpoint.
 struct Connector {
     name: String,
-    local: SocketAddr,
     writers: Writers,
     inbound: mpsc::UnboundedSender<Inbound>,
     recorder: Recorder,
@@ -327,14 +342,16 @@ struct Connector {
 }
 
 impl Connector {
-    /// Starts reading and writing a connection; returns its writer.
-    fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> mpsc::UnboundedSender<Vec<u8>> {
+    /// Starts reading and writing a connection; returns its writer and
+    /// local address.
+    fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> io::Result<Connection> {
+        let local = stream.local_addr()?;
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         self.writers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(peer, tx.clone());
+            .insert(peer, (tx.clone(), local));
         let writer = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if wr.write_all(&bytes).await.is_err() {
@@ -342,10 +359,9 @@ impl Connector {
                 }
             }
         });
-        let (rec, name, local, inbound, writers) = (
+        let (rec, name, inbound, writers) = (
             self.recorder.clone(),
             self.name.clone(),
-            self.local,
             self.inbound.clone(),
             self.writers.clone(),
         );
@@ -391,7 +407,7 @@ impl Connector {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.push(writer.abort_handle());
         tasks.push(reader.abort_handle());
-        tx
+        Ok((tx, local))
     }
 }
 

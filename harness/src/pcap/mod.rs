@@ -1,0 +1,167 @@
+//! Packet captures: every case's SIP traffic as `<case>.pcap`, and the SIP
+//! messages inside captures scacheck did not make.
+//!
+//! Writing ([`write_records`], [`write_packets`]) turns the records of a case
+//! into real frames: Ethernet, IPv4 or IPv6, then UDP or TCP with a handshake
+//! per connection, consistent sequence numbers and valid checksums, in a
+//! classic pcap with nanosecond timestamps that Wireshark opens as it is.
+//!
+//! Reading ([`Reader`]) goes the other way, one layer per module, each pure
+//! and bounded:
+//! - `file`: pcap (both byte orders, micro and nano) and pcapng blocks, read
+//!   through a buffer no larger than the largest record allowed;
+//! - `link`: Ethernet (802.1Q / QinQ), Linux cooked v1 and v2, raw IP, BSD
+//!   loopback, down to the IP header;
+//! - `frag`: IPv4 and IPv6 fragment reassembly with a bounded pool;
+//! - `reassembly`: TCP streams by sequence number, cut into messages by the
+//!   same [`StreamFramer`](crate::sip::framing::StreamFramer) the live
+//!   transport uses;
+//! - `sip`: whether bytes begin a SIP message (by their first line, not by
+//!   port).
+//!
+//! Nothing here panics on any input; what the reader passes over is counted
+//! in [`Skipped`], and only a broken file (not a broken packet) is an error.
+
+mod file;
+mod frag;
+mod link;
+mod read;
+mod reassembly;
+mod sip;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub use read::Reader;
+pub use write::{packets_from_records, write_packets, write_records};
+
+use crate::sip::Transport;
+
+/// One SIP message found in (or written to) a capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// When it was sent; for a reassembled message, the time of the frame
+    /// that completed it.
+    pub time: SystemTime,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    /// The message as it crossed the wire (a UDP payload, or one TCP
+    /// message framed by Content-Length).
+    pub raw: Vec<u8>,
+}
+
+/// What the reader passed over, by reason. Never fatal.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Frames that carry no IPv4 or IPv6 (ARP, LLDP, ...) or whose link
+    /// type is not supported.
+    pub non_ip: u64,
+    /// IP packets that are neither UDP nor TCP (ICMP, SCTP, ...).
+    pub other_transport: u64,
+    /// UDP datagrams, TCP segments and framed stream messages that do not
+    /// begin with a SIP request or status line.
+    pub non_sip: u64,
+    /// Frames, headers or blocks that do not decode (bad lengths, a packet
+    /// block for an interface never described, ...).
+    pub malformed: u64,
+    /// Packets cut short by the snap length (caplen < len): UDP ones are
+    /// dropped, a TCP one becomes a gap in its stream.
+    pub truncated: u64,
+    /// Zero-length packet records.
+    pub empty: u64,
+    /// pcapng blocks larger than the reader's record limit, skipped unread.
+    pub oversize: u64,
+    /// IP datagrams whose fragments never all arrived (at the end of the
+    /// capture, or evicted to stay within the fragment pool's bounds).
+    pub fragments_incomplete: u64,
+    /// TCP segments holding only bytes already seen.
+    pub tcp_retransmitted: u64,
+    /// Holes in a TCP stream that were never filled; the stream was
+    /// resynchronised at the next segment that starts a SIP message.
+    pub tcp_gaps: u64,
+    /// TCP streams that closed, reset, were evicted or were still open at
+    /// the end of the capture while holding part of a message.
+    pub tcp_incomplete: u64,
+    /// TCP flows dropped to stay within the flow or memory limits.
+    pub flows_evicted: u64,
+    /// Stream messages the framer refused (a gigabyte Content-Length, a
+    /// header section without an end); the stream was resynchronised.
+    pub unframed: u64,
+}
+
+/// Bounds that keep the reader's memory proportional to the live flows,
+/// never to the file size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP flows (one per direction) tracked at once; the least recently
+    /// active is evicted past this.
+    pub max_flows: usize,
+    /// Out-of-order bytes buffered per flow before the hole ahead of them
+    /// is given up as a gap.
+    pub max_flow_bytes: usize,
+    /// Out-of-order segments buffered per flow, likewise.
+    pub max_flow_segments: usize,
+    /// Bytes buffered across all flows (out of order, or a message not yet
+    /// complete); the least recently active flows are evicted past this.
+    pub max_total_bytes: usize,
+    /// IP datagrams being reassembled from fragments at once.
+    pub max_fragment_datagrams: usize,
+    /// Bytes held across those datagrams.
+    pub max_fragment_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_flows: 10_000,
+            max_flow_bytes: 1024 * 1024,
+            max_flow_segments: 1024,
+            max_total_bytes: 256 * 1024 * 1024,
+            max_fragment_datagrams: 1024,
+            max_fragment_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a capture could not be read (any further).
+#[derive(Debug, thiserror::Error)]
+pub enum PcapError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read failed at byte {offset}: {source}")]
+    Io {
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a pcap or pcapng capture (it starts with {magic:02x?})")]
+    UnknownFormat { magic: Vec<u8> },
+    #[error("the capture ends inside the {what} at byte {offset}, after {packets} packets")]
+    Truncated {
+        what: &'static str,
+        offset: u64,
+        packets: u64,
+    },
+    #[error("packet {packet}, record at byte {offset}: {reason}")]
+    BadRecord {
+        packet: u64,
+        offset: u64,
+        reason: String,
+    },
+    #[error("pcapng block {block} at byte {offset}: {reason}")]
+    BadBlock {
+        block: u64,
+        offset: u64,
+        reason: String,
+    },
+}
