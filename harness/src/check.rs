@@ -185,8 +185,9 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
     Some(starts)
 }
 
-/// Where a run's teardown begins: the first unregistration, and what its
-/// phone sent just before it.
+/// Where a run's teardown begins: the burst of messages, without a quiet
+/// time as long as the settle window, that holds the first unregistration
+/// (the live run starts its teardown once the last stage has settled).
 fn teardown_start(records: &[Record], after: usize) -> usize {
     let unregister = |r: &Record| {
         r.direction == Direction::Sent
@@ -194,22 +195,17 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
                 m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
             })
     };
-    let Some(first) = (after..records.len()).find(|&i| unregister(&records[i])) else {
+    let Some(mut start) = (after..records.len()).find(|&i| unregister(&records[i])) else {
         return records.len();
     };
-    let mut start = first;
-    while start > after {
-        let prev = &records[start - 1];
-        let close = records[first]
+    while start > after
+        && records[start]
             .at
-            .duration_since(prev.at)
+            .duration_since(records[start - 1].at)
             .unwrap_or_default()
-            < QUIET;
-        if prev.agent == records[first].agent && prev.direction == Direction::Sent && close {
-            start -= 1;
-        } else {
-            break;
-        }
+            < QUIET
+    {
+        start -= 1;
     }
     start
 }
