@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use scacheck::case::Case;
 use scacheck::reference::Fault;
 use scacheck::report;
-use scacheck::run::{run_all, Prepared, RunOptions, Target};
+use scacheck::run::{run_all_reporting, Prepared, RunOptions, Target};
 use scacheck::sip::Transport;
 use scacheck::target::Profile;
 use scacheck::topology::Topology;
@@ -97,6 +97,10 @@ struct RunArgs {
     /// Start the embedded server with a seeded defect (see `scacheck faults`).
     #[arg(long, value_name = "NAME")]
     fault: Option<String>,
+    /// Also stream one JSON object per finished case to this file (`-`:
+    /// standard output; the console lines then go to standard error).
+    #[arg(long, value_name = "PATH")]
+    json_lines: Option<PathBuf>,
     /// The transport the user agents use (default: udp, or the profile's).
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
@@ -334,15 +338,45 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    println!("target: {described} ({transport})");
-    let results = runtime.block_on(run_all(&prepared, &topology, opts));
-    for r in &results {
-        println!("{}", report::console_line(r));
+    // With the JSON stream on standard output, the console goes to stderr.
+    let to_stderr = args
+        .json_lines
+        .as_ref()
+        .is_some_and(|p| p.as_os_str() == "-");
+    let say = |line: String| {
+        if to_stderr {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    say(format!("target: {described} ({transport})"));
+    let mut stream: Option<Box<dyn std::io::Write>> = match &args.json_lines {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+    };
+    let mut stream_error = None;
+    let results = runtime.block_on(run_all_reporting(&prepared, &topology, opts, |r| {
+        say(report::console_line(r));
+        if let Some(out) = stream.as_mut() {
+            if let Err(e) = out
+                .write_all(report::json_line(r).as_bytes())
+                .and_then(|_| out.flush())
+            {
+                stream_error.get_or_insert(e);
+            }
+        }
+    }));
+    if let Some(e) = stream_error {
+        return Err(e).context("writing the JSON-lines stream");
     }
-    println!("{}", report::console_summary(&results));
+    say(report::console_summary(&results));
     report::write(&dir, &name, &described, &results)
         .with_context(|| format!("writing the report to {}", dir.display()))?;
-    println!("report: {}", dir.display());
+    say(format!("report: {}", dir.display()));
     Ok(results.iter().all(|r| r.verdict.expected()))
 }
 

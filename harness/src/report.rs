@@ -89,29 +89,81 @@ struct Summary<'a> {
     totals: BTreeMap<&'static str, usize>,
 }
 
-/// The `summary.json` document.
-pub fn summary_json(name: &str, target: &str, results: &[CaseResult]) -> String {
-    let cases = results
-        .iter()
-        .map(|r| SummaryCase {
+impl<'a> SummaryCase<'a> {
+    /// A case as every machine-readable output states it.
+    fn of(r: &'a CaseResult) -> SummaryCase<'a> {
+        SummaryCase {
             id: case_key(r),
             title: &r.title,
             transport: r.transport.to_string(),
             verdict: r.verdict,
             duration_ms: r.duration.as_millis(),
-            first_divergence: r.first_divergence().map(ToString::to_string),
+            first_divergence: r.headline_divergence(),
             error: r.error.as_deref(),
             problems: r.problems.iter().map(|p| p.what.as_str()).collect(),
             notes: &r.notes,
-        })
-        .collect();
+        }
+    }
+}
+
+/// The `summary.json` document.
+pub fn summary_json(name: &str, target: &str, results: &[CaseResult]) -> String {
     let s = Summary {
         name,
         target,
-        cases,
+        cases: results.iter().map(SummaryCase::of).collect(),
         totals: totals(results),
     };
     serde_json::to_string_pretty(&s).unwrap_or_default() + "\n"
+}
+
+/// One line of the JSON-lines stream (`--json-lines`): a finished case, with
+/// the same fields as in summary.json.
+pub fn json_line(r: &CaseResult) -> String {
+    serde_json::to_string(&SummaryCase::of(r)).unwrap_or_default() + "\n"
+}
+
+/// JUnit XML: one test case per case; the first divergence (or why it could
+/// not run) is the failure message, the full findings its text, every SIP
+/// message of the case its system-out. An xfail passes, with its reasons in
+/// system-out; a skipped case is skipped.
+pub fn junit_xml(name: &str, results: &[CaseResult]) -> String {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new(format!("scacheck {name}"));
+    for r in results {
+        let status = match r.verdict {
+            Verdict::Pass | Verdict::Xfail => TestCaseStatus::success(),
+            Verdict::Skipped => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(r.notes.join("; "));
+                s
+            }
+            Verdict::Fail | Verdict::Xpass | Verdict::Inconclusive => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                let message = match r.verdict {
+                    Verdict::Xpass => r.notes.join("; "),
+                    _ => r.headline().unwrap_or_default(),
+                };
+                s.set_message(message)
+                    .set_type(r.verdict.as_str())
+                    .set_description(case_text(r));
+                s
+            }
+        };
+        let mut case = TestCase::new(case_key(r), status);
+        case.set_classname(format!("scacheck.{name}"))
+            .set_time(r.duration);
+        let mut out = String::new();
+        for note in &r.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out.push_str(&sip_text(r));
+        case.set_system_out(out);
+        suite.add_test_case(case);
+    }
+    let mut report = Report::new("scacheck");
+    report.add_test_suite(suite);
+    report.to_string().unwrap_or_default()
 }
 
 /// The full text of a case's findings: divergence, per-channel diffs,
@@ -271,6 +323,7 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
         dir.join("summary.json"),
         summary_json(name, target, results),
     )?;
+    std::fs::write(dir.join("junit.xml"), junit_xml(name, results))?;
     for r in results {
         let key = case_key(r);
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;

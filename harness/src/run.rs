@@ -212,10 +212,15 @@ impl CaseResult {
             .or_else(|| all().next())
     }
 
+    /// The first divergence as every output writes it.
+    pub fn headline_divergence(&self) -> Option<String> {
+        self.first_divergence().map(ToString::to_string)
+    }
+
     /// One line saying why the case did not pass.
     pub fn headline(&self) -> Option<String> {
-        if let Some(d) = self.first_divergence() {
-            return Some(d.to_string());
+        if let Some(d) = self.headline_divergence() {
+            return Some(d);
         }
         if let Some(e) = &self.error {
             return Some(e.clone());
@@ -227,10 +232,23 @@ impl CaseResult {
 /// Runs every case concurrently (each has its own target and agents) and
 /// returns the results in input order.
 pub async fn run_all(cases: &[Prepared], topology: &Topology, opts: RunOptions) -> Vec<CaseResult> {
+    run_all_reporting(cases, topology, opts, |_| {}).await
+}
+
+/// [`run_all`], calling `done` with each case as it finishes (in finishing
+/// order), for a stream of results.
+pub async fn run_all_reporting(
+    cases: &[Prepared],
+    topology: &Topology,
+    opts: RunOptions,
+    mut done: impl FnMut(&CaseResult),
+) -> Vec<CaseResult> {
     if let Target::Remote(_) = opts.target {
         let mut out = Vec::with_capacity(cases.len());
         for p in cases {
-            out.push(run_case(p, topology, opts.clone()).await);
+            let r = run_case(p, topology, opts.clone()).await;
+            done(&r);
+            out.push(r);
         }
         return out;
     }
@@ -242,7 +260,10 @@ pub async fn run_all(cases: &[Prepared], topology: &Topology, opts: RunOptions) 
     let mut out: Vec<Option<CaseResult>> = vec![None; cases.len()];
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((i, r)) => out[i] = Some(r),
+            Ok((i, r)) => {
+                done(&r);
+                out[i] = Some(r);
+            }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }

@@ -226,3 +226,53 @@ fn pcap_check_refuses_garbage_with_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn junit_json_lines_and_summary_say_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.jsonl");
+    let out = scacheck(&[
+        "run",
+        "--fault",
+        "no-onhook",
+        "--cases",
+        "terminated",
+        "--json-lines",
+        stream.to_str().unwrap(),
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let case = &summary["cases"][0];
+    let divergence = case["first_divergence"].as_str().unwrap();
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&stream)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(&line, case, "the stream's object is summary.json's");
+    assert!(
+        text(&out.stdout).contains(divergence),
+        "the console names the same divergence"
+    );
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    let escaped = divergence
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert!(
+        junit.contains(&format!("<failure message=\"{escaped}\" type=\"fail\">")),
+        "{junit}"
+    );
+    assert!(junit.contains("<testcase name=\"terminated-by-caller\""));
+    assert!(
+        junit.contains("<system-out>#0 "),
+        "the SIP ladder is the system-out"
+    );
+}
