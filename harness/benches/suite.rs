@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use scacheck::case::Case;
 use scacheck::run::{run_all, Prepared, RunOptions, Verdict};
 use scacheck::sip::Transport;
 use scacheck::topology::Topology;
@@ -15,14 +14,12 @@ const ROUNDS: usize = 20;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let topology = Topology::reference();
-    let prepared: Vec<Prepared> = Case::load_dir(&root.join("cases"), &topology)
-        .and_then(|cases| {
-            cases
-                .into_iter()
-                .map(|c| Prepared::new(c, &root.join("fixtures/golden"), &topology))
-                .collect()
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let prepared = Prepared::load_suite(
+        &root.join("cases"),
+        &root.join("fixtures/golden"),
+        &topology,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     println!(
         "suite: {} cases on the embedded target, {ROUNDS} rounds per transport",

@@ -219,22 +219,8 @@ pub fn check(
     starts: &[usize],
     deviations: &[Deviation],
 ) -> CaseResult {
-    let members: Vec<String> = p
-        .case
-        .parties
-        .iter()
-        .filter(|d| topology.line_of(d).is_some())
-        .cloned()
-        .collect();
-    let lines = members
-        .iter()
-        .filter_map(|m| topology.line_of(m).map(|l| (m.clone(), l.number.clone())))
-        .collect();
-    let mut tlib = SipTlibDeriver::new(
-        &p.case.parties,
-        dn_of_user.clone().into_iter().collect(),
-        lines,
-    );
+    let members = topology.members_among(&p.case.parties);
+    let mut tlib = SipTlibDeriver::for_case(&p.case.parties, topology, dn_of_user);
     let source: Observability = tlib.observability();
     let mut wire = WireDeriver::new(&members);
     let end = teardown_start(&records, starts.last().copied().unwrap_or(0));

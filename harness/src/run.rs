@@ -106,6 +106,19 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Every case of a cases directory with its golden files, or the first
+    /// error in any of them.
+    pub fn load_suite(
+        cases_dir: &Path,
+        golden_root: &Path,
+        topology: &Topology,
+    ) -> Result<Vec<Prepared>, InputError> {
+        Case::load_dir(cases_dir, topology)?
+            .into_iter()
+            .map(|c| Prepared::new(c, golden_root, topology))
+            .collect()
+    }
+
     pub fn new(
         case: Case,
         golden_root: &Path,
@@ -298,17 +311,7 @@ fn source(p: &Prepared, topology: &Topology, target: &Target) -> Observability {
 /// The deriver of T-Library events from the phones' SIP, for a target with
 /// no event feed.
 fn sip_deriver(p: &Prepared, topology: &Topology, profile: &Profile) -> SipTlibDeriver {
-    let lines = p
-        .case
-        .parties
-        .iter()
-        .filter_map(|m| topology.line_of(m).map(|l| (m.clone(), l.number.clone())))
-        .collect();
-    SipTlibDeriver::new(
-        &p.case.parties,
-        profile.dn_of_user(topology).into_iter().collect(),
-        lines,
-    )
+    SipTlibDeriver::for_case(&p.case.parties, topology, &profile.dn_of_user(topology))
 }
 
 pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> CaseResult {
@@ -580,13 +583,7 @@ async fn start(
     // The derived layers come from the phones' messages as they are
     // recorded, so they land in the same log, in the same order, as a
     // server's own events.
-    let members: Vec<String> = p
-        .case
-        .parties
-        .iter()
-        .filter(|d| topology.line_of(d).is_some())
-        .cloned()
-        .collect();
+    let members = topology.members_among(&p.case.parties);
     let mut wire = WireDeriver::new(&members);
     let mut tlib = match &opts.target {
         Target::Remote(profile) => Some(sip_deriver(p, topology, profile)),

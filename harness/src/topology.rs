@@ -50,6 +50,23 @@ impl Topology {
             .find(|l| l.members.iter().any(|m| m == dn))
     }
 
+    /// The shared-line phones among `parties`, in their order.
+    pub fn members_among(&self, parties: &[String]) -> Vec<String> {
+        parties
+            .iter()
+            .filter(|d| self.line_of(d).is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Each shared-line phone among `parties` with its line's number.
+    pub fn lines_of(&self, parties: &[String]) -> std::collections::HashMap<String, String> {
+        parties
+            .iter()
+            .filter_map(|d| self.line_of(d).map(|l| (d.clone(), l.number.clone())))
+            .collect()
+    }
+
     /// The shared line whose number is `number`.
     pub fn line(&self, number: &str) -> Option<&Line> {
         self.lines.iter().find(|l| l.number == number)

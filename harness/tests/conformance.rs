@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use libtest_mimic::{Arguments, Trial};
-use scacheck::case::Case;
 use scacheck::report;
 use scacheck::run::{run_case, Prepared, RunOptions, Verdict};
 use scacheck::sip::Transport;
@@ -14,11 +13,14 @@ use scacheck::topology::Topology;
 fn trials() -> Result<Vec<Trial>, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let topology = Topology::reference();
-    let cases = Case::load_dir(&root.join("cases"), &topology).map_err(|e| e.to_string())?;
+    let suite = Prepared::load_suite(
+        &root.join("cases"),
+        &root.join("fixtures/golden"),
+        &topology,
+    )
+    .map_err(|e| e.to_string())?;
     let mut trials = Vec::new();
-    for case in cases {
-        let prepared = Prepared::new(case, &root.join("fixtures/golden"), &topology)
-            .map_err(|e| e.to_string())?;
+    for prepared in suite {
         for transport in [Transport::Udp, Transport::Tcp] {
             let name = match transport {
                 Transport::Udp => prepared.case.id.clone(),

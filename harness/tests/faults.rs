@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use scacheck::case::Case;
 use scacheck::reference::Fault;
 use scacheck::report;
 use scacheck::run::{run_all, CaseResult, Prepared, RunOptions, Target, Verdict};
@@ -199,12 +198,13 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
 fn prepared() -> (Vec<Prepared>, Topology) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let topology = Topology::reference();
-    let cases = Case::load_dir(&root.join("cases"), &topology).unwrap();
-    let prepared = cases
-        .into_iter()
-        .map(|c| Prepared::new(c, &root.join("fixtures/golden"), &topology).unwrap())
-        .collect();
-    (prepared, topology)
+    let suite = Prepared::load_suite(
+        &root.join("cases"),
+        &root.join("fixtures/golden"),
+        &topology,
+    )
+    .unwrap();
+    (suite, topology)
 }
 
 #[test]

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use scacheck::case::Case;
 use scacheck::check::{check, endpoints, records, stage_starts};
 use scacheck::model::Channel;
 use scacheck::pcap::{packets_from_records, write_packets, Packet, Reader};
@@ -14,12 +13,13 @@ use scacheck::topology::Topology;
 fn prepared() -> (Vec<Prepared>, Topology) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let topology = Topology::reference();
-    let cases = Case::load_dir(&root.join("cases"), &topology).unwrap();
-    let prepared = cases
-        .into_iter()
-        .map(|c| Prepared::new(c, &root.join("fixtures/golden"), &topology).unwrap())
-        .collect();
-    (prepared, topology)
+    let suite = Prepared::load_suite(
+        &root.join("cases"),
+        &root.join("fixtures/golden"),
+        &topology,
+    )
+    .unwrap();
+    (suite, topology)
 }
 
 fn round_trip(transport: scacheck::sip::Transport) {

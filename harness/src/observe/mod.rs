@@ -13,6 +13,17 @@ use tokio::sync::watch;
 
 use crate::model::{Attr, Channel, Event, EventName, KnownEvent};
 
+/// Where a SIP-derived event came from: the message's start line and the
+/// header the event was read from.
+pub(crate) fn provenance(msg: &crate::sip::Message, header: &str) -> String {
+    let values: Vec<&str> = msg.headers(header).collect();
+    if values.is_empty() {
+        msg.start_line().to_string()
+    } else {
+        format!("{} | {header}: {}", msg.start_line(), values.join(", "))
+    }
+}
+
 /// One event as a source delivered it.
 #[derive(Debug, Clone)]
 pub struct Observation {

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Observability, Observation};
+use super::{provenance, Observability, Observation};
 use crate::model::{Attr, Channel, Event, KnownEvent, Value};
 use crate::sip::headers::{appearances, AppearanceIndex};
 use crate::sip::transport::{Direction, Record};
@@ -85,6 +85,20 @@ impl SipTlibDeriver {
             agents,
             dn_of_user,
         }
+    }
+
+    /// The deriver for a case's parties on a topology, with `dn_of_user`
+    /// from the target (see [`crate::target::dn_of_user`]).
+    pub fn for_case(
+        parties: &[String],
+        topology: &crate::topology::Topology,
+        dn_of_user: &std::collections::BTreeMap<String, String>,
+    ) -> SipTlibDeriver {
+        SipTlibDeriver::new(
+            parties,
+            dn_of_user.clone().into_iter().collect(),
+            topology.lines_of(parties),
+        )
     }
 
     /// Takes one record (in recording order) and returns the T-Library
@@ -548,16 +562,6 @@ fn offers_hold(msg: &Message) -> Option<bool> {
             || line.eq_ignore_ascii_case("a=inactive")
             || line.eq_ignore_ascii_case("c=IN IP4 0.0.0.0")
     }))
-}
-
-/// The start line and the header that the event was read from.
-fn provenance(msg: &Message, header: &str) -> String {
-    let values: Vec<&str> = msg.headers(header).collect();
-    if values.is_empty() {
-        msg.start_line().to_string()
-    } else {
-        format!("{} | {header}: {}", msg.start_line(), values.join(", "))
-    }
 }
 
 #[cfg(test)]

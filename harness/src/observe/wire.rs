@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::Observation;
+use super::{provenance, Observation};
 use crate::model::{ApState, Attr, Channel, Event, KnownEvent, Value};
 use crate::sip::headers::{
     appearances, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
@@ -314,16 +314,6 @@ fn reason_text(msg: &Message) -> Option<String> {
     msg.headers("Reason")
         .flat_map(split_list)
         .find_map(|r| Reason::parse(&r)?.text)
-}
-
-/// The start line and the header that the event was read from.
-fn provenance(msg: &Message, header: &str) -> String {
-    let values: Vec<&str> = msg.headers(header).collect();
-    if values.is_empty() {
-        msg.start_line().to_string()
-    } else {
-        format!("{} | {header}: {}", msg.start_line(), values.join(", "))
-    }
 }
 
 #[cfg(test)]
