@@ -4,13 +4,14 @@
 //! holding the offending raw message); and every case must be caught by at
 //! least one fault.
 
+mod common;
+use common::suite;
+
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use scacheck::reference::Fault;
 use scacheck::report;
-use scacheck::run::{run_all, CaseResult, Prepared, RunOptions, Target, Verdict};
-use scacheck::topology::Topology;
+use scacheck::run::{run_all, CaseResult, RunOptions, Target, Verdict};
 
 /// How a fault must show in one case.
 #[derive(Clone)]
@@ -195,18 +196,6 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
     ]
 }
 
-fn prepared() -> (Vec<Prepared>, Topology) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let topology = Topology::reference();
-    let suite = Prepared::load_suite(
-        &root.join("cases"),
-        &root.join("fixtures/golden"),
-        &topology,
-    )
-    .unwrap();
-    (suite, topology)
-}
-
 #[test]
 fn every_fault_and_every_case_is_in_the_table() {
     let table = table();
@@ -216,7 +205,7 @@ fn every_fault_and_every_case_is_in_the_table() {
             "fault {f} has no expectation in the table"
         );
     }
-    let (prepared, _) = prepared();
+    let (prepared, _) = suite();
     let caught: BTreeSet<&str> = table
         .iter()
         .flat_map(|(_, cs)| {
@@ -293,7 +282,7 @@ fn check(fault: Fault, catches: &[(&str, Catch)], results: &[CaseResult]) -> Vec
 
 #[test]
 fn each_fault_fails_exactly_the_cases_that_cover_it() {
-    let (prepared, topology) = prepared();
+    let (prepared, topology) = suite();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runs = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();

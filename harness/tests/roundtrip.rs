@@ -1,29 +1,18 @@
 //! A capture of a live run, checked as a capture, must give the same
 //! derived events, stage by stage, and the same verdict as the run itself.
 
+mod common;
+use common::suite;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use scacheck::check::{check, endpoints, records, stage_starts};
 use scacheck::model::Channel;
 use scacheck::pcap::{packets_from_records, write_packets, Packet, Reader};
-use scacheck::run::{run_all, Prepared, RunOptions};
-use scacheck::topology::Topology;
-
-fn prepared() -> (Vec<Prepared>, Topology) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let topology = Topology::reference();
-    let suite = Prepared::load_suite(
-        &root.join("cases"),
-        &root.join("fixtures/golden"),
-        &topology,
-    )
-    .unwrap();
-    (suite, topology)
-}
+use scacheck::run::{run_all, RunOptions};
 
 fn round_trip(transport: scacheck::sip::Transport) {
-    let (prepared, topology) = prepared();
+    let (prepared, topology) = suite();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let live = rt.block_on(run_all(
         &prepared,
