@@ -51,12 +51,21 @@ fn round_trip(transport: scacheck::sip::Transport) {
             continue;
         };
         let checked = check(p, recs, &topology, &identities, &starts, &[]);
-        let wire = |events: &[(String, scacheck::observe::Observation)]| -> Vec<String> {
-            events
+        // Channel by channel, as the diff compares: order across channels
+        // (two phones' messages) is not part of the verdict.
+        let wire = |events: &[(String, scacheck::observe::Observation)]| {
+            let mut by_channel: std::collections::BTreeMap<(String, String), Vec<String>> =
+                Default::default();
+            for (s, o) in events
                 .iter()
                 .filter(|(s, o)| s != "setup" && matches!(o.channel, Channel::Wire(_)))
-                .map(|(s, o)| format!("[{s}] {} {}", o.channel, o.event))
-                .collect()
+            {
+                by_channel
+                    .entry((s.clone(), o.channel.to_string()))
+                    .or_default()
+                    .push(o.event.to_string());
+            }
+            by_channel
         };
         if wire(&run.events) != wire(&checked.events) {
             errors.push(format!(
