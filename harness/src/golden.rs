@@ -76,8 +76,11 @@ impl GoldenStage {
         })?;
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            if path.extension().is_some_and(|x| x == "md") {
-                continue; // readings written beside the files
+            if path
+                .extension()
+                .is_some_and(|x| x == "md" || x == crate::bless::PENDING)
+            {
+                continue; // readings written beside the files; pending goldens
             }
             let stem = path
                 .file_stem()

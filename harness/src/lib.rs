@@ -11,6 +11,7 @@
 //! - [`diff`]: symbolic binding, alignment and unified diffs;
 //! - [`run`]: one case end to end; [`report`]: what a run writes.
 
+pub mod bless;
 pub mod case;
 pub mod check;
 pub mod diff;

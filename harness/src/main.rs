@@ -38,6 +38,28 @@ enum Command {
     /// Captures: check one against a case's golden files.
     #[command(subcommand)]
     Pcap(PcapCommand),
+    /// Pending golden files written by `run --bless`: review, accept, reject.
+    Golden(GoldenArgs),
+}
+
+#[derive(clap::Args)]
+struct GoldenArgs {
+    #[command(subcommand)]
+    action: GoldenAction,
+    #[arg(long, default_value = "cases", global = true)]
+    cases_dir: PathBuf,
+    #[arg(long, default_value = "fixtures/golden", global = true)]
+    golden_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum GoldenAction {
+    /// Show every pending golden file as a diff against the golden it replaces.
+    Review,
+    /// Make pending files the golden files (all, or those of one case's stages).
+    Accept { case: Option<String> },
+    /// Delete pending files (all, or those of one case's stages).
+    Reject { case: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +119,12 @@ struct RunArgs {
     /// Start the embedded server with a seeded defect (see `scacheck faults`).
     #[arg(long, value_name = "NAME")]
     fault: Option<String>,
+    /// Write what failing cases observed as pending golden files
+    /// (`<channel>.jsonl.new`) for `scacheck golden review/accept/reject`;
+    /// a case whose golden directories do not exist yet is recorded.
+    /// Nothing is written when CI is set.
+    #[arg(long)]
+    bless: bool,
     /// Also stream one JSON object per finished case to this file (`-`:
     /// standard output; the console lines then go to standard error).
     #[arg(long, value_name = "PATH")]
@@ -131,6 +159,13 @@ fn main() -> ExitCode {
         },
         Command::Pcap(PcapCommand::Check(args)) => match pcap_check(args) {
             Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("scacheck: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Golden(args) => match golden(args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("scacheck: {e:#}");
                 ExitCode::from(2)
@@ -277,6 +312,57 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     Ok(result.verdict.expected())
 }
 
+/// The pending-golden workflow.
+fn golden(args: GoldenArgs) -> anyhow::Result<()> {
+    use scacheck::bless;
+    let topology = Topology::reference();
+    let case = |id: &Option<String>| -> anyhow::Result<Option<Prepared>> {
+        let Some(id) = id else { return Ok(None) };
+        let c = Case::load_dir(&args.cases_dir, &topology)?
+            .into_iter()
+            .find(|c| &c.id == id)
+            .with_context(|| format!("no case {id:?} in {}", args.cases_dir.display()))?;
+        Ok(Some(Prepared::new_recording(
+            c,
+            &args.golden_dir,
+            &topology,
+        )?))
+    };
+    match &args.action {
+        GoldenAction::Review => {
+            let files = bless::pending(&args.golden_dir);
+            if files.is_empty() {
+                println!(
+                    "no pending golden files under {}",
+                    args.golden_dir.display()
+                );
+            }
+            for f in files {
+                print!("{}", bless::review(&f));
+            }
+        }
+        GoldenAction::Accept { case: id } | GoldenAction::Reject { case: id } => {
+            anyhow::ensure!(
+                !bless::in_ci(),
+                "CI is set: golden files are not changed in CI"
+            );
+            let accept = matches!(args.action, GoldenAction::Accept { .. });
+            for f in bless::selected(&args.golden_dir, case(id)?.as_ref()) {
+                if accept {
+                    std::fs::rename(&f, bless::target_of(&f))
+                        .with_context(|| format!("accepting {}", f.display()))?;
+                    println!("accepted {}", bless::target_of(&f).display());
+                } else {
+                    std::fs::remove_file(&f)
+                        .with_context(|| format!("rejecting {}", f.display()))?;
+                    println!("rejected {}", f.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Returns whether every case passed; an error is bad input or usage.
 fn run(args: RunArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
@@ -317,7 +403,13 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     );
     let prepared: Vec<Prepared> = cases
         .into_iter()
-        .map(|c| Prepared::new(c, &args.golden_dir, &topology))
+        .map(|c| {
+            if args.bless {
+                Prepared::new_recording(c, &args.golden_dir, &topology)
+            } else {
+                Prepared::new(c, &args.golden_dir, &topology)
+            }
+        })
         .collect::<Result<_, _>>()?;
     let transport = match args.transport {
         Some(TransportArg::Tcp) => Transport::Tcp,
@@ -377,6 +469,23 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     report::write(&dir, &name, &described, &results)
         .with_context(|| format!("writing the report to {}", dir.display()))?;
     say(format!("report: {}", dir.display()));
+    if args.bless {
+        if scacheck::bless::in_ci() {
+            say("--bless: CI is set, no golden file written".into());
+        } else {
+            for (p, r) in prepared.iter().zip(&results) {
+                for f in scacheck::bless::bless(p, r, &args.golden_dir)
+                    .with_context(|| format!("blessing {}", r.id))?
+                {
+                    say(format!("pending: {}", f.display()));
+                }
+            }
+            say(
+                "review with `scacheck golden review`, then `scacheck golden accept` or `reject`"
+                    .into(),
+            );
+        }
+    }
     Ok(results.iter().all(|r| r.verdict.expected()))
 }
 

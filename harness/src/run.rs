@@ -106,6 +106,33 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// For recording: a stage whose golden directory does not exist yet
+    /// expects nothing on every channel, so that a run shows (and `--bless`
+    /// writes) everything it observes.
+    pub fn new_recording(
+        case: Case,
+        golden_root: &Path,
+        topology: &Topology,
+    ) -> Result<Prepared, InputError> {
+        let golden = case
+            .stages
+            .iter()
+            .map(|s| {
+                let dir = golden_root.join(&s.golden);
+                if dir.exists() {
+                    GoldenStage::load(golden_root, &s.golden, &case.parties, topology)
+                } else {
+                    let channels = crate::golden::channels(&case.parties, topology)
+                        .into_iter()
+                        .map(|c| (c, crate::golden::Expectation::Events(Vec::new())))
+                        .collect();
+                    Ok(GoldenStage { dir, channels })
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Prepared { case, golden })
+    }
+
     /// Every case of a cases directory with its golden files, or the first
     /// error in any of them.
     pub fn load_suite(

@@ -276,3 +276,126 @@ fn junit_json_lines_and_summary_say_the_same() {
         "the SIP ladder is the system-out"
     );
 }
+
+fn scacheck_env(args: &[&str], ci: bool) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scacheck"));
+    cmd.args(args).current_dir(root());
+    if ci {
+        cmd.env("CI", "true");
+    } else {
+        cmd.env_remove("CI");
+    }
+    cmd.output().expect("scacheck runs")
+}
+
+#[test]
+fn bless_then_accept_turns_a_failing_run_into_a_passing_one_but_never_in_ci() {
+    let good = std::fs::read_to_string(root().join("fixtures/golden/inbound-alerting/60970.jsonl"))
+        .unwrap();
+    let (dir, cases, golden) = broken_tree(
+        "golden/inbound-alerting/60970.jsonl",
+        &good.replace("Covered", "Ok"),
+    );
+    let report = dir.path().join("r");
+    let paths = [
+        "--cases-dir",
+        cases.to_str().unwrap(),
+        "--golden-dir",
+        golden.to_str().unwrap(),
+    ];
+    let run = |extra: &[&str], ci: bool| {
+        let mut args = vec![
+            "run",
+            "--cases",
+            "inbound-alerting",
+            "--report-dir",
+            report.to_str().unwrap(),
+        ];
+        args.extend(paths);
+        args.extend(extra);
+        scacheck_env(&args, ci)
+    };
+    let pending = golden.join("inbound-alerting/60970.jsonl.new");
+
+    // In CI nothing is written, and nothing can be accepted.
+    assert_eq!(run(&["--bless"], true).status.code(), Some(1));
+    assert!(!pending.exists(), "CI writes no golden file");
+
+    let out = run(&["--bless"], false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(pending.exists(), "{}", text(&out.stdout));
+    let mut review = vec!["golden", "review"];
+    review.extend(paths);
+    let shown = text(&scacheck_env(&review, false).stdout);
+    assert!(
+        shown.contains("-{\"event\": \"EventRinging\"")
+            && shown.contains("\"CallState\": \"Covered\""),
+        "{shown}"
+    );
+    let mut accept = vec!["golden", "accept", "inbound-alerting"];
+    accept.extend(paths);
+    assert_eq!(
+        scacheck_env(&accept, true).status.code(),
+        Some(2),
+        "no accepting in CI"
+    );
+    assert_eq!(scacheck_env(&accept, false).status.code(), Some(0));
+    assert!(!pending.exists());
+    assert_eq!(
+        run(&[], false).status.code(),
+        Some(0),
+        "the accepted golden passes"
+    );
+}
+
+#[test]
+fn a_new_case_is_recorded_in_one_command() {
+    let case = "title = \"recorded\"\nparties = [\"60972\", \"60970\", \"60970_2\"]\n[[stage]]\nname = \"alerting\"\ncovers = \"1.1\"\ngolden = \"recorded-alerting\"\nsteps = [{ actor = \"60972\", action = \"call\", to = \"60970\" }]\n";
+    let (dir, cases, golden) = broken_tree("cases/recorded.toml", case);
+    let report = dir.path().join("r");
+    let paths = [
+        "--cases-dir",
+        cases.to_str().unwrap(),
+        "--golden-dir",
+        golden.to_str().unwrap(),
+    ];
+    let mut record = vec![
+        "run",
+        "--cases",
+        "recorded",
+        "--bless",
+        "--report-dir",
+        report.to_str().unwrap(),
+    ];
+    record.extend(paths);
+    let out = scacheck_env(&record, false);
+    assert!(
+        golden
+            .join("recorded-alerting/monitoring.jsonl.new")
+            .exists(),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(golden
+        .join("recorded-alerting/sca.60970_2.jsonl.new")
+        .exists());
+    let mut accept = vec!["golden", "accept"];
+    accept.extend(paths);
+    assert_eq!(scacheck_env(&accept, false).status.code(), Some(0));
+    let mut again = vec![
+        "run",
+        "--cases",
+        "recorded",
+        "--report-dir",
+        report.to_str().unwrap(),
+    ];
+    again.extend(paths);
+    let out = scacheck_env(&again, false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

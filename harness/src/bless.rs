@@ -1,0 +1,203 @@
+//! The bless workflow, after insta's: a failing run can write what it
+//! observed as pending golden files (`<channel>.jsonl.new` beside the
+//! golden), which a person reviews as diffs and then accepts or rejects.
+//! Nothing is written when `CI` is set: CI judges goldens, it never makes
+//! them.
+
+use std::path::{Path, PathBuf};
+
+use similar::TextDiff;
+
+use crate::golden::SYMBOL_PREFIX;
+use crate::model::{Event, IdSpace, Kind, Strictness, Value};
+use crate::run::{CaseResult, Prepared, Verdict};
+
+/// The suffix of a pending golden file.
+pub const PENDING: &str = "new";
+
+/// Is this a CI run (the `CI` environment variable set and not "false")?
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Observed lines (golden form, bound identifiers already shown as their
+/// symbols) as golden lines: identifiers never bound get fresh symbols, so
+/// the file loads as a golden file.
+fn symbolised(lines: &[String]) -> String {
+    let mut fresh: Vec<(IdSpace, String, String)> = Vec::new();
+    let mut out = String::new();
+    for line in lines {
+        let parsed = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line)
+            .ok()
+            .and_then(|obj| Event::from_json(&obj, Strictness::Lenient, &[]).ok());
+        let Some((mut event, _)) = parsed else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        for (attr, value) in event.attrs.iter_mut() {
+            let (Kind::Id(space), Value::Id(literal)) = (attr.kind(), &*value) else {
+                continue;
+            };
+            if literal.starts_with(SYMBOL_PREFIX) {
+                continue;
+            }
+            let symbol = match fresh.iter().find(|(s, l, _)| *s == space && l == literal) {
+                Some((_, _, symbol)) => symbol.clone(),
+                None => {
+                    let prefix = match space {
+                        IdSpace::ConnId => "conn",
+                        IdSpace::PartyId => "party",
+                    };
+                    let symbol = format!(
+                        "{SYMBOL_PREFIX}{prefix}{}",
+                        fresh.iter().filter(|(s, _, _)| *s == space).count() + 1
+                    );
+                    fresh.push((space, literal.clone(), symbol.clone()));
+                    symbol
+                }
+            };
+            *value = Value::Id(symbol);
+        }
+        out.push_str(&event.to_json_line());
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes pending golden files for a failing case: one per channel that
+/// differed, holding what was observed. Returns the files written.
+pub fn bless(
+    p: &Prepared,
+    result: &CaseResult,
+    golden_root: &Path,
+) -> std::io::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let recording = p
+        .case
+        .stages
+        .iter()
+        .any(|s| !golden_root.join(&s.golden).exists());
+    if result.verdict != Verdict::Fail && !recording {
+        return Ok(written);
+    }
+    for (stage, outcome) in p.case.stages.iter().zip(&result.stages) {
+        let dir = golden_root.join(&stage.golden);
+        // A channel that differed, or one a new stage has no file for yet
+        // (recording a new case writes every channel, empty ones too).
+        let wanted = outcome
+            .channels
+            .iter()
+            .filter(|c| c.diff.is_some() || !dir.join(format!("{}.jsonl", c.channel)).exists());
+        for channel in wanted {
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("{}.jsonl.{PENDING}", channel.channel));
+            std::fs::write(&path, symbolised(&channel.observed))?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
+/// Every pending golden file under `golden_root`, sorted.
+pub fn pending(golden_root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(golden_root) else {
+        return out;
+    };
+    for dir in dirs
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+    {
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        out.extend(
+            files
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == PENDING)),
+        );
+    }
+    out.sort();
+    out
+}
+
+/// The golden file a pending file would replace.
+pub fn target_of(pending: &Path) -> PathBuf {
+    pending.with_extension("")
+}
+
+/// A pending file as a unified diff against the golden it would replace.
+pub fn review(pending: &Path) -> String {
+    let target = target_of(pending);
+    let old = std::fs::read_to_string(&target).unwrap_or_default();
+    let new = std::fs::read_to_string(pending).unwrap_or_default();
+    TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &target.display().to_string(),
+            &pending.display().to_string(),
+        )
+        .to_string()
+}
+
+/// The pending files of the golden directories `case` uses (all, if None).
+pub fn selected(golden_root: &Path, case: Option<&Prepared>) -> Vec<PathBuf> {
+    pending(golden_root)
+        .into_iter()
+        .filter(|f| {
+            case.is_none_or(|p| {
+                p.case
+                    .stages
+                    .iter()
+                    .any(|s| f.parent() == Some(&golden_root.join(&s.golden)))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unbound_identifiers_get_fresh_symbols_and_bound_ones_stay() {
+        let lines = [
+            r#"{"event": "EventCallCreated", "ConnID": "00ab"}"#.to_string(),
+            r#"{"event": "EventCallPartyAdded", "ConnID": "00ab", "PartyID": "$p60972"}"#
+                .to_string(),
+            r#"{"event": "EventCallPartyAdded", "ConnID": "00ab", "PartyID": "7"}"#.to_string(),
+        ];
+        assert_eq!(
+            symbolised(&lines),
+            "{\"event\": \"EventCallCreated\", \"ConnID\": \"$conn1\"}\n\
+             {\"event\": \"EventCallPartyAdded\", \"ConnID\": \"$conn1\", \"PartyID\": \"$p60972\"}\n\
+             {\"event\": \"EventCallPartyAdded\", \"ConnID\": \"$conn1\", \"PartyID\": \"$party1\"}\n"
+        );
+    }
+
+    #[test]
+    fn pending_files_are_found_reviewed_and_map_to_their_golden() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("stage");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("60970.jsonl"), "{\"event\": \"EventOnHook\"}\n").unwrap();
+        std::fs::write(
+            dir.join("60970.jsonl.new"),
+            "{\"event\": \"EventOffHook\"}\n",
+        )
+        .unwrap();
+        let found = pending(root.path());
+        assert_eq!(found, vec![dir.join("60970.jsonl.new")]);
+        assert_eq!(target_of(&found[0]), dir.join("60970.jsonl"));
+        let diff = review(&found[0]);
+        assert!(
+            diff.contains("-{\"event\": \"EventOnHook\"}")
+                && diff.contains("+{\"event\": \"EventOffHook\"}"),
+            "{diff}"
+        );
+    }
+}
