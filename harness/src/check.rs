@@ -6,7 +6,8 @@
 //! - **Who is who.** Each phone is known by the endpoints it used: the
 //!   source address of its REGISTER and the address in its Contact. A SIP
 //!   user shared by several DNs (the two phones of a Kamailio line) goes to
-//!   those DNs in topology order, first to register first.
+//!   the DN its User-Agent names (scacheck's phones say `scacheck (DN)`),
+//!   else to those DNs in topology order, first to register first.
 //! - **Where a stage begins.** At the message its first step sends (an
 //!   INVITE for `call`, the 2xx for `answer`, a line-seize SUBSCRIBE for
 //!   `seize`...). A stage without steps begins with the first message that
@@ -53,12 +54,22 @@ pub fn endpoints(
             continue;
         };
         let taken: Vec<&String> = map.values().collect();
-        let Some(dn) = topology.dns().into_iter().find(|dn| {
+        let free = |dn: &&str| {
             identities.get(*dn).map_or(*dn == user, |u| *u == user)
                 && !taken.contains(&&dn.to_string())
-        }) else {
+        };
+        // scacheck's own phones say who they are; other phones sharing a
+        // user get the DNs in topology order, first to register first.
+        let named = msg
+            .header("User-Agent")
+            .and_then(crate::ua::agent::dn_in_user_agent)
+            .filter(|dn| free(dn))
+            .map(str::to_string);
+        let Some(dn) = named.or_else(|| topology.dns().into_iter().find(free).map(str::to_string))
+        else {
             continue;
         };
+        let dn = dn.as_str();
         map.insert(m.src, dn.to_string());
         if let Some(contact) = msg.contact_uri().and_then(|c| contact_addr(&c)) {
             map.entry(contact).or_insert_with(|| dn.to_string());
@@ -294,4 +305,57 @@ pub fn check(
         .collect();
     crate::run::settle_verdict(&mut result, &deviations);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::build::Builder;
+    use std::time::UNIX_EPOCH;
+
+    fn register(from: &str, user: &str, agent: Option<&str>) -> Packet {
+        let src: SocketAddr = from.parse().unwrap();
+        let mut b = Builder::request("REGISTER", "sip:sca.test")
+            .header("Via", &format!("SIP/2.0/UDP {src};branch=z9hG4bK{from}"))
+            .header("From", &format!("<sip:{user}@sca.test>;tag=1"))
+            .header("To", &format!("<sip:{user}@sca.test>"))
+            .header("Call-ID", from)
+            .header("CSeq", "1 REGISTER")
+            .header("Contact", &format!("<sip:{user}@{src}>"));
+        if let Some(a) = agent {
+            b = b.header("User-Agent", a);
+        }
+        Packet {
+            time: UNIX_EPOCH,
+            src,
+            dst: "127.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            raw: b.build(),
+        }
+    }
+
+    #[test]
+    fn phones_sharing_a_user_are_told_apart_by_user_agent_else_by_order() {
+        let topology = Topology::reference();
+        let kamailio: BTreeMap<String, String> =
+            [("60972", "60972"), ("60970", "60970"), ("60970_2", "60970")]
+                .map(|(d, u)| (d.to_string(), u.to_string()))
+                .into();
+        // The second phone registered first, and says so.
+        let named = [
+            register("127.0.0.1:7002", "60970", Some("scacheck (60970_2)")),
+            register("127.0.0.1:7001", "60970", Some("scacheck (60970)")),
+        ];
+        let who = endpoints(&named, &topology, &kamailio);
+        assert_eq!(who[&"127.0.0.1:7002".parse().unwrap()], "60970_2");
+        assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970");
+        // Foreign phones: first to register is the first DN.
+        let plain = [
+            register("127.0.0.1:7002", "60970", None),
+            register("127.0.0.1:7001", "60970", Some("Polycom")),
+        ];
+        let who = endpoints(&plain, &topology, &kamailio);
+        assert_eq!(who[&"127.0.0.1:7002".parse().unwrap()], "60970");
+        assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970_2");
+    }
 }

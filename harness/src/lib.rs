@@ -16,6 +16,7 @@ pub mod case;
 pub mod check;
 pub mod diff;
 pub mod golden;
+pub mod html;
 pub mod input;
 pub mod model;
 pub mod observe;

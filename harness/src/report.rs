@@ -324,6 +324,10 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
         summary_json(name, target, results),
     )?;
     std::fs::write(dir.join("junit.xml"), junit_xml(name, results))?;
+    std::fs::write(
+        dir.join("report.html"),
+        crate::html::report(name, target, results),
+    )?;
     for r in results {
         let key = case_key(r);
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;

@@ -399,3 +399,44 @@ fn a_new_case_is_recorded_in_one_command() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn junit_of_a_failing_run_passes_a_junit_schema_check() {
+    if Command::new("xmllint").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have xmllint (libxml2-utils) for this test"
+        );
+        eprintln!("xmllint is not installed: skipping (apt-get install libxml2-utils)");
+        return;
+    }
+    let schema = root().join("fixtures/junit/junit.xsd");
+    let validate = |file: &Path| {
+        Command::new("xmllint")
+            .arg("--noout")
+            .arg("--schema")
+            .arg(&schema)
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = scacheck(&[
+        "run",
+        "--fault",
+        "barge-refused",
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let junit = dir.path().join("junit.xml");
+    let checked = validate(&junit);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("<failure message=\"stage &quot;barged&quot;"));
+    // The schema bites: a test case without a name is refused.
+    let broken = dir.path().join("broken.xml");
+    std::fs::write(&broken, "<testsuites><testsuite name=\"s\" tests=\"1\"><testcase classname=\"c\"/></testsuite></testsuites>").unwrap();
+    assert!(!validate(&broken).status.success());
+}

@@ -314,6 +314,7 @@ impl Agent {
             .header("CSeq", "1 REGISTER")
             .header("Contact", &self.contact())
             .header("Expires", "3600")
+            .header("User-Agent", &user_agent(&self.cfg.dn))
             .build();
         self.send_to_server(bytes);
     }
@@ -929,6 +930,17 @@ fn confirm(sub: Option<&mut Subscription>, resp: &Message) {
             sub.confirmed = true;
         }
     }
+}
+
+/// Names the phone's DN, so that a capture tells apart the phones of a
+/// line that share one SIP user (`scacheck pcap check` reads it).
+pub fn user_agent(dn: &str) -> String {
+    format!("scacheck ({dn})")
+}
+
+/// The DN a User-Agent written by [`user_agent`] names.
+pub fn dn_in_user_agent(value: &str) -> Option<&str> {
+    value.trim().strip_prefix("scacheck (")?.strip_suffix(')')
 }
 
 /// The SDP direction that answers an offer's.
