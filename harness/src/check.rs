@@ -359,3 +359,59 @@ mod tests {
         assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970_2");
     }
 }
+
+/// Compares a whole run's events, with no stage boundaries (a server log
+/// says when, not why): each channel's expectations of every stage, in
+/// order, against everything the channel received. A channel some stage
+/// leaves unasserted is not compared.
+pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observability) -> CaseResult {
+    use crate::golden::Expectation;
+    let mut channels: Vec<(crate::model::Channel, Expectation)> = Vec::new();
+    for golden in &p.golden {
+        for (channel, expectation) in &golden.channels {
+            let at = match channels.iter().position(|(c, _)| c == channel) {
+                Some(i) => i,
+                None => {
+                    channels.push((channel.clone(), Expectation::Events(Vec::new())));
+                    channels.len() - 1
+                }
+            };
+            match (&mut channels[at].1, expectation) {
+                (Expectation::Unasserted(_), _) => {}
+                (slot, Expectation::Unasserted(why)) => {
+                    *slot = Expectation::Unasserted(why.clone())
+                }
+                (Expectation::Events(all), Expectation::Events(more)) => {
+                    all.extend(more.iter().cloned())
+                }
+            }
+        }
+    }
+    let stage = compare_stage(
+        "log",
+        &channels,
+        &observed,
+        &source,
+        &mut Bindings::default(),
+    );
+    let mut result = CaseResult {
+        id: p.case.id.clone(),
+        title: p.case.title.clone(),
+        transport: Transport::Udp,
+        verdict: Verdict::Pass,
+        duration: Duration::ZERO,
+        stages: vec![stage],
+        error: None,
+        problems: Vec::new(),
+        records: Vec::new(),
+        events: observed
+            .into_iter()
+            .map(|o| ("log".to_string(), o))
+            .collect(),
+        source,
+        notes: Vec::new(),
+        explained: Vec::new(),
+    };
+    crate::run::settle_verdict(&mut result, &[]);
+    result
+}

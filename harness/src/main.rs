@@ -40,6 +40,28 @@ enum Command {
     Pcap(PcapCommand),
     /// Pending golden files written by `run --bless`: review, accept, reject.
     Golden(GoldenArgs),
+    /// Genesys SIP Server / T-Server logs.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Diff the T-Library events of a server log against a case's golden
+    /// files (every stage, in order, channel by channel).
+    Check {
+        /// The log file.
+        file: PathBuf,
+        #[arg(long = "case", value_name = "ID")]
+        case_id: String,
+        #[arg(long, default_value = "cases")]
+        cases_dir: PathBuf,
+        #[arg(long, default_value = "fixtures/golden")]
+        golden_dir: PathBuf,
+        /// Where to write the report (default: reports/<UTC timestamp>/).
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -158,6 +180,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Pcap(PcapCommand::Check(args)) => match pcap_check(args) {
+            Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("scacheck: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Log(LogCommand::Check {
+            file,
+            case_id,
+            cases_dir,
+            golden_dir,
+            report_dir,
+        }) => match log_check(&file, &case_id, &cases_dir, &golden_dir, report_dir) {
             Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
             Err(e) => {
                 eprintln!("scacheck: {e:#}");
@@ -305,6 +340,53 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
         &dir,
         &name,
         &format!("capture {}", args.file.display()),
+        std::slice::from_ref(&result),
+    )
+    .with_context(|| format!("writing the report to {}", dir.display()))?;
+    println!("report: {}", dir.display());
+    Ok(result.verdict.expected())
+}
+
+/// Checks a server log; returns whether its verdict is an expected one.
+fn log_check(
+    file: &std::path::Path,
+    id: &str,
+    cases_dir: &std::path::Path,
+    golden_dir: &std::path::Path,
+    report_dir: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    use scacheck::observe::{tlib_log, Observability};
+    let topology = Topology::reference();
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let (events, skipped) = tlib_log::parse(&String::from_utf8_lossy(&bytes));
+    println!(
+        "log: {} events; skipped {} lines, {} unrouted events, attributes outside the model: {:?}, unreadable values: {:?}",
+        events.len(),
+        skipped.lines,
+        skipped.unrouted,
+        skipped.attributes,
+        skipped.values
+    );
+    let case = Case::load_dir(cases_dir, &topology)?
+        .into_iter()
+        .find(|c| c.id == id)
+        .with_context(|| format!("no case {id:?} in {}", cases_dir.display()))?;
+    let p = Prepared::new(case, golden_dir, &topology)?;
+    let mut source = Observability::everything(&format!("T-Library events in {}", file.display()));
+    // A log holds the T-Library channels, not the SIP wire layer.
+    source.channels = Some(
+        scacheck::golden::channels(&p.case.parties, &topology)
+            .into_iter()
+            .filter(|c| !matches!(c, scacheck::model::Channel::Wire(_)))
+            .collect(),
+    );
+    let result = scacheck::check::check_events(&p, events, source);
+    println!("{}", report::console_line(&result));
+    let dir = report_dir.unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
+    report::write(
+        &dir,
+        "log",
+        &format!("log {}", file.display()),
         std::slice::from_ref(&result),
     )
     .with_context(|| format!("writing the report to {}", dir.display()))?;

@@ -4,6 +4,7 @@
 
 pub mod feed;
 pub mod sip_tlib;
+pub mod tlib_log;
 pub mod wire;
 
 use std::sync::{Arc, Mutex};
