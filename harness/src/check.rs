@@ -307,59 +307,6 @@ pub fn check(
     result
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sip::build::Builder;
-    use std::time::UNIX_EPOCH;
-
-    fn register(from: &str, user: &str, agent: Option<&str>) -> Packet {
-        let src: SocketAddr = from.parse().unwrap();
-        let mut b = Builder::request("REGISTER", "sip:sca.test")
-            .header("Via", &format!("SIP/2.0/UDP {src};branch=z9hG4bK{from}"))
-            .header("From", &format!("<sip:{user}@sca.test>;tag=1"))
-            .header("To", &format!("<sip:{user}@sca.test>"))
-            .header("Call-ID", from)
-            .header("CSeq", "1 REGISTER")
-            .header("Contact", &format!("<sip:{user}@{src}>"));
-        if let Some(a) = agent {
-            b = b.header("User-Agent", a);
-        }
-        Packet {
-            time: UNIX_EPOCH,
-            src,
-            dst: "127.0.0.1:5060".parse().unwrap(),
-            transport: Transport::Udp,
-            raw: b.build(),
-        }
-    }
-
-    #[test]
-    fn phones_sharing_a_user_are_told_apart_by_user_agent_else_by_order() {
-        let topology = Topology::reference();
-        let kamailio: BTreeMap<String, String> =
-            [("60972", "60972"), ("60970", "60970"), ("60970_2", "60970")]
-                .map(|(d, u)| (d.to_string(), u.to_string()))
-                .into();
-        // The second phone registered first, and says so.
-        let named = [
-            register("127.0.0.1:7002", "60970", Some("scacheck (60970_2)")),
-            register("127.0.0.1:7001", "60970", Some("scacheck (60970)")),
-        ];
-        let who = endpoints(&named, &topology, &kamailio);
-        assert_eq!(who[&"127.0.0.1:7002".parse().unwrap()], "60970_2");
-        assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970");
-        // Foreign phones: first to register is the first DN.
-        let plain = [
-            register("127.0.0.1:7002", "60970", None),
-            register("127.0.0.1:7001", "60970", Some("Polycom")),
-        ];
-        let who = endpoints(&plain, &topology, &kamailio);
-        assert_eq!(who[&"127.0.0.1:7002".parse().unwrap()], "60970");
-        assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970_2");
-    }
-}
-
 /// Compares a whole run's events, with no stage boundaries (a server log
 /// says when, not why): each channel's expectations of every stage, in
 /// order, against everything the channel received. A channel some stage
@@ -414,4 +361,57 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
     };
     crate::run::settle_verdict(&mut result, &[]);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::build::Builder;
+    use std::time::UNIX_EPOCH;
+
+    fn register(from: &str, user: &str, agent: Option<&str>) -> Packet {
+        let src: SocketAddr = from.parse().unwrap();
+        let mut b = Builder::request("REGISTER", "sip:sca.test")
+            .header("Via", &format!("SIP/2.0/UDP {src};branch=z9hG4bK{from}"))
+            .header("From", &format!("<sip:{user}@sca.test>;tag=1"))
+            .header("To", &format!("<sip:{user}@sca.test>"))
+            .header("Call-ID", from)
+            .header("CSeq", "1 REGISTER")
+            .header("Contact", &format!("<sip:{user}@{src}>"));
+        if let Some(a) = agent {
+            b = b.header("User-Agent", a);
+        }
+        Packet {
+            time: UNIX_EPOCH,
+            src,
+            dst: "127.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            raw: b.build(),
+        }
+    }
+
+    #[test]
+    fn phones_sharing_a_user_are_told_apart_by_user_agent_else_by_order() {
+        let topology = Topology::reference();
+        let kamailio: BTreeMap<String, String> =
+            [("60972", "60972"), ("60970", "60970"), ("60970_2", "60970")]
+                .map(|(d, u)| (d.to_string(), u.to_string()))
+                .into();
+        // The second phone registered first, and says so.
+        let named = [
+            register("127.0.0.1:7002", "60970", Some("scacheck (60970_2)")),
+            register("127.0.0.1:7001", "60970", Some("scacheck (60970)")),
+        ];
+        let who = endpoints(&named, &topology, &kamailio);
+        assert_eq!(who[&"127.0.0.1:7002".parse().unwrap()], "60970_2");
+        assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970");
+        // Foreign phones: first to register is the first DN.
+        let plain = [
+            register("127.0.0.1:7002", "60970", None),
+            register("127.0.0.1:7001", "60970", Some("Polycom")),
+        ];
+        let who = endpoints(&plain, &topology, &kamailio);
+        assert_eq!(who[&"127.0.0.1:7002".parse().unwrap()], "60970");
+        assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970_2");
+    }
 }
