@@ -196,7 +196,8 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
     Some(starts)
 }
 
-/// Where a run's teardown begins: the burst of messages, without a quiet
+/// Where a run's teardown begins: the first message marked as cleanup
+/// (`X-Scacheck: teardown`), or else the burst of messages, without a quiet
 /// time as long as the settle window, that holds the first unregistration
 /// (the live run starts its teardown once the last stage has settled).
 fn teardown_start(records: &[Record], after: usize) -> usize {
@@ -206,6 +207,17 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
                 m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
             })
     };
+    // scacheck's phones mark their cleanup; for other captures, the burst
+    // rule below.
+    let marked = |r: &Record| {
+        Message::parse(r.raw.clone()).is_ok_and(|m| {
+            m.header("X-Scacheck")
+                .is_some_and(|v| v.trim() == "teardown")
+        })
+    };
+    if let Some(first) = (after..records.len()).find(|&i| marked(&records[i])) {
+        return first;
+    }
     let Some(mut start) = (after..records.len()).find(|&i| unregister(&records[i])) else {
         return records.len();
     };

@@ -358,12 +358,18 @@ impl Agent {
     /// ended, registration removed. On a shared real server this keeps one
     /// case's state from leaking into the next.
     pub fn tear_down(&mut self) {
+        let before = self.out.len();
         while self.cancel().is_ok() {}
         while self.refuse(486).is_ok() {}
         while self.hangup().is_ok() {}
         self.unseize();
         let _ = self.refresh_call_info(0);
         self.unregister();
+        // Marked, so that a capture of the run tells the cleanup from the
+        // last stage whatever the timing.
+        for t in self.out.iter_mut().skip(before) {
+            t.bytes = with_header(&t.bytes, TEARDOWN_HEADER);
+        }
     }
 
     /// SUBSCRIBE to the call-info package of the shared line `line`.
@@ -929,6 +935,23 @@ fn confirm(sub: Option<&mut Subscription>, resp: &Message) {
             }
             sub.confirmed = true;
         }
+    }
+}
+
+/// The header that marks what a phone sends to clean up after a case.
+pub const TEARDOWN_HEADER: &str = "X-Scacheck: teardown";
+
+/// A message with one more header line after its start line.
+fn with_header(bytes: &[u8], header: &str) -> Vec<u8> {
+    match bytes.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => [
+            &bytes[..end + 2],
+            header.as_bytes(),
+            b"\r\n",
+            &bytes[end + 2..],
+        ]
+        .concat(),
+        None => bytes.to_vec(),
     }
 }
 

@@ -384,3 +384,21 @@ fn an_invite_with_replaces_is_taken_at_once_and_ends_the_replaced_call() {
         (Phase::Ended(End::ByeUs), Phase::Connecting)
     );
 }
+
+#[test]
+fn teardown_messages_are_marked() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c1")));
+    sent(&mut a);
+    a.tear_down();
+    let out = sent(&mut a);
+    assert_eq!(
+        out.iter()
+            .map(|m| m.status().map(|s| s.to_string()).or(m.method()).unwrap())
+            .collect::<Vec<_>>(),
+        ["486", "REGISTER"]
+    );
+    assert!(out
+        .iter()
+        .all(|m| m.header("X-Scacheck") == Some("teardown")));
+}
