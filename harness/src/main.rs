@@ -123,6 +123,11 @@ struct RunArgs {
     /// or a target profile (fixtures/targets/<name>/target.toml).
     #[arg(long, default_value = "embedded", value_name = "embedded|PROFILE")]
     target: String,
+    /// Where a real target's T-Library events come from: `sip` (derived from
+    /// the phones' SIP) or `feed:HOST:PORT` (a JSON-lines event feed, see
+    /// docs/event-feed.md).
+    #[arg(long, default_value = "sip", value_name = "sip|feed:HOST:PORT")]
+    events: String,
     /// Override the profile's server address (IP:port).
     #[arg(long, value_name = "IP:PORT")]
     address: Option<std::net::SocketAddr>,
@@ -502,9 +507,24 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         _ => transport,
     };
     let (described, name) = (target.describe(), target.name());
+    let events = match args.events.as_str() {
+        "sip" => scacheck::run::Events::Sip,
+        spec => {
+            let addr = spec
+                .strip_prefix("feed:")
+                .and_then(|a| a.parse().ok())
+                .with_context(|| format!("--events {spec:?}: expected sip or feed:IP:PORT"))?;
+            anyhow::ensure!(
+                matches!(target, Target::Remote(_)),
+                "--events feed: is for a target profile; the embedded server has its own feed"
+            );
+            scacheck::run::Events::Feed(addr)
+        }
+    };
     let opts = RunOptions {
         target,
         transport,
+        events,
         ..RunOptions::default()
     };
     let dir = args

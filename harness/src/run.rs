@@ -85,6 +85,18 @@ pub struct RunOptions {
     pub target: Target,
     pub transport: Transport,
     pub deadlines: Deadlines,
+    /// Where a real target's T-Library events come from.
+    pub events: Events,
+}
+
+/// The T-Library event source of a real target (the embedded server always
+/// has its own feed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// Derived from the SIP the phones saw.
+    Sip,
+    /// A JSON-lines event feed (docs/event-feed.md), e.g. a bridge on the server.
+    Feed(std::net::SocketAddr),
 }
 
 impl Default for RunOptions {
@@ -93,6 +105,7 @@ impl Default for RunOptions {
             target: Target::Embedded { fault: None },
             transport: Transport::Udp,
             deadlines: Deadlines::default(),
+            events: Events::Sip,
         }
     }
 }
@@ -312,7 +325,8 @@ pub async fn run_all_reporting(
 
 /// The live parts of a running case; dropped together at the end.
 struct Live {
-    _server: Option<(Embedded, FeedClient)>,
+    _server: Option<Embedded>,
+    _feed: Option<FeedClient>,
     agents: Vec<AgentHandle>,
 }
 
@@ -326,12 +340,15 @@ impl Live {
 }
 
 /// What the events of a run come from, and so what it can observe.
-fn source(p: &Prepared, topology: &Topology, target: &Target) -> Observability {
-    match target {
-        Target::Embedded { .. } => Observability::everything(
+fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability {
+    match (&opts.target, opts.events) {
+        (Target::Embedded { .. }, _) => Observability::everything(
             "embedded server event feed; SCA wire layer from the SIP the phones saw",
         ),
-        Target::Remote(profile) => sip_deriver(p, topology, profile).observability(),
+        (Target::Remote(_), Events::Feed(addr)) => Observability::everything(&format!(
+            "event feed at {addr}; SCA wire layer from the SIP the phones saw"
+        )),
+        (Target::Remote(profile), Events::Sip) => sip_deriver(p, topology, profile).observability(),
     }
 }
 
@@ -356,7 +373,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         problems: Vec::new(),
         records: Vec::new(),
         events: Vec::new(),
-        source: source(p, topology, &opts.target),
+        source: source(p, topology, &opts),
         notes: Vec::new(),
         explained: Vec::new(),
     };
@@ -612,9 +629,9 @@ async fn start(
     // server's own events.
     let members = topology.members_among(&p.case.parties);
     let mut wire = WireDeriver::new(&members);
-    let mut tlib = match &opts.target {
-        Target::Remote(profile) => Some(sip_deriver(p, topology, profile)),
-        Target::Embedded { .. } => None,
+    let mut tlib = match (&opts.target, opts.events) {
+        (Target::Remote(profile), Events::Sip) => Some(sip_deriver(p, topology, profile)),
+        _ => None,
     };
     let derived = log.clone();
     recorder.set_tap(move |rec| {
@@ -623,21 +640,30 @@ async fn start(
             derived.push(obs);
         }
     });
-    let (server, domain, address, identities) = match &opts.target {
+    let (server, feed, domain, address, identities) = match &opts.target {
         Target::Embedded { fault } => {
             let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault)
                 .await
                 .map_err(|e| format!("embedded server: {e}"))?;
             let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone()).await?;
             let sip = server.sip;
-            (Some((server, feed)), DOMAIN.to_string(), sip, None)
+            (Some(server), Some(feed), DOMAIN.to_string(), sip, None)
         }
-        Target::Remote(profile) => (
-            None,
-            profile.domain.clone(),
-            profile.address,
-            Some(profile.identities.clone()),
-        ),
+        Target::Remote(profile) => {
+            let feed = match opts.events {
+                Events::Feed(addr) => {
+                    Some(FeedClient::connect(addr, opts.deadlines.setup, log.clone()).await?)
+                }
+                Events::Sip => None,
+            };
+            (
+                None,
+                feed,
+                profile.domain.clone(),
+                profile.address,
+                Some(profile.identities.clone()),
+            )
+        }
     };
     // Unique across cases, transports, processes and runs: a shared real
     // server must never see a Call-ID or tag twice.
@@ -673,6 +699,7 @@ async fn start(
     }
     let live = Live {
         _server: server,
+        _feed: feed,
         agents,
     };
     let setup = |e: UaError| format!("setup: {e}");
