@@ -124,9 +124,14 @@ struct RunArgs {
     #[arg(long, default_value = "embedded", value_name = "embedded|PROFILE")]
     target: String,
     /// Where a real target's T-Library events come from: `sip` (derived from
-    /// the phones' SIP) or `feed:HOST:PORT` (a JSON-lines event feed, see
-    /// docs/event-feed.md).
-    #[arg(long, default_value = "sip", value_name = "sip|feed:HOST:PORT")]
+    /// the phones' SIP), `feed:HOST:PORT` (a JSON-lines event feed, see
+    /// docs/event-feed.md), or `tlib-log:PATH` (a SIP Server log the target
+    /// writes as it runs, followed).
+    #[arg(
+        long,
+        default_value = "sip",
+        value_name = "sip|feed:HOST:PORT|tlib-log:PATH"
+    )]
     events: String,
     /// Override the profile's server address (IP:port).
     #[arg(long, value_name = "IP:PORT")]

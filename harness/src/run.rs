@@ -13,6 +13,7 @@ use crate::golden::GoldenStage;
 use crate::input::InputError;
 use crate::observe::feed::FeedClient;
 use crate::observe::sip_tlib::SipTlibDeriver;
+use crate::observe::tlib_log::LogFollower;
 use crate::observe::wire::WireDeriver;
 use crate::observe::{EventLog, Observability, Observation};
 use crate::reference::{Embedded, Fault};
@@ -91,12 +92,14 @@ pub struct RunOptions {
 
 /// The T-Library event source of a real target (the embedded server always
 /// has its own feed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Events {
     /// Derived from the SIP the phones saw.
     Sip,
     /// A JSON-lines event feed (docs/event-feed.md), e.g. a bridge on the server.
     Feed(std::net::SocketAddr),
+    /// A SIP Server / T-Server log the target writes as it runs, followed.
+    Log(std::path::PathBuf),
 }
 
 impl Default for RunOptions {
@@ -326,8 +329,14 @@ pub async fn run_all_reporting(
 /// The live parts of a running case; dropped together at the end.
 struct Live {
     _server: Option<Embedded>,
-    _feed: Option<FeedClient>,
+    _feed: Option<Source>,
     agents: Vec<AgentHandle>,
+}
+
+/// A running source of a server's own events.
+enum Source {
+    Feed(#[allow(dead_code)] FeedClient),
+    Log(#[allow(dead_code)] LogFollower),
 }
 
 impl Live {
@@ -341,13 +350,17 @@ impl Live {
 
 /// What the events of a run come from, and so what it can observe.
 fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability {
-    match (&opts.target, opts.events) {
-        (Target::Embedded { .. }, _) => Observability::everything(
-            "embedded server event feed; SCA wire layer from the SIP the phones saw",
-        ),
-        (Target::Remote(_), Events::Feed(addr)) => Observability::everything(&format!(
-            "event feed at {addr}; SCA wire layer from the SIP the phones saw"
-        )),
+    const WIRE: &str = "SCA wire layer from the SIP the phones saw";
+    match (&opts.target, &opts.events) {
+        (Target::Embedded { .. }, _) => {
+            Observability::everything(&format!("embedded server event feed; {WIRE}"))
+        }
+        (Target::Remote(_), Events::Feed(addr)) => {
+            Observability::everything(&format!("event feed at {addr}; {WIRE}"))
+        }
+        (Target::Remote(_), Events::Log(path)) => {
+            Observability::everything(&format!("server log {}; {WIRE}", path.display()))
+        }
         (Target::Remote(profile), Events::Sip) => sip_deriver(p, topology, profile).observability(),
     }
 }
@@ -629,7 +642,7 @@ async fn start(
     // server's own events.
     let members = topology.members_among(&p.case.parties);
     let mut wire = WireDeriver::new(&members);
-    let mut tlib = match (&opts.target, opts.events) {
+    let mut tlib = match (&opts.target, &opts.events) {
         (Target::Remote(profile), Events::Sip) => Some(sip_deriver(p, topology, profile)),
         _ => None,
     };
@@ -647,12 +660,21 @@ async fn start(
                 .map_err(|e| format!("embedded server: {e}"))?;
             let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone()).await?;
             let sip = server.sip;
-            (Some(server), Some(feed), DOMAIN.to_string(), sip, None)
+            (
+                Some(server),
+                Some(Source::Feed(feed)),
+                DOMAIN.to_string(),
+                sip,
+                None,
+            )
         }
         Target::Remote(profile) => {
-            let feed = match opts.events {
-                Events::Feed(addr) => {
-                    Some(FeedClient::connect(addr, opts.deadlines.setup, log.clone()).await?)
+            let feed = match &opts.events {
+                Events::Feed(addr) => Some(Source::Feed(
+                    FeedClient::connect(*addr, opts.deadlines.setup, log.clone()).await?,
+                )),
+                Events::Log(path) => {
+                    Some(Source::Log(LogFollower::start(path.clone(), log.clone())))
                 }
                 Events::Sip => None,
             };

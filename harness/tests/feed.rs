@@ -1,6 +1,7 @@
-//! A real target with an event feed: the suite takes its T-Library events
-//! from `--events feed:HOST:PORT` (here the embedded server stands in for a
-//! server with a bridge), compares every attribute, and judges as usual.
+//! A real target that reports its own events: from an event feed
+//! (`--events feed:HOST:PORT`) or from the log it writes as it runs
+//! (`--events tlib-log:PATH`). The embedded server stands in for such a
+//! server; every attribute is compared and the verdicts are as usual.
 
 mod common;
 
@@ -13,14 +14,14 @@ use scacheck::run::{run_all, Events, RunOptions, Target, Verdict, DOMAIN};
 use scacheck::sip::Transport;
 use scacheck::target::Profile;
 
-#[test]
-fn a_remote_target_judged_from_its_event_feed() {
+fn judged_from(kind: &str) {
     let (all, topology) = suite();
     let cases: Vec<_> = all
         .into_iter()
         .filter(|p| ["inbound-answered", "hold-retrieve"].contains(&p.case.id.as_str()))
         .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let logfile = tempfile::NamedTempFile::new().unwrap();
     let results = rt.block_on(async {
         let server = Embedded::start(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -48,9 +49,45 @@ fn a_remote_target_judged_from_its_event_feed() {
             deviations: Vec::new(),
             reset: Vec::new(),
         };
+        let events = if kind == "feed" {
+            Events::Feed(server.feed)
+        } else {
+            // The server "writes a log": its feed, appended to a file in the
+            // SIP Server log format as events come (constructed, not captured).
+            let log = scacheck::observe::EventLog::default();
+            let client = scacheck::observe::feed::FeedClient::connect(
+                server.feed,
+                std::time::Duration::from_secs(2),
+                log.clone(),
+            )
+            .await
+            .unwrap();
+            let path = logfile.path().to_path_buf();
+            tokio::spawn(async move {
+                let _client = client;
+                let mut written = 0;
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    let new = log.since(written);
+                    if new.is_empty() {
+                        continue;
+                    }
+                    written += new.len();
+                    let pairs: Vec<_> = new.into_iter().map(|o| (o.channel, o.event)).collect();
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .unwrap();
+                    f.write_all(scacheck::observe::tlib_log::write(&pairs).as_bytes())
+                        .unwrap();
+                }
+            });
+            Events::Log(logfile.path().to_path_buf())
+        };
         let opts = RunOptions {
             target: Target::Remote(Arc::new(profile)),
-            events: Events::Feed(server.feed),
+            events,
             ..RunOptions::default()
         };
         run_all(&cases, &topology, opts).await
@@ -62,16 +99,27 @@ fn a_remote_target_judged_from_its_event_feed() {
             "{}",
             scacheck::report::case_text(r)
         );
-        assert!(
-            r.source.source.starts_with("event feed at"),
-            "{}",
-            r.source.source
-        );
-        // The feed shows what SIP cannot: call monitoring was compared.
+        let expected = if kind == "feed" {
+            "event feed at"
+        } else {
+            "server log"
+        };
+        assert!(r.source.source.starts_with(expected), "{}", r.source.source);
+        // The server's own events show what SIP cannot: call monitoring was compared.
         assert!(
             r.stages.iter().all(|s| s.not_observed.is_empty()),
             "{:?}",
             r.stages.iter().map(|s| &s.not_observed).collect::<Vec<_>>()
         );
     }
+}
+
+#[test]
+fn a_remote_target_judged_from_its_event_feed() {
+    judged_from("feed");
+}
+
+#[test]
+fn a_remote_target_judged_from_the_log_it_writes_as_it_runs() {
+    judged_from("log");
 }

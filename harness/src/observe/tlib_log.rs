@@ -248,6 +248,75 @@ pub fn write(events: &[(Channel, Event)]) -> String {
     out
 }
 
+/// The part of a growing log whose events are complete: whole lines, up to
+/// the last line that is not an attribute line, and before it if that line
+/// opens an event (its attributes may still be being written).
+fn closed_part(text: &str) -> &str {
+    let whole = text.rfind('\n').map_or("", |end| &text[..end + 1]);
+    let mut end = 0;
+    let mut at = 0;
+    for line in whole.split_inclusive('\n') {
+        if !line.starts_with('\t') {
+            end = if header(line.trim_end()).is_some() {
+                at
+            } else {
+                at + line.len()
+            };
+        }
+        at += line.len();
+    }
+    &whole[..end]
+}
+
+/// Follows a log file a server writes as it runs, appending its events to
+/// `log` as whole events appear; dropping it stops following.
+pub struct LogFollower {
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for LogFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How often a followed log is read again.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl LogFollower {
+    /// Starts following `path` from its current end: what the server logged
+    /// before the case is not the case's.
+    pub fn start(path: std::path::PathBuf, log: super::EventLog) -> LogFollower {
+        let task = tokio::spawn(async move {
+            let start = tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let mut delivered = 0;
+            loop {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                let Ok(bytes) = tokio::fs::read(&path).await else {
+                    continue;
+                };
+                let Some(new) = bytes.get(usize::try_from(start).unwrap_or(usize::MAX)..) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(new);
+                let closed = closed_part(&text);
+                // What the reader skips is skipped, never fatal.
+                let (events, _) = parse(closed);
+                for obs in events.into_iter().skip(delivered) {
+                    delivered += 1;
+                    log.push(obs);
+                }
+            }
+        });
+        LogFollower {
+            task: task.abort_handle(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +391,19 @@ this line is garbage
             pairs
         );
         assert_eq!(skipped.lines, 3, "one trace line per event");
+    }
+
+    #[test]
+    fn a_growing_log_gives_only_complete_events() {
+        let done = "@1 x: message EventOffHook\n\tAttributeThisDN\t'60970'\nTrc 1\n";
+        assert_eq!(closed_part(done), done);
+        let open = format!("{done}@2 x: message EventOnHook\n\tAttributeThisDN\t'60970'\n");
+        assert_eq!(closed_part(&open), done, "the last event may still grow");
+        assert_eq!(
+            closed_part(&format!("{done}Trc 2 partial")),
+            done,
+            "half a line waits"
+        );
     }
 
     #[test]
