@@ -170,7 +170,12 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         ),
         (
             Fault::SeizeNeverExpires,
-            vec![("seize-expiry", diff("expired", "sca.60970", "SeizeEnded"))],
+            // The subscription's idle comes first in the comparison (order
+            // is compared within a dialog), so it is the first divergence.
+            vec![(
+                "seize-expiry",
+                diff("expired", "sca.60970", "\"AppearanceState\": \"idle\""),
+            )],
         ),
         (
             Fault::PrivateRetrievable,
