@@ -498,6 +498,14 @@ impl Event {
         self
     }
 
+    /// Sets an attribute only when there is a value (what a source saw).
+    pub fn with_opt(self, attr: Attr, value: Option<Value>) -> Event {
+        match value {
+            Some(v) => self.with(attr, v),
+            None => self,
+        }
+    }
+
     pub fn get(&self, attr: Attr) -> Option<&Value> {
         self.attrs.get(&attr)
     }

@@ -269,20 +269,6 @@ impl Phone {
     }
 }
 
-/// Setting an attribute only when the wire carried it.
-trait WithOpt {
-    fn with_opt(self, attr: Attr, value: Option<Value>) -> Self;
-}
-
-impl WithOpt for Event {
-    fn with_opt(self, attr: Attr, value: Option<Value>) -> Event {
-        match value {
-            Some(v) => self.with(attr, v),
-            None => self,
-        }
-    }
-}
-
 fn int(n: impl Into<i64>) -> Value {
     Value::Int(n.into())
 }

@@ -303,24 +303,15 @@ impl Agent {
 
     /// REGISTER the agent's own AoR.
     pub fn register(&mut self) {
-        let (via, _) = self.via();
-        let aor = self.aor(&self.cfg.user);
-        let tag = self.unique("t");
-        let bytes = Builder::request("REGISTER", &format!("sip:{}", self.cfg.domain))
-            .header("Via", &via)
-            .header("From", &format!("<{aor}>;tag={tag}"))
-            .header("To", &format!("<{aor}>"))
-            .header("Call-ID", &self.register_call_id)
-            .header("CSeq", "1 REGISTER")
-            .header("Contact", &self.contact())
-            .header("Expires", "3600")
-            .header("User-Agent", &user_agent(&self.cfg.dn))
-            .build();
-        self.send_to_server(bytes);
+        self.registration(1, 3600);
     }
 
     /// Removes the agent's registration (Expires 0), at the end of a case.
     pub fn unregister(&mut self) {
+        self.registration(2, 0);
+    }
+
+    fn registration(&mut self, cseq: u32, expires: u32) {
         let (via, _) = self.via();
         let aor = self.aor(&self.cfg.user);
         let tag = self.unique("t");
@@ -329,9 +320,10 @@ impl Agent {
             .header("From", &format!("<{aor}>;tag={tag}"))
             .header("To", &format!("<{aor}>"))
             .header("Call-ID", &self.register_call_id)
-            .header("CSeq", "2 REGISTER")
+            .header("CSeq", &format!("{cseq} REGISTER"))
             .header("Contact", &self.contact())
-            .header("Expires", "0")
+            .header("Expires", &expires.to_string())
+            .header("User-Agent", &user_agent(&self.cfg.dn))
             .build();
         self.send_to_server(bytes);
     }
