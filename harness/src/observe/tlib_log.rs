@@ -288,27 +288,31 @@ impl LogFollower {
     /// before the case is not the case's.
     pub fn start(path: std::path::PathBuf, log: super::EventLog) -> LogFollower {
         let task = tokio::spawn(async move {
-            let start = tokio::fs::metadata(&path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            // Only what is appended from now on is read: a server log can
+            // be large, and its past is not the case's.
+            let mut file = None;
+            let mut text = Vec::new();
             let mut delivered = 0;
             loop {
-                tokio::time::sleep(FOLLOW_EVERY).await;
-                let Ok(bytes) = tokio::fs::read(&path).await else {
-                    continue;
-                };
-                let Some(new) = bytes.get(usize::try_from(start).unwrap_or(usize::MAX)..) else {
-                    continue;
-                };
-                let text = String::from_utf8_lossy(new);
-                let closed = closed_part(&text);
-                // What the reader skips is skipped, never fatal.
-                let (events, _) = parse(closed);
-                for obs in events.into_iter().skip(delivered) {
-                    delivered += 1;
-                    log.push(obs);
+                if file.is_none() {
+                    if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                        if f.seek(std::io::SeekFrom::End(0)).await.is_ok() {
+                            file = Some(f);
+                        }
+                    }
                 }
+                if let Some(f) = file.as_mut() {
+                    if f.read_to_end(&mut text).await.is_ok() {
+                        // What the reader skips is skipped, never fatal.
+                        let (events, _) = parse(closed_part(&String::from_utf8_lossy(&text)));
+                        for obs in events.into_iter().skip(delivered) {
+                            delivered += 1;
+                            log.push(obs);
+                        }
+                    }
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
             }
         });
         LogFollower {

@@ -262,13 +262,16 @@ impl Server {
 
     fn via_header(&mut self, transport: Transport) -> (String, String) {
         let branch = self.unique("z9hG4bK");
-        (
-            format!(
-                "SIP/2.0/{} {};branch={branch}",
-                transport.via_token(),
-                self.local
-            ),
-            branch,
+        (self.via_with(transport, &branch), branch)
+    }
+
+    /// Our Via with a given branch (a CANCEL or a failure's ACK reuses the
+    /// INVITE's, RFC 3261 9.1 and 17.1.1.3).
+    fn via_with(&self, transport: Transport, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={branch}",
+            transport.via_token(),
+            self.local
         )
     }
 
@@ -973,12 +976,7 @@ impl Server {
             _ => {
                 // The ACK of a failure is hop-by-hop: the INVITE's branch.
                 let leg = &self.calls[c].legs[l];
-                let v = format!(
-                    "SIP/2.0/{} {};branch={}",
-                    leg.via.transport.via_token(),
-                    self.local,
-                    leg.branch
-                );
+                let v = self.via_with(leg.via.transport, &leg.branch);
                 let mut d = leg.dialog.clone();
                 d.remote_tag = resp.to_tag();
                 let ack = d.ack(cseq, &v).build();
@@ -1120,12 +1118,7 @@ impl Server {
     /// From, To and CSeq number).
     fn cancel_leg(&mut self, c: usize, l: usize, elsewhere: bool) {
         let leg = &self.calls[c].legs[l];
-        let via = format!(
-            "SIP/2.0/{} {};branch={}",
-            leg.via.transport.via_token(),
-            self.local,
-            leg.branch
-        );
+        let via = self.via_with(leg.via.transport, &leg.branch);
         let mut d = leg.dialog.clone();
         d.remote_tag = None;
         d.next_cseq = 1;
