@@ -45,33 +45,68 @@ enum Command {
     Log(LogCommand),
 }
 
+/// Where a command finds the suite.
+#[derive(clap::Args)]
+struct Inputs {
+    /// Where the case files are.
+    #[arg(long, default_value = "cases", global = true)]
+    cases_dir: PathBuf,
+    /// Where the golden files are.
+    #[arg(long, default_value = "fixtures/golden", global = true)]
+    golden_dir: PathBuf,
+}
+
+impl Inputs {
+    /// The case named `id`.
+    fn case(&self, id: &str, topology: &Topology) -> anyhow::Result<Case> {
+        Case::load_dir(&self.cases_dir, topology)?
+            .into_iter()
+            .find(|c| c.id == id)
+            .with_context(|| format!("no case {id:?} in {}", self.cases_dir.display()))
+    }
+}
+
+/// Where a command writes its report.
+#[derive(clap::Args)]
+struct Output {
+    /// Where to write the report (default: reports/<UTC timestamp>/).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+}
+
+impl Output {
+    fn dir(&self) -> PathBuf {
+        self.report_dir
+            .clone()
+            .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")))
+    }
+}
+
 #[derive(Subcommand)]
 enum LogCommand {
     /// Diff the T-Library events of a server log against a case's golden
     /// files (every stage, in order, channel by channel).
-    Check {
-        /// The log file.
-        file: PathBuf,
-        #[arg(long = "case", value_name = "ID")]
-        case_id: String,
-        #[arg(long, default_value = "cases")]
-        cases_dir: PathBuf,
-        #[arg(long, default_value = "fixtures/golden")]
-        golden_dir: PathBuf,
-        /// Where to write the report (default: reports/<UTC timestamp>/).
-        #[arg(long, value_name = "DIR")]
-        report_dir: Option<PathBuf>,
-    },
+    Check(LogArgs),
+}
+
+#[derive(clap::Args)]
+struct LogArgs {
+    /// The log file.
+    file: PathBuf,
+    #[arg(long = "case", value_name = "ID")]
+    case_id: String,
+    #[command(flatten)]
+    inputs: Inputs,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(clap::Args)]
 struct GoldenArgs {
     #[command(subcommand)]
     action: GoldenAction,
-    #[arg(long, default_value = "cases", global = true)]
-    cases_dir: PathBuf,
-    #[arg(long, default_value = "fixtures/golden", global = true)]
-    golden_dir: PathBuf,
+    #[command(flatten)]
+    inputs: Inputs,
 }
 
 #[derive(Subcommand)]
@@ -102,13 +137,10 @@ struct PcapArgs {
     /// map DNs to SIP users; its deviations apply).
     #[arg(long, default_value = "embedded", value_name = "embedded|PROFILE")]
     target: String,
-    #[arg(long, default_value = "cases")]
-    cases_dir: PathBuf,
-    #[arg(long, default_value = "fixtures/golden")]
-    golden_dir: PathBuf,
-    /// Where to write the report (default: reports/<UTC timestamp>/).
-    #[arg(long, value_name = "DIR")]
-    report_dir: Option<PathBuf>,
+    #[command(flatten)]
+    inputs: Inputs,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -139,15 +171,10 @@ struct RunArgs {
     /// Only cases whose id matches: a substring, or a pattern with '*'.
     #[arg(long, value_name = "PATTERN")]
     cases: Option<String>,
-    /// Where the case files are.
-    #[arg(long, default_value = "cases")]
-    cases_dir: PathBuf,
-    /// Where the golden files are.
-    #[arg(long, default_value = "fixtures/golden")]
-    golden_dir: PathBuf,
-    /// Where to write the report (default: reports/<UTC timestamp>/).
-    #[arg(long, value_name = "DIR")]
-    report_dir: Option<PathBuf>,
+    #[command(flatten)]
+    inputs: Inputs,
+    #[command(flatten)]
+    output: Output,
     /// Start the embedded server with a seeded defect (see `scacheck faults`).
     #[arg(long, value_name = "NAME")]
     fault: Option<String>,
@@ -196,13 +223,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Log(LogCommand::Check {
-            file,
-            case_id,
-            cases_dir,
-            golden_dir,
-            report_dir,
-        }) => match log_check(&file, &case_id, &cases_dir, &golden_dir, report_dir) {
+        Command::Log(LogCommand::Check(args)) => match log_check(args) {
             Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
             Err(e) => {
                 eprintln!("scacheck: {e:#}");
@@ -291,18 +312,18 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     if let Some(e) = &broken {
         println!("capture ends early: {e}");
     }
-    let mut cases = Case::load_dir(&args.cases_dir, &topology)?;
+    let mut cases = Case::load_dir(&args.inputs.cases_dir, &topology)?;
     if let Some(id) = &args.case_id {
         cases.retain(|c| &c.id == id);
         anyhow::ensure!(
             !cases.is_empty(),
             "no case {id:?} in {}",
-            args.cases_dir.display()
+            args.inputs.cases_dir.display()
         );
     }
     let prepared: Vec<Prepared> = cases
         .into_iter()
-        .map(|c| Prepared::new(c, &args.golden_dir, &topology))
+        .map(|c| Prepared::new(c, &args.inputs.golden_dir, &topology))
         .collect::<Result<_, _>>()?;
     let who = endpoints(&captured, &topology, &identities);
     let recs = records(&captured, &who);
@@ -343,9 +364,7 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
         println!("detected case: {}", p.case.id);
     }
     println!("{}", report::console_line(&result));
-    let dir = args
-        .report_dir
-        .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
+    let dir = args.output.dir();
     report::write(
         &dir,
         &name,
@@ -358,15 +377,10 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
 }
 
 /// Checks a server log; returns whether its verdict is an expected one.
-fn log_check(
-    file: &std::path::Path,
-    id: &str,
-    cases_dir: &std::path::Path,
-    golden_dir: &std::path::Path,
-    report_dir: Option<PathBuf>,
-) -> anyhow::Result<bool> {
+fn log_check(args: LogArgs) -> anyhow::Result<bool> {
     use scacheck::observe::{tlib_log, Observability};
     let topology = Topology::reference();
+    let file = &args.file;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let (events, skipped) = tlib_log::parse(&String::from_utf8_lossy(&bytes));
     println!(
@@ -377,11 +391,8 @@ fn log_check(
         skipped.attributes,
         skipped.values
     );
-    let case = Case::load_dir(cases_dir, &topology)?
-        .into_iter()
-        .find(|c| c.id == id)
-        .with_context(|| format!("no case {id:?} in {}", cases_dir.display()))?;
-    let p = Prepared::new(case, golden_dir, &topology)?;
+    let case = args.inputs.case(&args.case_id, &topology)?;
+    let p = Prepared::new(case, &args.inputs.golden_dir, &topology)?;
     let mut source = Observability::everything(&format!("T-Library events in {}", file.display()));
     // A log holds the T-Library channels, not the SIP wire layer.
     source.channels = Some(
@@ -392,7 +403,7 @@ fn log_check(
     );
     let result = scacheck::check::check_events(&p, events, source);
     println!("{}", report::console_line(&result));
-    let dir = report_dir.unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
+    let dir = args.output.dir();
     report::write(
         &dir,
         "log",
@@ -410,23 +421,20 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
     let topology = Topology::reference();
     let case = |id: &Option<String>| -> anyhow::Result<Option<Prepared>> {
         let Some(id) = id else { return Ok(None) };
-        let c = Case::load_dir(&args.cases_dir, &topology)?
-            .into_iter()
-            .find(|c| &c.id == id)
-            .with_context(|| format!("no case {id:?} in {}", args.cases_dir.display()))?;
+        let c = args.inputs.case(id, &topology)?;
         Ok(Some(Prepared::new_recording(
             c,
-            &args.golden_dir,
+            &args.inputs.golden_dir,
             &topology,
         )?))
     };
     match &args.action {
         GoldenAction::Review => {
-            let files = bless::pending(&args.golden_dir);
+            let files = bless::pending(&args.inputs.golden_dir);
             if files.is_empty() {
                 println!(
                     "no pending golden files under {}",
-                    args.golden_dir.display()
+                    args.inputs.golden_dir.display()
                 );
             }
             for f in files {
@@ -439,7 +447,7 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
                 "CI is set: golden files are not changed in CI"
             );
             let accept = matches!(args.action, GoldenAction::Accept { .. });
-            for f in bless::selected(&args.golden_dir, case(id)?.as_ref()) {
+            for f in bless::selected(&args.inputs.golden_dir, case(id)?.as_ref()) {
                 if accept {
                     std::fs::rename(&f, bless::target_of(&f))
                         .with_context(|| format!("accepting {}", f.display()))?;
@@ -479,27 +487,27 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
         Target::Remote(std::sync::Arc::new(profile))
     };
-    let mut cases = Case::load_dir(&args.cases_dir, &topology)?;
+    let mut cases = Case::load_dir(&args.inputs.cases_dir, &topology)?;
     if let Some(p) = &args.cases {
         cases.retain(|c| matches(p, &c.id));
         anyhow::ensure!(
             !cases.is_empty(),
             "no case in {} matches {p:?}",
-            args.cases_dir.display()
+            args.inputs.cases_dir.display()
         );
     }
     anyhow::ensure!(
         !cases.is_empty(),
         "no case files (*.toml) in {}",
-        args.cases_dir.display()
+        args.inputs.cases_dir.display()
     );
     let prepared: Vec<Prepared> = cases
         .into_iter()
         .map(|c| {
             if args.bless {
-                Prepared::new_recording(c, &args.golden_dir, &topology)
+                Prepared::new_recording(c, &args.inputs.golden_dir, &topology)
             } else {
-                Prepared::new(c, &args.golden_dir, &topology)
+                Prepared::new(c, &args.inputs.golden_dir, &topology)
             }
         })
         .collect::<Result<_, _>>()?;
@@ -532,9 +540,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         events,
         ..RunOptions::default()
     };
-    let dir = args
-        .report_dir
-        .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")));
+    let dir = args.output.dir();
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     // With the JSON stream on standard output, the console goes to stderr.
@@ -581,7 +587,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
             say("--bless: CI is set, no golden file written".into());
         } else {
             for (p, r) in prepared.iter().zip(&results) {
-                for f in scacheck::bless::bless(p, r, &args.golden_dir)
+                for f in scacheck::bless::bless(p, r, &args.inputs.golden_dir)
                     .with_context(|| format!("blessing {}", r.id))?
                 {
                     say(format!("pending: {}", f.display()));
