@@ -7,6 +7,8 @@
 //! - [`ua`]: the scripted user agents (a sans-IO core and its driver);
 //! - [`reference`]: the embedded reference SCA server;
 //! - [`observe`]: capture sources that produce events;
+//! - [`pcap`] and [`hep`]: SIP traffic from capture files and from a
+//!   server's live HEP mirror; [`check`]: a capture judged as a run;
 //! - [`case`] and [`golden`]: the input files;
 //! - [`diff`]: symbolic binding, alignment and unified diffs;
 //! - [`run`]: one case end to end; [`report`]: what a run writes.
@@ -16,6 +18,7 @@ pub mod case;
 pub mod check;
 pub mod diff;
 pub mod golden;
+pub mod hep;
 pub mod html;
 pub mod input;
 pub mod model;
