@@ -89,26 +89,8 @@ fn contact_addr(uri: &str) -> Option<SocketAddr> {
 pub fn records(messages: &[Packet], who: &BTreeMap<SocketAddr, String>) -> Vec<Record> {
     let mut out = Vec::new();
     for m in messages {
-        let problem = Message::parse(m.raw.clone()).err().map(|e| e.to_string());
-        let mut push = |agent: &String, direction, local, peer| {
-            out.push(Record {
-                seq: out.len() as u64,
-                at: m.time,
-                agent: agent.clone(),
-                direction,
-                transport: m.transport,
-                local,
-                peer,
-                raw: m.raw.clone(),
-                problem: problem.clone(),
-            });
-        };
-        if let Some(dn) = who.get(&m.src) {
-            push(dn, Direction::Sent, m.src, m.dst);
-        }
-        if let Some(dn) = who.get(&m.dst) {
-            push(dn, Direction::Received, m.dst, m.src);
-        }
+        let more = m.records_for(who, out.len() as u64);
+        out.extend(more);
     }
     out
 }
@@ -309,6 +291,7 @@ pub fn check(
         source,
         notes: Vec::new(),
         explained: Vec::new(),
+        mirrored: Vec::new(),
     };
     let deviations: Vec<Deviation> = deviations
         .iter()
@@ -370,6 +353,7 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
         source,
         notes: Vec::new(),
         explained: Vec::new(),
+        mirrored: Vec::new(),
     };
     crate::run::settle_verdict(&mut result, &[]);
     result

@@ -243,6 +243,7 @@ mod tests {
             source: Observability::everything("t"),
             notes: vec!["<script>alert(4)</script>".into()],
             explained: Vec::new(),
+            mirrored: Vec::new(),
         };
         let html = report("n<script>", "t<script>", &[r]);
         assert!(!html.to_lowercase().contains("<script"), "{html}");

@@ -7,9 +7,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use scacheck::case::Case;
+use scacheck::observe::hep::HepListener;
 use scacheck::reference::Fault;
 use scacheck::report;
-use scacheck::run::{run_all_reporting, Prepared, RunOptions, Target};
+use scacheck::run::{run_all_reporting, Events, Prepared, RunOptions, Target};
 use scacheck::sip::Transport;
 use scacheck::target::Profile;
 use scacheck::topology::Topology;
@@ -156,13 +157,14 @@ struct RunArgs {
     #[arg(long, default_value = "embedded", value_name = "embedded|PROFILE")]
     target: String,
     /// Where a real target's T-Library events come from: `sip` (derived from
-    /// the phones' SIP), `feed:HOST:PORT` (a JSON-lines event feed, see
-    /// docs/event-feed.md), or `tlib-log:PATH` (a SIP Server log the target
-    /// writes as it runs, followed).
+    /// the phones' SIP), `feed:IP:PORT` (a JSON-lines event feed, see
+    /// docs/event-feed.md), `tlib-log:PATH` (a SIP Server log the target
+    /// writes as it runs, followed), or `hep:IP:PORT` (derived from the SIP
+    /// the server mirrors there over HEPv3: the server's own view).
     #[arg(
         long,
         default_value = "sip",
-        value_name = "sip|feed:HOST:PORT|tlib-log:PATH"
+        value_name = "sip|feed:IP:PORT|tlib-log:PATH|hep:IP:PORT"
     )]
     events: String,
     /// Override the profile's server address (IP:port).
@@ -463,6 +465,56 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `--events` source of a run. A HEP listener is bound here, once for
+/// the whole run, so that a port in use is an error before anything runs.
+fn events_source(
+    spec: &str,
+    target: &Target,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Events> {
+    const EXPECTED: &str = "expected sip, feed:IP:PORT, tlib-log:PATH or hep:IP:PORT";
+    if spec == "sip" {
+        return Ok(Events::Sip);
+    }
+    let (kind, value) = spec
+        .split_once(':')
+        .with_context(|| format!("--events {spec:?}: {EXPECTED}"))?;
+    anyhow::ensure!(
+        ["feed", "tlib-log", "hep"].contains(&kind),
+        "--events {spec:?}: unknown source {kind:?}, {EXPECTED}"
+    );
+    anyhow::ensure!(
+        matches!(target, Target::Remote(_)),
+        "--events {kind}: is for a target profile; the embedded server has its own feed"
+    );
+    let addr = || {
+        value
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("--events {spec:?}: {value:?} is not an IP:PORT"))
+    };
+    Ok(match kind {
+        "feed" => Events::Feed(addr()?),
+        "hep" => {
+            let at = addr()?;
+            let listener = runtime
+                .block_on(HepListener::bind(at))
+                .with_context(|| format!("--events {spec:?}: cannot listen for HEP on UDP {at}"))?;
+            Events::Hep(std::sync::Arc::new(listener))
+        }
+        _ => {
+            let path = std::path::PathBuf::from(value);
+            // Followed from its end as it grows: a file that is not there
+            // would silently give no events at all.
+            anyhow::ensure!(
+                path.is_file(),
+                "--events {spec:?}: {} is not a file (the log must exist when the run starts)",
+                path.display()
+            );
+            Events::Log(path)
+        }
+    })
+}
+
 /// Returns whether every case passed; an error is bad input or usage.
 fn run(args: RunArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
@@ -520,20 +572,8 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         _ => transport,
     };
     let (described, name) = (target.describe(), target.name());
-    let events = match args.events.as_str() {
-        "sip" => scacheck::run::Events::Sip,
-        spec => {
-            let addr = spec
-                .strip_prefix("feed:")
-                .and_then(|a| a.parse().ok())
-                .with_context(|| format!("--events {spec:?}: expected sip or feed:IP:PORT"))?;
-            anyhow::ensure!(
-                matches!(target, Target::Remote(_)),
-                "--events feed: is for a target profile; the embedded server has its own feed"
-            );
-            scacheck::run::Events::Feed(addr)
-        }
-    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let events = events_source(&args.events, &target, &runtime)?;
     let opts = RunOptions {
         target,
         transport,
@@ -542,7 +582,6 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let dir = args.output.dir();
 
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     // With the JSON stream on standard output, the console goes to stderr.
     let to_stderr = args
         .json_lines

@@ -1,7 +1,8 @@
 //! What a run writes: a line per case and a summary on the console,
 //! `summary.json`, a `<case>.diff` for every case that did not pass, a
 //! `<case>.sip.txt` with every SIP message of every case, and the same
-//! messages as a capture, `<case>.pcap`, for Wireshark.
+//! messages as a capture, `<case>.pcap`, for Wireshark; with HEP as the
+//! event source, the server's own view as `<case>.hep.pcap`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -332,6 +333,13 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
         let key = case_key(r);
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;
         crate::pcap::write_records(&dir.join(format!("{key}.pcap")), &r.records)?;
+        // The server's own view, as it mirrored it: `pcap check` reads it too.
+        if !r.mirrored.is_empty() {
+            crate::pcap::write_packets(
+                std::fs::File::create(dir.join(format!("{key}.hep.pcap")))?,
+                &r.mirrored,
+            )?;
+        }
         if r.verdict != Verdict::Pass {
             std::fs::write(dir.join(format!("{key}.diff")), case_text(r))?;
         }

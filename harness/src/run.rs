@@ -12,10 +12,12 @@ use crate::diff::{compare_stage, Bindings, Divergence, StageResult};
 use crate::golden::GoldenStage;
 use crate::input::InputError;
 use crate::observe::feed::FeedClient;
+use crate::observe::hep::{HepListener, HepView, ServerView};
 use crate::observe::sip_tlib::SipTlibDeriver;
 use crate::observe::tlib_log::LogFollower;
 use crate::observe::wire::WireDeriver;
 use crate::observe::{EventLog, Observability, Observation};
+use crate::pcap::Packet;
 use crate::reference::{Embedded, Fault};
 use crate::sip::transport::{Endpoint, Record, Recorder};
 use crate::sip::Transport;
@@ -92,10 +94,12 @@ pub struct RunOptions {
 
 /// The T-Library event source of a real target (the embedded server always
 /// has its own feed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Events {
     /// Derived from the SIP the phones saw.
     Sip,
+    /// Derived from the SIP the server saw, as it mirrored it over HEP.
+    Hep(Arc<HepListener>),
     /// A JSON-lines event feed (docs/event-feed.md), e.g. a bridge on the server.
     Feed(std::net::SocketAddr),
     /// A SIP Server / T-Server log the target writes as it runs, followed.
@@ -247,6 +251,8 @@ pub struct CaseResult {
     pub notes: Vec<String>,
     /// The (stage, channel) differences a declared deviation explains.
     pub explained: Vec<(String, String)>,
+    /// The server's own view of the case's SIP, when it mirrored it (HEP).
+    pub mirrored: Vec<Packet>,
 }
 
 impl CaseResult {
@@ -329,7 +335,7 @@ pub async fn run_all_reporting(
 /// The live parts of a running case; dropped together at the end.
 struct Live {
     _server: Option<Embedded>,
-    _feed: Option<Source>,
+    source: Option<Source>,
     agents: Vec<AgentHandle>,
 }
 
@@ -337,9 +343,20 @@ struct Live {
 enum Source {
     Feed(#[allow(dead_code)] FeedClient),
     Log(#[allow(dead_code)] LogFollower),
+    Hep(HepView),
 }
 
 impl Live {
+    /// Before a stage begins: waits for a source that lags the phones (the
+    /// server's HEP mirror) to catch up with what they have recorded.
+    /// Returns false when it has mirrored nothing at all.
+    async fn catch_up(&self, recorder: &Recorder, deadline: Duration) -> bool {
+        match &self.source {
+            Some(Source::Hep(view)) => view.caught_up(recorder.len(), deadline).await > 0,
+            _ => true,
+        }
+    }
+
     fn agent(&self, dn: &str) -> Result<&AgentHandle, String> {
         self.agents
             .iter()
@@ -362,6 +379,13 @@ fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability
             Observability::everything(&format!("server log {}; {WIRE}", path.display()))
         }
         (Target::Remote(profile), Events::Sip) => sip_deriver(p, topology, profile).observability(),
+        (Target::Remote(profile), Events::Hep(listener)) => Observability {
+            source: format!(
+                "SIP the server mirrored over HEP to {}: T-Library events and SCA wire layer derived from the server's view",
+                listener.local_addr()
+            ),
+            ..sip_deriver(p, topology, profile).observability()
+        },
     }
 }
 
@@ -389,6 +413,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         source: source(p, topology, &opts),
         notes: Vec::new(),
         explained: Vec::new(),
+        mirrored: Vec::new(),
     };
     if let Target::Remote(profile) = &opts.target {
         let missing: Vec<&String> = p
@@ -417,11 +442,17 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         }
     }
     let mut marks: Vec<(String, usize)> = vec![("setup".into(), 0)];
+    let mut server_view: Option<ServerView> = None;
     match start(p, topology, &opts, &recorder, &log).await {
         Err(e) => result.error = Some(e),
         Ok(live) => {
             let mut bindings = Bindings::default();
             for (stage, golden) in p.case.stages.iter().zip(&p.golden) {
+                if !live.catch_up(&recorder, opts.deadlines.stage).await {
+                    // The server mirrors nothing: no stage can be judged
+                    // (finishing below says why).
+                    break;
+                }
                 let mark = log.len();
                 marks.push((stage.name.clone(), mark));
                 let mut failed_step = None;
@@ -472,6 +503,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                 }
             }
             if let Target::Remote(_) = opts.target {
+                live.catch_up(&recorder, opts.deadlines.stage).await;
                 marks.push(("teardown".into(), log.len()));
                 for agent in &live.agents {
                     let _ = agent.act(|a| a.tear_down()).await;
@@ -480,6 +512,9 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                 // the next case uses the same DNs.
                 log.settle(Duration::from_millis(200), Duration::from_secs(2))
                     .await;
+            }
+            if let Some(Source::Hep(view)) = live.source {
+                server_view = Some(view.finish().await);
             }
         }
     }
@@ -519,7 +554,27 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             .collect(),
         Target::Embedded { .. } => Vec::new(),
     };
+    let hep_notes = match (server_view, &opts.events) {
+        (Some(view), Events::Hep(listener)) => {
+            let notes = view.compare(&result.records, listener.local_addr());
+            result.mirrored = view.packets;
+            notes.unwrap_or_else(|e| {
+                result.error.get_or_insert(e);
+                Vec::new()
+            })
+        }
+        _ => Vec::new(),
+    };
     settle_verdict(&mut result, &deviations);
+    // Without the server's view there is nothing to judge; only what the
+    // phones received that is not SIP still fails.
+    if result.mirrored.is_empty()
+        && matches!(opts.events, Events::Hep(_))
+        && result.problems.is_empty()
+    {
+        result.verdict = Verdict::Inconclusive;
+    }
+    result.notes.extend(hep_notes);
     result.duration = started.elapsed();
     result
 }
@@ -637,22 +692,38 @@ async fn start(
     recorder: &Recorder,
     log: &EventLog,
 ) -> Result<Live, String> {
-    // The derived layers come from the phones' messages as they are
-    // recorded, so they land in the same log, in the same order, as a
-    // server's own events.
+    // The derived layers come from SIP as it is recorded (by the phones,
+    // or by the server's HEP mirror), so they land in the same log, in the
+    // same order, as a server's own events.
     let members = topology.members_among(&p.case.parties);
     let mut wire = WireDeriver::new(&members);
     let mut tlib = match (&opts.target, &opts.events) {
-        (Target::Remote(profile), Events::Sip) => Some(sip_deriver(p, topology, profile)),
+        (Target::Remote(profile), Events::Sip | Events::Hep(_)) => {
+            Some(sip_deriver(p, topology, profile))
+        }
         _ => None,
     };
     let derived = log.clone();
-    recorder.set_tap(move |rec| {
+    let derive = move |rec: &Record| {
         let tlib_events = tlib.as_mut().map(|t| t.observe(rec)).unwrap_or_default();
         for obs in tlib_events.into_iter().chain(wire.observe(rec)) {
             derived.push(obs);
         }
-    });
+    };
+    let hep = match (&opts.target, &opts.events) {
+        (Target::Remote(_), Events::Hep(listener)) => {
+            let view = HepView::start(listener, derive);
+            // The server's view is attributed by the phones' addresses,
+            // each TCP connection's included, learnt as they record.
+            let claims = view.claimer();
+            recorder.set_tap(move |rec| claims(rec.local, &rec.agent));
+            Some(view)
+        }
+        _ => {
+            recorder.set_tap(derive);
+            None
+        }
+    };
     let (server, feed, domain, address, identities) = match &opts.target {
         Target::Embedded { fault } => {
             let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault)
@@ -676,6 +747,7 @@ async fn start(
                 Events::Log(path) => {
                     Some(Source::Log(LogFollower::start(path.clone(), log.clone())))
                 }
+                Events::Hep(_) => hep.map(Source::Hep),
                 Events::Sip => None,
             };
             (
@@ -721,7 +793,7 @@ async fn start(
     }
     let live = Live {
         _server: server,
-        _feed: feed,
+        source: feed,
         agents,
     };
     let setup = |e: UaError| format!("setup: {e}");
@@ -916,6 +988,7 @@ mod tests {
             source: Observability::everything("test"),
             notes: Vec::new(),
             explained: Vec::new(),
+            mirrored: Vec::new(),
         }
     }
 

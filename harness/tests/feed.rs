@@ -13,6 +13,29 @@ use scacheck::reference::Embedded;
 use scacheck::run::{run_all, Events, RunOptions, Target, Verdict, DOMAIN};
 use scacheck::sip::Transport;
 use scacheck::target::Profile;
+use scacheck::topology::Topology;
+
+/// The embedded server as a real target with no deviations.
+fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
+    Profile {
+        name: "bridged".into(),
+        path: "bridged.toml".into(),
+        address: server.sip,
+        transport: Transport::Udp,
+        domain: DOMAIN.into(),
+        identities: topology
+            .dns()
+            .iter()
+            .map(|d| (d.to_string(), d.to_string()))
+            .collect(),
+        capabilities: scacheck::target::CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        deviations: Vec::new(),
+        reset: Vec::new(),
+    }
+}
 
 fn judged_from(kind: &str) {
     let (all, topology) = suite();
@@ -31,24 +54,7 @@ fn judged_from(kind: &str) {
         )
         .await
         .unwrap();
-        let profile = Profile {
-            name: "bridged".into(),
-            path: "bridged.toml".into(),
-            address: server.sip,
-            transport: Transport::Udp,
-            domain: DOMAIN.into(),
-            identities: topology
-                .dns()
-                .iter()
-                .map(|d| (d.to_string(), d.to_string()))
-                .collect(),
-            capabilities: scacheck::target::CAPABILITIES
-                .iter()
-                .map(|c| c.to_string())
-                .collect(),
-            deviations: Vec::new(),
-            reset: Vec::new(),
-        };
+        let profile = profile_of(&server, &topology);
         let events = if kind == "feed" {
             Events::Feed(server.feed)
         } else {
@@ -122,4 +128,132 @@ fn a_remote_target_judged_from_its_event_feed() {
 #[test]
 fn a_remote_target_judged_from_the_log_it_writes_as_it_runs() {
     judged_from("log");
+}
+
+/// The server's own view (its HEP mirror) and the phones' view of the same
+/// traffic give the same events, channel by channel, and the same verdicts.
+#[test]
+fn a_remote_target_judged_from_its_hep_mirror_as_from_its_phones() {
+    use scacheck::observe::hep::HepListener;
+    let (all, topology) = suite();
+    let cases: Vec<_> = all
+        .into_iter()
+        .filter(|p| {
+            [
+                "inbound-answered",
+                "hold-retrieve",
+                "outbound-call",
+                "barge-in",
+            ]
+            .contains(&p.case.id.as_str())
+        })
+        .collect();
+    assert_eq!(cases.len(), 4, "a case of this test was renamed");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (phones, server) = rt.block_on(async {
+        let server = Embedded::start(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            DOMAIN,
+            topology.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+        let listener = HepListener::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        server.mirror_over_hep(listener.local_addr()).unwrap();
+        let target = Target::Remote(Arc::new(profile_of(&server, &topology)));
+        let run = |events| {
+            run_all(
+                &cases,
+                &topology,
+                RunOptions {
+                    target: target.clone(),
+                    events,
+                    ..RunOptions::default()
+                },
+            )
+        };
+        let phones = run(Events::Sip).await;
+        let server_view = run(Events::Hep(Arc::new(listener))).await;
+        (phones, server_view)
+    });
+    // Events of the stages, channel by channel (order is compared within a
+    // channel, as the diff does).
+    let by_channel = |r: &scacheck::run::CaseResult| {
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (stage, o) in &r.events {
+            if stage != "setup" && stage != "teardown" {
+                out.entry(format!("{stage} {}", o.channel))
+                    .or_default()
+                    .push(format!("{:?}", o.event));
+            }
+        }
+        out
+    };
+    for (p, s) in phones.iter().zip(&server) {
+        assert!(
+            s.source
+                .source
+                .starts_with("SIP the server mirrored over HEP"),
+            "{}",
+            s.source.source
+        );
+        assert_eq!(p.verdict, s.verdict, "{}", scacheck::report::case_text(s));
+        assert_eq!(by_channel(p), by_channel(s), "{}", p.id);
+        assert!(!by_channel(s).is_empty(), "{}: no events at all", s.id);
+        // Every message, both ways, and nothing else.
+        assert_eq!(s.mirrored.len(), s.records.len(), "{}", s.id);
+        assert!(
+            s.notes.iter().all(|n| !n.contains("not mirrored")),
+            "{:?}",
+            s.notes
+        );
+    }
+}
+
+/// A server that mirrors nothing: the cases cannot be judged, and say why.
+#[test]
+fn no_hep_from_the_server_is_inconclusive_not_a_failure() {
+    use scacheck::observe::hep::HepListener;
+    let (all, topology) = suite();
+    let cases: Vec<_> = all
+        .into_iter()
+        .filter(|p| p.case.id == "inbound-answered")
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let results = rt.block_on(async {
+        let server = Embedded::start(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            DOMAIN,
+            topology.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+        let listener = HepListener::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let opts = RunOptions {
+            target: Target::Remote(Arc::new(profile_of(&server, &topology))),
+            events: Events::Hep(Arc::new(listener)),
+            ..RunOptions::default()
+        };
+        run_all(&cases, &topology, opts).await
+    });
+    let r = &results[0];
+    assert_eq!(
+        r.verdict,
+        Verdict::Inconclusive,
+        "{}",
+        scacheck::report::case_text(r)
+    );
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("no HEP from the server")),
+        "{:?}",
+        r.error
+    );
 }

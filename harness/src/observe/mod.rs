@@ -3,6 +3,7 @@
 //! diff compares only that.
 
 pub mod feed;
+pub mod hep;
 pub mod sip_tlib;
 pub mod tlib_log;
 pub mod wire;

@@ -56,6 +56,43 @@ pub struct Packet {
     pub raw: Vec<u8>,
 }
 
+impl Packet {
+    /// The records the phones at either end would have made of this
+    /// message (none, one or two: a phone may call another directly),
+    /// numbered from `seq`. `who` says which phone each address is.
+    pub fn records_for(
+        &self,
+        who: &std::collections::BTreeMap<SocketAddr, String>,
+        seq: u64,
+    ) -> Vec<crate::sip::transport::Record> {
+        use crate::sip::transport::{Direction, Record};
+        let problem = crate::sip::Message::parse(self.raw.clone())
+            .err()
+            .map(|e| e.to_string());
+        let ends = [
+            (self.src, Direction::Sent, self.dst),
+            (self.dst, Direction::Received, self.src),
+        ];
+        ends.into_iter()
+            .filter_map(|(local, direction, peer)| {
+                who.get(&local).map(|dn| (dn, direction, local, peer))
+            })
+            .enumerate()
+            .map(|(i, (dn, direction, local, peer))| Record {
+                seq: seq + i as u64,
+                at: self.time,
+                agent: dn.clone(),
+                direction,
+                transport: self.transport,
+                local,
+                peer,
+                raw: self.raw.clone(),
+                problem: problem.clone(),
+            })
+            .collect()
+    }
+}
+
 /// What the reader passed over, by reason. Never fatal.
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {

@@ -13,13 +13,15 @@ use tokio::task::AbortHandle;
 use super::server::Server;
 use super::Fault;
 use crate::observe::feed;
-use crate::sip::transport::{Endpoint, Recorder};
+use crate::pcap::Packet;
+use crate::sip::transport::{Direction, Endpoint, Recorder};
 use crate::topology::Topology;
 
 /// A running embedded server. Dropping it stops it.
 pub struct Embedded {
     pub sip: SocketAddr,
     pub feed: SocketAddr,
+    recorder: Recorder,
     tasks: Vec<AbortHandle>,
 }
 
@@ -39,8 +41,10 @@ impl Embedded {
         fault: Option<Fault>,
     ) -> io::Result<Embedded> {
         // The server's own view of the traffic is not part of a case's
-        // capture (the user agents record every message already).
-        let (endpoint, mut inbound) = Endpoint::bind("server", ip, Recorder::default()).await?;
+        // capture (the user agents record every message already); it is
+        // only mirrored, on request.
+        let recorder = Recorder::default();
+        let (endpoint, mut inbound) = Endpoint::bind("server", ip, recorder.clone()).await?;
         let sip = endpoint.local_addr();
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let feed_addr = listener.local_addr()?;
@@ -107,8 +111,36 @@ impl Embedded {
         Ok(Embedded {
             sip,
             feed: feed_addr,
+            recorder,
             tasks: vec![server.abort_handle(), feed_task.abort_handle()],
         })
+    }
+}
+
+impl Embedded {
+    /// Mirrors every SIP message the server receives and sends to `to` as
+    /// HEPv3, as a real server's capture agent does (Kamailio's siptrace),
+    /// so that the HEP source can be tested without one.
+    pub fn mirror_over_hep(&self, to: SocketAddr) -> io::Result<()> {
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(to.ip(), 0))?;
+        self.recorder.set_tap(move |rec| {
+            let (src, dst) = match rec.direction {
+                Direction::Sent => (rec.local, rec.peer),
+                Direction::Received => (rec.peer, rec.local),
+            };
+            let packet = Packet {
+                time: rec.at,
+                src,
+                dst,
+                transport: rec.transport,
+                raw: rec.raw.clone(),
+            };
+            // Like a real mirror: best effort, never in the server's way.
+            if let Ok(datagram) = crate::hep::encode(&packet, 0) {
+                let _ = socket.send_to(&datagram, to);
+            }
+        });
+        Ok(())
     }
 }
 

@@ -117,6 +117,15 @@ impl Recorder {
         log.records.push(record);
     }
 
+    /// How many messages have been recorded.
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn snapshot(&self) -> Vec<Record> {
         self.lock().records.clone()
     }

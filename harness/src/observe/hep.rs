@@ -1,0 +1,382 @@
+//! The server's own view of the SIP, mirrored over HEP (`--events hep:ADDR`).
+//!
+//! One [`HepListener`] serves a whole run: the server is configured once to
+//! mirror to one address, and a socket rebound per case would drop what
+//! arrives between cases. Each case takes a [`HepView`] of it, which keeps
+//! the messages to and from that case's phones (each case has its own
+//! ports), turns them into the records the phones would have made and hands
+//! those to the same derivers the phones' own view uses. What the view saw
+//! and what it could not read is returned by [`HepView::finish`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::hep::{decode, HepError, Mirrored};
+use crate::pcap::Packet;
+use crate::sip::transport::Record;
+
+type Arrival = Result<Mirrored, HepError>;
+type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Arrival>>>>;
+
+/// A UDP socket a server mirrors its SIP to, shared by every case of a run.
+/// Dropping it closes the socket.
+pub struct HepListener {
+    addr: SocketAddr,
+    subscribers: Subscribers,
+    task: AbortHandle,
+}
+
+impl std::fmt::Debug for HepListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HepListener")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Drop for HepListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HepListener {
+    /// Binds `addr` and starts reading; every datagram goes to every view
+    /// open at the time.
+    pub async fn bind(addr: SocketAddr) -> io::Result<HepListener> {
+        let socket = UdpSocket::bind(addr).await?;
+        let addr = socket.local_addr()?;
+        let subscribers: Subscribers = Arc::default();
+        let to = subscribers.clone();
+        let task = tokio::spawn(async move {
+            // The largest UDP payload: a datagram is never cut short here.
+            let mut buf = vec![0u8; 65_535];
+            loop {
+                let Ok((n, _from)) = socket.recv_from(&mut buf).await else {
+                    // ICMP errors surface on some platforms; carry on.
+                    continue;
+                };
+                let arrival = decode(&buf[..n], SystemTime::now());
+                to.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|tx| tx.send(arrival.clone()).is_ok());
+            }
+        });
+        Ok(HepListener {
+            addr,
+            subscribers,
+            task: task.abort_handle(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn subscribe(&self) -> mpsc::UnboundedReceiver<Arrival> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
+    }
+}
+
+/// What a case's view of the mirror saw.
+#[derive(Debug, Default, Clone)]
+pub struct ServerView {
+    /// The mirrored messages to or from the case's phones, in arrival order.
+    pub packets: Vec<Packet>,
+    /// Mirrored messages between other parties (another run, a probe).
+    pub unclaimed: u64,
+    /// Datagrams that were not a mirrored SIP message: by reason, with
+    /// the first one's error.
+    pub skipped: BTreeMap<&'static str, (u64, String)>,
+}
+
+#[derive(Default)]
+struct State {
+    who: BTreeMap<SocketAddr, String>,
+    view: ServerView,
+    seq: u64,
+}
+
+/// One case's share of a [`HepListener`].
+pub struct HepView {
+    state: Arc<Mutex<State>>,
+    /// How many of the case's messages have been mirrored so far.
+    mirrored: watch::Receiver<usize>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for HepView {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+impl HepView {
+    /// Starts handing the records of this case's mirrored messages to
+    /// `derive`, in arrival order.
+    pub fn start(listener: &HepListener, mut derive: impl FnMut(&Record) + Send + 'static) -> Self {
+        let mut rx = listener.subscribe();
+        let state: Arc<Mutex<State>> = Arc::default();
+        let (stop, mut stopped) = oneshot::channel();
+        let (count, mirrored) = watch::channel(0);
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                // Biased: what has arrived is handled before a stop is
+                // heeded, so finishing loses nothing that was queued.
+                let arrival = tokio::select! {
+                    biased;
+                    a = rx.recv() => match a {
+                        Some(a) => a,
+                        None => break,
+                    },
+                    _ = &mut stopped => break,
+                };
+                let (records, n) = {
+                    let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    (st.take(arrival), st.view.packets.len())
+                };
+                for r in &records {
+                    derive(r);
+                }
+                // Counted once its events are in: a waiter may then mark a stage.
+                count.send_replace(n);
+            }
+        });
+        HepView {
+            state,
+            mirrored,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A handle that says messages to or from an address are a phone's
+    /// (its socket, or one of its TCP connections); the first claim stands.
+    pub fn claimer(&self) -> impl Fn(SocketAddr, &str) + Send + Sync + 'static {
+        let state = self.state.clone();
+        move |addr, dn| {
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .who
+                .entry(addr)
+                .or_insert_with(|| dn.to_string());
+        }
+    }
+
+    /// Waits until `n` of the case's messages have been mirrored and their
+    /// events derived, at most `deadline`; returns how many were.
+    ///
+    /// The mirror lags the phones: a run marks the start of a stage only
+    /// once the server's view has caught up with what the phones have
+    /// recorded, or a late setup event would be counted in the first stage.
+    pub async fn caught_up(&self, n: usize, deadline: Duration) -> usize {
+        let mut rx = self.mirrored.clone();
+        let _ = tokio::time::timeout(deadline, rx.wait_for(|m| *m >= n)).await;
+        let got = *rx.borrow();
+        got
+    }
+
+    /// Stops, once everything that has arrived is handled.
+    pub async fn finish(mut self) -> ServerView {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        std::mem::take(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()).view)
+    }
+}
+
+impl ServerView {
+    /// The server's view beside the phones' records of the same case:
+    /// notes on what one has and the other lacks, or, when the server
+    /// mirrored nothing at all, why the case cannot be judged.
+    pub fn compare(&self, phones: &[Record], to: SocketAddr) -> Result<Vec<String>, String> {
+        let skipped: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|(reason, (n, first))| format!("{n} {reason} (first: {first})"))
+            .collect();
+        let skipped = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; datagrams skipped: {}", skipped.join(", "))
+        };
+        if self.packets.is_empty() && !phones.is_empty() {
+            return Err(format!(
+                "no HEP from the server about this case reached {to} ({} messages the phones exchanged with it{skipped}): is its HEP mirroring on, version 3, and pointed there?",
+                phones.len()
+            ));
+        }
+        // Matched by their bytes: the same message, as it crossed the wire.
+        let mut unmatched: HashMap<&[u8], usize> = HashMap::new();
+        for p in &self.packets {
+            *unmatched.entry(&p.raw).or_default() += 1;
+        }
+        let mut missing = Vec::new();
+        for r in phones {
+            match unmatched.get_mut(r.raw.as_slice()) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => missing.push(r.first_line()),
+            }
+        }
+        let extra: Vec<String> = self
+            .packets
+            .iter()
+            .filter(|p| {
+                unmatched.get_mut(p.raw.as_slice()).is_some_and(|n| {
+                    *n > 0 && {
+                        *n -= 1;
+                        true
+                    }
+                })
+            })
+            .map(|p| first_line(&p.raw))
+            .collect();
+        let mut notes = vec![format!(
+            "HEP: the server mirrored {} messages of this case to {to}; the phones recorded {}{skipped}",
+            self.packets.len(),
+            phones.len()
+        )];
+        let first = |v: &[String]| v.first().cloned().unwrap_or_default();
+        if !missing.is_empty() {
+            notes.push(format!(
+                "HEP: {} of the phones' messages were not mirrored (first: {})",
+                missing.len(),
+                first(&missing)
+            ));
+        }
+        if !extra.is_empty() {
+            notes.push(format!(
+                "HEP: {} mirrored messages the phones never recorded (first: {})",
+                extra.len(),
+                first(&extra)
+            ));
+        }
+        if self.unclaimed > 0 {
+            notes.push(format!(
+                "HEP: {} mirrored messages of other parties were passed over",
+                self.unclaimed
+            ));
+        }
+        Ok(notes)
+    }
+}
+
+fn first_line(raw: &[u8]) -> String {
+    let end = raw
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end.min(200)]).into_owned()
+}
+
+impl State {
+    fn take(&mut self, arrival: Arrival) -> Vec<Record> {
+        match arrival {
+            Err(e) => {
+                let slot = self
+                    .view
+                    .skipped
+                    .entry(e.reason())
+                    .or_insert_with(|| (0, e.to_string()));
+                slot.0 += 1;
+                Vec::new()
+            }
+            Ok(m) => {
+                let records = m.packet.records_for(&self.who, self.seq);
+                if records.is_empty() {
+                    self.view.unclaimed += 1;
+                } else {
+                    self.seq += records.len() as u64;
+                    self.view.packets.push(m.packet);
+                }
+                records
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hep::encode;
+    use crate::sip::transport::Direction;
+    use crate::sip::Transport;
+
+    #[tokio::test]
+    async fn a_view_keeps_its_phones_messages_and_counts_the_rest() {
+        let listener = HepListener::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let seen: Arc<Mutex<Vec<(String, Direction, String)>>> = Arc::default();
+        let into = seen.clone();
+        let view = HepView::start(&listener, move |r| {
+            into.lock()
+                .unwrap()
+                .push((r.agent.clone(), r.direction, r.first_line()))
+        });
+        let phone: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let server: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        view.claimer()(phone, "60970");
+        let packet = |src, dst, raw: &str| Packet {
+            time: SystemTime::now(),
+            src,
+            dst,
+            transport: Transport::Udp,
+            raw: raw.as_bytes().to_vec(),
+        };
+        let mirror = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for datagram in [
+            encode(&packet(phone, server, "REGISTER sip:sca.test SIP/2.0"), 1).unwrap(),
+            encode(&packet(server, phone, "SIP/2.0 200 OK"), 1).unwrap(),
+            // Another case's phone.
+            encode(
+                &packet("127.0.0.1:7999".parse().unwrap(), server, "BYE x"),
+                1,
+            )
+            .unwrap(),
+            b"HEP3garbage".to_vec(),
+            b"\x02\x10\x02\x11".to_vec(),
+        ] {
+            mirror.send_to(&datagram, listener.local_addr()).unwrap();
+        }
+        assert_eq!(view.caught_up(2, Duration::from_secs(2)).await, 2);
+        // The undecodable ones trail; finishing handles what has arrived.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let got = view.finish().await;
+        assert_eq!(got.packets.len(), 2);
+        assert_eq!(got.unclaimed, 1);
+        assert_eq!(got.skipped["bad length"].0, 1);
+        assert_eq!(got.skipped["not HEPv3"].0, 1);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (
+                    "60970".into(),
+                    Direction::Sent,
+                    "REGISTER sip:sca.test SIP/2.0".into()
+                ),
+                ("60970".into(), Direction::Received, "SIP/2.0 200 OK".into()),
+            ]
+        );
+    }
+}
