@@ -571,9 +571,16 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         (Target::Remote(p), false) => p.transport,
         _ => transport,
     };
-    let (described, name) = (target.describe(), target.name());
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let events = events_source(&args.events, &target, &runtime)?;
+    // A verdict table can hold one target judged from several sources.
+    let described = target.describe();
+    let name = match &events {
+        Events::Sip => target.name(),
+        Events::Feed(_) => format!("{}+feed", target.name()),
+        Events::Log(_) => format!("{}+tlib-log", target.name()),
+        Events::Hep(_) => format!("{}+hep", target.name()),
+    };
     let opts = RunOptions {
         target,
         transport,

@@ -176,6 +176,33 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// Every `--events` mistake is found before anything runs, and said.
+#[test]
+fn bad_event_sources_exit_2_saying_what_is_wrong() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = format!("hep:{}", taken.local_addr().unwrap());
+    let profile = root().join("fixtures/targets/kamailio/target.toml");
+    let profile = profile.to_str().unwrap();
+    for (target, events, says) in [
+        (profile, "hep:nowhere", "is not an IP:PORT"),
+        (profile, taken.as_str(), "cannot listen for HEP"),
+        (profile, "tlib-log:/no/such/sipserver.log", "is not a file"),
+        (profile, "feed:127.0.0.1", "is not an IP:PORT"),
+        (profile, "pigeon:127.0.0.1:1", "unknown source \"pigeon\""),
+        (profile, "hep", "expected sip, feed:IP:PORT"),
+        (
+            "embedded",
+            "hep:127.0.0.1:0",
+            "the embedded server has its own feed",
+        ),
+    ] {
+        let out = scacheck(&["run", "--target", target, "--events", events]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{events}: {stderr}");
+        assert!(stderr.contains(says), "{events}: {stderr}");
+    }
+}
+
 #[test]
 fn every_run_writes_a_capture_that_pcap_check_reads_back_to_the_same_verdict() {
     let dir = tempfile::tempdir().unwrap();
