@@ -443,6 +443,8 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
     }
     let mut marks: Vec<(String, usize)> = vec![("setup".into(), 0)];
     let mut server_view: Option<ServerView> = None;
+    // What the event source says about itself, for the report.
+    let mut source_notes: Vec<String> = Vec::new();
     match start(p, topology, &opts, &recorder, &log).await {
         Err(e) => result.error = Some(e),
         Ok(live) => {
@@ -513,8 +515,15 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                 log.settle(Duration::from_millis(200), Duration::from_secs(2))
                     .await;
             }
-            if let Some(Source::Hep(view)) = live.source {
-                server_view = Some(view.finish().await);
+            match live.source {
+                Some(Source::Hep(view)) => server_view = Some(view.finish().await),
+                Some(Source::Log(follower)) => {
+                    let skipped = follower.skipped();
+                    if !skipped.is_empty() {
+                        source_notes.push(format!("server log: {skipped}"));
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -554,17 +563,15 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             .collect(),
         Target::Embedded { .. } => Vec::new(),
     };
-    let hep_notes = match (server_view, &opts.events) {
-        (Some(view), Events::Hep(listener)) => {
-            let notes = view.compare(&result.records, listener.local_addr());
-            result.mirrored = view.packets;
-            notes.unwrap_or_else(|e| {
+    if let (Some(view), Events::Hep(listener)) = (server_view, &opts.events) {
+        match view.compare(&result.records, listener.local_addr()) {
+            Ok(notes) => source_notes.extend(notes),
+            Err(e) => {
                 result.error.get_or_insert(e);
-                Vec::new()
-            })
+            }
         }
-        _ => Vec::new(),
-    };
+        result.mirrored = view.packets;
+    }
     settle_verdict(&mut result, &deviations);
     // Without the server's view there is nothing to judge; only what the
     // phones received that is not SIP still fails.
@@ -574,7 +581,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
     {
         result.verdict = Verdict::Inconclusive;
     }
-    result.notes.extend(hep_notes);
+    result.notes.extend(source_notes);
     result.duration = started.elapsed();
     result
 }

@@ -176,6 +176,42 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// `log check` says what it passed over, on the console and in the report.
+#[test]
+fn log_check_reports_what_it_skipped() {
+    let report = tempfile::tempdir().unwrap();
+    let log = root().join("fixtures/logs/inbound-answered.log");
+    let out = scacheck(&[
+        "log",
+        "check",
+        log.to_str().unwrap(),
+        "--case",
+        "inbound-answered",
+        "--report-dir",
+        report.path().to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    // The constructed log's `Trc` lines and its header comment.
+    let skipped = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("skipped ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no skipped count: {stdout}"));
+    assert!(skipped > 0, "{stdout}");
+    let summary = std::fs::read_to_string(report.path().join("summary.json")).unwrap();
+    assert!(
+        summary.contains(&format!("skipped {skipped} lines")),
+        "{summary}"
+    );
+}
+
 /// Every `--events` mistake is found before anything runs, and said.
 #[test]
 fn bad_event_sources_exit_2_saying_what_is_wrong() {

@@ -85,7 +85,9 @@ fn judged_from(kind: &str) {
                         .append(true)
                         .open(&path)
                         .unwrap();
-                    f.write_all(scacheck::observe::tlib_log::write(&pairs).as_bytes())
+                    // With a line no reader knows, as real logs have.
+                    let text = scacheck::observe::tlib_log::write(&pairs);
+                    f.write_all(format!("@12:00:00.0000 garbled (constructed)\n{text}").as_bytes())
                         .unwrap();
                 }
             });
@@ -111,6 +113,14 @@ fn judged_from(kind: &str) {
             "server log"
         };
         assert!(r.source.source.starts_with(expected), "{}", r.source.source);
+        if kind == "log" {
+            // What the reader passed over is reported, and not fatal.
+            assert!(
+                r.notes.iter().any(|n| n.starts_with("server log: skipped")),
+                "{:?}",
+                r.notes
+            );
+        }
         // The server's own events show what SIP cannot: call monitoring was compared.
         assert!(
             r.stages.iter().all(|s| s.not_observed.is_empty()),

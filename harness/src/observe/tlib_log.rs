@@ -31,6 +31,35 @@ pub struct Skipped {
     pub unrouted: usize,
 }
 
+impl Skipped {
+    pub fn is_empty(&self) -> bool {
+        *self == Skipped::default()
+    }
+}
+
+/// One line for a console or a report note.
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "skipped {} lines, {} unrouted events",
+            self.lines, self.unrouted
+        )?;
+        if !self.attributes.is_empty() {
+            let names: Vec<String> = self
+                .attributes
+                .iter()
+                .map(|(name, n)| format!("{name} x{n}"))
+                .collect();
+            write!(f, "; attributes outside the model: {}", names.join(", "))?;
+        }
+        if !self.values.is_empty() {
+            write!(f, "; unreadable values: {}", self.values.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads every event of a log, in order.
 pub fn parse(text: &str) -> (Vec<Observation>, Skipped) {
     let mut skipped = Skipped::default();
@@ -272,6 +301,7 @@ fn closed_part(text: &str) -> &str {
 /// `log` as whole events appear; dropping it stops following.
 pub struct LogFollower {
     task: tokio::task::AbortHandle,
+    skipped: std::sync::Arc<std::sync::Mutex<Skipped>>,
 }
 
 impl Drop for LogFollower {
@@ -287,6 +317,8 @@ impl LogFollower {
     /// Starts following `path` from its current end: what the server logged
     /// before the case is not the case's.
     pub fn start(path: std::path::PathBuf, log: super::EventLog) -> LogFollower {
+        let skipped: std::sync::Arc<std::sync::Mutex<Skipped>> = Default::default();
+        let counted = skipped.clone();
         let task = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};
             // Only what is appended from now on is read: a server log can
@@ -304,8 +336,10 @@ impl LogFollower {
                 }
                 if let Some(f) = file.as_mut() {
                     if f.read_to_end(&mut text).await.is_ok() {
-                        // What the reader skips is skipped, never fatal.
-                        let (events, _) = parse(closed_part(&String::from_utf8_lossy(&text)));
+                        // What the reader skips is counted, never fatal.
+                        let (events, passed_over) =
+                            parse(closed_part(&String::from_utf8_lossy(&text)));
+                        *counted.lock().unwrap_or_else(|p| p.into_inner()) = passed_over;
                         for obs in events.into_iter().skip(delivered) {
                             delivered += 1;
                             log.push(obs);
@@ -317,7 +351,16 @@ impl LogFollower {
         });
         LogFollower {
             task: task.abort_handle(),
+            skipped,
         }
+    }
+
+    /// What the log's lines since the start held that is not an event.
+    pub fn skipped(&self) -> Skipped {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
