@@ -144,6 +144,17 @@ fn a_remote_target_judged_from_the_log_it_writes_as_it_runs() {
 /// traffic give the same events, channel by channel, and the same verdicts.
 #[test]
 fn a_remote_target_judged_from_its_hep_mirror_as_from_its_phones() {
+    judged_from_hep_as_from_phones(Transport::Udp);
+}
+
+/// Over TCP each phone's connection has its own port: the server's view is
+/// still attributed to the right phone.
+#[test]
+fn a_remote_target_over_tcp_judged_from_its_hep_mirror_as_from_its_phones() {
+    judged_from_hep_as_from_phones(Transport::Tcp);
+}
+
+fn judged_from_hep_as_from_phones(transport: Transport) {
     use scacheck::observe::hep::HepListener;
     let (all, topology) = suite();
     let cases: Vec<_> = all
@@ -181,6 +192,7 @@ fn a_remote_target_judged_from_its_hep_mirror_as_from_its_phones() {
                 RunOptions {
                     target: target.clone(),
                     events,
+                    transport,
                     ..RunOptions::default()
                 },
             )
@@ -210,6 +222,7 @@ fn a_remote_target_judged_from_its_hep_mirror_as_from_its_phones() {
             "{}",
             s.source.source
         );
+        assert_eq!((p.transport, s.transport), (transport, transport));
         assert_eq!(p.verdict, s.verdict, "{}", scacheck::report::case_text(s));
         assert_eq!(by_channel(p), by_channel(s), "{}", p.id);
         assert!(!by_channel(s).is_empty(), "{}: no events at all", s.id);
