@@ -563,10 +563,12 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             .collect(),
         Target::Embedded { .. } => Vec::new(),
     };
+    let mut blind = false;
     if let (Some(view), Events::Hep(listener)) = (server_view, &opts.events) {
         match view.compare(&result.records, listener.local_addr()) {
             Ok(notes) => source_notes.extend(notes),
             Err(e) => {
+                blind = true;
                 result.error.get_or_insert(e);
             }
         }
@@ -575,10 +577,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
     settle_verdict(&mut result, &deviations);
     // Without the server's view there is nothing to judge; only what the
     // phones received that is not SIP still fails.
-    if result.mirrored.is_empty()
-        && matches!(opts.events, Events::Hep(_))
-        && result.problems.is_empty()
-    {
+    if blind && result.problems.is_empty() {
         result.verdict = Verdict::Inconclusive;
     }
     result.notes.extend(source_notes);

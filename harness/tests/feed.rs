@@ -15,6 +15,25 @@ use scacheck::sip::Transport;
 use scacheck::target::Profile;
 use scacheck::topology::Topology;
 
+/// A reference server on loopback, standing in for a real one.
+async fn embedded(topology: &Topology) -> Embedded {
+    Embedded::start(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        DOMAIN,
+        topology.clone(),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+/// A HEP listener on a free loopback port.
+async fn hep_listener() -> scacheck::observe::hep::HepListener {
+    scacheck::observe::hep::HepListener::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
 /// The embedded server as a real target with no deviations.
 fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
     Profile {
@@ -46,14 +65,7 @@ fn judged_from(kind: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let logfile = tempfile::NamedTempFile::new().unwrap();
     let results = rt.block_on(async {
-        let server = Embedded::start(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            DOMAIN,
-            topology.clone(),
-            None,
-        )
-        .await
-        .unwrap();
+        let server = embedded(&topology).await;
         let profile = profile_of(&server, &topology);
         let events = if kind == "feed" {
             Events::Feed(server.feed)
@@ -155,7 +167,6 @@ fn a_remote_target_over_tcp_judged_from_its_hep_mirror_as_from_its_phones() {
 }
 
 fn judged_from_hep_as_from_phones(transport: Transport) {
-    use scacheck::observe::hep::HepListener;
     let (all, topology) = suite();
     let cases: Vec<_> = all
         .into_iter()
@@ -172,17 +183,8 @@ fn judged_from_hep_as_from_phones(transport: Transport) {
     assert_eq!(cases.len(), 4, "a case of this test was renamed");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (phones, server) = rt.block_on(async {
-        let server = Embedded::start(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            DOMAIN,
-            topology.clone(),
-            None,
-        )
-        .await
-        .unwrap();
-        let listener = HepListener::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let server = embedded(&topology).await;
+        let listener = hep_listener().await;
         server.mirror_over_hep(listener.local_addr()).unwrap();
         let target = Target::Remote(Arc::new(profile_of(&server, &topology)));
         let run = |events| {
@@ -239,7 +241,6 @@ fn judged_from_hep_as_from_phones(transport: Transport) {
 /// A server that mirrors nothing: the cases cannot be judged, and say why.
 #[test]
 fn no_hep_from_the_server_is_inconclusive_not_a_failure() {
-    use scacheck::observe::hep::HepListener;
     let (all, topology) = suite();
     let cases: Vec<_> = all
         .into_iter()
@@ -247,17 +248,8 @@ fn no_hep_from_the_server_is_inconclusive_not_a_failure() {
         .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let results = rt.block_on(async {
-        let server = Embedded::start(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            DOMAIN,
-            topology.clone(),
-            None,
-        )
-        .await
-        .unwrap();
-        let listener = HepListener::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let server = embedded(&topology).await;
+        let listener = hep_listener().await;
         let opts = RunOptions {
             target: Target::Remote(Arc::new(profile_of(&server, &topology))),
             events: Events::Hep(Arc::new(listener)),

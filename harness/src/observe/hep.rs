@@ -59,9 +59,14 @@ impl HepListener {
             // The largest UDP payload: a datagram is never cut short here.
             let mut buf = vec![0u8; 65_535];
             loop {
-                let Ok((n, _from)) = socket.recv_from(&mut buf).await else {
-                    // ICMP errors surface on some platforms; carry on.
-                    continue;
+                let n = match socket.recv_from(&mut buf).await {
+                    Ok((n, _from)) => n,
+                    Err(_) => {
+                        // ICMP errors surface on some platforms; carry on,
+                        // without spinning should the error persist.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
                 };
                 let arrival = decode(&buf[..n], SystemTime::now());
                 to.lock()
