@@ -598,6 +598,7 @@ mod tests {
         ];
         let sip = Observability {
             source: "sip".into(),
+            wire_source: "sip".into(),
             channels: Some(vec![Channel::parse("60970")]),
             blind_to: vec![Attr::ThisDnRole],
             blind_events: Vec::new(),

@@ -74,6 +74,9 @@ fn case_section(out: &mut String, r: &CaseResult) {
     let key = escape(&case_key(r));
     let _ = writeln!(out, "<section class=\"case\" data-verdict=\"{v}\" id=\"case-{key}\"><h2>{key}: <span class=\"verdict v-{v}\">{v}</span></h2>", v = r.verdict.as_str());
     let _ = writeln!(out, "<p>{}</p>", escape(&r.title));
+    for line in r.source_lines() {
+        let _ = writeln!(out, "<p class=\"source\">events from {}</p>", escape(&line));
+    }
     if r.verdict != Verdict::Pass {
         if let Some(h) = r.headline() {
             let _ = writeln!(out, "<p class=\"headline\">{}</p>", escape(&h));

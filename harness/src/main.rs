@@ -352,7 +352,7 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
             .sum::<usize>()
     };
     candidates.sort_by_key(|(p, r)| (r.verdict.expected(), weight(p)));
-    let Some((p, result)) = candidates.pop() else {
+    let Some((p, mut result)) = candidates.pop() else {
         anyhow::bail!(
             "the capture shows no case's flow{} (phones found: {:?})",
             args.case_id
@@ -365,6 +365,9 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     if args.case_id.is_none() {
         println!("detected case: {}", p.case.id);
     }
+    let from = format!("derived from the SIP in {}", args.file.display());
+    result.source.source = format!("T-Library events {from}");
+    result.source.wire_source = format!("SCA wire layer {from}");
     println!("{}", report::console_line(&result));
     let dir = args.output.dir();
     report::write(

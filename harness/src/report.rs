@@ -79,6 +79,8 @@ struct SummaryCase<'a> {
     error: Option<&'a str>,
     problems: Vec<&'a str>,
     notes: &'a [String],
+    /// Where each channel's events came from.
+    sources: BTreeMap<String, &'a str>,
 }
 
 #[derive(Serialize)]
@@ -103,6 +105,11 @@ impl<'a> SummaryCase<'a> {
             error: r.error.as_deref(),
             problems: r.problems.iter().map(|p| p.what.as_str()).collect(),
             notes: &r.notes,
+            sources: r
+                .channels()
+                .into_iter()
+                .map(|c| (c.to_string(), r.source.source_of(c)))
+                .collect(),
         }
     }
 }
@@ -178,7 +185,9 @@ pub fn case_text(r: &CaseResult) -> String {
         r.title,
         r.verdict.as_str().to_uppercase()
     );
-    let _ = writeln!(out, "events from: {}", r.source.source);
+    for line in r.source_lines() {
+        let _ = writeln!(out, "events from: {line}");
+    }
     if let Some(d) = r.first_divergence() {
         let _ = writeln!(out, "first divergence: {d}");
     }
@@ -309,7 +318,10 @@ pub fn sip_text(r: &CaseResult) -> String {
         }
     }
     if !r.events.is_empty() {
-        let _ = writeln!(out, "\n== events ({}) ==", r.source.source);
+        let _ = writeln!(out, "\n== events ==");
+        for line in r.source_lines() {
+            let _ = writeln!(out, "from: {line}");
+        }
         for (stage, obs) in &r.events {
             let _ = writeln!(out, "[{stage}] {} {}", obs.channel, obs.event);
         }

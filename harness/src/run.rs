@@ -11,6 +11,7 @@ use crate::case::{Action, Case, Step};
 use crate::diff::{compare_stage, Bindings, Divergence, StageResult};
 use crate::golden::GoldenStage;
 use crate::input::InputError;
+use crate::model::Channel;
 use crate::observe::feed::FeedClient;
 use crate::observe::hep::{HepListener, HepView, ServerView};
 use crate::observe::sip_tlib::SipTlibDeriver;
@@ -274,6 +275,29 @@ impl CaseResult {
             .or_else(|| all().next())
     }
 
+    /// Every channel the case's golden files name, in order.
+    pub fn channels(&self) -> Vec<&Channel> {
+        let mut out: Vec<&Channel> = Vec::new();
+        for c in self.stages.iter().flat_map(|s| s.channels.iter()) {
+            if !out.contains(&&c.channel) {
+                out.push(&c.channel);
+            }
+        }
+        out
+    }
+
+    /// Where each channel's events came from, one line per source.
+    pub fn source_lines(&self) -> Vec<String> {
+        self.source
+            .sources(self.channels())
+            .into_iter()
+            .map(|(source, channels)| {
+                let names: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+                format!("{}: {source}", names.join(", "))
+            })
+            .collect()
+    }
+
     /// The first divergence as every output writes it.
     pub fn headline_divergence(&self) -> Option<String> {
         self.first_divergence().map(ToString::to_string)
@@ -367,25 +391,26 @@ impl Live {
 
 /// What the events of a run come from, and so what it can observe.
 fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability {
-    const WIRE: &str = "SCA wire layer from the SIP the phones saw";
+    use crate::observe::sip_tlib::WIRE_SOURCE;
+    let feed = |s: String| Observability::everything(&s).with_wire_source(WIRE_SOURCE);
     match (&opts.target, &opts.events) {
-        (Target::Embedded { .. }, _) => {
-            Observability::everything(&format!("embedded server event feed; {WIRE}"))
-        }
-        (Target::Remote(_), Events::Feed(addr)) => {
-            Observability::everything(&format!("event feed at {addr}; {WIRE}"))
-        }
+        (Target::Embedded { .. }, _) => feed("the embedded server's event feed".into()),
+        (Target::Remote(_), Events::Feed(addr)) => feed(format!("the event feed at {addr}")),
         (Target::Remote(_), Events::Log(path)) => {
-            Observability::everything(&format!("server log {}; {WIRE}", path.display()))
+            feed(format!("the server log {}", path.display()))
         }
         (Target::Remote(profile), Events::Sip) => sip_deriver(p, topology, profile).observability(),
-        (Target::Remote(profile), Events::Hep(listener)) => Observability {
-            source: format!(
-                "SIP the server mirrored over HEP to {}: T-Library events and SCA wire layer derived from the server's view",
+        (Target::Remote(profile), Events::Hep(listener)) => {
+            let view = format!(
+                "derived from the SIP the server mirrored over HEP to {}",
                 listener.local_addr()
-            ),
-            ..sip_deriver(p, topology, profile).observability()
-        },
+            );
+            Observability {
+                source: format!("T-Library events {view}"),
+                wire_source: format!("SCA wire layer {view}"),
+                ..sip_deriver(p, topology, profile).observability()
+            }
+        }
     }
 }
 
@@ -962,7 +987,6 @@ async fn perform(
 mod tests {
     use super::*;
     use crate::diff::{ChannelResult, StageResult};
-    use crate::model::Channel;
 
     fn result(differing: &[(&str, &str)]) -> CaseResult {
         let stages = differing

@@ -56,6 +56,18 @@ fn a_clean_run_passes_and_writes_the_report() {
         )
         .unwrap();
         assert!(sip.contains(" -> REGISTER sip:sca.test SIP/2.0"), "{sip}");
+        // Where each channel's events came from.
+        let sources = case["sources"].as_object().unwrap();
+        assert!(!sources.is_empty());
+        for (channel, source) in sources {
+            let source = source.as_str().unwrap();
+            let expected = if channel.starts_with("sca.") {
+                "SCA wire layer derived from the SIP the phones saw"
+            } else {
+                "the embedded server's event feed"
+            };
+            assert_eq!(source, expected, "{channel}");
+        }
     }
     assert!(text(&out.stdout).contains(&format!(
         "{n} cases: {n} pass, 0 fail, 0 xfail, 0 xpass, 0 skipped, 0 inconclusive"

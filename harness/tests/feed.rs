@@ -120,11 +120,23 @@ fn judged_from(kind: &str) {
             scacheck::report::case_text(r)
         );
         let expected = if kind == "feed" {
-            "event feed at"
+            "the event feed at"
         } else {
-            "server log"
+            "the server log"
         };
         assert!(r.source.source.starts_with(expected), "{}", r.source.source);
+        // The report says, channel by channel, where events came from: the
+        // server's for its DNs, the phones' SIP for the wire layer.
+        let lines = r.source_lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("60970_2, monitoring: ") && l.contains(expected))
+                && lines
+                    .iter()
+                    .any(|l| l.starts_with("sca.60970") && l.contains("the SIP the phones saw")),
+            "{lines:?}"
+        );
         if kind == "log" {
             // What the reader passed over is reported, and not fatal.
             assert!(
@@ -218,11 +230,11 @@ fn judged_from_hep_as_from_phones(transport: Transport) {
     };
     for (p, s) in phones.iter().zip(&server) {
         assert!(
-            s.source
-                .source
-                .starts_with("SIP the server mirrored over HEP"),
-            "{}",
-            s.source.source
+            s.source_lines()
+                .iter()
+                .all(|l| l.contains("the SIP the server mirrored over HEP")),
+            "{:?}",
+            s.source_lines()
         );
         assert_eq!((p.transport, s.transport), (transport, transport));
         assert_eq!(p.verdict, s.verdict, "{}", scacheck::report::case_text(s));

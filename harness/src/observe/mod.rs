@@ -39,7 +39,11 @@ pub struct Observation {
 /// the rest as not observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observability {
+    /// Where the T-Library channels' events (each DN, call monitoring)
+    /// come from.
     pub source: String,
+    /// Where the SCA wire channels' (`sca.<DN>`) events come from.
+    pub wire_source: String,
     /// `None`: every channel.
     pub channels: Option<Vec<Channel>>,
     /// Attributes the source cannot see.
@@ -53,10 +57,43 @@ impl Observability {
     pub fn everything(source: &str) -> Observability {
         Observability {
             source: source.to_string(),
+            wire_source: source.to_string(),
             channels: None,
             blind_to: Vec::new(),
             blind_events: Vec::new(),
         }
+    }
+
+    /// The same, with the wire layer from another source (a server's feed
+    /// has T-Library events; its SCA wire layer comes from the SIP).
+    pub fn with_wire_source(mut self, source: &str) -> Observability {
+        self.wire_source = source.to_string();
+        self
+    }
+
+    /// Where a channel's events come from.
+    pub fn source_of(&self, channel: &Channel) -> &str {
+        match channel {
+            Channel::Wire(_) => &self.wire_source,
+            _ => &self.source,
+        }
+    }
+
+    /// The channels grouped by the source their events come from, in
+    /// order of first appearance: what a report says of its sources.
+    pub fn sources<'a>(
+        &'a self,
+        channels: impl IntoIterator<Item = &'a Channel>,
+    ) -> Vec<(&'a str, Vec<&'a Channel>)> {
+        let mut out: Vec<(&str, Vec<&Channel>)> = Vec::new();
+        for c in channels {
+            let source = self.source_of(c);
+            match out.iter_mut().find(|(s, _)| *s == source) {
+                Some((_, cs)) => cs.push(c),
+                None => out.push((source, vec![c])),
+            }
+        }
+        out
     }
 
     pub fn sees_channel(&self, channel: &Channel) -> bool {

@@ -18,8 +18,11 @@ use crate::sip::transport::{Direction, Record};
 use crate::sip::{uri_user, Message};
 
 /// How the source is named in reports.
-pub const SOURCE: &str =
-    "T-Library events derived from the SIP the phones saw; SCA wire layer likewise";
+pub const SOURCE: &str = "T-Library events derived from the SIP the phones saw";
+
+/// Where the SCA wire layer comes from for every source but a server's
+/// HEP mirror (`observe::wire` on the phones' SIP).
+pub const WIRE_SOURCE: &str = "SCA wire layer derived from the SIP the phones saw";
 
 /// The attributes SIP shows on a DN channel.
 const SEEN: [Attr; 3] = [Attr::ThisDn, Attr::OtherDn, Attr::AppearanceIndex];
@@ -161,6 +164,7 @@ impl SipTlibDeriver {
         }
         Observability {
             source: SOURCE.to_string(),
+            wire_source: WIRE_SOURCE.to_string(),
             channels: Some(channels),
             blind_to: Attr::ALL
                 .iter()
