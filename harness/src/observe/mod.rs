@@ -26,6 +26,20 @@ pub(crate) fn provenance(msg: &crate::sip::Message, header: &str) -> String {
     }
 }
 
+/// Bytes no SIP deriver may take for a message, or panic on: empty, not
+/// SIP, not UTF-8, a request without its headers, a response with an
+/// impossible status and broken headers. Each deriver's tests add a message
+/// of its own cut in half.
+#[cfg(test)]
+pub(crate) const GARBAGE: [&[u8]; 6] = [
+    b"",
+    b"garbage",
+    b"\xff\xfe\r\n\r\n",
+    b"BYE sip:a@b SIP/2.0\r\nCall-ID: c1\r\n\r\n",
+    b"NOTIFY sip:a@b SIP/2.0\r\nEvent: call-info\r\n\r\n",
+    b"SIP/2.0 999999 X\r\nVia: x\r\nFrom: <\r\nTo: >\r\nCall-ID:\r\nCSeq: 1\r\n\r\n",
+];
+
 /// One event as a source delivered it.
 #[derive(Debug, Clone)]
 pub struct Observation {

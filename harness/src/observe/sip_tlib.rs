@@ -1146,15 +1146,8 @@ mod tests {
         let mut flagged = record(LINE, Direction::Received, offer.clone());
         flagged.problem = Some("truncated".into());
         assert!(d.observe(&flagged).is_empty());
-        let garbage: [&[u8]; 6] = [
-            b"",
-            b"garbage",
-            b"\xff\xfe\r\n\r\n",
-            b"BYE sip:a@b SIP/2.0\r\nCall-ID: c1\r\n\r\n",
-            b"SIP/2.0 999999 X\r\nVia: x\r\nFrom: <\r\nTo: >\r\nCall-ID:\r\nCSeq: 1\r\n\r\n",
-            &offer[..offer.len() / 2],
-        ];
-        for raw in garbage {
+        let cut: &[u8] = &offer[..offer.len() / 2];
+        for raw in crate::observe::GARBAGE.into_iter().chain([cut]) {
             for dir in [Direction::Sent, Direction::Received] {
                 assert!(d.observe(&record(LINE, dir, raw.to_vec())).is_empty());
             }

@@ -789,15 +789,8 @@ mod tests {
         let mut flagged = record(PHONE, Direction::Received, offer.clone());
         flagged.problem = Some("truncated".into());
         assert!(d.observe(&flagged).is_empty());
-        let garbage: [&[u8]; 6] = [
-            b"",
-            b"garbage",
-            b"\xff\xfe\r\n\r\n",
-            b"NOTIFY sip:a@b SIP/2.0\r\nEvent: call-info\r\n\r\n",
-            b"SIP/2.0 999999 X\r\nVia: x\r\nFrom: <\r\nTo: >\r\nCall-ID:\r\nCSeq: 1\r\n\r\n",
-            &offer[..offer.len() / 2],
-        ];
-        for raw in garbage {
+        let cut: &[u8] = &offer[..offer.len() / 2];
+        for raw in crate::observe::GARBAGE.into_iter().chain([cut]) {
             assert!(d
                 .observe(&record(PHONE, Direction::Received, raw.to_vec()))
                 .is_empty());

@@ -839,13 +839,13 @@ impl Server {
         self.emit(
             &caller,
             ai(
-                Event::new(E::Dialing)
-                    .with(Attr::ConnId, id(&conn_id))
-                    .with(Attr::ThisDn, dn(&caller))
-                    .with(Attr::ThisDnRole, role(Role::Origination))
-                    .with(Attr::OtherDn, dn(&dialled))
-                    .with(Attr::OtherDnRole, role(Role::Destination))
-                    .with(Attr::CallState, state(CallState::Ok)),
+                between(
+                    E::Dialing,
+                    &conn_id,
+                    (&caller, Role::Origination),
+                    (&dialled, Role::Destination),
+                )
+                .with(Attr::CallState, state(CallState::Ok)),
                 caller_member,
             ),
         );
@@ -866,14 +866,14 @@ impl Server {
             let member = target_line.is_some();
             let leg = self.offer(&call, target, party, req.body(), member);
             let ringing = ai(
-                Event::new(E::Ringing)
-                    .with(Attr::ConnId, id(&conn_id))
-                    .with(Attr::ThisDn, dn(target))
-                    .with(Attr::ThisDnRole, role(Role::Destination))
-                    .with(Attr::OtherDn, dn(&caller))
-                    .with(Attr::OtherDnRole, role(Role::Origination))
-                    .with(Attr::CallState, state(covered))
-                    .with(Attr::CallType, Value::CallType(CallType::Internal)),
+                between(
+                    E::Ringing,
+                    &conn_id,
+                    (target, Role::Destination),
+                    (&caller, Role::Origination),
+                )
+                .with(Attr::CallState, state(covered))
+                .with(Attr::CallType, Value::CallType(CallType::Internal)),
                 member,
             );
             if self.has(Fault::DuplicateRinging) && n == 1 {
@@ -1049,13 +1049,13 @@ impl Server {
             );
             self.emit(
                 &loser,
-                Event::new(E::Released)
-                    .with(Attr::ConnId, id(&conn_id))
-                    .with(Attr::ThisDn, dn(&loser))
-                    .with(Attr::ThisDnRole, role(Role::Destination))
-                    .with(Attr::OtherDn, dn(&caller))
-                    .with(Attr::OtherDnRole, role(Role::Origination))
-                    .with(Attr::CallState, state(CallState::Redirected)),
+                between(
+                    E::Released,
+                    &conn_id,
+                    (&loser, Role::Destination),
+                    (&caller, Role::Origination),
+                )
+                .with(Attr::CallState, state(CallState::Redirected)),
             );
             if !self.has(Fault::DropLoserPartyDeleted) {
                 self.monitor(party_deleted(&conn_id, party));
@@ -1078,21 +1078,21 @@ impl Server {
             call.dialled.clone(),
         );
         let caller_established = ai(
-            Event::new(E::Established)
-                .with(Attr::ConnId, id(&conn_id))
-                .with(Attr::ThisDn, dn(&caller))
-                .with(Attr::ThisDnRole, role(Role::Origination))
-                .with(Attr::OtherDn, dn(&dialled))
-                .with(Attr::OtherDnRole, role(Role::Destination)),
+            between(
+                E::Established,
+                &conn_id,
+                (&caller, Role::Origination),
+                (&dialled, Role::Destination),
+            ),
             &caller,
         );
         let phone_established = ai(
-            Event::new(E::Established)
-                .with(Attr::ConnId, id(&conn_id))
-                .with(Attr::ThisDn, dn(&phone))
-                .with(Attr::ThisDnRole, role(Role::Destination))
-                .with(Attr::OtherDn, dn(&caller))
-                .with(Attr::OtherDnRole, role(Role::Origination)),
+            between(
+                E::Established,
+                &conn_id,
+                (&phone, Role::Destination),
+                (&caller, Role::Origination),
+            ),
             &phone,
         );
         self.emit(&caller, caller_established);
@@ -1491,6 +1491,22 @@ fn off_hook(who: &str, appearance: Option<u32>) -> Event {
         Some(i) => e.with(Attr::AppearanceIndex, Value::Int(i.into())),
         None => e,
     }
+}
+
+/// An event of one of the two parties of a call, towards the other, each
+/// with its role.
+fn between(
+    name: E,
+    conn_id: &str,
+    (this, this_role): (&str, Role),
+    (other, other_role): (&str, Role),
+) -> Event {
+    Event::new(name)
+        .with(Attr::ConnId, id(conn_id))
+        .with(Attr::ThisDn, dn(this))
+        .with(Attr::ThisDnRole, role(this_role))
+        .with(Attr::OtherDn, dn(other))
+        .with(Attr::OtherDnRole, role(other_role))
 }
 
 fn party_added(conn_id: &str, who: &str, party: u32, s: PartyState) -> Event {
