@@ -141,17 +141,7 @@ impl HepView {
         let (count, mirrored) = watch::channel(0);
         let shared = state.clone();
         let task = tokio::spawn(async move {
-            loop {
-                // Biased: what has arrived is handled before a stop is
-                // heeded, so finishing loses nothing that was queued.
-                let arrival = tokio::select! {
-                    biased;
-                    a = rx.recv() => match a {
-                        Some(a) => a,
-                        None => break,
-                    },
-                    _ = &mut stopped => break,
-                };
+            let mut handle = |arrival| {
                 let (records, n) = {
                     let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
                     (st.take(arrival), st.view.packets.len())
@@ -161,6 +151,26 @@ impl HepView {
                 }
                 // Counted once its events are in: a waiter may then mark a stage.
                 count.send_replace(n);
+            };
+            loop {
+                tokio::select! {
+                    // Biased to the stop: a server that never stops
+                    // mirroring must not keep a case from finishing.
+                    biased;
+                    _ = &mut stopped => break,
+                    a = rx.recv() => match a {
+                        Some(a) => handle(a),
+                        None => return,
+                    },
+                }
+            }
+            // What was queued when the stop came is the case's too; what
+            // comes after is not.
+            for _ in 0..rx.len() {
+                match rx.try_recv() {
+                    Ok(a) => handle(a),
+                    Err(_) => break,
+                }
             }
         });
         HepView {
@@ -326,6 +336,46 @@ mod tests {
     use crate::hep::encode;
     use crate::sip::transport::Direction;
     use crate::sip::Transport;
+
+    /// The mirror outpaces the view (each message takes 2 ms to derive,
+    /// one comes every millisecond): finishing still takes only what was
+    /// queued, rather than waiting for the server to fall silent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_view_finishes_while_the_server_keeps_mirroring() {
+        let listener = HepListener::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let view = HepView::start(&listener, |_| std::thread::sleep(Duration::from_millis(2)));
+        let phone: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        view.claimer()(phone, "60970");
+        let to = listener.local_addr();
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flood = flooding.clone();
+        let mirror = std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let sent = Packet {
+                time: SystemTime::now(),
+                src: phone,
+                dst: "127.0.0.1:5060".parse().unwrap(),
+                transport: Transport::Udp,
+                raw: b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec(),
+            };
+            let datagram = encode(&sent, 1).unwrap();
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while flood.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < until
+            {
+                let _ = socket.send_to(&datagram, to);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let finished = tokio::time::timeout(Duration::from_secs(3), view.finish()).await;
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        mirror.join().unwrap();
+        let got = finished.expect("finish waited for the mirror to fall silent");
+        assert!(!got.packets.is_empty());
+    }
 
     #[tokio::test]
     async fn a_view_keeps_its_phones_messages_and_counts_the_rest() {

@@ -66,17 +66,24 @@ impl Packet {
         seq: u64,
     ) -> Vec<crate::sip::transport::Record> {
         use crate::sip::transport::{Direction, Record};
-        let problem = crate::sip::Message::parse(self.raw.clone())
-            .err()
-            .map(|e| e.to_string());
-        let ends = [
+        let ends: Vec<_> = [
             (self.src, Direction::Sent, self.dst),
             (self.dst, Direction::Received, self.src),
-        ];
+        ]
+        .into_iter()
+        .filter_map(|(local, direction, peer)| {
+            who.get(&local).map(|dn| (dn, direction, local, peer))
+        })
+        .collect();
+        // Parsed only when a phone is at either end: a mirror also carries
+        // traffic that is none of the case's.
+        let problem = match ends.is_empty() {
+            true => None,
+            false => crate::sip::Message::parse(self.raw.clone())
+                .err()
+                .map(|e| e.to_string()),
+        };
         ends.into_iter()
-            .filter_map(|(local, direction, peer)| {
-                who.get(&local).map(|dn| (dn, direction, local, peer))
-            })
             .enumerate()
             .map(|(i, (dn, direction, local, peer))| Record {
                 seq: seq + i as u64,
