@@ -183,8 +183,8 @@ pub fn compare_stage(
             // INVITEs offered to it); SIP orders messages within a dialog,
             // not across them. So order is compared within each, not
             // between them.
-            exp.sort_by_key(|e| dialog_kind(&e.name));
-            obs.sort_by_key(|e| dialog_kind(&e.name));
+            exp.sort_by_key(|e| ordering_group(&e.name));
+            obs.sort_by_key(|e| ordering_group(&e.name));
         }
         result
             .channels
@@ -195,14 +195,20 @@ pub fn compare_stage(
     result
 }
 
-/// Which SIP dialog a wire event comes from: the call-info subscription,
-/// the line-seize subscription, or a call.
-fn dialog_kind(name: &crate::model::EventName) -> u8 {
+/// The wire events whose order SIP guarantees among themselves: a dialog's
+/// NOTIFYs (call-info or line-seize), its answers to SUBSCRIBE, or a call.
+/// A subscription's NOTIFYs and its SUBSCRIBE answers are apart because a
+/// NOTIFY may reach the subscriber before the 2xx to its SUBSCRIBE (RFC 6665
+/// 4.1.2.4): Kamailio over TCP sends the answer on the phone's connection
+/// and the NOTIFY on another, so either may arrive first.
+fn ordering_group(name: &crate::model::EventName) -> u8 {
     use crate::model::{EventName, KnownEvent as K};
     match name {
-        EventName::Known(K::Appearance | K::Subscribed | K::SubscriptionEnded) => 0,
-        EventName::Known(K::SeizeGranted | K::SeizeRefused | K::SeizeEnded) => 1,
-        _ => 2,
+        EventName::Known(K::Appearance | K::SubscriptionEnded) => 0,
+        EventName::Known(K::Subscribed) => 1,
+        EventName::Known(K::SeizeEnded) => 2,
+        EventName::Known(K::SeizeGranted | K::SeizeRefused) => 3,
+        _ => 4,
     }
 }
 
@@ -504,6 +510,38 @@ mod tests {
             ],
         );
         assert!(!compare_stage("s", &exp, &within, &all(), &mut Bindings::default()).passed());
+    }
+
+    /// RFC 6665 4.1.2.4: a NOTIFY may arrive before the 2xx to the
+    /// SUBSCRIBE that caused it (Kamailio over TCP does this on unsubscribe).
+    #[test]
+    fn a_notify_may_overtake_the_answer_to_its_subscribe_but_not_another_notify() {
+        let exp = [golden(
+            "sca.60970",
+            &[
+                r#"{"event": "Subscribed", "Expires": 0}"#,
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
+                r#"{"event": "SubscriptionEnded"}"#,
+            ],
+        )];
+        let overtaken = seen(
+            "sca.60970",
+            &[
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
+                r#"{"event": "SubscriptionEnded"}"#,
+                r#"{"event": "Subscribed", "Expires": 0}"#,
+            ],
+        );
+        assert!(compare_stage("s", &exp, &overtaken, &all(), &mut Bindings::default()).passed());
+        let reordered = seen(
+            "sca.60970",
+            &[
+                r#"{"event": "Subscribed", "Expires": 0}"#,
+                r#"{"event": "SubscriptionEnded"}"#,
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
+            ],
+        );
+        assert!(!compare_stage("s", &exp, &reordered, &all(), &mut Bindings::default()).passed());
     }
 
     #[test]
