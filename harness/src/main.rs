@@ -576,12 +576,16 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let events = events_source(&args.events, &target, &runtime)?;
     // A verdict table can hold one target judged from several sources.
     let described = target.describe();
-    let name = match &events {
+    let mut name = match &events {
         Events::Sip => target.name(),
         Events::Feed(_) => format!("{}+feed", target.name()),
         Events::Log(_) => format!("{}+tlib-log", target.name()),
         Events::Hep(_) => format!("{}+hep", target.name()),
     };
+    if transport == Transport::Tcp {
+        // As a case run over TCP is keyed `<case>@tcp`.
+        name.push_str("@tcp");
+    }
     let opts = RunOptions {
         target,
         transport,

@@ -360,7 +360,9 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
 }
 
 /// A Markdown table of verdicts, one row per case and one column per report
-/// directory (named by its target), from each directory's summary.json.
+/// directory (named by its target), from each directory's summary.json. A
+/// run over TCP keys its cases `<case>@tcp` and names itself `<name>@tcp`:
+/// its column lines up with the others on the bare case id.
 pub fn table(reports: &[PathBuf]) -> anyhow::Result<String> {
     use anyhow::Context as _;
     let mut columns: Vec<(String, BTreeMap<String, String>)> = Vec::new();
@@ -381,10 +383,9 @@ pub fn table(reports: &[PathBuf]) -> anyhow::Result<String> {
         let verdicts = cases
             .iter()
             .filter_map(|c| {
-                Some((
-                    c["id"].as_str()?.to_string(),
-                    c["verdict"].as_str()?.to_string(),
-                ))
+                let id = c["id"].as_str()?;
+                let case = id.split_once('@').map_or(id, |(case, _)| case);
+                Some((case.to_string(), c["verdict"].as_str()?.to_string()))
             })
             .collect();
         columns.push((name, verdicts));
@@ -452,6 +453,32 @@ pub fn utc_stamp(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_tcp_run_lines_up_with_the_others_in_the_table() {
+        let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let summary = |name: &str, key: &str, verdict: &str| {
+            format!(r#"{{"name": "{name}", "cases": [{{"id": "{key}", "verdict": "{verdict}"}}]}}"#)
+        };
+        std::fs::write(
+            dirs[0].path().join("summary.json"),
+            summary("kamailio", "hold-retrieve", "xfail"),
+        )
+        .unwrap();
+        std::fs::write(
+            dirs[1].path().join("summary.json"),
+            summary("kamailio@tcp", "hold-retrieve@tcp", "fail"),
+        )
+        .unwrap();
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        assert_eq!(
+            table(&paths).unwrap(),
+            "| case | kamailio | kamailio@tcp |\n|---|---|---|\n| `hold-retrieve` | xfail | fail |\n"
+        );
+        let missing = tempfile::tempdir().unwrap();
+        let err = table(&[missing.path().to_path_buf()]).unwrap_err();
+        assert!(format!("{err:#}").contains("summary.json"), "{err:#}");
+    }
 
     #[test]
     fn stamps_are_utc_calendar_times() {
