@@ -377,6 +377,62 @@ mod tests {
         assert!(!got.packets.is_empty());
     }
 
+    #[test]
+    fn the_servers_view_is_compared_with_the_phones_message_by_message() {
+        let phone: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let server: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let who = BTreeMap::from([(phone, "60970".to_string())]);
+        let packet = |raw: &str| Packet {
+            time: SystemTime::now(),
+            src: phone,
+            dst: server,
+            transport: Transport::Udp,
+            raw: raw.as_bytes().to_vec(),
+        };
+        let phones: Vec<Record> = [
+            "REGISTER a SIP/2.0",
+            "SUBSCRIBE b SIP/2.0",
+            "REGISTER a SIP/2.0",
+        ]
+        .iter()
+        .flat_map(|m| packet(m).records_for(&who, 0))
+        .collect();
+        let to: SocketAddr = "127.0.0.1:9060".parse().unwrap();
+        // One REGISTER of two and the SUBSCRIBE mirrored, and an OPTIONS
+        // the phones never recorded.
+        let view = ServerView {
+            packets: [
+                "REGISTER a SIP/2.0",
+                "SUBSCRIBE b SIP/2.0",
+                "OPTIONS c SIP/2.0",
+            ]
+            .iter()
+            .map(|m| packet(m))
+            .collect(),
+            unclaimed: 2,
+            skipped: BTreeMap::from([("not HEPv3", (1, "HEP version 2".to_string()))]),
+        };
+        let notes = view.compare(&phones, to).unwrap();
+        assert_eq!(
+            notes,
+            [
+                "HEP: the server mirrored 3 messages of this case to 127.0.0.1:9060; the phones recorded 3; datagrams skipped: 1 not HEPv3 (first: HEP version 2)",
+                "HEP: 1 of the phones' messages were not mirrored (first: REGISTER a SIP/2.0)",
+                "HEP: 1 mirrored messages the phones never recorded (first: OPTIONS c SIP/2.0)",
+                "HEP: 2 mirrored messages of other parties were passed over",
+            ]
+        );
+        let nothing = ServerView::default().compare(&phones, to).unwrap_err();
+        assert!(
+            nothing.contains(
+                "no HEP from the server about this case reached 127.0.0.1:9060 (3 messages"
+            ),
+            "{nothing}"
+        );
+        // No phone messages, nothing mirrored: nothing to say against.
+        assert!(ServerView::default().compare(&[], to).is_ok());
+    }
+
     #[tokio::test]
     async fn a_view_keeps_its_phones_messages_and_counts_the_rest() {
         let listener = HepListener::bind("127.0.0.1:0".parse().unwrap())
