@@ -165,7 +165,13 @@ pub struct Agent {
     told: Vec<Appearance>,
     status: Status,
     out: VecDeque<Transmit>,
+    /// The latest non-INVITE requests with their answers.
+    answered: VecDeque<(Vec<u8>, Vec<u8>)>,
 }
+
+/// How many answered requests a phone remembers: far more than can be in
+/// flight (a retransmission comes within Timer F, 32 s, of the original).
+const ANSWERED: usize = 64;
 
 impl Agent {
     pub fn new(cfg: AgentConfig) -> Agent {
@@ -180,6 +186,7 @@ impl Agent {
             told: Vec::new(),
             status: Status::default(),
             out: VecDeque::new(),
+            answered: VecDeque::new(),
         }
     }
 
@@ -593,6 +600,12 @@ impl Agent {
 
     fn respond(&mut self, req: &Message, peer: SocketAddr, code: u16, to_tag: Option<&str>) {
         let bytes = Builder::response_to(req, code, to_tag).build();
+        if retransmittable(req) {
+            if self.answered.len() == ANSWERED {
+                self.answered.pop_front();
+            }
+            self.answered.push_back((req.raw().to_vec(), bytes.clone()));
+        }
         self.out.push_back(Transmit { to: peer, bytes });
     }
 
@@ -601,6 +614,19 @@ impl Agent {
     }
 
     fn handle_request(&mut self, req: &Message, peer: SocketAddr) {
+        // A retransmitted non-INVITE request (its answer was lost or slow,
+        // over UDP) gets the same answer again and changes nothing: a BYE
+        // repeated after its 200 is not a BYE for no call. A retransmission
+        // is the same bytes (RFC 3261 17.1.2.2); a different request that
+        // reuses a branch and CSeq is the server's mistake, and is handled
+        // as a new request so that what it does shows.
+        if retransmittable(req) {
+            if let Some((_, bytes)) = self.answered.iter().find(|(r, _)| r == req.raw()) {
+                let bytes = bytes.clone();
+                self.out.push_back(Transmit { to: peer, bytes });
+                return;
+            }
+        }
         let method = req.method().unwrap_or_default();
         let known = self.find_call(req.call_id());
         match (method.as_str(), known) {
@@ -959,6 +985,12 @@ pub fn dn_in_user_agent(value: &str) -> Option<&str> {
 }
 
 /// The SDP direction that answers an offer's.
+/// Whether a request's answer is repeated when it is retransmitted: any
+/// but INVITE (a call remembers its last answer) and ACK (never answered).
+fn retransmittable(req: &Message) -> bool {
+    !(req.is("INVITE") || req.is("ACK"))
+}
+
 fn mirror_direction(offer: &[u8]) -> &'static str {
     let offer = String::from_utf8_lossy(offer);
     if offer.contains("a=sendonly") {

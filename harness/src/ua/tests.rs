@@ -160,6 +160,36 @@ fn outgoing_call_acks_2xx_and_failures() {
     assert_eq!(b.status().calls[0].phase, Phase::Ended(End::Failed(486)));
 }
 
+/// Over UDP a request whose answer was lost comes again: the same answer
+/// goes back, and nothing happens twice (no "BYE for no call", no second
+/// NOTIFY counted).
+#[test]
+fn retransmitted_requests_get_the_same_answer_and_change_nothing() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c1")));
+    let tag = sent(&mut a)[0].to_tag().unwrap();
+    a.answer().unwrap();
+    sent(&mut a);
+    let bye = in_dialog("BYE", "c1", &tag);
+    a.handle(&inbound(bye.clone()));
+    let first = sent(&mut a);
+    a.handle(&inbound(bye));
+    let again = sent(&mut a);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].raw(), first[0].raw());
+    assert!(a.status().problems.is_empty(), "{:?}", a.status().problems);
+
+    // A different request on the same branch and CSeq is not a
+    // retransmission: it is handled (here, a BYE for a call already ended).
+    let other = String::from_utf8(in_dialog("BYE", "c1", &tag))
+        .unwrap()
+        .replace("CSeq: 8 BYE", "CSeq: 8 BYE\r\nSubject: another")
+        .into_bytes();
+    a.handle(&inbound(other));
+    assert_eq!(sent(&mut a)[0].status(), Some(481));
+    assert_eq!(a.status().problems.len(), 1);
+}
+
 #[test]
 fn stray_requests_are_refused_and_reported() {
     let mut a = agent();
