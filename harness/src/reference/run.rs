@@ -14,7 +14,7 @@ use super::server::Server;
 use super::Fault;
 use crate::observe::feed;
 use crate::pcap::Packet;
-use crate::sip::transport::{Direction, Endpoint, Recorder};
+use crate::sip::transport::{sleep_until, Direction, Endpoint, Recorder};
 use crate::topology::Topology;
 
 /// A running embedded server. Dropping it stops it.
@@ -58,7 +58,7 @@ impl Embedded {
             loop {
                 // The core says when it next needs the clock (a seizure
                 // expiring); otherwise the server only waits for messages.
-                let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+                let wake = core.poll_timeout();
                 tokio::select! {
                     msg = inbound.recv() => match msg {
                         Some(msg) => core.handle(&msg, std::time::Instant::now()),
@@ -141,13 +141,5 @@ impl Embedded {
             }
         });
         Ok(())
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wake for.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

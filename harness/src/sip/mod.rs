@@ -6,6 +6,7 @@ pub mod codec;
 pub mod dialog;
 pub mod framing;
 pub mod headers;
+pub mod retransmit;
 pub mod transport;
 
 pub use codec::{Message, ParseError};

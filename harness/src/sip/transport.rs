@@ -131,6 +131,15 @@ impl Recorder {
     }
 }
 
+/// Sleeps until `at`, or forever when nothing is due: the timer arm of an
+/// edge task's `select!` over a sans-IO core's `poll_timeout`.
+pub async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A parsed message that arrived, with where it came from.
 #[derive(Debug, Clone)]
 pub struct Inbound {

@@ -1,13 +1,15 @@
 //! The async edge of a user agent: one task owns the [`Agent`] and its
 //! [`Endpoint`]; the script talks to it through an [`AgentHandle`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::agent::{Agent, AgentConfig, ScriptError, Status};
-use crate::sip::transport::Endpoint;
+use crate::sip::retransmit::Retransmitter;
+use crate::sip::transport::{sleep_until, Endpoint};
+use crate::sip::{Message, Transport};
 
 type Command = Box<dyn FnOnce(&mut Agent) + Send>;
 
@@ -51,16 +53,38 @@ impl AgentHandle {
         let mut agent = Agent::new(cfg);
         let (status_tx, status) = watch::channel(agent.status());
         let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
+        // Over UDP a lost message is sent again (RFC 3261's timers); the
+        // transport layer of TCP does that itself.
+        let mut retransmit = (transport == Transport::Udp).then(Retransmitter::default);
         let task = tokio::spawn(async move {
             loop {
+                let due = retransmit.as_ref().and_then(Retransmitter::poll_timeout);
                 tokio::select! {
-                    Some(msg) = inbound.recv() => agent.handle(&msg),
+                    Some(msg) = inbound.recv() => {
+                        if let Some(r) = retransmit.as_mut() {
+                            r.received(&msg.msg, Instant::now());
+                        }
+                        agent.handle(&msg)
+                    }
                     cmd = command_rx.recv() => match cmd {
                         Some(cmd) => cmd(&mut agent),
                         None => break,
                     },
+                    _ = sleep_until(due) => {
+                        let again = retransmit.as_mut().map(|r| r.poll_transmit(Instant::now()));
+                        for (to, bytes) in again.unwrap_or_default() {
+                            if let Err(e) = endpoint.send(transport, to, bytes).await {
+                                agent.note(e.to_string());
+                            }
+                        }
+                    }
                 }
                 while let Some(t) = agent.poll_transmit() {
+                    if let Some(r) = retransmit.as_mut() {
+                        if let Ok(msg) = Message::parse(t.bytes.clone()) {
+                            r.sent(&msg, t.to, Instant::now());
+                        }
+                    }
                     if let Err(e) = endpoint.send(transport, t.to, t.bytes).await {
                         agent.note(e.to_string());
                     }

@@ -1,0 +1,270 @@
+//! UDP retransmission for a user agent, sans-IO: what RFC 3261 asks of a
+//! UA whose messages may be lost.
+//!
+//! - A request (not ACK) is sent again at T1, 2·T1, 4·T1... (INVITE, Timer
+//!   A) or capped at T2 (others, Timer E) until a response comes back on its
+//!   branch: any response for an INVITE, a final one for the others (a
+//!   provisional one moves a non-INVITE to T2 at once). It gives up after
+//!   64·T1 (Timers B and F), as does the step waiting on it, much sooner.
+//! - A 2xx to an INVITE is sent again at T1, doubling up to T2, until the
+//!   ACK for it arrives (13.3.1.4), for at most 64·T1.
+//!
+//! The caller says what it sent and what it received, with the time; it
+//! asks when the next retransmission is due and which ones are. Over TCP
+//! nothing of this applies: the transport retransmits.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::Message;
+
+/// RFC 3261's estimate of the round trip.
+pub const T1: Duration = Duration::from_millis(500);
+/// The longest interval between retransmissions of a non-INVITE request
+/// or a 2xx.
+pub const T2: Duration = Duration::from_secs(4);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Awaits {
+    /// A response on this branch to a request of this method.
+    Response { branch: String, invite: bool },
+    /// The ACK for a 2xx: the INVITE's Call-ID and CSeq number.
+    Ack { call_id: String, cseq: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    awaits: Awaits,
+    peer: SocketAddr,
+    bytes: Vec<u8>,
+    next: Instant,
+    interval: Duration,
+    /// Doubling without a cap (INVITE) or capped at T2.
+    capped: bool,
+    give_up: Instant,
+}
+
+/// The messages of one user agent that are sent again until answered.
+#[derive(Debug, Default)]
+pub struct Retransmitter {
+    pending: Vec<Pending>,
+}
+
+impl Retransmitter {
+    /// A message went out over UDP to `peer`.
+    pub fn sent(&mut self, msg: &Message, peer: SocketAddr, now: Instant) {
+        let awaits = if msg.is_request() {
+            match (msg.is("ACK"), msg.via_branch()) {
+                (false, Some(branch)) => Awaits::Response {
+                    branch,
+                    invite: msg.is("INVITE"),
+                },
+                _ => return,
+            }
+        } else {
+            let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
+            match msg.cseq() {
+                Some((cseq, "INVITE")) if ok => Awaits::Ack {
+                    call_id: msg.call_id().to_string(),
+                    cseq,
+                },
+                _ => return,
+            }
+        };
+        // Something sent again by its sender (a 2xx repeated for a
+        // retransmitted INVITE) restarts nothing: its timer runs already.
+        if self.pending.iter().any(|p| p.awaits == awaits) {
+            return;
+        }
+        let capped = !matches!(awaits, Awaits::Response { invite: true, .. });
+        self.pending.push(Pending {
+            awaits,
+            peer,
+            bytes: msg.raw().to_vec(),
+            next: now + T1,
+            interval: T1,
+            capped,
+            give_up: now + 64 * T1,
+        });
+    }
+
+    /// A message came in: it may answer or acknowledge one that is pending.
+    pub fn received(&mut self, msg: &Message, now: Instant) {
+        if msg.is_request() {
+            if msg.is("ACK") {
+                let (call_id, cseq) = (msg.call_id(), msg.cseq().map(|(n, _)| n));
+                self.pending.retain(|p| {
+                    !matches!(&p.awaits, Awaits::Ack { call_id: c, cseq: n }
+                        if c == call_id && Some(*n) == cseq)
+                });
+            }
+            return;
+        }
+        let (Some(branch), Some(status)) = (msg.via_branch(), msg.status()) else {
+            return;
+        };
+        self.pending.retain_mut(|p| {
+            let Awaits::Response { branch: b, invite } = &p.awaits else {
+                return true;
+            };
+            if *b != branch {
+                return true;
+            }
+            if *invite || status >= 200 {
+                return false;
+            }
+            // A provisional answer to a non-INVITE: the request arrived;
+            // only its final answer may be lost now (17.1.2.2).
+            p.interval = T2;
+            p.next = now + T2;
+            true
+        });
+    }
+
+    /// When the next retransmission is due, if any is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.next.min(p.give_up)).min()
+    }
+
+    /// The retransmissions due at `now` (each to its peer), rescheduled;
+    /// those past their last chance are dropped.
+    pub fn poll_transmit(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.pending.retain(|p| now < p.give_up);
+        let mut due = Vec::new();
+        for p in self.pending.iter_mut().filter(|p| p.next <= now) {
+            due.push((p.peer, p.bytes.clone()));
+            p.interval = if p.capped {
+                (p.interval * 2).min(T2)
+            } else {
+                p.interval * 2
+            };
+            p.next = now + p.interval;
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::build::Builder;
+
+    fn request(method: &str, branch: &str) -> Message {
+        let bytes = Builder::request(method, "sip:60970@sca.test")
+            .header(
+                "Via",
+                &format!("SIP/2.0/UDP 127.0.0.1:7001;branch={branch}"),
+            )
+            .header("From", "<sip:60972@sca.test>;tag=a")
+            .header("To", "<sip:60970@sca.test>")
+            .header("Call-ID", "c1")
+            .header("CSeq", &format!("1 {method}"))
+            .build();
+        Message::parse(bytes).unwrap()
+    }
+
+    fn answer(req: &Message, status: u16) -> Message {
+        Message::parse(Builder::response_to(req, status, Some("b")).build()).unwrap()
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5060".parse().unwrap()
+    }
+
+    /// The times, from `t0`, at which retransmissions go out until `end`.
+    fn schedule(r: &mut Retransmitter, t0: Instant, end: Duration) -> Vec<Duration> {
+        let mut out = Vec::new();
+        while let Some(at) = r.poll_timeout() {
+            if at > t0 + end {
+                break;
+            }
+            for _ in r.poll_transmit(at) {
+                out.push(at - t0);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_non_invite_request_doubles_up_to_t2_until_answered() {
+        let t0 = Instant::now();
+        let mut r = Retransmitter::default();
+        let sub = request("SUBSCRIBE", "z9hG4bKs");
+        r.sent(&sub, peer(), t0);
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            schedule(&mut r, t0, Duration::from_millis(15_500)),
+            ms(&[500, 1500, 3500, 7500, 11_500, 15_500])
+        );
+        r.received(&answer(&sub, 200), t0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_invite_doubles_without_cap_and_any_answer_stops_it() {
+        let t0 = Instant::now();
+        let mut r = Retransmitter::default();
+        let inv = request("INVITE", "z9hG4bKi");
+        r.sent(&inv, peer(), t0);
+        let got = schedule(&mut r, t0, Duration::from_millis(7_500));
+        assert_eq!(got.last(), Some(&Duration::from_millis(7_500)));
+        assert_eq!(got.len(), 4); // 0.5, 1.5, 3.5, 7.5 s
+                                  // A response on another branch is not this one's.
+        r.received(&answer(&request("INVITE", "z9hG4bKother"), 100), t0);
+        assert!(r.poll_timeout().is_some());
+        r.received(&answer(&inv, 100), t0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_provisional_answer_moves_a_non_invite_to_t2_and_a_final_one_ends_it() {
+        let t0 = Instant::now();
+        let mut r = Retransmitter::default();
+        let bye = request("BYE", "z9hG4bKb");
+        r.sent(&bye, peer(), t0);
+        r.received(&answer(&bye, 100), t0);
+        assert_eq!(r.poll_timeout(), Some(t0 + T2));
+        r.received(&answer(&bye, 481), t0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_2xx_to_an_invite_repeats_until_its_ack_and_ack_is_never_repeated() {
+        let t0 = Instant::now();
+        let mut r = Retransmitter::default();
+        let inv = request("INVITE", "z9hG4bKi");
+        let ok = answer(&inv, 200);
+        r.sent(&ok, peer(), t0);
+        r.sent(&request("ACK", "z9hG4bKa"), peer(), t0);
+        r.sent(&answer(&inv, 180), peer(), t0);
+        // Only the 2xx is pending; the same 2xx sent again is not twice.
+        r.sent(&ok, peer(), t0);
+        let due = r.poll_transmit(t0 + T1);
+        assert_eq!(due, vec![(peer(), ok.raw().to_vec())]);
+        // An ACK of another CSeq is not this one's.
+        let mut other = request("ACK", "z9hG4bKa2").raw().to_vec();
+        other = String::from_utf8(other)
+            .unwrap()
+            .replace("1 ACK", "2 ACK")
+            .into_bytes();
+        r.received(&Message::parse(other).unwrap(), t0);
+        assert!(r.poll_timeout().is_some());
+        r.received(&request("ACK", "z9hG4bKa"), t0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn it_gives_up_after_64_t1() {
+        let t0 = Instant::now();
+        let mut r = Retransmitter::default();
+        r.sent(&request("REGISTER", "z9hG4bKr"), peer(), t0);
+        let all = schedule(&mut r, t0, Duration::from_secs(60));
+        assert!(all.iter().all(|t| *t < 64 * T1), "{all:?}");
+        assert_eq!(r.poll_transmit(t0 + 64 * T1), Vec::new());
+        assert_eq!(r.poll_timeout(), None);
+    }
+}
