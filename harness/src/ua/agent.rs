@@ -631,6 +631,15 @@ impl Agent {
         let known = self.find_call(req.call_id());
         match (method.as_str(), known) {
             ("INVITE", None) if req.to_tag().is_none() => self.incoming_invite(req, peer),
+            ("INVITE", Some(i))
+                if req.to_tag().is_none()
+                    && self.calls[i].view.direction == CallDirection::Outgoing =>
+            {
+                // Our own INVITE, forked back to us (a phone calling its own
+                // line's AoR): a loop, refused as RFC 3261 8.2.2.2 says, so
+                // the server is not left waiting on this branch.
+                self.respond(req, peer, 482, None);
+            }
             ("INVITE", Some(i)) if req.to_tag().is_none() => {
                 // A retransmission: repeat what we said.
                 if let Some(bytes) = self.calls[i].last_response.clone() {

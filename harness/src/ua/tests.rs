@@ -190,6 +190,30 @@ fn retransmitted_requests_get_the_same_answer_and_change_nothing() {
     assert_eq!(a.status().problems.len(), 1);
 }
 
+/// A server that forks a phone's own INVITE back to it (the phone called
+/// its own line) gets 482 on that branch, every time it asks.
+#[test]
+fn its_own_invite_looped_back_is_refused_as_a_loop() {
+    let mut a = agent();
+    a.invite("60970");
+    let ours = sent(&mut a).remove(0);
+    let looped = String::from_utf8(ours.raw().to_vec())
+        .unwrap()
+        .replacen(
+            "Via: ",
+            "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKfork\r\nVia: ",
+            1,
+        )
+        .into_bytes();
+    for _ in 0..2 {
+        a.handle(&inbound(looped.clone()));
+        let out = sent(&mut a);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].start_line(), "SIP/2.0 482 Loop Detected");
+    }
+    assert!(a.status().problems.is_empty(), "{:?}", a.status().problems);
+}
+
 #[test]
 fn stray_requests_are_refused_and_reported() {
     let mut a = agent();
