@@ -304,6 +304,56 @@ async fn a_silent_server_times_out_with_a_clear_error() {
         .starts_with(b"REGISTER sip:sca.test SIP/2.0\r\n"));
 }
 
+/// Over UDP a lost REGISTER is sent again at T1: a server that drops the
+/// first one still registers the phone, and both sends are on record.
+#[tokio::test]
+async fn a_lost_register_is_sent_again_over_udp() {
+    use crate::sip::transport::{Endpoint, Recorder};
+    use crate::ua::AgentHandle;
+    use std::time::Duration;
+
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let recorder = Recorder::default();
+    let (endpoint, inbound) =
+        Endpoint::bind("60970", "127.0.0.1".parse().unwrap(), recorder.clone())
+            .await
+            .unwrap();
+    let cfg = AgentConfig {
+        dn: "60970".into(),
+        user: "60970".into(),
+        domain: "sca.test".into(),
+        local: endpoint.local_addr(),
+        transport: Transport::Udp,
+        server: server.local_addr().unwrap(),
+        nonce: "n".into(),
+    };
+    let agent = AgentHandle::start(endpoint, inbound, cfg);
+    agent.act(|a| a.register()).await.unwrap();
+    // The first REGISTER is "lost"; the second is answered.
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = server.recv_from(&mut buf).await.unwrap();
+    let first = buf[..n].to_vec();
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), server.recv_from(&mut buf))
+        .await
+        .expect("no retransmission within 2 s")
+        .unwrap();
+    assert_eq!(buf[..n], first[..], "a retransmission is the same bytes");
+    let req = Message::parse(first).unwrap();
+    server
+        .send_to(&Builder::response_to(&req, 200, Some("r")).build(), from)
+        .await
+        .unwrap();
+    agent
+        .wait_for("its REGISTER to be accepted", Duration::from_secs(1), |s| {
+            s.registered
+        })
+        .await
+        .unwrap();
+    let sent = recorder.snapshot();
+    assert_eq!(sent.len(), 3, "REGISTER, its retransmission, the 200");
+    assert!(sent[1].at.duration_since(sent[0].at).unwrap() >= Duration::from_millis(450));
+}
+
 #[test]
 fn seizure_is_granted_refused_and_named_in_the_next_invite() {
     let mut a = agent();
