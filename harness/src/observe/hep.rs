@@ -208,7 +208,8 @@ impl HepView {
         got
     }
 
-    /// Stops, once everything that has arrived is handled.
+    /// Stops, after handling what had arrived when it was called (not
+    /// what keeps arriving: a server may mirror without end).
     pub async fn finish(mut self) -> ServerView {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
