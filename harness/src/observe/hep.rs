@@ -107,11 +107,18 @@ pub struct ServerView {
     pub skipped: BTreeMap<&'static str, (u64, String)>,
 }
 
+/// A request's identity for the answers that wait on it: Call-ID and CSeq.
+type RequestKey = (String, u32, String);
+
 #[derive(Default)]
 struct State {
     who: BTreeMap<SocketAddr, String>,
     view: ServerView,
     seq: u64,
+    /// The requests mirrored so far.
+    requests: std::collections::HashSet<RequestKey>,
+    /// Answers mirrored before their request, in arrival order.
+    held: Vec<(RequestKey, Packet)>,
 }
 
 /// One case's share of a [`HepListener`].
@@ -141,10 +148,14 @@ impl HepView {
         let (count, mirrored) = watch::channel(0);
         let shared = state.clone();
         let task = tokio::spawn(async move {
-            let mut handle = |arrival| {
+            let mut handle = |arrival: Option<Arrival>| {
                 let (records, n) = {
                     let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    (st.take(arrival), st.view.packets.len())
+                    let records = match arrival {
+                        Some(a) => st.take(a),
+                        None => st.release_held(),
+                    };
+                    (records, st.view.packets.len())
                 };
                 for r in &records {
                     derive(r);
@@ -159,8 +170,8 @@ impl HepView {
                     biased;
                     _ = &mut stopped => break,
                     a = rx.recv() => match a {
-                        Some(a) => handle(a),
-                        None => return,
+                        Some(a) => handle(Some(a)),
+                        None => break,
                     },
                 }
             }
@@ -168,10 +179,11 @@ impl HepView {
             // comes after is not.
             for _ in 0..rx.len() {
                 match rx.try_recv() {
-                    Ok(a) => handle(a),
+                    Ok(a) => handle(Some(a)),
                     Err(_) => break,
                 }
             }
+            handle(None);
         });
         HepView {
             state,
@@ -318,16 +330,67 @@ impl State {
                 Vec::new()
             }
             Ok(m) => {
-                let records = m.packet.records_for(&self.who, self.seq);
-                if records.is_empty() {
+                let p = &m.packet;
+                if !(self.who.contains_key(&p.src) || self.who.contains_key(&p.dst)) {
                     self.view.unclaimed += 1;
-                } else {
-                    self.seq += records.len() as u64;
-                    self.view.packets.push(m.packet);
+                    return Vec::new();
                 }
-                records
+                let ready = self.causal(m.packet);
+                self.keep(ready)
             }
         }
+    }
+
+    /// A server mirrors from several processes, each as it handles a
+    /// message: the mirror of a phone's answer can overtake the mirror of
+    /// the request it answers (Kamailio: a Replaces INVITE sent by one
+    /// process, the phone's 200 received by another). An answer never
+    /// precedes its request on the wire, so it waits for it here, and the
+    /// derivers see the order the wire had.
+    fn causal(&mut self, packet: Packet) -> Vec<Packet> {
+        let Ok(msg) = crate::sip::Message::parse(packet.raw.clone()) else {
+            return vec![packet];
+        };
+        let Some((n, method)) = msg.cseq() else {
+            return vec![packet];
+        };
+        let key = (msg.call_id().to_string(), n, method.to_string());
+        if !msg.is_request() {
+            if self.requests.contains(&key) {
+                return vec![packet];
+            }
+            self.held.push((key, packet));
+            return Vec::new();
+        }
+        let mut ready = vec![packet];
+        let (answers, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(k, _)| *k == key);
+        ready.extend(answers.into_iter().map(|(_, p)| p));
+        self.held = rest;
+        self.requests.insert(key);
+        ready
+    }
+
+    /// The view keeps these packets; their records, for the derivers.
+    fn keep(&mut self, packets: Vec<Packet>) -> Vec<Record> {
+        let mut records = Vec::new();
+        for p in packets {
+            let more = p.records_for(&self.who, self.seq);
+            self.seq += more.len() as u64;
+            records.extend(more);
+            self.view.packets.push(p);
+        }
+        records
+    }
+
+    /// At the end: answers whose request never came are the case's too.
+    fn release_held(&mut self) -> Vec<Record> {
+        let held: Vec<Packet> = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        self.keep(held)
     }
 }
 
@@ -376,6 +439,59 @@ mod tests {
         mirror.join().unwrap();
         let got = finished.expect("finish waited for the mirror to fall silent");
         assert!(!got.packets.is_empty());
+    }
+
+    /// Two server processes mirror a Replaces INVITE and the phone's 200 in
+    /// the wrong order: the 200 waits for its INVITE.
+    #[test]
+    fn an_answer_mirrored_before_its_request_waits_for_it() {
+        use crate::sip::build::Builder;
+        let phone: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let server: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut st = State::default();
+        st.who.insert(phone, "60972".into());
+        let invite = Builder::request("INVITE", "sip:60972@127.0.0.1:7001")
+            .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKr")
+            .header("From", "<sip:60970@sca.test>;tag=a")
+            .header("To", "<sip:60972@sca.test>")
+            .header("Call-ID", "replaces")
+            .header("CSeq", "1 INVITE")
+            .build();
+        let ok = Builder::response_to(
+            &crate::sip::Message::parse(invite.clone()).unwrap(),
+            200,
+            Some("b"),
+        )
+        .build();
+        let arrival = |src, dst, raw: &[u8]| {
+            Ok(Mirrored {
+                packet: Packet {
+                    time: SystemTime::now(),
+                    src,
+                    dst,
+                    transport: Transport::Udp,
+                    raw: raw.to_vec(),
+                },
+                capture_id: None,
+                timestamped: true,
+            })
+        };
+        assert!(st.take(arrival(phone, server, &ok)).is_empty());
+        assert!(st.view.packets.is_empty(), "not counted while it waits");
+        let records = st.take(arrival(server, phone, &invite));
+        let lines: Vec<String> = records.iter().map(|r| r.first_line()).collect();
+        assert_eq!(
+            lines,
+            ["INVITE sip:60972@127.0.0.1:7001 SIP/2.0", "SIP/2.0 200 OK"]
+        );
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
+        // An answer whose request never comes is kept for the end.
+        let stray = String::from_utf8(ok.clone())
+            .unwrap()
+            .replace("replaces", "other");
+        assert!(st.take(arrival(phone, server, stray.as_bytes())).is_empty());
+        assert_eq!(st.release_held().len(), 1);
+        assert_eq!(st.view.packets.len(), 3);
     }
 
     #[test]
