@@ -107,8 +107,9 @@ pub struct ServerView {
     pub skipped: BTreeMap<&'static str, (u64, String)>,
 }
 
-/// A request's identity for the answers that wait on it: Call-ID and CSeq.
-type RequestKey = (String, u32, String);
+/// A request's identity for the answers that wait on it: its transaction
+/// (top Via branch, CSeq method).
+type RequestKey = (String, String);
 
 #[derive(Default)]
 struct State {
@@ -346,15 +347,18 @@ impl State {
     /// the request it answers (Kamailio: a Replaces INVITE sent by one
     /// process, the phone's 200 received by another). An answer never
     /// precedes its request on the wire, so it waits for it here, and the
-    /// derivers see the order the wire had.
+    /// derivers see the order the wire had. Request and answer are matched
+    /// as a transaction is (RFC 3261 17.1.3): the top Via's branch and the
+    /// CSeq method, so a proxy's two legs of one INVITE, which share
+    /// Call-ID and CSeq, are not taken for each other.
     fn causal(&mut self, packet: Packet) -> Vec<Packet> {
         let Ok(msg) = crate::sip::Message::parse(packet.raw.clone()) else {
             return vec![packet];
         };
-        let Some((n, method)) = msg.cseq() else {
+        let (Some(branch), Some((_, method))) = (msg.via_branch(), msg.cseq()) else {
             return vec![packet];
         };
-        let key = (msg.call_id().to_string(), n, method.to_string());
+        let key = (branch, method.to_string());
         if !msg.is_request() {
             if self.requests.contains(&key) {
                 return vec![packet];
@@ -476,22 +480,37 @@ mod tests {
                 timestamped: true,
             })
         };
+        // The same INVITE on the proxy's other leg (same Call-ID and CSeq,
+        // another branch) is not the request the 200 answers.
+        let upstream = String::from_utf8(invite.clone())
+            .unwrap()
+            .replace("branch=z9hG4bKr", "branch=z9hG4bKupstream");
+        let caller: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        st.who.insert(caller, "60970".into());
+        assert_eq!(
+            st.take(arrival(caller, server, upstream.as_bytes())).len(),
+            1
+        );
         assert!(st.take(arrival(phone, server, &ok)).is_empty());
-        assert!(st.view.packets.is_empty(), "not counted while it waits");
+        assert_eq!(
+            st.view.packets.len(),
+            1,
+            "the 200 is not counted while it waits"
+        );
         let records = st.take(arrival(server, phone, &invite));
         let lines: Vec<String> = records.iter().map(|r| r.first_line()).collect();
         assert_eq!(
             lines,
             ["INVITE sip:60972@127.0.0.1:7001 SIP/2.0", "SIP/2.0 200 OK"]
         );
-        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
         // An answer whose request never comes is kept for the end.
         let stray = String::from_utf8(ok.clone())
             .unwrap()
-            .replace("replaces", "other");
+            .replace("branch=z9hG4bKr", "branch=z9hG4bKlost");
         assert!(st.take(arrival(phone, server, stray.as_bytes())).is_empty());
         assert_eq!(st.release_held().len(), 1);
-        assert_eq!(st.view.packets.len(), 3);
+        assert_eq!(st.view.packets.len(), 4);
     }
 
     #[test]
