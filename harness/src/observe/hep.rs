@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -20,7 +20,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::hep::{decode, HepError, Mirrored};
 use crate::pcap::Packet;
-use crate::sip::transport::Record;
+use crate::sip::transport::{sleep_until, Record};
 
 type Arrival = Result<Mirrored, HepError>;
 type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Arrival>>>>;
@@ -98,7 +98,7 @@ impl HepListener {
 /// What a case's view of the mirror saw.
 #[derive(Debug, Default, Clone)]
 pub struct ServerView {
-    /// The mirrored messages to or from the case's phones, in arrival order.
+    /// The mirrored messages to or from the case's phones, in the order they went to the derivers.
     pub packets: Vec<Packet>,
     /// Mirrored messages between other parties (another run, a probe).
     pub unclaimed: u64,
@@ -120,6 +120,9 @@ struct State {
     requests: std::collections::HashSet<RequestKey>,
     /// Answers mirrored before their request, in arrival order.
     held: Vec<(RequestKey, Packet)>,
+    /// Claimed messages in their reorder window: the server's time, our
+    /// arrival time, the message.
+    waiting: Vec<(SystemTime, Instant, Packet)>,
 }
 
 /// One case's share of a [`HepListener`].
@@ -141,7 +144,7 @@ impl Drop for HepView {
 
 impl HepView {
     /// Starts handing the records of this case's mirrored messages to
-    /// `derive`, in arrival order.
+    /// `derive`, in the order the server handled them (see `State::release`).
     pub fn start(listener: &HepListener, mut derive: impl FnMut(&Record) + Send + 'static) -> Self {
         let mut rx = listener.subscribe();
         let state: Arc<Mutex<State>> = Arc::default();
@@ -149,12 +152,15 @@ impl HepView {
         let (count, mirrored) = watch::channel(0);
         let shared = state.clone();
         let task = tokio::spawn(async move {
-            let mut handle = |arrival: Option<Arrival>| {
+            let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
+            let mut handle = |step: Step| {
                 let (records, n) = {
-                    let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    let records = match arrival {
-                        Some(a) => st.take(a),
-                        None => st.release_held(),
+                    let mut st = lock();
+                    let now = Instant::now();
+                    let records = match step {
+                        Step::Arrived(a) => st.take(a, now),
+                        Step::Tick => st.release(now),
+                        Step::Flush => st.flush(),
                     };
                     (records, st.view.packets.len())
                 };
@@ -165,26 +171,28 @@ impl HepView {
                 count.send_replace(n);
             };
             loop {
+                let next = lock().next_release();
                 tokio::select! {
                     // Biased to the stop: a server that never stops
                     // mirroring must not keep a case from finishing.
                     biased;
                     _ = &mut stopped => break,
                     a = rx.recv() => match a {
-                        Some(a) => handle(Some(a)),
+                        Some(a) => handle(Step::Arrived(a)),
                         None => break,
                     },
+                    _ = sleep_until(next) => handle(Step::Tick),
                 }
             }
             // What was queued when the stop came is the case's too; what
             // comes after is not.
             for _ in 0..rx.len() {
                 match rx.try_recv() {
-                    Ok(a) => handle(Some(a)),
+                    Ok(a) => handle(Step::Arrived(a)),
                     Err(_) => break,
                 }
             }
-            handle(None);
+            handle(Step::Flush);
         });
         HepView {
             state,
@@ -318,8 +326,23 @@ fn first_line(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..end.min(200)]).into_owned()
 }
 
+/// What moves a view's state on.
+enum Step {
+    Arrived(Arrival),
+    /// The reorder window of a waiting message has passed.
+    Tick,
+    /// The end: everything waiting goes out.
+    Flush,
+}
+
+/// How long a mirrored message waits for others mirrored before it by
+/// another server process (ordered by the server's timestamps): tens of
+/// microseconds apart at Kamailio, so this is ample and still far below a
+/// stage's settle time.
+const REORDER: Duration = Duration::from_millis(20);
+
 impl State {
-    fn take(&mut self, arrival: Arrival) -> Vec<Record> {
+    fn take(&mut self, arrival: Arrival, now: Instant) -> Vec<Record> {
         match arrival {
             Err(e) => {
                 let slot = self
@@ -336,10 +359,51 @@ impl State {
                     self.view.unclaimed += 1;
                     return Vec::new();
                 }
-                let ready = self.causal(m.packet);
-                self.keep(ready)
+                self.waiting.push((m.packet.time, now, m.packet));
+                self.release(now)
             }
         }
+    }
+
+    /// The waiting message the server mirrored first (ties: first to arrive).
+    fn earliest(&self) -> Option<usize> {
+        (0..self.waiting.len()).min_by_key(|&i| (self.waiting[i].0, i))
+    }
+
+    /// When the earliest waiting message may go.
+    fn next_release(&self) -> Option<Instant> {
+        self.earliest().map(|i| self.waiting[i].1 + REORDER)
+    }
+
+    /// Messages go out in the server's order once the earliest of them has
+    /// waited out the reorder window: each process stamps a message as it
+    /// handles it, but their mirrors reach us in whatever order they were
+    /// sent (a phone's 200 can arrive before the INVITE it answers).
+    fn release(&mut self, now: Instant) -> Vec<Record> {
+        let mut records = Vec::new();
+        while let Some(i) = self
+            .earliest()
+            .filter(|&i| self.waiting[i].1 + REORDER <= now)
+        {
+            let (_, _, packet) = self.waiting.remove(i);
+            let ready = self.causal(packet);
+            records.extend(self.keep(ready));
+        }
+        records
+    }
+
+    /// Everything still waiting, in the server's order, then answers whose
+    /// request never came.
+    fn flush(&mut self) -> Vec<Record> {
+        let mut waiting = std::mem::take(&mut self.waiting);
+        waiting.sort_by_key(|(time, _, _)| *time);
+        let mut records = Vec::new();
+        for (_, _, packet) in waiting {
+            let ready = self.causal(packet);
+            records.extend(self.keep(ready));
+        }
+        records.extend(self.release_held());
+        records
     }
 
     /// A server mirrors from several processes, each as it handles a
@@ -445,72 +509,125 @@ mod tests {
         assert!(!got.packets.is_empty());
     }
 
-    /// Two server processes mirror a Replaces INVITE and the phone's 200 in
-    /// the wrong order: the 200 waits for its INVITE.
-    #[test]
-    fn an_answer_mirrored_before_its_request_waits_for_it() {
-        use crate::sip::build::Builder;
-        let phone: SocketAddr = "127.0.0.1:7001".parse().unwrap();
-        let server: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    /// A message as the server mirrored it, stamped `ms` after the epoch.
+    fn mirrored(src: &str, dst: &str, raw: &[u8], ms: u64) -> Arrival {
+        Ok(Mirrored {
+            packet: Packet {
+                time: std::time::UNIX_EPOCH + Duration::from_millis(ms),
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                transport: Transport::Udp,
+                raw: raw.to_vec(),
+            },
+            capture_id: None,
+            timestamped: true,
+        })
+    }
+
+    const PHONE: &str = "127.0.0.1:7001";
+    const CALLER: &str = "127.0.0.1:7002";
+    const SERVER: &str = "127.0.0.1:5060";
+
+    fn state() -> State {
         let mut st = State::default();
-        st.who.insert(phone, "60972".into());
-        let invite = Builder::request("INVITE", "sip:60972@127.0.0.1:7001")
-            .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKr")
+        st.who.insert(PHONE.parse().unwrap(), "60972".into());
+        st.who.insert(CALLER.parse().unwrap(), "60970".into());
+        st
+    }
+
+    fn request(method: &str, branch: &str, call_id: &str) -> Vec<u8> {
+        crate::sip::build::Builder::request(method, "sip:60972@127.0.0.1:7001")
+            .header(
+                "Via",
+                &format!("SIP/2.0/UDP 127.0.0.1:5060;branch={branch}"),
+            )
             .header("From", "<sip:60970@sca.test>;tag=a")
             .header("To", "<sip:60972@sca.test>")
-            .header("Call-ID", "replaces")
-            .header("CSeq", "1 INVITE")
-            .build();
-        let ok = Builder::response_to(
+            .header("Call-ID", call_id)
+            .header("CSeq", &format!("1 {method}"))
+            .build()
+    }
+
+    fn lines(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| r.first_line()).collect()
+    }
+
+    /// Two server processes: a NOTIFY stamped first reaches us after a BYE
+    /// stamped later. Within the reorder window they go out in the
+    /// server's order.
+    #[test]
+    fn mirrored_messages_go_out_in_the_servers_order_after_a_short_wait() {
+        let mut st = state();
+        let t0 = Instant::now();
+        let bye = request("BYE", "z9hG4bKb", "call");
+        let notify = request("NOTIFY", "z9hG4bKn", "sub");
+        assert!(st.take(mirrored(SERVER, PHONE, &bye, 2), t0).is_empty());
+        assert!(st.take(mirrored(SERVER, PHONE, &notify, 1), t0).is_empty());
+        assert_eq!(st.next_release(), Some(t0 + REORDER));
+        assert!(
+            st.release(t0 + REORDER / 2).is_empty(),
+            "not before the window"
+        );
+        assert_eq!(
+            lines(&st.release(t0 + REORDER)),
+            [
+                "NOTIFY sip:60972@127.0.0.1:7001 SIP/2.0",
+                "BYE sip:60972@127.0.0.1:7001 SIP/2.0"
+            ]
+        );
+        assert_eq!(st.next_release(), None);
+    }
+
+    /// A phone's 200 mirrored, and even stamped, before the Replaces INVITE
+    /// it answers waits for that INVITE; the same INVITE on the proxy's
+    /// other leg (same Call-ID and CSeq, another branch) does not count.
+    #[test]
+    fn an_answer_mirrored_before_its_request_waits_for_it() {
+        let mut st = state();
+        let t0 = Instant::now();
+        let late = t0 + REORDER;
+        let invite = request("INVITE", "z9hG4bKr", "replaces");
+        let ok = crate::sip::build::Builder::response_to(
             &crate::sip::Message::parse(invite.clone()).unwrap(),
             200,
             Some("b"),
         )
         .build();
-        let arrival = |src, dst, raw: &[u8]| {
-            Ok(Mirrored {
-                packet: Packet {
-                    time: SystemTime::now(),
-                    src,
-                    dst,
-                    transport: Transport::Udp,
-                    raw: raw.to_vec(),
-                },
-                capture_id: None,
-                timestamped: true,
-            })
-        };
-        // The same INVITE on the proxy's other leg (same Call-ID and CSeq,
-        // another branch) is not the request the 200 answers.
         let upstream = String::from_utf8(invite.clone())
             .unwrap()
             .replace("branch=z9hG4bKr", "branch=z9hG4bKupstream");
-        let caller: SocketAddr = "127.0.0.1:7002".parse().unwrap();
-        st.who.insert(caller, "60970".into());
-        assert_eq!(
-            st.take(arrival(caller, server, upstream.as_bytes())).len(),
-            1
-        );
-        assert!(st.take(arrival(phone, server, &ok)).is_empty());
+        st.take(mirrored(CALLER, SERVER, upstream.as_bytes(), 1), t0);
+        assert_eq!(st.release(late).len(), 1);
+        st.take(mirrored(PHONE, SERVER, &ok, 2), t0);
+        assert!(st.release(late).is_empty());
         assert_eq!(
             st.view.packets.len(),
             1,
             "the 200 is not counted while it waits"
         );
-        let records = st.take(arrival(server, phone, &invite));
-        let lines: Vec<String> = records.iter().map(|r| r.first_line()).collect();
+        st.take(mirrored(SERVER, PHONE, &invite, 3), t0);
+        let records = st.release(late);
         assert_eq!(
-            lines,
+            lines(&records),
             ["INVITE sip:60972@127.0.0.1:7001 SIP/2.0", "SIP/2.0 200 OK"]
         );
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
-        // An answer whose request never comes is kept for the end.
+        // At the end, what waits goes out: messages in their window, then
+        // an answer whose request never came.
         let stray = String::from_utf8(ok.clone())
             .unwrap()
             .replace("branch=z9hG4bKr", "branch=z9hG4bKlost");
-        assert!(st.take(arrival(phone, server, stray.as_bytes())).is_empty());
-        assert_eq!(st.release_held().len(), 1);
-        assert_eq!(st.view.packets.len(), 4);
+        st.take(mirrored(PHONE, SERVER, stray.as_bytes(), 4), late);
+        assert!(st.release(late).is_empty());
+        st.take(
+            mirrored(SERVER, PHONE, &request("BYE", "z9hG4bKb", "c"), 5),
+            late,
+        );
+        assert_eq!(
+            lines(&st.flush()),
+            ["BYE sip:60972@127.0.0.1:7001 SIP/2.0", "SIP/2.0 200 OK"]
+        );
+        assert_eq!(st.view.packets.len(), 5);
     }
 
     #[test]
