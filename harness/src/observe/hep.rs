@@ -98,7 +98,8 @@ impl HepListener {
 /// What a case's view of the mirror saw.
 #[derive(Debug, Default, Clone)]
 pub struct ServerView {
-    /// The mirrored messages to or from the case's phones, in the order they went to the derivers.
+    /// The mirrored messages to or from the case's phones, in the order
+    /// they went to the derivers.
     pub packets: Vec<Packet>,
     /// Mirrored messages between other parties (another run, a probe).
     pub unclaimed: u64,
