@@ -257,16 +257,12 @@ fn subscription_counts_notifies_and_sees_termination() {
     assert_eq!((s.notifies, s.subscribed), (2, false));
 }
 
-/// Every wait has a deadline: a server that never answers gives a named
-/// timeout, not a hang.
-#[tokio::test]
-async fn a_silent_server_times_out_with_a_clear_error() {
+/// A live phone (60970, over UDP) with the server at `server`, that has
+/// just sent its REGISTER; and the recorder of what it sends and receives.
+async fn registering(
+    server: std::net::SocketAddr,
+) -> (crate::ua::AgentHandle, crate::sip::transport::Recorder) {
     use crate::sip::transport::{Endpoint, Recorder};
-    use crate::ua::{AgentHandle, UaError};
-    use std::time::Duration;
-
-    // A bound socket that never answers stands in for a dead server.
-    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let recorder = Recorder::default();
     let (endpoint, inbound) =
         Endpoint::bind("60970", "127.0.0.1".parse().unwrap(), recorder.clone())
@@ -278,11 +274,24 @@ async fn a_silent_server_times_out_with_a_clear_error() {
         domain: "sca.test".into(),
         local: endpoint.local_addr(),
         transport: Transport::Udp,
-        server: silent.local_addr().unwrap(),
+        server,
         nonce: "n".into(),
     };
-    let agent = AgentHandle::start(endpoint, inbound, cfg);
+    let agent = crate::ua::AgentHandle::start(endpoint, inbound, cfg);
     agent.act(|a| a.register()).await.unwrap();
+    (agent, recorder)
+}
+
+/// Every wait has a deadline: a server that never answers gives a named
+/// timeout, not a hang.
+#[tokio::test]
+async fn a_silent_server_times_out_with_a_clear_error() {
+    use crate::ua::UaError;
+    use std::time::Duration;
+
+    // A bound socket that never answers stands in for a dead server.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (agent, recorder) = registering(silent.local_addr().unwrap()).await;
     let err = agent
         .wait_for(
             "its REGISTER to be accepted",
@@ -308,27 +317,10 @@ async fn a_silent_server_times_out_with_a_clear_error() {
 /// first one still registers the phone, and both sends are on record.
 #[tokio::test]
 async fn a_lost_register_is_sent_again_over_udp() {
-    use crate::sip::transport::{Endpoint, Recorder};
-    use crate::ua::AgentHandle;
     use std::time::Duration;
 
     let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let recorder = Recorder::default();
-    let (endpoint, inbound) =
-        Endpoint::bind("60970", "127.0.0.1".parse().unwrap(), recorder.clone())
-            .await
-            .unwrap();
-    let cfg = AgentConfig {
-        dn: "60970".into(),
-        user: "60970".into(),
-        domain: "sca.test".into(),
-        local: endpoint.local_addr(),
-        transport: Transport::Udp,
-        server: server.local_addr().unwrap(),
-        nonce: "n".into(),
-    };
-    let agent = AgentHandle::start(endpoint, inbound, cfg);
-    agent.act(|a| a.register()).await.unwrap();
+    let (agent, recorder) = registering(server.local_addr().unwrap()).await;
     // The first REGISTER is "lost"; the second is answered.
     let mut buf = vec![0u8; 65_535];
     let (n, _) = server.recv_from(&mut buf).await.unwrap();
