@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{provenance, Observability, Observation};
 use crate::model::{Attr, Channel, Event, KnownEvent, Value};
-use crate::sip::headers::{appearances, AppearanceIndex};
+use crate::sip::headers::first_index;
 use crate::sip::transport::{Direction, Record};
 use crate::sip::{uri_user, Message};
 
@@ -525,18 +525,6 @@ fn int(n: impl Into<i64>) -> Value {
 /// The DN golden files use for a SIP user part.
 fn dn_of(users: &HashMap<String, String>, user: &str) -> String {
     users.get(user).cloned().unwrap_or_else(|| user.to_string())
-}
-
-/// The first numeric appearance-index in the Call-Info; `*` and unreadable
-/// Call-Info name none.
-fn first_index(msg: &Message) -> Option<u32> {
-    appearances(msg.headers("Call-Info"))
-        .ok()?
-        .into_iter()
-        .find_map(|ap| match ap.index {
-            AppearanceIndex::Index(i) => Some(i),
-            AppearanceIndex::All => None,
-        })
 }
 
 /// Whether an SDP offer puts the call on hold: `a=sendonly` or

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::{provenance, Observation};
 use crate::model::{ApState, Attr, Channel, Event, KnownEvent, Value};
 use crate::sip::headers::{
-    appearances, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
+    appearances, first_index, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
 };
 use crate::sip::transport::{Direction, Record};
 use crate::sip::{split_list, Message, NameAddr};
@@ -275,18 +275,6 @@ fn int(n: impl Into<i64>) -> Value {
 
 fn package(msg: &Message) -> Option<String> {
     Some(EventHeader::parse(msg.header("Event")?)?.package)
-}
-
-/// The first numeric appearance-index in the Call-Info (an offer's or a
-/// seize's appearance); `*` and unreadable Call-Info name none.
-fn first_index(msg: &Message) -> Option<u32> {
-    appearances(msg.headers("Call-Info"))
-        .ok()?
-        .into_iter()
-        .find_map(|ap| match ap.index {
-            AppearanceIndex::Index(i) => Some(i),
-            AppearanceIndex::All => None,
-        })
 }
 
 /// The user part of an appearance-uri, which may be a name-addr or a bare

@@ -101,6 +101,16 @@ impl Appearance {
     }
 }
 
+/// The first numeric appearance-index in a message's Call-Info (an offer's,
+/// a seize's or a join's appearance); `*` and unreadable Call-Info name none.
+pub fn first_index(msg: &super::Message) -> Option<u32> {
+    let all = appearances(msg.headers("Call-Info")).ok()?;
+    all.into_iter().find_map(|ap| match ap.index {
+        AppearanceIndex::Index(i) => Some(i),
+        AppearanceIndex::All => None,
+    })
+}
+
 /// Reads every appearance in a message's Call-Info values (elements without
 /// `appearance-index` are other uses of Call-Info and are skipped).
 pub fn appearances<'a>(
