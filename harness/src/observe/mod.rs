@@ -26,6 +26,30 @@ pub(crate) fn provenance(msg: &crate::sip::Message, header: &str) -> String {
     }
 }
 
+/// An event a SIP deriver found, with the provenance text it is reported with.
+pub(crate) type Found = (Event, String);
+
+/// The message of a record, if a SIP deriver may use it: the transport
+/// took it for SIP and it parses.
+pub(crate) fn message_of(rec: &crate::sip::transport::Record) -> Option<crate::sip::Message> {
+    if rec.problem.is_some() {
+        return None;
+    }
+    crate::sip::Message::parse(rec.raw.clone()).ok()
+}
+
+/// What a SIP deriver found, as observations on one channel.
+pub(crate) fn on_channel(channel: &Channel, found: Vec<Found>) -> Vec<Observation> {
+    found
+        .into_iter()
+        .map(|(event, raw)| Observation {
+            channel: channel.clone(),
+            event,
+            raw,
+        })
+        .collect()
+}
+
 /// Bytes no SIP deriver may take for a message, or panic on: empty, not
 /// SIP, not UTF-8, a request without its headers, a response with an
 /// impossible status and broken headers. Each deriver's tests add a message

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{provenance, Observability, Observation};
+use super::{message_of, on_channel, provenance, Found, Observability, Observation};
 use crate::model::{Attr, Channel, Event, KnownEvent, Value};
 use crate::sip::headers::first_index;
 use crate::sip::transport::{Direction, Record};
@@ -107,13 +107,10 @@ impl SipTlibDeriver {
     /// Takes one record (in recording order) and returns the T-Library
     /// events it causes, each on `Channel::Dn(record.agent)`.
     pub fn observe(&mut self, rec: &Record) -> Vec<Observation> {
-        if rec.problem.is_some() {
-            return Vec::new();
-        }
         let Some(agent) = self.agents.get_mut(&rec.agent) else {
             return Vec::new();
         };
-        let Ok(msg) = Message::parse(rec.raw.clone()) else {
+        let Some(msg) = message_of(rec) else {
             return Vec::new();
         };
         let users = &self.dn_of_user;
@@ -136,14 +133,7 @@ impl SipTlibDeriver {
             (Direction::Sent, None) => agent.response_sent(&msg),
             _ => Vec::new(),
         };
-        found
-            .into_iter()
-            .map(|(event, raw)| Observation {
-                channel: Channel::Dn(rec.agent.clone()),
-                event,
-                raw,
-            })
-            .collect()
+        on_channel(&Channel::Dn(rec.agent.clone()), found)
     }
 
     /// The parties' DN channels and, for each shared-line phone among them,
@@ -179,9 +169,6 @@ impl SipTlibDeriver {
         }
     }
 }
-
-/// An event and the provenance text it is reported with.
-type Found = (Event, String);
 
 /// One party: its DN, its line if it is a shared-line phone, and its
 /// INVITE dialogs by Call-ID.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{provenance, Observation};
+use super::{message_of, on_channel, provenance, Found, Observation};
 use crate::model::{ApState, Attr, Channel, Event, KnownEvent, Value};
 use crate::sip::headers::{
     appearances, first_index, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
@@ -41,13 +41,10 @@ impl WireDeriver {
     /// Takes one record (in recording order) and returns the wire events it
     /// causes, each on `Channel::Wire(record.agent)`.
     pub fn observe(&mut self, rec: &Record) -> Vec<Observation> {
-        if rec.problem.is_some() {
-            return Vec::new();
-        }
         let Some(phone) = self.phones.get_mut(&rec.agent) else {
             return Vec::new();
         };
-        let Ok(msg) = Message::parse(rec.raw.clone()) else {
+        let Some(msg) = message_of(rec) else {
             return Vec::new();
         };
         let found = match (rec.direction, msg.method().as_deref()) {
@@ -61,19 +58,9 @@ impl WireDeriver {
             (Direction::Received, None) => phone.response(&msg),
             _ => Vec::new(),
         };
-        found
-            .into_iter()
-            .map(|(event, raw)| Observation {
-                channel: Channel::Wire(rec.agent.clone()),
-                event,
-                raw,
-            })
-            .collect()
+        on_channel(&Channel::Wire(rec.agent.clone()), found)
     }
 }
-
-/// An event and the provenance text it is reported with.
-type Found = (Event, String);
 
 /// What one phone has been told so far.
 #[derive(Debug, Default)]
