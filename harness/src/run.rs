@@ -870,117 +870,94 @@ async fn perform(
     step: &Step,
     deadline: Duration,
 ) -> Result<(), String> {
+    use crate::ua::{Agent, ScriptError, Status};
+    type Ready = Box<dyn Fn(&Status) -> bool + Send + Sync>;
+    type Act = Box<dyn FnOnce(&mut Agent) -> Result<(), ScriptError> + Send>;
     let agent = live.agent(&step.actor)?;
-    let s = |e: UaError| e.to_string();
-    let script = |e: crate::ua::ScriptError| e.to_string();
     let line = topology
         .line_of(&step.actor)
         .map(|l| l.number.clone())
         .unwrap_or_default();
-    let ringing = |st: &crate::ua::Status| st.call(|c| c.phase == Phase::Ringing).is_some();
-    let confirmed = |st: &crate::ua::Status| st.call(|c| c.phase == Phase::Confirmed).is_some();
-    match step.action.clone() {
-        Action::Call { to } => {
+    let phase = |p: Phase| -> Ready { Box::new(move |st| st.call(|c| c.phase == p).is_some()) };
+    // What the step needs first (with what to call it in a timeout), and
+    // what it does.
+    let (needs, act): (Option<(&str, Ready)>, Act) = match step.action.clone() {
+        Action::Call { to } => (
             // A call after a seizure must know whether it was granted.
-            agent
-                .wait_for("the line-seize answer", deadline, |st| {
-                    !matches!(st.seizure, Some(Seizure::Pending(_)))
-                })
-                .await
-                .map_err(s)?;
-            agent.act(move |a| a.invite(&to)).await.map_err(s)?;
+            Some((
+                "the line-seize answer",
+                Box::new(|st| !matches!(st.seizure, Some(Seizure::Pending(_)))),
+            )),
+            Box::new(move |a| {
+                a.invite(&to);
+                Ok(())
+            }),
+        ),
+        Action::Answer => (
+            Some(("an incoming call to ring", phase(Phase::Ringing))),
+            Box::new(|a| a.answer()),
+        ),
+        Action::Refuse { code } => (
+            Some(("an incoming call to ring", phase(Phase::Ringing))),
+            Box::new(move |a| a.refuse(code)),
+        ),
+        Action::Hangup => (
+            Some(("an established call", phase(Phase::Confirmed))),
+            Box::new(|a| a.hangup()),
+        ),
+        Action::Cancel => (
+            Some((
+                "an unanswered outgoing call",
+                Box::new(|st| {
+                    st.call(|c| {
+                        c.direction == CallDirection::Outgoing
+                            && matches!(c.phase, Phase::Calling | Phase::Early)
+                    })
+                    .is_some()
+                }),
+            )),
+            Box::new(|a| a.cancel()),
+        ),
+        Action::Seize { index, expires } => (
+            None,
+            Box::new(move |a| {
+                a.seize(&line, index, expires);
+                Ok(())
+            }),
+        ),
+        Action::Hold { private } => (
+            Some(("an established call", phase(Phase::Confirmed))),
+            Box::new(move |a| a.hold(private)),
+        ),
+        Action::Retrieve { index } | Action::Barge { index } => (
+            None,
+            Box::new(move |a| {
+                a.join_appearance(&line, index);
+                Ok(())
+            }),
+        ),
+        action @ (Action::Refresh | Action::Unsubscribe) => {
+            let expires = if action == Action::Refresh { 3600 } else { 0 };
+            (
+                Some((
+                    "an accepted call-info subscription",
+                    Box::new(|st| st.subscribed),
+                )),
+                Box::new(move |a| a.refresh_call_info(expires)),
+            )
         }
-        Action::Answer => {
-            agent
-                .wait_for("an incoming call to ring", deadline, ringing)
-                .await
-                .map_err(s)?;
-            agent
-                .act(|a| a.answer())
-                .await
-                .map_err(s)?
-                .map_err(script)?;
-        }
-        Action::Refuse { code } => {
-            agent
-                .wait_for("an incoming call to ring", deadline, ringing)
-                .await
-                .map_err(s)?;
-            agent
-                .act(move |a| a.refuse(code))
-                .await
-                .map_err(s)?
-                .map_err(script)?;
-        }
-        Action::Hangup => {
-            agent
-                .wait_for("an established call", deadline, confirmed)
-                .await
-                .map_err(s)?;
-            agent
-                .act(|a| a.hangup())
-                .await
-                .map_err(s)?
-                .map_err(script)?;
-        }
-        Action::Cancel => {
-            let unanswered = |c: &crate::ua::CallView| {
-                c.direction == CallDirection::Outgoing
-                    && matches!(c.phase, Phase::Calling | Phase::Early)
-            };
-            agent
-                .wait_for("an unanswered outgoing call", deadline, |st| {
-                    st.call(unanswered).is_some()
-                })
-                .await
-                .map_err(s)?;
-            agent
-                .act(|a| a.cancel())
-                .await
-                .map_err(s)?
-                .map_err(script)?;
-        }
-        Action::Seize { index, expires } => agent
-            .act(move |a| a.seize(&line, index, expires))
+    };
+    if let Some((what, ready)) = needs {
+        agent
+            .wait_for(what, deadline, ready)
             .await
-            .map_err(s)?,
-        Action::Hold { private } => {
-            agent
-                .wait_for("an established call", deadline, confirmed)
-                .await
-                .map_err(s)?;
-            agent
-                .act(move |a| a.hold(private))
-                .await
-                .map_err(s)?
-                .map_err(script)?;
-        }
-        Action::Retrieve { index } | Action::Barge { index } => {
-            agent
-                .act(move |a| a.join_appearance(&line, index))
-                .await
-                .map_err(s)?;
-        }
-        Action::Refresh | Action::Unsubscribe => {
-            let expires = if step.action == Action::Refresh {
-                3600
-            } else {
-                0
-            };
-            agent
-                .wait_for("an accepted call-info subscription", deadline, |st| {
-                    st.subscribed
-                })
-                .await
-                .map_err(s)?;
-            agent
-                .act(move |a| a.refresh_call_info(expires))
-                .await
-                .map_err(s)?
-                .map_err(script)?;
-        }
+            .map_err(|e| e.to_string())?;
     }
-    Ok(())
+    agent
+        .act(act)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
