@@ -283,4 +283,6 @@ fn no_hep_from_the_server_is_inconclusive_not_a_failure() {
         "{:?}",
         r.error
     );
+    // No stage was compared against a view that holds nothing.
+    assert!(r.stages.is_empty(), "{}", scacheck::report::case_text(r));
 }
