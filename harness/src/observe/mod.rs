@@ -64,6 +64,26 @@ pub(crate) const GARBAGE: [&[u8]; 6] = [
     b"SIP/2.0 999999 X\r\nVia: x\r\nFrom: <\r\nTo: >\r\nCall-ID:\r\nCSeq: 1\r\n\r\n",
 ];
 
+/// A phone's record of a message, for the SIP derivers' tests.
+#[cfg(test)]
+pub(crate) fn test_record(
+    agent: &str,
+    direction: crate::sip::transport::Direction,
+    raw: Vec<u8>,
+) -> crate::sip::transport::Record {
+    crate::sip::transport::Record {
+        seq: 0,
+        at: std::time::SystemTime::UNIX_EPOCH,
+        agent: agent.to_string(),
+        direction,
+        transport: crate::sip::Transport::Udp,
+        local: "127.0.0.1:6000".parse().unwrap(),
+        peer: "127.0.0.1:5060".parse().unwrap(),
+        raw,
+        problem: None,
+    }
+}
+
 /// One event as a source delivered it.
 #[derive(Debug, Clone)]
 pub struct Observation {

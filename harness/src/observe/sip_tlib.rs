@@ -533,7 +533,6 @@ fn offers_hold(msg: &Message) -> Option<bool> {
 mod tests {
     use super::*;
     use crate::sip::build::{sdp, Builder};
-    use crate::sip::Transport;
 
     const CALLER: &str = "60972";
     const LINE: &str = "60970";
@@ -554,19 +553,7 @@ mod tests {
         )
     }
 
-    fn record(agent: &str, direction: Direction, raw: Vec<u8>) -> Record {
-        Record {
-            seq: 0,
-            at: std::time::SystemTime::UNIX_EPOCH,
-            agent: agent.to_string(),
-            direction,
-            transport: Transport::Udp,
-            local: "127.0.0.1:6000".parse().unwrap(),
-            peer: "127.0.0.1:5060".parse().unwrap(),
-            raw,
-            problem: None,
-        }
-    }
+    use crate::observe::test_record as record;
 
     /// One INVITE dialog: its Call-ID and the users of From and To.
     #[derive(Clone, Copy)]

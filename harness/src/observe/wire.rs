@@ -281,7 +281,6 @@ fn reason_text(msg: &Message) -> Option<String> {
 mod tests {
     use super::*;
     use crate::sip::build::Builder;
-    use crate::sip::Transport;
 
     const PHONE: &str = "60970";
     const TARGET: &str = "<sip:sca.test>";
@@ -290,19 +289,7 @@ mod tests {
         WireDeriver::new(&[PHONE.to_string(), "60971".to_string()])
     }
 
-    fn record(agent: &str, direction: Direction, raw: Vec<u8>) -> Record {
-        Record {
-            seq: 0,
-            at: std::time::SystemTime::UNIX_EPOCH,
-            agent: agent.to_string(),
-            direction,
-            transport: Transport::Udp,
-            local: "127.0.0.1:6000".parse().unwrap(),
-            peer: "127.0.0.1:5060".parse().unwrap(),
-            raw,
-            problem: None,
-        }
-    }
+    use crate::observe::test_record as record;
 
     /// A request in dialog `call_id`; `to_tag` empty for an initial request.
     fn request(method: &str, call_id: &str, cseq: u32, to_tag: &str) -> Builder {
