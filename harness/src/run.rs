@@ -135,23 +135,7 @@ impl Prepared {
         golden_root: &Path,
         topology: &Topology,
     ) -> Result<Prepared, InputError> {
-        let golden = case
-            .stages
-            .iter()
-            .map(|s| {
-                let dir = golden_root.join(&s.golden);
-                if dir.exists() {
-                    GoldenStage::load(golden_root, &s.golden, &case.parties, topology)
-                } else {
-                    let channels = crate::golden::channels(&case.parties, topology)
-                        .into_iter()
-                        .map(|c| (c, crate::golden::Expectation::Events(Vec::new())))
-                        .collect();
-                    Ok(GoldenStage { dir, channels })
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Prepared { case, golden })
+        Prepared::load(case, golden_root, topology, true)
     }
 
     /// Every case of a cases directory with its golden files, or the first
@@ -172,10 +156,30 @@ impl Prepared {
         golden_root: &Path,
         topology: &Topology,
     ) -> Result<Prepared, InputError> {
+        Prepared::load(case, golden_root, topology, false)
+    }
+
+    fn load(
+        case: Case,
+        golden_root: &Path,
+        topology: &Topology,
+        recording: bool,
+    ) -> Result<Prepared, InputError> {
         let golden = case
             .stages
             .iter()
-            .map(|s| GoldenStage::load(golden_root, &s.golden, &case.parties, topology))
+            .map(|s| {
+                let dir = golden_root.join(&s.golden);
+                if recording && !dir.exists() {
+                    let channels = crate::golden::channels(&case.parties, topology)
+                        .into_iter()
+                        .map(|c| (c, crate::golden::Expectation::Events(Vec::new())))
+                        .collect();
+                    Ok(GoldenStage { dir, channels })
+                } else {
+                    GoldenStage::load(golden_root, &s.golden, &case.parties, topology)
+                }
+            })
             .collect::<Result<_, _>>()?;
         Ok(Prepared { case, golden })
     }
