@@ -2,24 +2,19 @@
 //! Prints figures; it asserts nothing (targets live here, not in tests).
 //! Aim: the three inbound cases together well under one second.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use scacheck::run::{run_all, Prepared, RunOptions, Verdict};
+use scacheck::run::{run_all, RunOptions, Verdict};
 use scacheck::sip::Transport;
-use scacheck::topology::Topology;
+
+// The suite loader the integration tests share.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const ROUNDS: usize = 20;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let topology = Topology::reference();
-    let prepared = Prepared::load_suite(
-        &root.join("cases"),
-        &root.join("fixtures/golden"),
-        &topology,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (prepared, topology) = common::suite();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     println!(
         "suite: {} cases on the embedded target, {ROUNDS} rounds per transport",

@@ -2,23 +2,15 @@
 //! over UDP (`<case>`) and TCP (`<case>@tcp`):
 //! `cargo test --test conformance -- answered` runs the matching ones.
 
-use std::path::Path;
+mod common;
 
 use libtest_mimic::{Arguments, Trial};
 use scacheck::report;
-use scacheck::run::{run_case, Prepared, RunOptions, Verdict};
+use scacheck::run::{run_case, RunOptions, Verdict};
 use scacheck::sip::Transport;
-use scacheck::topology::Topology;
 
 fn trials() -> Result<Vec<Trial>, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let topology = Topology::reference();
-    let suite = Prepared::load_suite(
-        &root.join("cases"),
-        &root.join("fixtures/golden"),
-        &topology,
-    )
-    .map_err(|e| e.to_string())?;
+    let (suite, topology) = common::load()?;
     let mut trials = Vec::new();
     for prepared in suite {
         for transport in [Transport::Udp, Transport::Tcp] {
