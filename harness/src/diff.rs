@@ -1,11 +1,12 @@
 //! Matching observed events against golden ones.
 //!
-//! Within a channel events are compared in order; across channels only by
-//! stage. Identifiers are bound symbolically: the first time a golden
-//! symbol (`$conn`) meets a literal (`006e025a6c4e1001`) they are bound,
-//! one to one, for the whole case; afterwards the literal must recur where
-//! the symbol does. Only the attributes a golden event names are compared,
-//! and only those the source can observe.
+//! Within a channel events are compared in the order their source gives
+//! them (events derived from SIP, within each SIP dialog: see `fit_order`);
+//! across channels only by stage. Identifiers are bound symbolically: the
+//! first time a golden symbol (`$conn`) meets a literal (`006e025a6c4e1001`)
+//! they are bound, one to one, for the whole case; afterwards the literal
+//! must recur where the symbol does. Only the attributes a golden event
+//! names are compared, and only those the source can observe.
 //!
 //! The result is rendered as text (golden symbols substituted into the
 //! observed events) and diffed line by line, so what a person reads in the
@@ -171,21 +172,9 @@ pub fn compare_stage(
     extra.dedup();
     channels.extend(extra.into_iter().map(|c| (c, Vec::new())));
 
-    for (channel, mut exp) in channels {
-        let mut obs: Vec<Event> = observed
-            .iter()
-            .filter(|o| o.channel == channel)
-            .map(|o| o.event.clone())
-            .collect();
-        if matches!(channel, Channel::Wire(_)) {
-            // A phone's wire events come from different SIP dialogs (its
-            // call-info subscription, its line-seize subscription, the
-            // INVITEs offered to it); SIP orders messages within a dialog,
-            // not across them. So order is compared within each, not
-            // between them.
-            exp.sort_by_key(|e| ordering_group(&e.name));
-            obs.sort_by_key(|e| ordering_group(&e.name));
-        }
+    for (channel, exp) in channels {
+        let obs: Vec<&Observation> = observed.iter().filter(|o| o.channel == channel).collect();
+        let obs = fit_order(&exp, &obs, bindings);
         result
             .channels
             .push(compare_channel(stage, channel, &exp, &obs, seen, bindings));
@@ -195,21 +184,40 @@ pub fn compare_stage(
     result
 }
 
-/// The wire events whose order SIP guarantees among themselves: a dialog's
-/// NOTIFYs (call-info or line-seize), its answers to SUBSCRIBE, or a call.
-/// A subscription's NOTIFYs and its SUBSCRIBE answers are apart because a
-/// NOTIFY may reach the subscriber before the 2xx to its SUBSCRIBE (RFC 6665
-/// 4.1.2.4): Kamailio over TCP sends the answer on the phone's connection
-/// and the NOTIFY on another, so either may arrive first.
-fn ordering_group(name: &crate::model::EventName) -> u8 {
-    use crate::model::{EventName, KnownEvent as K};
-    match name {
-        EventName::Known(K::Appearance | K::SubscriptionEnded) => 0,
-        EventName::Known(K::Subscribed) => 1,
-        EventName::Known(K::SeizeEnded) => 2,
-        EventName::Known(K::SeizeGranted | K::SeizeRefused) => 3,
-        _ => 4,
+/// The observed events in the order that best fits the golden one, moving
+/// events only where their source leaves the order open: an event keeps
+/// its place among the events of its own sequence
+/// ([`Observation::within`]: one SIP dialog, or the whole channel for a
+/// feed or a log) and is free against any other sequence's. So a phone may
+/// hear of two dialogs in either order, and a source that orders all of a
+/// channel's events is compared as it delivered them.
+///
+/// Greedy: each golden event in turn takes the earliest observed event
+/// that matches it and has nothing left before it in its sequence; what is
+/// left follows in the order observed, for the diff to show. (Identical
+/// events heading two sequences are taken in the order observed.)
+fn fit_order(exp: &[Event], obs: &[&Observation], bindings: &Bindings) -> Vec<Event> {
+    // Bindings made here only choose the order; the comparison makes its own.
+    let mut bindings = bindings.clone();
+    let mut placed = vec![false; obs.len()];
+    let mut out = Vec::with_capacity(obs.len());
+    for e in exp {
+        let free =
+            |j: usize| !placed[j] && (0..j).all(|k| placed[k] || obs[k].within != obs[j].within);
+        if let Some(j) =
+            (0..obs.len()).find(|&j| free(j) && shape_match(e, &obs[j].event, &bindings))
+        {
+            bind_pair(e, &obs[j].event, &mut bindings);
+            placed[j] = true;
+            out.push(obs[j].event.clone());
+        }
     }
+    out.extend(
+        (0..obs.len())
+            .filter(|&j| !placed[j])
+            .map(|j| obs[j].event.clone()),
+    );
+    out
 }
 
 /// Drops the attributes the source cannot see, noting them.
@@ -427,13 +435,22 @@ mod tests {
         (Channel::parse(channel), Expectation::Events(events))
     }
 
+    /// Events as a feed delivers them: one sequence for the channel.
     fn seen(channel: &str, lines: &[&str]) -> Vec<Observation> {
+        let lines: Vec<(&str, &str)> = lines.iter().map(|l| ("", *l)).collect();
+        seen_in(channel, &lines)
+    }
+
+    /// Events as SIP derives them: each in its sequence (a dialog; `""`
+    /// stands for a source that orders the whole channel).
+    fn seen_in(channel: &str, lines: &[(&str, &str)]) -> Vec<Observation> {
         lines
             .iter()
-            .map(|l| Observation {
+            .map(|(within, l)| Observation {
                 channel: Channel::parse(channel),
                 event: ev(l),
                 raw: l.to_string(),
+                within: Some(within.to_string()).filter(|w| !w.is_empty()),
             })
             .collect()
     }
@@ -482,66 +499,112 @@ mod tests {
         );
     }
 
+    const CANCELLED: &str = r#"{"event": "Cancelled", "Reason": "Call completed elsewhere"}"#;
+    const ACTIVE: &str = r#"{"event": "Appearance", "Index": 1, "AppearanceState": "active"}"#;
+    const HELD: &str = r#"{"event": "Appearance", "Index": 1, "AppearanceState": "held"}"#;
+
     #[test]
     fn wire_order_is_compared_within_a_dialog_not_across() {
-        let exp = [golden(
+        let exp = [golden("sca.60970_2", &[CANCELLED, ACTIVE, HELD])];
+        let across = seen_in(
             "sca.60970_2",
             &[
-                r#"{"event": "Cancelled", "Reason": "Call completed elsewhere"}"#,
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "active"}"#,
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "held"}"#,
-            ],
-        )];
-        let across = seen(
-            "sca.60970_2",
-            &[
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "active"}"#,
-                r#"{"event": "Cancelled", "Reason": "Call completed elsewhere"}"#,
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "held"}"#,
+                ("sub NOTIFY", ACTIVE),
+                ("call", CANCELLED),
+                ("sub NOTIFY", HELD),
             ],
         );
         assert!(compare_stage("s", &exp, &across, &all(), &mut Bindings::default()).passed());
-        let within = seen(
+        let within = seen_in(
             "sca.60970_2",
             &[
-                r#"{"event": "Cancelled", "Reason": "Call completed elsewhere"}"#,
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "held"}"#,
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "active"}"#,
+                ("call", CANCELLED),
+                ("sub NOTIFY", HELD),
+                ("sub NOTIFY", ACTIVE),
             ],
         );
-        assert!(!compare_stage("s", &exp, &within, &all(), &mut Bindings::default()).passed());
+        let r = compare_stage("s", &exp, &within, &all(), &mut Bindings::default());
+        assert!(!r.passed());
+        // The diff shows the dialog's order as observed.
+        assert!(r.channels[0]
+            .diff
+            .as_deref()
+            .unwrap()
+            .contains(&format!("+{HELD}")));
     }
 
     /// RFC 6665 4.1.2.4: a NOTIFY may arrive before the 2xx to the
     /// SUBSCRIBE that caused it (Kamailio over TCP does this on unsubscribe).
     #[test]
     fn a_notify_may_overtake_the_answer_to_its_subscribe_but_not_another_notify() {
-        let exp = [golden(
+        let subscribed = r#"{"event": "Subscribed", "Expires": 0}"#;
+        let idle = r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#;
+        let ended = r#"{"event": "SubscriptionEnded"}"#;
+        let exp = [golden("sca.60970", &[subscribed, idle, ended])];
+        let (answers, notifies) = ("sub SUBSCRIBE answers", "sub NOTIFY");
+        let overtaken = seen_in(
             "sca.60970",
-            &[
-                r#"{"event": "Subscribed", "Expires": 0}"#,
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
-                r#"{"event": "SubscriptionEnded"}"#,
-            ],
-        )];
-        let overtaken = seen(
-            "sca.60970",
-            &[
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
-                r#"{"event": "SubscriptionEnded"}"#,
-                r#"{"event": "Subscribed", "Expires": 0}"#,
-            ],
+            &[(notifies, idle), (notifies, ended), (answers, subscribed)],
         );
         assert!(compare_stage("s", &exp, &overtaken, &all(), &mut Bindings::default()).passed());
-        let reordered = seen(
+        let reordered = seen_in(
             "sca.60970",
-            &[
-                r#"{"event": "Subscribed", "Expires": 0}"#,
-                r#"{"event": "SubscriptionEnded"}"#,
-                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
-            ],
+            &[(answers, subscribed), (notifies, ended), (notifies, idle)],
         );
         assert!(!compare_stage("s", &exp, &reordered, &all(), &mut Bindings::default()).passed());
+    }
+
+    /// What CI saw on Kamailio's HEP mirror: the called phone's 200 on the
+    /// new dialog of a retrieve and its BYE of the replaced one were
+    /// mirrored in the other order than the phone sent them.
+    #[test]
+    fn a_party_channel_from_sip_is_ordered_within_each_call_and_a_feed_as_delivered() {
+        let established = r#"{"event": "EventEstablished", "ThisDN": "60972"}"#;
+        let released = r#"{"event": "EventReleased", "ThisDN": "60972"}"#;
+        let ringing = r#"{"event": "EventRinging", "ThisDN": "60972"}"#;
+        let exp = [golden("60972", &[ringing, established, released])];
+        let mirrored = seen_in(
+            "60972",
+            &[("new", ringing), ("old", released), ("new", established)],
+        );
+        assert!(compare_stage("s", &exp, &mirrored, &all(), &mut Bindings::default()).passed());
+        // Within one call the order still counts.
+        let swapped = seen_in(
+            "60972",
+            &[("new", established), ("new", ringing), ("old", released)],
+        );
+        assert!(!compare_stage("s", &exp, &swapped, &all(), &mut Bindings::default()).passed());
+        // A feed orders the whole channel: the same order is a difference.
+        let fed = seen("60972", &[ringing, released, established]);
+        let r = compare_stage("s", &exp, &fed, &all(), &mut Bindings::default());
+        assert!(!r.passed());
+        assert!(
+            r.channels[0].observed == [ringing, released, established],
+            "{:?}",
+            r.channels[0].observed
+        );
+    }
+
+    /// An event that matches nothing stays where its sequence puts it, and
+    /// the rest of the channel is still fitted around it.
+    #[test]
+    fn an_unmatched_event_is_shown_in_the_order_observed() {
+        let exp = [golden("sca.60970", &[CANCELLED, ACTIVE])];
+        let obs = seen_in(
+            "sca.60970",
+            &[
+                ("sub NOTIFY", HELD),
+                ("sub NOTIFY", ACTIVE),
+                ("call", CANCELLED),
+            ],
+        );
+        let r = compare_stage("s", &exp, &obs, &all(), &mut Bindings::default());
+        assert_eq!(r.channels[0].observed, [CANCELLED, HELD, ACTIVE]);
+        let d = r.first_divergence().unwrap();
+        assert_eq!(
+            (d.expected.as_deref(), d.observed.as_deref()),
+            (None, Some(HELD))
+        );
     }
 
     #[test]

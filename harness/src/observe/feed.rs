@@ -102,6 +102,7 @@ impl FeedClient {
                             channel,
                             event,
                             raw: line,
+                            within: None,
                         });
                     }
                     Err(e) => log.problem(format!("unreadable feed line ({e}): {line}")),

@@ -38,14 +38,16 @@ pub(crate) fn message_of(rec: &crate::sip::transport::Record) -> Option<crate::s
     crate::sip::Message::parse(rec.raw.clone()).ok()
 }
 
-/// What a SIP deriver found, as observations on one channel.
-pub(crate) fn on_channel(channel: &Channel, found: Vec<Found>) -> Vec<Observation> {
+/// What a SIP deriver found in one message, as observations on one
+/// channel, ordered `within` that message's sequence (its SIP dialog).
+pub(crate) fn on_channel(channel: &Channel, within: &str, found: Vec<Found>) -> Vec<Observation> {
     found
         .into_iter()
         .map(|(event, raw)| Observation {
             channel: channel.clone(),
             event,
             raw,
+            within: Some(within.to_string()),
         })
         .collect()
 }
@@ -91,6 +93,14 @@ pub struct Observation {
     pub event: Event,
     /// The source's own text of the event (a feed line, a log block).
     pub raw: String,
+    /// The sequence in which this event's place is meaningful. A feed or a
+    /// log orders all of a channel's events (`None`). An event derived from
+    /// SIP is ordered only among events of its SIP dialog: SIP orders
+    /// nothing across dialogs, and a server handles two dialogs' messages
+    /// in either order (Kamailio's workers take a phone's 200 on one dialog
+    /// and its BYE on another at once). The diff compares order within a
+    /// sequence only.
+    pub within: Option<String>,
 }
 
 /// What a source can see. The diff compares only this; the report lists

@@ -133,7 +133,9 @@ impl SipTlibDeriver {
             (Direction::Sent, None) => agent.response_sent(&msg),
             _ => Vec::new(),
         };
-        on_channel(&Channel::Dn(rec.agent.clone()), found)
+        // A party's T-Library events of one call are ordered by that call's
+        // dialog; two calls' events are not ordered against each other.
+        on_channel(&Channel::Dn(rec.agent.clone()), msg.call_id(), found)
     }
 
     /// The parties' DN channels and, for each shared-line phone among them,
@@ -720,6 +722,8 @@ mod tests {
         let obs = d.observe(&record(LINE, Direction::Received, bytes(&bye)));
         assert_eq!(obs.len(), 2);
         assert_eq!(obs[0].raw, "BYE sip:60970@sca.test SIP/2.0 | Call-ID: c1");
+        // Ordered within the call, for the diff (two calls are not ordered).
+        assert_eq!(obs[0].within.as_deref(), Some("c1"));
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn parse(text: &str) -> (Vec<Observation>, Skipped) {
                 channel,
                 event,
                 raw,
+                within: None,
             }),
             None => skipped.unrouted += 1,
         }

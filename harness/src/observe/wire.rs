@@ -58,7 +58,22 @@ impl WireDeriver {
             (Direction::Received, None) => phone.response(&msg),
             _ => Vec::new(),
         };
-        on_channel(&Channel::Wire(rec.agent.clone()), found)
+        on_channel(&Channel::Wire(rec.agent.clone()), &sequence(&msg), found)
+    }
+}
+
+/// The sequence a message's wire events are ordered within: its SIP
+/// dialog, and in a subscription one of the dialog's two streams, the
+/// server's NOTIFYs or the answers to the phone's SUBSCRIBEs, because a
+/// NOTIFY may reach the subscriber before the 2xx to the SUBSCRIBE that
+/// caused it (RFC 6665 4.1.2.4: Kamailio over TCP sends the answer on the
+/// phone's connection and the NOTIFY on another).
+fn sequence(msg: &Message) -> String {
+    let call_id = msg.call_id();
+    match (msg.method().as_deref(), msg.cseq()) {
+        (Some("NOTIFY"), _) => format!("{call_id} NOTIFY"),
+        (None, Some((_, "SUBSCRIBE"))) => format!("{call_id} SUBSCRIBE answers"),
+        _ => call_id.to_string(),
     }
 }
 
@@ -380,6 +395,34 @@ mod tests {
         );
         // A retransmission is the same offer.
         assert!(feed(&mut d, vec![rx(invite)]).is_empty());
+    }
+
+    /// Order counts within a call, within a subscription's NOTIFYs and
+    /// within its SUBSCRIBE answers (the diff compares it only there).
+    #[test]
+    fn events_are_ordered_within_their_dialog_and_a_subscriptions_two_streams() {
+        let mut d = deriver();
+        let sub = subscribe("call-info", "ci", 1, &[("Expires", "3600")]);
+        let invite = request("INVITE", "c1", 1, "").build();
+        let within: Vec<Option<String>> = [
+            tx(&sub),
+            rx(response(&sub, 202, &[])),
+            rx(notify("call-info", 1, "active", &[&ap("1", "alerting")])),
+            rx(invite),
+        ]
+        .into_iter()
+        .flat_map(|(dir, raw)| d.observe(&record(PHONE, dir, raw)))
+        .map(|o| o.within)
+        .collect();
+        let within: Vec<Option<&str>> = within.iter().map(Option::as_deref).collect();
+        assert_eq!(
+            within,
+            [
+                Some("ci SUBSCRIBE answers"),
+                Some("call-info-dlg NOTIFY"),
+                Some("c1")
+            ]
+        );
     }
 
     #[test]
