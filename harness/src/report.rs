@@ -289,7 +289,12 @@ fn last_told(r: &CaseResult, stage: &str, channel: &Channel) -> Option<String> {
     })
 }
 
-/// Every SIP message of a case, in order, raw.
+/// What follows an event line of `<case>.sip.txt` when its source orders
+/// it only within a sequence (a SIP dialog); `compare-reports.sh` reads it.
+pub const WITHIN: &str = " (ordered within ";
+
+/// Every SIP message of a case, in order, raw; then every event, with its
+/// stage and channel and what it is ordered within.
 pub fn sip_text(r: &CaseResult) -> String {
     let mut out = String::new();
     let t0 = r.records.first().map(|x| x.at).unwrap_or(UNIX_EPOCH);
@@ -323,7 +328,12 @@ pub fn sip_text(r: &CaseResult) -> String {
             let _ = writeln!(out, "from: {line}");
         }
         for (stage, obs) in &r.events {
-            let _ = writeln!(out, "[{stage}] {} {}", obs.channel, obs.event);
+            let _ = write!(out, "[{stage}] {} {}", obs.channel, obs.event);
+            // What the event is ordered against, as the diff compares it.
+            if let Some(within) = &obs.within {
+                let _ = write!(out, "{WITHIN}{within})");
+            }
+            out.push('\n');
         }
     }
     out
@@ -478,6 +488,30 @@ mod tests {
         let missing = tempfile::tempdir().unwrap();
         let err = table(&[missing.path().to_path_buf()]).unwrap_err();
         assert!(format!("{err:#}").contains("summary.json"), "{err:#}");
+    }
+
+    #[test]
+    fn an_event_line_says_what_the_event_is_ordered_within() {
+        let mut r = crate::run::tests::result(&[]);
+        let event = |within: Option<&str>| crate::observe::Observation {
+            channel: crate::model::Channel::parse("60972"),
+            event: crate::model::Event::new(crate::model::KnownEvent::Released),
+            raw: String::new(),
+            within: within.map(String::from),
+        };
+        r.events = vec![
+            ("retrieved".into(), event(Some("c1@h"))),
+            ("retrieved".into(), event(None)),
+        ];
+        let text = sip_text(&r);
+        let events: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(
+            events,
+            [
+                r#"[retrieved] 60972 {"event": "EventReleased"} (ordered within c1@h)"#,
+                r#"[retrieved] 60972 {"event": "EventReleased"}"#,
+            ]
+        );
     }
 
     #[test]

@@ -961,11 +961,13 @@ async fn perform(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::diff::{ChannelResult, StageResult};
 
-    fn result(differing: &[(&str, &str)]) -> CaseResult {
+    /// A case result whose stage/channel pairs `differing` differ (the
+    /// report's tests use it too).
+    pub(crate) fn result(differing: &[(&str, &str)]) -> CaseResult {
         let stages = differing
             .iter()
             .map(|(stage, channel)| StageResult {
