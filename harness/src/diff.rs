@@ -578,11 +578,7 @@ mod tests {
         let fed = seen("60972", &[ringing, released, established]);
         let r = compare_stage("s", &exp, &fed, &all(), &mut Bindings::default());
         assert!(!r.passed());
-        assert!(
-            r.channels[0].observed == [ringing, released, established],
-            "{:?}",
-            r.channels[0].observed
-        );
+        assert_eq!(r.channels[0].observed, [ringing, released, established]);
     }
 
     /// An event that matches nothing stays where its sequence puts it, and

@@ -397,10 +397,11 @@ mod tests {
         assert!(feed(&mut d, vec![rx(invite)]).is_empty());
     }
 
-    /// Order counts within a call, within a subscription's NOTIFYs and
-    /// within its SUBSCRIBE answers (the diff compares it only there).
+    /// Each event names the sequence the diff orders it within: its call,
+    /// or its subscription's NOTIFYs, or that subscription's SUBSCRIBE
+    /// answers.
     #[test]
-    fn events_are_ordered_within_their_dialog_and_a_subscriptions_two_streams() {
+    fn each_event_names_its_dialog_and_a_subscriptions_stream() {
         let mut d = deriver();
         let sub = subscribe("call-info", "ci", 1, &[("Expires", "3600")]);
         let invite = request("INVITE", "c1", 1, "").build();
