@@ -152,13 +152,15 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology) -> bool {
 /// Where each stage of the case begins (a record index), or None if the
 /// capture does not contain the case's flow.
 pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Option<Vec<usize>> {
+    // What a run sends to clean up is no step of its flow: an outbound
+    // call's teardown BYE is not the `hangup` of a longer case. (A stage
+    // without steps may still begin there: it then saw nothing.)
+    let steps_end = teardown_start(records, 0);
     let mut starts = Vec::new();
     let mut from = 0;
     for stage in &p.case.stages {
         let start = match stage.steps.first() {
-            Some(first) => {
-                (from..records.len()).find(|&i| triggers(first, &records[i], topology))?
-            }
+            Some(first) => (from..steps_end).find(|&i| triggers(first, &records[i], topology))?,
             None => (from.max(1)..records.len()).find(|&i| {
                 records[i]
                     .at
@@ -170,12 +172,62 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
         // Every later step of the stage must be there too, in order.
         let mut at = start;
         for step in stage.steps.iter().skip(1) {
-            at = (at..records.len()).find(|&i| triggers(step, &records[i], topology))?;
+            at = (at..steps_end).find(|&i| triggers(step, &records[i], topology))?;
         }
         starts.push(start);
         from = start + 1;
     }
     Some(starts)
+}
+
+/// Why a capture could not be given a case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Detection {
+    #[error("the capture shows no case's flow (phones found: {phones})")]
+    NoFlow { phones: String },
+    #[error(
+        "the capture fits {} equally well (each shows every step of its flow, in order, and as many steps); name the flow with --case {}",
+        .cases.join(" and "),
+        .cases.join(" or --case ")
+    )]
+    Ambiguous { cases: Vec<String> },
+}
+
+/// The case a capture shows, chosen by its structure alone: among the
+/// cases whose parties are all among the capture's phones and whose every
+/// step appears in it, in order, the one with the most steps and stages
+/// (the most specific flow). A verdict never enters into it; two equally
+/// specific candidates are ambiguous.
+pub fn detect<'a>(
+    suite: &'a [Prepared],
+    records: &[Record],
+    who: &BTreeMap<SocketAddr, String>,
+    topology: &Topology,
+) -> Result<(&'a Prepared, Vec<usize>), Detection> {
+    let weight = |p: &Prepared| {
+        p.case
+            .stages
+            .iter()
+            .map(|s| s.steps.len() + 1)
+            .sum::<usize>()
+    };
+    let mut candidates: Vec<(&Prepared, Vec<usize>)> = suite
+        .iter()
+        .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
+        .filter_map(|p| stage_starts(p, records, topology).map(|s| (p, s)))
+        .collect();
+    let Some(best) = candidates.iter().map(|(p, _)| weight(p)).max() else {
+        return Err(Detection::NoFlow {
+            phones: format!("{who:?}"),
+        });
+    };
+    candidates.retain(|(p, _)| weight(p) == best);
+    if candidates.len() > 1 {
+        return Err(Detection::Ambiguous {
+            cases: candidates.iter().map(|(p, _)| p.case.id.clone()).collect(),
+        });
+    }
+    Ok(candidates.remove(0))
 }
 
 /// Where a run's teardown begins: the first message marked as cleanup
@@ -244,6 +296,10 @@ pub fn check(
             events.push((stage_of(i), obs));
         }
     }
+    let deviations: Vec<&Deviation> = deviations
+        .iter()
+        .filter(|d| d.applies_to(&p.case.id))
+        .collect();
     let mut bindings = Bindings::default();
     let stages = p
         .case
@@ -262,6 +318,7 @@ pub fn check(
                 &observed,
                 &source,
                 &mut bindings,
+                &deviations,
             )
         })
         .collect();
@@ -290,14 +347,9 @@ pub fn check(
         events,
         source,
         notes: Vec::new(),
-        explained: Vec::new(),
         mirrored: Vec::new(),
     };
-    let deviations: Vec<Deviation> = deviations
-        .iter()
-        .filter(|d| d.applies_to(&p.case.id))
-        .cloned()
-        .collect();
+    let deviations: Vec<Deviation> = deviations.into_iter().cloned().collect();
     crate::run::settle_verdict(&mut result, &deviations);
     result
 }
@@ -335,6 +387,7 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
         &observed,
         &source,
         &mut Bindings::default(),
+        &[],
     );
     let mut result = CaseResult {
         id: p.case.id.clone(),
@@ -352,7 +405,6 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
             .collect(),
         source,
         notes: Vec::new(),
-        explained: Vec::new(),
         mirrored: Vec::new(),
     };
     crate::run::settle_verdict(&mut result, &[]);

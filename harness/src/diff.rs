@@ -17,6 +17,7 @@ use std::fmt;
 
 use similar::{ChangeTag, TextDiff};
 
+use crate::deviation::Deviation;
 use crate::golden::{Expectation, Expected};
 use crate::model::{Attr, Channel, Event, IdSpace, Kind, Value};
 use crate::observe::{Observability, Observation};
@@ -86,11 +87,110 @@ impl fmt::Display for Divergence {
 #[derive(Debug, Clone)]
 pub struct ChannelResult {
     pub channel: Channel,
+    /// The golden events (as the source can see them) and the observed
+    /// ones, rendered for the diff.
     pub expected: Vec<String>,
     pub observed: Vec<String>,
-    /// The unified diff, when the channel differs.
+    /// The unified diff against the golden, when the channel differs.
     pub diff: Option<String>,
     pub divergence: Option<Divergence>,
+    /// What became of the deviations the target declares on this channel
+    /// (None: it declares none here).
+    pub deviated: Option<Deviated>,
+}
+
+/// A declared deviation as a channel's result names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// The profile line that declares it.
+    pub line: usize,
+    /// How every output names it ([`Deviation::label`]).
+    pub label: String,
+}
+
+/// The deviations declared on one channel, and which of them occurred.
+#[derive(Debug, Clone)]
+pub struct Deviated {
+    /// Declared here and observable by the source.
+    pub declared: Vec<Declared>,
+    /// Declared here, but changing nothing this source can observe.
+    pub unobservable: Vec<Declared>,
+    /// The declared deviations that occurred: the observed events are
+    /// exactly the golden with these applied (none: the golden itself
+    /// matched). None: no combination of them gives what was observed.
+    pub occurred: Option<Vec<Declared>>,
+    /// When none does: the comparison against the golden with every
+    /// declared deviation applied, i.e. what the deviations do not excuse.
+    pub unexcused: Option<Comparison>,
+}
+
+/// One comparison of expected and observed events on a channel.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub expected: Vec<String>,
+    pub observed: Vec<String>,
+    pub diff: String,
+    pub divergence: Divergence,
+}
+
+impl ChannelResult {
+    /// Where the channel differs in a way no declared deviation excuses.
+    pub fn unexcused(&self) -> Option<&Divergence> {
+        self.diff.as_ref()?;
+        match &self.deviated {
+            Some(Deviated {
+                occurred: Some(_), ..
+            }) => None,
+            Some(Deviated {
+                unexcused: Some(c), ..
+            }) => Some(&c.divergence),
+            _ => self.divergence.as_ref(),
+        }
+    }
+
+    /// The channel differs from the golden, exactly as declared deviations say.
+    pub fn excused(&self) -> bool {
+        self.diff.is_some() && self.unexcused().is_none()
+    }
+
+    /// What the declared deviations of this channel come to, in lines every
+    /// report prints under the channel's diff: which excuse the difference,
+    /// which did not occur, and what is left unexcused (as a unified diff
+    /// against the golden with every declared deviation applied).
+    pub fn standing(&self) -> Vec<String> {
+        let Some(d) = &self.deviated else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        match &d.occurred {
+            Some(found) => {
+                for x in found {
+                    out.push(format!("excused: {}", x.label));
+                }
+                for x in d.declared.iter().filter(|x| !found.contains(x)) {
+                    out.push(format!("did not occur: {}", x.label));
+                }
+            }
+            None => {
+                for x in &d.declared {
+                    out.push(format!(
+                        "declared here, but it does not explain what was observed: {}",
+                        x.label
+                    ));
+                }
+                if let Some(c) = &d.unexcused {
+                    out.push(format!(
+                        "not excused (against the golden with every declared deviation applied):\n{}",
+                        c.diff.trim_end()
+                    ));
+                }
+            }
+        }
+        for x in &d.unobservable {
+            out.push(format!("not observable by this source: {}", x.label));
+        }
+        out
+    }
 }
 
 /// One stage of a case.
@@ -115,13 +215,16 @@ impl StageResult {
 }
 
 /// Compares one stage. `expected` is in channel order; channels observed
-/// but not expected are compared against nothing.
+/// but not expected are compared against nothing. `deviations` are the
+/// target's declared deviations for this case; those of this stage apply
+/// to their channels (see [`crate::deviation`] for the rules).
 pub fn compare_stage(
     stage: &str,
     expected: &[(Channel, Expectation)],
     observed: &[Observation],
     seen: &Observability,
     bindings: &mut Bindings,
+    deviations: &[&Deviation],
 ) -> StageResult {
     let mut result = StageResult {
         stage: stage.to_string(),
@@ -146,22 +249,9 @@ pub fn compare_stage(
             }
             continue;
         }
-        let mut visible = Vec::new();
-        for e in events.iter().map(|e: &Expected| &e.event) {
-            if seen.sees_event(&e.name) {
-                visible.push(project(
-                    e,
-                    |a| seen.sees_attr(a),
-                    &mut result.not_observed,
-                    channel,
-                ));
-            } else {
-                result
-                    .not_observed
-                    .push(format!("{} on channel {channel}", e.name));
-            }
-        }
-        channels.push((channel.clone(), visible));
+        let events: Vec<Event> = events.iter().map(|e: &Expected| e.event.clone()).collect();
+        visible(&events, seen, Some((&mut result.not_observed, channel)));
+        channels.push((channel.clone(), events));
     }
     let mut extra: Vec<Channel> = observed
         .iter()
@@ -172,16 +262,146 @@ pub fn compare_stage(
     extra.dedup();
     channels.extend(extra.into_iter().map(|c| (c, Vec::new())));
 
-    for (channel, exp) in channels {
+    for (channel, golden) in channels {
         let obs: Vec<&Observation> = observed.iter().filter(|o| o.channel == channel).collect();
-        let obs = fit_order(&exp, &obs, bindings);
-        result
-            .channels
-            .push(compare_channel(stage, channel, &exp, &obs, seen, bindings));
+        let declared: Vec<&Deviation> = deviations
+            .iter()
+            .copied()
+            .filter(|d| d.stage == stage && d.channels.contains(&channel))
+            .collect();
+        result.channels.push(compare_deviated(
+            stage, channel, &golden, &obs, &declared, seen, bindings,
+        ));
     }
     result.not_observed.sort();
     result.not_observed.dedup();
     result
+}
+
+/// The golden events a source can see, projected onto the attributes it
+/// can see; with `notes`, what it cannot see is listed there.
+fn visible(
+    events: &[Event],
+    seen: &Observability,
+    mut notes: Option<(&mut Vec<String>, &Channel)>,
+) -> Vec<Event> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        if seen.sees_event(&e.name) {
+            let mut p = Event::new(e.name.clone());
+            for (a, v) in &e.attrs {
+                if seen.sees_attr(*a) {
+                    p.attrs.insert(*a, v.clone());
+                } else if let Some((notes, channel)) = notes.as_mut() {
+                    notes.push(format!("{a} on channel {channel}"));
+                }
+            }
+            out.push(p);
+        } else if let Some((notes, channel)) = notes.as_mut() {
+            notes.push(format!("{} on channel {channel}", e.name));
+        }
+    }
+    out
+}
+
+/// At most this many deviations on one channel are tried in every
+/// combination; beyond it, only none and all (a profile never needs more).
+const COMBINED: usize = 8;
+
+/// Compares one channel against its golden and, where the target declares
+/// deviations on it, against the golden with the smallest set of them
+/// applied that gives exactly what was observed.
+fn compare_deviated(
+    stage: &str,
+    channel: Channel,
+    golden: &[Event],
+    obs: &[&Observation],
+    declared: &[&Deviation],
+    seen: &Observability,
+    bindings: &mut Bindings,
+) -> ChannelResult {
+    let against = |exp: &[Event], bindings: &mut Bindings| {
+        let fitted = fit_order(exp, obs, bindings);
+        compare_channel(stage, channel.clone(), exp, &fitted, seen, bindings)
+    };
+    let base = visible(golden, seen, None);
+    let mut tried = bindings.clone();
+    let mut reference = against(&base, &mut tried);
+    if declared.is_empty() {
+        *bindings = tried;
+        return reference;
+    }
+    let name = |d: &Deviation| Declared {
+        line: d.line,
+        label: d.label(),
+    };
+    let (observable, unobservable): (Vec<&Deviation>, Vec<&Deviation>) = declared
+        .iter()
+        .partition(|d| visible(&d.edit.apply(golden), seen, None) != base);
+    let with = |mask: u32| -> Vec<Event> {
+        let mut events = golden.to_vec();
+        for (i, d) in observable.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                events = d.edit.apply(&events);
+            }
+        }
+        visible(&events, seen, None)
+    };
+    let k = observable.len();
+    let full: u32 = if k >= 32 { u32::MAX } else { (1u32 << k) - 1 };
+    let mut masks: Vec<u32> = if k <= COMBINED {
+        (0..=full).collect()
+    } else {
+        vec![0, full]
+    };
+    masks.sort_by_key(|m| m.count_ones());
+    let mut deviated = Deviated {
+        declared: observable.iter().map(|d| name(d)).collect(),
+        unobservable: unobservable.iter().map(|d| name(d)).collect(),
+        occurred: None,
+        unexcused: None,
+    };
+    let pick = |mask: u32| -> Vec<Declared> {
+        observable
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, d)| name(d))
+            .collect()
+    };
+    for &mask in &masks {
+        if mask == 0 {
+            if reference.diff.is_none() {
+                deviated.occurred = Some(Vec::new());
+                *bindings = tried;
+                reference.deviated = Some(deviated);
+                return reference;
+            }
+            continue;
+        }
+        let mut trial = bindings.clone();
+        if against(&with(mask), &mut trial).diff.is_none() {
+            deviated.occurred = Some(pick(mask));
+            *bindings = trial;
+            reference.deviated = Some(deviated);
+            return reference;
+        }
+    }
+    // Nothing declared explains it: what is left unexcused is the
+    // difference from the golden with every declared deviation applied.
+    let mut trial = bindings.clone();
+    let target = against(&with(full), &mut trial);
+    *bindings = trial;
+    if let (Some(diff), Some(divergence)) = (target.diff, target.divergence) {
+        deviated.unexcused = Some(Comparison {
+            expected: target.expected,
+            observed: target.observed,
+            diff,
+            divergence,
+        });
+    }
+    reference.deviated = Some(deviated);
+    reference
 }
 
 /// The observed events in the order that best fits the golden one, moving
@@ -199,16 +419,30 @@ pub fn compare_stage(
 fn fit_order(exp: &[Event], obs: &[&Observation], bindings: &Bindings) -> Vec<Event> {
     // Bindings made here only choose the order; the comparison makes its own.
     let mut bindings = bindings.clone();
+    // Each sequence's events, in order: only a sequence's first event not
+    // yet placed may be placed next (a flood of one dialog stays linear).
+    let mut index: HashMap<Option<&str>, usize> = HashMap::new();
+    let mut queues: Vec<std::collections::VecDeque<usize>> = Vec::new();
+    for (j, o) in obs.iter().enumerate() {
+        let q = *index.entry(o.within.as_deref()).or_insert_with(|| {
+            queues.push(Default::default());
+            queues.len() - 1
+        });
+        queues[q].push_back(j);
+    }
     let mut placed = vec![false; obs.len()];
     let mut out = Vec::with_capacity(obs.len());
     for e in exp {
-        let free =
-            |j: usize| !placed[j] && (0..j).all(|k| placed[k] || obs[k].within != obs[j].within);
-        if let Some(j) =
-            (0..obs.len()).find(|&j| free(j) && shape_match(e, &obs[j].event, &bindings))
-        {
+        let best = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(q, dq)| dq.front().map(|&j| (j, q)))
+            .filter(|&(j, _)| shape_match(e, &obs[j].event, &bindings))
+            .min();
+        if let Some((j, q)) = best {
             bind_pair(e, &obs[j].event, &mut bindings);
             placed[j] = true;
+            queues[q].pop_front();
             out.push(obs[j].event.clone());
         }
     }
@@ -217,24 +451,6 @@ fn fit_order(exp: &[Event], obs: &[&Observation], bindings: &Bindings) -> Vec<Ev
             .filter(|&j| !placed[j])
             .map(|j| obs[j].event.clone()),
     );
-    out
-}
-
-/// Drops the attributes the source cannot see, noting them.
-fn project(
-    e: &Event,
-    sees: impl Fn(Attr) -> bool,
-    notes: &mut Vec<String>,
-    channel: &Channel,
-) -> Event {
-    let mut out = Event::new(e.name.clone());
-    for (a, v) in &e.attrs {
-        if sees(*a) {
-            out.attrs.insert(*a, v.clone());
-        } else {
-            notes.push(format!("{a} on channel {channel}"));
-        }
-    }
     out
 }
 
@@ -404,6 +620,7 @@ fn compare_channel(
         observed,
         diff,
         divergence,
+        deviated: None,
     }
 }
 
@@ -477,7 +694,7 @@ mod tests {
                 r#"{"event": "EventCallPartyAdded", "ConnID": "00aa", "PartyID": 9}"#,
             ],
         );
-        let r = compare_stage("s", &exp, &good, &all(), &mut Bindings::default());
+        let r = compare_stage("s", &exp, &good, &all(), &mut Bindings::default(), &[]);
         assert!(r.passed(), "{:?}", r.channels[0].diff);
 
         // The same PartyID twice cannot stand for two symbols.
@@ -489,7 +706,7 @@ mod tests {
                 r#"{"event": "EventCallPartyAdded", "ConnID": "00aa", "PartyID": 7}"#,
             ],
         );
-        let r = compare_stage("s", &exp, &reused, &all(), &mut Bindings::default());
+        let r = compare_stage("s", &exp, &reused, &all(), &mut Bindings::default(), &[]);
         assert!(!r.passed());
         let d = r.first_divergence().unwrap();
         assert!(
@@ -514,7 +731,7 @@ mod tests {
                 ("sub NOTIFY", HELD),
             ],
         );
-        assert!(compare_stage("s", &exp, &across, &all(), &mut Bindings::default()).passed());
+        assert!(compare_stage("s", &exp, &across, &all(), &mut Bindings::default(), &[]).passed());
         let within = seen_in(
             "sca.60970_2",
             &[
@@ -523,7 +740,7 @@ mod tests {
                 ("sub NOTIFY", ACTIVE),
             ],
         );
-        let r = compare_stage("s", &exp, &within, &all(), &mut Bindings::default());
+        let r = compare_stage("s", &exp, &within, &all(), &mut Bindings::default(), &[]);
         assert!(!r.passed());
         // The diff shows the dialog's order as observed.
         assert!(r.channels[0]
@@ -546,12 +763,16 @@ mod tests {
             "sca.60970",
             &[(notifies, idle), (notifies, ended), (answers, subscribed)],
         );
-        assert!(compare_stage("s", &exp, &overtaken, &all(), &mut Bindings::default()).passed());
+        assert!(
+            compare_stage("s", &exp, &overtaken, &all(), &mut Bindings::default(), &[]).passed()
+        );
         let reordered = seen_in(
             "sca.60970",
             &[(answers, subscribed), (notifies, ended), (notifies, idle)],
         );
-        assert!(!compare_stage("s", &exp, &reordered, &all(), &mut Bindings::default()).passed());
+        assert!(
+            !compare_stage("s", &exp, &reordered, &all(), &mut Bindings::default(), &[]).passed()
+        );
     }
 
     /// What CI saw on Kamailio's HEP mirror: the called phone's 200 on the
@@ -567,16 +788,20 @@ mod tests {
             "60972",
             &[("new", ringing), ("old", released), ("new", established)],
         );
-        assert!(compare_stage("s", &exp, &mirrored, &all(), &mut Bindings::default()).passed());
+        assert!(
+            compare_stage("s", &exp, &mirrored, &all(), &mut Bindings::default(), &[]).passed()
+        );
         // Within one call the order still counts.
         let swapped = seen_in(
             "60972",
             &[("new", established), ("new", ringing), ("old", released)],
         );
-        assert!(!compare_stage("s", &exp, &swapped, &all(), &mut Bindings::default()).passed());
+        assert!(
+            !compare_stage("s", &exp, &swapped, &all(), &mut Bindings::default(), &[]).passed()
+        );
         // A feed orders the whole channel: the same order is a difference.
         let fed = seen("60972", &[ringing, released, established]);
-        let r = compare_stage("s", &exp, &fed, &all(), &mut Bindings::default());
+        let r = compare_stage("s", &exp, &fed, &all(), &mut Bindings::default(), &[]);
         assert!(!r.passed());
         assert_eq!(r.channels[0].observed, [ringing, released, established]);
     }
@@ -594,7 +819,7 @@ mod tests {
                 ("call", CANCELLED),
             ],
         );
-        let r = compare_stage("s", &exp, &obs, &all(), &mut Bindings::default());
+        let r = compare_stage("s", &exp, &obs, &all(), &mut Bindings::default(), &[]);
         assert_eq!(r.channels[0].observed, [CANCELLED, HELD, ACTIVE]);
         let d = r.first_divergence().unwrap();
         assert_eq!(
@@ -615,7 +840,8 @@ mod tests {
             &exp,
             &seen("60970", &[r#"{"event": "EventRinging", "ConnID": "1"}"#]),
             &all(),
-            &mut b
+            &mut b,
+            &[]
         )
         .passed());
         let r = compare_stage(
@@ -624,6 +850,7 @@ mod tests {
             &seen("60970", &[r#"{"event": "EventRinging", "ConnID": "2"}"#]),
             &all(),
             &mut b,
+            &[],
         );
         assert!(!r.passed());
         assert!(r.channels[0]
@@ -651,7 +878,7 @@ mod tests {
             seen("60971", &[r#"{"event": "EventOffHook", "ThisDN": "60971"}"#]),
         ]
         .concat();
-        let r = compare_stage("s", &exp, &obs, &all(), &mut Bindings::default());
+        let r = compare_stage("s", &exp, &obs, &all(), &mut Bindings::default(), &[]);
         let ch: Vec<_> = r
             .channels
             .iter()
@@ -709,6 +936,7 @@ mod tests {
             ),
             &sip,
             &mut Bindings::default(),
+            &[],
         );
         assert!(r.passed());
         assert_eq!(

@@ -140,6 +140,9 @@ fn events_side_by_side(out: &mut String, r: &CaseResult) {
                 }
             }
             out.push_str("</table>\n");
+            for line in channel.standing() {
+                let _ = writeln!(out, "<pre class=\"standing\">{}</pre>", escape(&line));
+            }
         }
     }
 }
@@ -245,7 +248,6 @@ mod tests {
             events: Vec::new(),
             source: Observability::everything("t"),
             notes: vec!["<script>alert(4)</script>".into()],
-            explained: Vec::new(),
             mirrored: Vec::new(),
         };
         let html = report("n<script>", "t<script>", &[r]);

@@ -16,6 +16,7 @@
 pub mod bless;
 pub mod case;
 pub mod check;
+pub mod deviation;
 pub mod diff;
 pub mod golden;
 pub mod hep;

@@ -272,9 +272,28 @@ fn matches(pattern: &str, id: &str) -> bool {
     true
 }
 
+/// Loads a target profile and checks its deviations against the whole
+/// suite (not only the cases a command selects): every case, stage,
+/// channel and golden event a deviation names must exist. A golden
+/// directory that does not exist yet (a case being recorded) has no events
+/// a deviation could name.
+fn load_profile(path: &str, inputs: &Inputs, topology: &Topology) -> anyhow::Result<Profile> {
+    let profile = Profile::load(std::path::Path::new(path), topology)?;
+    let suite: Vec<Prepared> = Case::load_dir(&inputs.cases_dir, topology)?
+        .into_iter()
+        .map(|c| Prepared::new_recording(c, &inputs.golden_dir, topology))
+        .collect::<Result<_, _>>()?;
+    let named: Vec<(&Case, &[scacheck::golden::GoldenStage])> = suite
+        .iter()
+        .map(|p| (&p.case, p.golden.as_slice()))
+        .collect();
+    profile.validate(&named)?;
+    Ok(profile)
+}
+
 /// Checks a capture; returns whether its verdict is an expected one.
 fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
-    use scacheck::check::{check, endpoints, records, stage_starts};
+    use scacheck::check::{check, detect, endpoints, records};
     let topology = Topology::reference();
     let (name, identities, deviations) = if args.target == "embedded" {
         let ids = topology
@@ -284,7 +303,7 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
             .collect();
         ("embedded".to_string(), ids, Vec::new())
     } else {
-        let profile = Profile::load(std::path::Path::new(&args.target), &topology)?;
+        let profile = load_profile(&args.target, &args.inputs, &topology)?;
         (
             profile.name.clone(),
             profile.identities.clone(),
@@ -329,39 +348,14 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
         .collect::<Result<_, _>>()?;
     let who = endpoints(&captured, &topology, &identities);
     let recs = records(&captured, &who);
-    // The flow: the given case, or among the cases whose steps all appear
-    // in the capture, in order, the one it fits best: an expected verdict
-    // first, then the longest flow.
-    let mut candidates: Vec<(&Prepared, scacheck::run::CaseResult)> = prepared
-        .iter()
-        .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
-        .filter_map(|p| {
-            stage_starts(p, &recs, &topology).map(|s| {
-                (
-                    p,
-                    check(p, recs.clone(), &topology, &dn_of_user, &s, &deviations),
-                )
-            })
-        })
-        .collect();
-    let weight = |p: &Prepared| {
-        p.case
-            .stages
-            .iter()
-            .map(|s| s.steps.len() + 1)
-            .sum::<usize>()
-    };
-    candidates.sort_by_key(|(p, r)| (r.verdict.expected(), weight(p)));
-    let Some((p, mut result)) = candidates.pop() else {
-        anyhow::bail!(
-            "the capture shows no case's flow{} (phones found: {:?})",
-            args.case_id
-                .as_ref()
-                .map(|c| format!(" (not {c})"))
-                .unwrap_or_default(),
-            who
-        );
-    };
+    // The flow: the given case, or the one the capture's structure shows
+    // (never chosen by its verdict).
+    let (p, starts) =
+        detect(&prepared, &recs, &who, &topology).with_context(|| match &args.case_id {
+            Some(c) => format!("case {c}"),
+            None => "detecting the flow".to_string(),
+        })?;
+    let mut result = check(p, recs, &topology, &dn_of_user, &starts, &deviations);
     if args.case_id.is_none() {
         println!("detected case: {}", p.case.id);
     }
@@ -534,7 +528,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         Target::Embedded { fault }
     } else {
         anyhow::ensure!(fault.is_none(), "--fault is for the embedded server only");
-        let mut profile = Profile::load(std::path::Path::new(&args.target), &topology)?;
+        let mut profile = load_profile(&args.target, &args.inputs, &topology)?;
         if let Some(a) = args.address {
             profile.address = a;
         }

@@ -208,11 +208,8 @@ pub fn case_text(r: &CaseResult) -> String {
                 if !diff.ends_with('\n') {
                     out.push('\n');
                 }
-                if r.explained
-                    .iter()
-                    .any(|(st, ch)| *st == s.stage && *ch == c.channel.to_string())
-                {
-                    let _ = writeln!(out, "(a declared deviation of the target)");
+                for line in c.standing() {
+                    let _ = writeln!(out, "{line}");
                 }
                 if let Some(told) = last_told(r, &s.stage, &c.channel) {
                     let _ = writeln!(out, "{} was last told: {told}", c.channel);

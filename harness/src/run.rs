@@ -254,29 +254,19 @@ pub struct CaseResult {
     pub source: Observability,
     /// Why the verdict is xfail, xpass or skipped.
     pub notes: Vec<String>,
-    /// The (stage, channel) differences a declared deviation explains.
-    pub explained: Vec<(String, String)>,
     /// The server's own view of the case's SIP, when it mirrored it (HEP).
     pub mirrored: Vec<Packet>,
 }
 
 impl CaseResult {
     /// Where the run first left the golden path, preferring a difference
-    /// no declared deviation explains.
+    /// no declared deviation excuses (shown against the golden with the
+    /// declared deviations applied).
     pub fn first_divergence(&self) -> Option<&Divergence> {
-        let all = || {
-            self.stages
-                .iter()
-                .flat_map(|s| s.channels.iter().filter_map(|c| c.divergence.as_ref()))
-        };
-        all()
-            .find(|d| {
-                !self
-                    .explained
-                    .iter()
-                    .any(|(s, c)| *s == d.stage && *c == d.channel)
-            })
-            .or_else(|| all().next())
+        let channels = || self.stages.iter().flat_map(|s| s.channels.iter());
+        channels()
+            .find_map(|c| c.unexcused())
+            .or_else(|| channels().find_map(|c| c.divergence.as_ref()))
     }
 
     /// Every channel the case's golden files name, in order.
@@ -441,7 +431,6 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         events: Vec::new(),
         source: source(p, topology, &opts),
         notes: Vec::new(),
-        explained: Vec::new(),
         mirrored: Vec::new(),
     };
     if let Target::Remote(profile) = &opts.target {
@@ -470,6 +459,16 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             return result;
         }
     }
+    let deviations: Vec<Deviation> = match &opts.target {
+        Target::Remote(profile) => profile
+            .deviations
+            .iter()
+            .filter(|d| d.applies_to(&p.case.id))
+            .cloned()
+            .collect(),
+        Target::Embedded { .. } => Vec::new(),
+    };
+    let deviation_refs: Vec<&Deviation> = deviations.iter().collect();
     let mut marks: Vec<(String, usize)> = vec![("setup".into(), 0)];
     let mut server_view: Option<ServerView> = None;
     // What the event source says about itself, for the report.
@@ -498,13 +497,10 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                         break;
                     }
                 }
-                let seen = &result.source;
-                let want: Vec<_> = golden
-                    .channels
-                    .iter()
-                    .filter(|(c, _)| seen.sees_channel(c))
-                    .map(|(c, e)| (c.clone(), e.count(seen)))
-                    .collect();
+                // Wait for what the target is expected to send: the golden
+                // with its declared deviations applied, never for what it
+                // is declared not to send.
+                let want = expected_counts(golden, &stage.name, &deviation_refs, &result.source);
                 let arrived = |obs: &[Observation]| {
                     want.iter()
                         .all(|(c, n)| obs.iter().filter(|o| &o.channel == c).count() >= *n)
@@ -519,6 +515,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                     &observed,
                     &result.source,
                     &mut bindings,
+                    &deviation_refs,
                 ));
                 if failed_step.is_some() {
                     result.error = failed_step;
@@ -583,15 +580,6 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
             .unwrap_or_default();
         result.events.push((stage, obs));
     }
-    let deviations = match &opts.target {
-        Target::Remote(profile) => profile
-            .deviations
-            .iter()
-            .filter(|d| d.applies_to(&p.case.id))
-            .cloned()
-            .collect(),
-        Target::Embedded { .. } => Vec::new(),
-    };
     // A server that mirrored nothing stopped the case before its first
     // stage (see `Live::catch_up`): with no stage compared, the error makes
     // it inconclusive.
@@ -640,76 +628,111 @@ async fn reset(profile: &Profile) -> Result<(), String> {
     Ok(())
 }
 
-/// Sets a finished run's verdict, notes and explained differences, given
-/// the deviations its target declares. Live runs and capture checks share it.
-pub(crate) fn settle_verdict(result: &mut CaseResult, deviations: &[Deviation]) {
-    (result.verdict, result.notes) = judge(result, deviations);
-    result.explained = explained(result, deviations);
-}
-
-/// The differing (stage, channel) pairs that declared deviations explain.
-fn explained(r: &CaseResult, deviations: &[Deviation]) -> Vec<(String, String)> {
-    r.stages
+/// How many events each observable channel of a stage is expected to
+/// receive on this target: the golden with every declared deviation of the
+/// stage applied.
+fn expected_counts(
+    golden: &GoldenStage,
+    stage: &str,
+    deviations: &[&Deviation],
+    seen: &Observability,
+) -> Vec<(Channel, usize)> {
+    use crate::golden::Expectation;
+    golden
+        .channels
         .iter()
-        .flat_map(|s| {
-            s.channels
+        .filter(|(c, _)| seen.sees_channel(c))
+        .map(|(c, e)| {
+            let Expectation::Events(events) = e else {
+                return (c.clone(), 0);
+            };
+            let mut events: Vec<crate::model::Event> =
+                events.iter().map(|e| e.event.clone()).collect();
+            for d in deviations
                 .iter()
-                .filter(|c| c.diff.is_some())
-                .map(move |c| (s.stage.clone(), c.channel.to_string()))
+                .filter(|d| d.stage == stage && d.channels.contains(c))
+            {
+                events = d.edit.apply(&events);
+            }
+            (
+                c.clone(),
+                events.iter().filter(|e| seen.sees_event(&e.name)).count(),
+            )
         })
-        .filter(|(stage, channel)| deviations.iter().any(|d| d.covers(&r.id, stage, channel)))
         .collect()
 }
 
-/// The verdict of a run, given the deviations its target declares.
+/// Sets a finished run's verdict and notes, given the deviations its
+/// target declares. Live runs and capture checks share it.
+pub(crate) fn settle_verdict(result: &mut CaseResult, deviations: &[Deviation]) {
+    (result.verdict, result.notes) = judge(result, deviations);
+}
+
+/// The verdict of a run, given the deviations its target declares for the
+/// case (each channel's result says which of them occurred there):
+/// - fail: a difference no declared deviation excuses, or SIP the server
+///   should not have sent;
+/// - inconclusive: the case could not be driven to its end;
+/// - xpass: a declared deviation did not occur on a channel it is declared
+///   on (the golden matched without it);
+/// - xfail: every difference is exactly a declared deviation;
+/// - pass: no difference at all.
 fn judge(r: &CaseResult, deviations: &[Deviation]) -> (Verdict, Vec<String>) {
-    let differing: Vec<(&str, String)> = r
-        .stages
-        .iter()
-        .flat_map(|s| {
-            s.channels
-                .iter()
-                .filter(|c| c.diff.is_some())
-                .map(move |c| (s.stage.as_str(), c.channel.to_string()))
-        })
-        .collect();
-    let uncovered = differing
-        .iter()
-        .any(|(stage, channel)| !deviations.iter().any(|d| d.covers(&r.id, stage, channel)));
-    let unmatched: Vec<&Deviation> = deviations
-        .iter()
-        .filter(|d| {
-            !differing
-                .iter()
-                .any(|(stage, channel)| d.covers(&r.id, stage, channel))
-        })
-        .collect();
-    let matched: Vec<String> = deviations
-        .iter()
-        .filter(|d| !unmatched.contains(d))
-        .map(|d| format!("declared deviation (profile line {}): {}", d.line, d.reason))
-        .collect();
+    let channels = || {
+        r.stages
+            .iter()
+            .flat_map(|s| s.channels.iter().map(move |c| (s, c)))
+    };
+    let unexcused = channels().any(|(_, c)| c.unexcused().is_some());
+    let mut occurred: Vec<usize> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    let mut unobservable: Vec<usize> = Vec::new();
+    for (s, c) in channels() {
+        let Some(d) = &c.deviated else { continue };
+        unobservable.extend(d.unobservable.iter().map(|x| x.line));
+        match &d.occurred {
+            Some(found) => {
+                occurred.extend(found.iter().map(|x| x.line));
+                for x in d.declared.iter().filter(|x| !found.contains(x)) {
+                    missing.push(format!(
+                        "declared deviation did not occur in stage {:?}, channel {} (profile line {}): {}",
+                        s.stage, c.channel, x.line, x.label
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+    let label = |line: usize| {
+        deviations
+            .iter()
+            .find(|d| d.line == line)
+            .map(Deviation::label)
+            .unwrap_or_default()
+    };
+    occurred.sort_unstable();
+    occurred.dedup();
+    let matched: Vec<String> = occurred.iter().map(|l| label(*l)).collect();
     // SIP the server should not have sent is never an expected deviation.
-    if uncovered || !r.problems.is_empty() {
+    if unexcused || !r.problems.is_empty() {
         return (Verdict::Fail, matched);
     }
     if r.error.is_some() {
         return (Verdict::Inconclusive, matched);
     }
-    if !unmatched.is_empty() {
-        let notes = unmatched
-            .iter()
-            .map(|d| {
-                format!(
-                    "declared deviation did not occur (profile line {}): {}",
-                    d.line, d.reason
-                )
-            })
-            .collect();
-        return (Verdict::Xpass, notes);
+    if !missing.is_empty() {
+        return (Verdict::Xpass, missing);
     }
-    if differing.is_empty() {
-        return (Verdict::Pass, Vec::new());
+    if occurred.is_empty() {
+        let mut notes: Vec<String> = Vec::new();
+        unobservable.sort_unstable();
+        unobservable.dedup();
+        notes.extend(
+            unobservable
+                .iter()
+                .map(|l| format!("not observable by this source: {}", label(*l))),
+        );
+        return (Verdict::Pass, notes);
     }
     (Verdict::Xfail, matched)
 }
@@ -978,6 +1001,7 @@ pub(crate) mod tests {
                     observed: Vec::new(),
                     diff: Some("-x".into()),
                     divergence: None,
+                    deviated: None,
                 }],
                 not_observed: Vec::new(),
                 unasserted: Vec::new(),
@@ -996,62 +1020,198 @@ pub(crate) mod tests {
             events: Vec::new(),
             source: Observability::everything("test"),
             notes: Vec::new(),
-            explained: Vec::new(),
             mirrored: Vec::new(),
         }
     }
 
-    fn deviation(stage: Option<&str>, channels: &[&str]) -> Deviation {
+    fn ev(line: &str) -> crate::model::Event {
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        crate::model::Event::from_json(&obj, crate::model::Strictness::Strict, &[])
+            .unwrap()
+            .0
+    }
+
+    fn deviation(line: usize, edit: crate::deviation::Edit) -> Deviation {
         Deviation {
             cases: vec!["c".into()],
-            stage: stage.map(String::from),
-            channels: channels.iter().map(|c| c.to_string()).collect(),
-            reason: "r".into(),
-            line: 1,
+            stage: "alerting".into(),
+            channels: vec![Channel::parse("sca.60970")],
+            edit,
+            reason: format!("reason {line}"),
+            evidence: None,
+            line,
+            at: Default::default(),
         }
     }
 
+    const OFFERED: &str = r#"{"event": "Offered", "OtherDN": "60972", "Index": 1}"#;
+    const BARE: &str = r#"{"event": "Offered", "OtherDN": "60972"}"#;
+    const ALERTING: &str = r#"{"event": "Appearance", "Index": 1, "AppearanceState": "alerting"}"#;
+    const HELD: &str = r#"{"event": "Appearance", "Index": 1, "AppearanceState": "held"}"#;
+
+    /// Kamailio's two alerting deviations: no Index in the INVITE, no
+    /// alerting state.
+    fn kamailio() -> Vec<Deviation> {
+        use crate::deviation::Edit;
+        vec![
+            deviation(
+                10,
+                Edit::Changed {
+                    golden: vec![ev(r#"{"event": "Offered"}"#)],
+                    without: vec![crate::model::Attr::Index],
+                    set: Default::default(),
+                },
+            ),
+            deviation(
+                20,
+                Edit::Absent(vec![ev(
+                    r#"{"event": "Appearance", "AppearanceState": "alerting"}"#,
+                )]),
+            ),
+        ]
+    }
+
+    /// The alerting stage of sca.60970 (golden: Offered with Index, then
+    /// alerting) judged with `observed` and `deviations`.
+    fn judged(observed: &[&str], deviations: &[Deviation]) -> (Verdict, Vec<String>, CaseResult) {
+        let golden = vec![(
+            Channel::parse("sca.60970"),
+            crate::golden::Expectation::Events(
+                [OFFERED, ALERTING]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| crate::golden::Expected {
+                        event: ev(l),
+                        path: "g".into(),
+                        line: i + 1,
+                    })
+                    .collect(),
+            ),
+        )];
+        let observed: Vec<Observation> = observed
+            .iter()
+            .map(|l| Observation {
+                channel: Channel::parse("sca.60970"),
+                event: ev(l),
+                raw: l.to_string(),
+                within: None,
+            })
+            .collect();
+        let refs: Vec<&Deviation> = deviations.iter().collect();
+        let stage = compare_stage(
+            "alerting",
+            &golden,
+            &observed,
+            &Observability::everything("t"),
+            &mut Bindings::default(),
+            &refs,
+        );
+        let mut r = result(&[]);
+        r.stages = vec![stage];
+        let (v, notes) = judge(&r, deviations);
+        (v, notes, r)
+    }
+
     #[test]
-    fn verdicts_follow_the_declared_deviations() {
-        let alerting = deviation(Some("alerting"), &["60970"]);
-        let held = deviation(Some("held"), &[]);
-        assert_eq!(judge(&result(&[]), &[]).0, Verdict::Pass);
+    fn a_case_is_xfail_only_if_it_is_exactly_the_golden_with_its_deviations() {
+        assert_eq!(judged(&[OFFERED, ALERTING], &[]).0, Verdict::Pass);
+        assert_eq!(judged(&[BARE], &[]).0, Verdict::Fail);
+        let (v, notes, _) = judged(&[BARE], &kamailio());
+        assert_eq!(v, Verdict::Xfail);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("profile line 10") && notes[0].contains("reason 10"));
+    }
+
+    /// What a deviation does not name is not excused, even on its channel:
+    /// `held` where the target is declared to send nothing.
+    #[test]
+    fn a_difference_beside_a_declared_one_fails_and_the_report_says_which_is_which() {
+        for observed in [
+            &[BARE, HELD][..],
+            &[HELD],
+            &[],
+            &[BARE, BARE],
+            &[r#"{"event": "Offered", "OtherDN": "60970"}"#],
+        ] {
+            let (v, _, r) = judged(observed, &kamailio());
+            assert_eq!(v, Verdict::Fail, "{observed:?}");
+            let channel = &r.stages[0].channels[0];
+            let d = channel.unexcused().expect("an unexcused divergence");
+            // Shown against the golden with the deviations applied.
+            assert!(d.expected.is_some() || d.observed.is_some(), "{d}");
+            let standing = channel.standing().join("\n");
+            assert!(standing.contains("not excused"), "{standing}");
+            assert_eq!(r.first_divergence(), Some(d));
+        }
+        let (_, _, r) = judged(&[BARE, HELD], &kamailio());
+        let d = r.stages[0].channels[0].unexcused().unwrap();
         assert_eq!(
-            judge(&result(&[("alerting", "60970")]), &[]).0,
-            Verdict::Fail
+            (d.expected.as_deref(), d.observed.as_deref()),
+            (None, Some(HELD))
         );
-        assert_eq!(
-            judge(
-                &result(&[("alerting", "60970")]),
-                std::slice::from_ref(&alerting)
-            )
-            .0,
-            Verdict::Xfail
-        );
-        // A difference no deviation covers fails, whatever else is covered.
-        assert_eq!(
-            judge(
-                &result(&[("alerting", "60970"), ("alerting", "60970_2")]),
-                std::slice::from_ref(&alerting)
-            )
-            .0,
-            Verdict::Fail
-        );
-        // A deviation that did not occur is an xpass: the profile is stale.
-        let (v, notes) = judge(
-            &result(&[("alerting", "60970")]),
-            &[alerting.clone(), held.clone()],
-        );
+    }
+
+    #[test]
+    fn a_declared_deviation_that_did_not_occur_is_an_xpass() {
+        // Neither occurred.
+        let (v, notes, _) = judged(&[OFFERED, ALERTING], &kamailio());
         assert_eq!(v, Verdict::Xpass);
-        assert!(notes[0].contains("did not occur"));
-        assert_eq!(judge(&result(&[]), &[held]).0, Verdict::Xpass);
-        // Another case's deviation does not apply.
-        let mut other = alerting;
-        other.cases = vec!["d".into()];
-        assert_eq!(
-            judge(&result(&[("alerting", "60970")]), &[other]).0,
-            Verdict::Fail
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes.iter().all(|n| n.contains("did not occur")));
+        // One occurred (no alerting state), the other did not (the Index is there).
+        let (v, notes, r) = judged(&[OFFERED], &kamailio());
+        assert_eq!(v, Verdict::Xpass);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("profile line 10"), "{notes:?}");
+        let standing = r.stages[0].channels[0].standing();
+        assert!(
+            standing[0].starts_with("excused:") && standing[0].contains("line 20"),
+            "{standing:?}"
         );
+        assert!(standing[1].starts_with("did not occur:") && standing[1].contains("line 10"));
+    }
+
+    #[test]
+    fn a_deviation_the_source_cannot_see_is_neither_excuse_nor_xpass() {
+        let mut blind = Observability::everything("t");
+        blind.blind_to.push(crate::model::Attr::Index);
+        let golden = vec![(
+            Channel::parse("sca.60970"),
+            crate::golden::Expectation::Events(vec![crate::golden::Expected {
+                event: ev(OFFERED),
+                path: "g".into(),
+                line: 1,
+            }]),
+        )];
+        let observed = vec![Observation {
+            channel: Channel::parse("sca.60970"),
+            event: ev(BARE),
+            raw: String::new(),
+            within: None,
+        }];
+        let devs = kamailio();
+        let stage = compare_stage(
+            "alerting",
+            &golden,
+            &observed,
+            &blind,
+            &mut Bindings::default(),
+            &[&devs[0]],
+        );
+        let mut r = result(&[]);
+        r.stages = vec![stage];
+        let (v, notes) = judge(&r, &devs);
+        assert_eq!(v, Verdict::Pass);
+        assert!(notes[0].contains("not observable"), "{notes:?}");
+    }
+
+    /// Another case's or another stage's deviation does not apply.
+    #[test]
+    fn a_deviation_applies_only_where_it_is_declared() {
+        let mut other = kamailio();
+        other[0].stage = "answered".into();
+        other[1].channels = vec![Channel::parse("sca.60970_2")];
+        assert_eq!(judged(&[BARE], &other).0, Verdict::Fail);
     }
 
     #[test]

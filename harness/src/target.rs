@@ -24,29 +24,7 @@ pub const CAPABILITIES: &[&str] = &[
     "barge-in",
 ];
 
-/// A difference the profile says the target is known to have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deviation {
-    pub cases: Vec<String>,
-    /// Only this stage (all stages when absent).
-    pub stage: Option<String>,
-    /// Only these channels (all channels when empty).
-    pub channels: Vec<String>,
-    pub reason: String,
-    pub line: usize,
-}
-
-impl Deviation {
-    pub fn applies_to(&self, case: &str) -> bool {
-        self.cases.iter().any(|c| c == case)
-    }
-
-    pub fn covers(&self, case: &str, stage: &str, channel: &str) -> bool {
-        self.applies_to(case)
-            && self.stage.as_deref().is_none_or(|s| s == stage)
-            && (self.channels.is_empty() || self.channels.iter().any(|c| c == channel))
-    }
-}
+pub use crate::deviation::Deviation;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -76,19 +54,9 @@ struct Raw {
     identities: Spanned<BTreeMap<String, String>>,
     capabilities: Spanned<Vec<String>>,
     #[serde(default)]
-    deviation: Vec<Spanned<RawDeviation>>,
+    deviation: Vec<Spanned<crate::deviation::RawDeviation>>,
     #[serde(default)]
     reset: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDeviation {
-    cases: Vec<String>,
-    stage: Option<String>,
-    #[serde(default)]
-    channels: Vec<String>,
-    reason: String,
 }
 
 impl Profile {
@@ -157,28 +125,7 @@ impl Profile {
             .into_iter()
             .map(|d| {
                 let line = line_of(text, d.span().start);
-                let d = d.into_inner();
-                if d.reason.trim().is_empty() {
-                    return Err(InputError::new(
-                        path,
-                        Some(line),
-                        "a deviation needs its reason",
-                    ));
-                }
-                if d.cases.is_empty() {
-                    return Err(InputError::new(
-                        path,
-                        Some(line),
-                        "a deviation needs the cases it applies to",
-                    ));
-                }
-                Ok(Deviation {
-                    cases: d.cases,
-                    stage: d.stage,
-                    channels: d.channels,
-                    reason: d.reason,
-                    line,
-                })
+                d.into_inner().check(path, text, line)
             })
             .collect::<Result<_, _>>()?;
         Ok(Profile {
@@ -192,6 +139,15 @@ impl Profile {
             deviations,
             reset: raw.reset,
         })
+    }
+
+    /// Checks that every case, stage, channel and golden event the
+    /// deviations name exists in the suite (see [`crate::deviation::validate`]).
+    pub fn validate(
+        &self,
+        suite: &[(&crate::case::Case, &[crate::golden::GoldenStage])],
+    ) -> Result<(), InputError> {
+        crate::deviation::validate(&self.path, &self.deviations, suite)
     }
 
     /// The DN each SIP user stands for in the golden files.
@@ -236,6 +192,7 @@ capabilities = ["call-info", "hold"]
 cases = ["barge-in"]
 stage = "barged"
 channels = ["sca.60970", "60970"]
+absent = { event = "Appearance", AppearanceState = "bridge-active" }
 reason = "no barge-in"
 "#;
 
@@ -249,10 +206,13 @@ reason = "no barge-in"
         assert_eq!(p.address, "127.0.0.1:5070".parse().unwrap());
         assert_eq!(p.identities["60970_2"], "60970");
         assert_eq!(p.deviations[0].line, 12);
-        assert!(p.deviations[0].covers("barge-in", "barged", "sca.60970"));
-        assert!(!p.deviations[0].covers("barge-in", "barged", "sca.60970_2"));
-        assert!(!p.deviations[0].covers("barge-in", "answered", "sca.60970"));
-        assert!(!p.deviations[0].covers("hold-retrieve", "barged", "sca.60970"));
+        let covers = |case, stage, channel| {
+            p.deviations[0].covers(case, stage, &crate::model::Channel::parse(channel))
+        };
+        assert!(covers("barge-in", "barged", "sca.60970"));
+        assert!(!covers("barge-in", "barged", "sca.60970_2"));
+        assert!(!covers("barge-in", "answered", "sca.60970"));
+        assert!(!covers("hold-retrieve", "barged", "sca.60970"));
         assert_eq!(p.dn_of_user(&Topology::reference())["60970"], "60970");
     }
 
@@ -275,6 +235,11 @@ reason = "no barge-in"
                 "no SIP user for DN 60970_2",
             ),
             (GOOD.replace("no barge-in", " "), 12, "needs its reason"),
+            (
+                GOOD.replace("absent = ", "gone = "),
+                16,
+                "unknown field `gone`",
+            ),
         ] {
             let e = parse(&text).unwrap_err();
             assert_eq!(e.line, Some(line), "{e}");
