@@ -296,32 +296,7 @@ pub fn check(
             events.push((stage_of(i), obs));
         }
     }
-    let deviations: Vec<&Deviation> = deviations
-        .iter()
-        .filter(|d| d.applies_to(&p.case.id))
-        .collect();
-    let mut bindings = Bindings::default();
-    let stages = p
-        .case
-        .stages
-        .iter()
-        .zip(&p.golden)
-        .map(|(stage, golden)| {
-            let observed: Vec<Observation> = events
-                .iter()
-                .filter(|(s, _)| *s == stage.name)
-                .map(|(_, o)| o.clone())
-                .collect();
-            compare_stage(
-                &stage.name,
-                &golden.channels,
-                &observed,
-                &source,
-                &mut bindings,
-                &deviations,
-            )
-        })
-        .collect();
+    let stages = compare_stages(p, &events, &source, deviations);
     let problems = records
         .iter()
         .filter_map(|r| {
@@ -349,9 +324,59 @@ pub fn check(
         notes: Vec::new(),
         mirrored: Vec::new(),
     };
-    let deviations: Vec<Deviation> = deviations.into_iter().cloned().collect();
-    crate::run::settle_verdict(&mut result, &deviations);
+    crate::run::settle_verdict(&mut result, deviations);
     result
+}
+
+/// Compares events already attributed to stages (a capture's, or a run's
+/// `CaseResult::events`) with the case's golden stages, given the
+/// deviations the target declares (those of other cases are ignored).
+pub fn compare_stages(
+    p: &Prepared,
+    events: &[(String, Observation)],
+    source: &Observability,
+    deviations: &[Deviation],
+) -> Vec<crate::diff::StageResult> {
+    let deviations: Vec<&Deviation> = deviations
+        .iter()
+        .filter(|d| d.applies_to(&p.case.id))
+        .collect();
+    let mut bindings = Bindings::default();
+    p.case
+        .stages
+        .iter()
+        .zip(&p.golden)
+        .map(|(stage, golden)| {
+            let observed: Vec<Observation> = events
+                .iter()
+                .filter(|(s, _)| *s == stage.name)
+                .map(|(_, o)| o.clone())
+                .collect();
+            compare_stage(
+                &stage.name,
+                &golden.channels,
+                &observed,
+                source,
+                &mut bindings,
+                &deviations,
+            )
+        })
+        .collect()
+}
+
+/// A finished case judged again against other golden stages (`p`'s) from
+/// what it observed: the same events, problems and errors, a new diff and
+/// verdict. What a mutation test of the goldens runs per mutant.
+pub fn rejudge(p: &Prepared, judged: &CaseResult, deviations: &[Deviation]) -> CaseResult {
+    let mut r = judged.clone();
+    r.stages = compare_stages(p, &r.events, &r.source, deviations);
+    let deviations: Vec<Deviation> = deviations
+        .iter()
+        .filter(|d| d.applies_to(&p.case.id))
+        .cloned()
+        .collect();
+    crate::run::settle_verdict(&mut r, &deviations);
+    r
 }
 
 /// Compares a whole run's events, with no stage boundaries (a server log

@@ -1,8 +1,12 @@
 //! What the integration tests share: the repository's own suite.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use scacheck::run::Prepared;
+use scacheck::check::{check, endpoints, records, stage_starts};
+use scacheck::pcap::{Packet, Reader};
+use scacheck::run::{CaseResult, Prepared};
+use scacheck::target::Profile;
 use scacheck::topology::Topology;
 
 /// Every case in cases/ with its golden files, or what is wrong with them.
@@ -22,4 +26,53 @@ pub fn load() -> Result<(Vec<Prepared>, Topology), String> {
 #[allow(dead_code)] // not every test binary that shares this module uses it
 pub fn suite() -> (Vec<Prepared>, Topology) {
     load().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Kamailio's recorded captures, each judged as `scacheck pcap check`
+/// judges it with the profile.
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub fn kamailio_captures(
+    prepared: &[Prepared],
+    topology: &Topology,
+) -> (Profile, Vec<(Prepared, Vec<Packet>)>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let profile = Profile::load(
+        &root.join("fixtures/targets/kamailio/target.toml"),
+        topology,
+    )
+    .unwrap();
+    let captures = prepared
+        .iter()
+        .map(|p| {
+            let path = root.join(format!("fixtures/captures/kamailio/{}.pcap", p.case.id));
+            let mut reader = Reader::open(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            let packets: Vec<Packet> =
+                std::iter::from_fn(|| reader.next_packet().unwrap()).collect();
+            (p.clone(), packets)
+        })
+        .collect();
+    (profile, captures)
+}
+
+/// One capture checked with the profile, as `scacheck pcap check --case` does.
+#[allow(dead_code)]
+pub fn judge_capture(
+    p: &Prepared,
+    packets: &[Packet],
+    topology: &Topology,
+    profile: &Profile,
+) -> CaseResult {
+    let identities: &BTreeMap<String, String> = &profile.identities;
+    let who = endpoints(packets, topology, identities);
+    let recs = records(packets, &who);
+    let starts = stage_starts(p, &recs, topology)
+        .unwrap_or_else(|| panic!("{}: the capture shows its steps", p.case.id));
+    check(
+        p,
+        recs,
+        topology,
+        &profile.dn_of_user(topology),
+        &starts,
+        &profile.deviations,
+    )
 }
