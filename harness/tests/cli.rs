@@ -515,3 +515,141 @@ fn junit_of_a_failing_run_passes_a_junit_schema_check() {
     std::fs::write(&broken, "<testsuites><testsuite name=\"s\" tests=\"1\"><testcase classname=\"c\"/></testsuite></testsuites>").unwrap();
     assert!(!validate(&broken).status.success());
 }
+
+/// A deviation naming what the suite does not have is an error with the
+/// profile's file and line, whatever the command.
+#[test]
+fn a_profile_naming_a_case_stage_channel_or_event_that_does_not_exist_is_an_error() {
+    let good =
+        std::fs::read_to_string(root().join("fixtures/targets/kamailio/target.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, want) in [
+        ("\"seize-expiry\"]", "\"seize-expirey\"]", "no case \"seize-expirey\""),
+        ("stage = \"expired\"", "stage = \"expried\"", "no stage \"expried\""),
+        (
+            "channels = [\"sca.60970_2\"]\nabsent = { event = \"Appearance\", AppearanceState = \"idle\" }",
+            "channels = [\"60970_2\"]\nabsent = { event = \"Appearance\", AppearanceState = \"idle\" }",
+            "channel 60970_2 is not asserted",
+        ),
+        (
+            "{ event = \"SeizeEnded\", Reason = \"timeout\" }",
+            "{ event = \"SeizeEnded\", Reason = \"expired\" }",
+            "no golden event matches",
+        ),
+    ] {
+        assert!(good.contains(from), "{from}");
+        let text_of = good.replacen(from, to, 1);
+        let line = text_of[..text_of.find(to).unwrap()].matches('\n').count() + 1;
+        let profile = dir.path().join("target.toml");
+        std::fs::write(&profile, &text_of).unwrap();
+        for args in [
+            vec!["run", "--target", profile.to_str().unwrap(), "--cases", "seize-busy"],
+            vec![
+                "pcap",
+                "check",
+                "fixtures/captures/kamailio/seize-busy.pcap",
+                "--target",
+                profile.to_str().unwrap(),
+            ],
+        ] {
+            let out = scacheck(&args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(&format!("target.toml:{line}:")), "{args:?}: line {line}: {err}");
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+}
+
+/// Two cases a capture fits equally well: exit 2, naming both and
+/// `--case`, whichever verdict either would get.
+#[test]
+fn a_capture_two_cases_fit_equally_is_ambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    // Kamailio's identities, none of its deviations (they name other cases).
+    let kamailio =
+        std::fs::read_to_string(root().join("fixtures/targets/kamailio/target.toml")).unwrap();
+    let (head, rest) = kamailio.split_once("[[deviation]]").unwrap();
+    let identities = &rest[rest.find("[identities]").unwrap()..];
+    let elsewhere = tempfile::tempdir().unwrap();
+    let profile = elsewhere.path().join("target.toml");
+    std::fs::write(&profile, format!("{head}{identities}")).unwrap();
+    let profile = profile.to_str().unwrap();
+    for id in ["retrieve-idle", "retrieve-idle-twin"] {
+        std::fs::copy(
+            root().join("cases/retrieve-idle.toml"),
+            dir.path().join(format!("{id}.toml")),
+        )
+        .unwrap();
+    }
+    let report = tempfile::tempdir().unwrap();
+    let out = scacheck(&[
+        "pcap",
+        "check",
+        "fixtures/captures/kamailio/retrieve-idle.pcap",
+        "--target",
+        profile,
+        "--cases-dir",
+        dir.path().to_str().unwrap(),
+        "--report-dir",
+        report.path().to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("equally well")
+            && err.contains("--case retrieve-idle-twin")
+            && err.contains("--case retrieve-idle\n"),
+        "{err}"
+    );
+    // Named, it is judged (a fail: this profile declares nothing).
+    let out = scacheck(&[
+        "pcap",
+        "check",
+        "fixtures/captures/kamailio/retrieve-idle.pcap",
+        "--case",
+        "retrieve-idle-twin",
+        "--target",
+        profile,
+        "--cases-dir",
+        dir.path().to_str().unwrap(),
+        "--report-dir",
+        report.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("retrieve-idle-twin"));
+}
+
+/// Every recorded Kamailio capture is given its own case by its
+/// structure, and its verdict is the profile's.
+#[test]
+fn each_kamailio_capture_is_detected_as_its_own_case() {
+    let report = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(root().join("fixtures/captures/kamailio")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "pcap") {
+            continue;
+        }
+        let id = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let out = scacheck(&[
+            "pcap",
+            "check",
+            path.to_str().unwrap(),
+            "--target",
+            "fixtures/targets/kamailio/target.toml",
+            "--report-dir",
+            report.path().to_str().unwrap(),
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{id}: {stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("detected case: {id}\n")),
+            "{id}: {stdout}"
+        );
+    }
+}
