@@ -10,8 +10,9 @@
 //!   else to those DNs in topology order, first to register first.
 //! - **Where a stage begins.** At the message its first step sends (an
 //!   INVITE for `call`, the 2xx for `answer`, a line-seize SUBSCRIBE for
-//!   `seize`...). A stage without steps begins with the first message that
-//!   follows a quiet time as long as the live run's settle window.
+//!   `seize`...). A stage without steps begins with the first request that
+//!   follows a quiet time as long as the live run's settle window (a
+//!   response belongs to its request's stage, however late it comes).
 //! - **Teardown.** What a run sends to leave a shared server clean (the
 //!   phones' unregistrations and what precedes them) is not part of the
 //!   last stage.
@@ -161,12 +162,16 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
     for stage in &p.case.stages {
         let start = match stage.steps.first() {
             Some(first) => (from..steps_end).find(|&i| triggers(first, &records[i], topology))?,
+            // A response belongs to its request's stage, however late it
+            // comes (a loaded server may answer the previous stage's last
+            // request after more than the quiet time).
             None => (from.max(1)..records.len()).find(|&i| {
                 records[i]
                     .at
                     .duration_since(records[i - 1].at)
                     .unwrap_or_default()
                     >= QUIET
+                    && !is_response(&records[i])
             })?,
         };
         // Every later step of the stage must be there too, in order.
@@ -178,6 +183,10 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
         from = start + 1;
     }
     Some(starts)
+}
+
+fn is_response(r: &Record) -> bool {
+    r.raw.starts_with(b"SIP/2.0 ")
 }
 
 /// Why a capture could not be given a case.
@@ -486,5 +495,47 @@ mod tests {
         let who = endpoints(&plain, &topology, &kamailio);
         assert_eq!(who[&"127.0.0.1:7002".parse().unwrap()], "60970");
         assert_eq!(who[&"127.0.0.1:7001".parse().unwrap()], "60970_2");
+    }
+
+    /// A loaded server may answer the last request of a stage later than
+    /// the quiet time that begins a stage without steps: the late answer
+    /// still belongs to its request's stage (CI saw seize-expiry's 200
+    /// to the line-seize SUBSCRIBE begin the "expired" stage over TCP).
+    #[test]
+    fn a_late_answer_does_not_begin_a_stage_without_steps() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let topology = Topology::reference();
+        let case =
+            crate::case::Case::load(&root.join("cases/seize-expiry.toml"), &topology).unwrap();
+        let p = Prepared::new(case, &root.join("fixtures/golden"), &topology).unwrap();
+        let run = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::run::run_case(&p, &topology, Default::default()));
+        assert_eq!(run.verdict, Verdict::Pass, "{:?}", run.headline());
+        let mut recs = run.records.clone();
+        let seize = recs
+            .iter()
+            .position(|r| {
+                r.direction == Direction::Sent
+                    && String::from_utf8_lossy(&r.raw).contains("Event: line-seize")
+                    && r.raw.starts_with(b"SUBSCRIBE")
+            })
+            .expect("the seize");
+        let answer = (seize + 1..recs.len())
+            .find(|&i| recs[i].raw.starts_with(b"SIP/2.0 200") && recs[i].agent == "60970")
+            .expect("its answer");
+        // Everything from the answer on comes 80 ms later.
+        for r in &mut recs[answer..] {
+            r.at += Duration::from_millis(80);
+        }
+        let identities: BTreeMap<String, String> = topology
+            .dns()
+            .iter()
+            .map(|d| (d.to_string(), d.to_string()))
+            .collect();
+        let starts = stage_starts(&p, &recs, &topology).expect("the case's steps");
+        assert!(starts[1] > answer, "{starts:?}, answer at {answer}");
+        let r = check(&p, recs, &topology, &identities, &starts, &[]);
+        assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.headline());
     }
 }
