@@ -333,7 +333,7 @@ pub fn check(
         notes: Vec::new(),
         mirrored: Vec::new(),
     };
-    crate::run::settle_verdict(&mut result, deviations);
+    crate::run::settle_verdict(&mut result);
     result
 }
 
@@ -379,12 +379,7 @@ pub fn compare_stages(
 pub fn rejudge(p: &Prepared, judged: &CaseResult, deviations: &[Deviation]) -> CaseResult {
     let mut r = judged.clone();
     r.stages = compare_stages(p, &r.events, &r.source, deviations);
-    let deviations: Vec<Deviation> = deviations
-        .iter()
-        .filter(|d| d.applies_to(&p.case.id))
-        .cloned()
-        .collect();
-    crate::run::settle_verdict(&mut r, &deviations);
+    crate::run::settle_verdict(&mut r);
     r
 }
 
@@ -441,7 +436,7 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
         notes: Vec::new(),
         mirrored: Vec::new(),
     };
-    crate::run::settle_verdict(&mut result, &[]);
+    crate::run::settle_verdict(&mut result);
     result
 }
 

@@ -592,7 +592,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
         }
         result.mirrored = view.packets;
     }
-    settle_verdict(&mut result, &deviations);
+    settle_verdict(&mut result);
     result.notes.extend(source_notes);
     result.duration = started.elapsed();
     result
@@ -662,14 +662,15 @@ fn expected_counts(
         .collect()
 }
 
-/// Sets a finished run's verdict and notes, given the deviations its
-/// target declares. Live runs and capture checks share it.
-pub(crate) fn settle_verdict(result: &mut CaseResult, deviations: &[Deviation]) {
-    (result.verdict, result.notes) = judge(result, deviations);
+/// Sets a finished run's verdict and notes from its stages (each channel
+/// says which declared deviations occurred there). Live runs and capture
+/// checks share it.
+pub(crate) fn settle_verdict(result: &mut CaseResult) {
+    (result.verdict, result.notes) = judge(result);
 }
 
-/// The verdict of a run, given the deviations its target declares for the
-/// case (each channel's result says which of them occurred there):
+/// The verdict of a run, from what each channel's result says of the
+/// deviations declared on it:
 /// - fail: a difference no declared deviation excuses, or SIP the server
 ///   should not have sent;
 /// - inconclusive: the case could not be driven to its end;
@@ -677,21 +678,22 @@ pub(crate) fn settle_verdict(result: &mut CaseResult, deviations: &[Deviation]) 
 ///   on (the golden matched without it);
 /// - xfail: every difference is exactly a declared deviation;
 /// - pass: no difference at all.
-fn judge(r: &CaseResult, deviations: &[Deviation]) -> (Verdict, Vec<String>) {
+fn judge(r: &CaseResult) -> (Verdict, Vec<String>) {
+    use crate::diff::Declared;
     let channels = || {
         r.stages
             .iter()
             .flat_map(|s| s.channels.iter().map(move |c| (s, c)))
     };
     let unexcused = channels().any(|(_, c)| c.unexcused().is_some());
-    let mut occurred: Vec<usize> = Vec::new();
+    let mut occurred: Vec<&Declared> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
-    let mut unobservable: Vec<usize> = Vec::new();
+    let mut unobservable: Vec<&Declared> = Vec::new();
     for (s, c) in channels() {
         let Some(d) = &c.deviated else { continue };
-        unobservable.extend(d.unobservable.iter().map(|x| x.line));
+        unobservable.extend(&d.unobservable);
         if let Some(found) = &d.occurred {
-            occurred.extend(found.iter().map(|x| x.line));
+            occurred.extend(found);
             for x in d.declared.iter().filter(|x| !found.contains(x)) {
                 missing.push(format!(
                     "did not occur in stage {:?}, channel {}: {}",
@@ -700,38 +702,31 @@ fn judge(r: &CaseResult, deviations: &[Deviation]) -> (Verdict, Vec<String>) {
             }
         }
     }
-    let label = |line: usize| {
-        deviations
-            .iter()
-            .find(|d| d.line == line)
-            .map(Deviation::label)
-            .unwrap_or_default()
+    let labels = |mut v: Vec<&Declared>, prefix: &str| -> Vec<String> {
+        v.sort_by_key(|x| x.line);
+        v.dedup_by_key(|x| x.line);
+        v.iter().map(|x| format!("{prefix}{}", x.label)).collect()
     };
-    occurred.sort_unstable();
-    occurred.dedup();
-    let matched: Vec<String> = occurred.iter().map(|l| label(*l)).collect();
+    let blind = labels(unobservable, "not observable by this source: ");
+    let with_blind = |mut notes: Vec<String>| {
+        notes.extend(blind.iter().cloned());
+        notes
+    };
+    let matched = labels(occurred, "");
     // SIP the server should not have sent is never an expected deviation.
     if unexcused || !r.problems.is_empty() {
-        return (Verdict::Fail, matched);
+        return (Verdict::Fail, with_blind(matched));
     }
     if r.error.is_some() {
-        return (Verdict::Inconclusive, matched);
+        return (Verdict::Inconclusive, with_blind(matched));
     }
     if !missing.is_empty() {
-        return (Verdict::Xpass, missing);
+        return (Verdict::Xpass, with_blind(missing));
     }
-    if occurred.is_empty() {
-        let mut notes: Vec<String> = Vec::new();
-        unobservable.sort_unstable();
-        unobservable.dedup();
-        notes.extend(
-            unobservable
-                .iter()
-                .map(|l| format!("not observable by this source: {}", label(*l))),
-        );
-        return (Verdict::Pass, notes);
+    if matched.is_empty() {
+        return (Verdict::Pass, with_blind(Vec::new()));
     }
-    (Verdict::Xfail, matched)
+    (Verdict::Xfail, with_blind(matched))
 }
 
 /// Starts the target (if it is embedded) and the user agents, registers
@@ -1105,7 +1100,7 @@ pub(crate) mod tests {
         );
         let mut r = result(&[]);
         r.stages = vec![stage];
-        let (v, notes) = judge(&r, deviations);
+        let (v, notes) = judge(&r);
         (v, notes, r)
     }
 
@@ -1197,7 +1192,7 @@ pub(crate) mod tests {
         );
         let mut r = result(&[]);
         r.stages = vec![stage];
-        let (v, notes) = judge(&r, &devs);
+        let (v, notes) = judge(&r);
         assert_eq!(v, Verdict::Pass);
         assert!(notes[0].contains("not observable"), "{notes:?}");
     }
@@ -1218,10 +1213,10 @@ pub(crate) mod tests {
             what: "x".into(),
             raw: None,
         });
-        assert_eq!(judge(&r, &[]).0, Verdict::Fail);
+        assert_eq!(judge(&r).0, Verdict::Fail);
         let mut r = result(&[]);
         r.error = Some("setup: timed out".into());
-        assert_eq!(judge(&r, &[]).0, Verdict::Inconclusive);
+        assert_eq!(judge(&r).0, Verdict::Inconclusive);
         assert!(
             Verdict::Xfail.expected()
                 && Verdict::Skipped.expected()
