@@ -162,8 +162,8 @@ impl Phone {
         let mut listed = BTreeMap::new();
         let mut others = None;
         for ap in told {
-            // An element whose state we cannot name says nothing we can compare.
-            let Some(state) = ap.state.and_then(|s| ApState::parse(s.as_str())) else {
+            // An element without a state says nothing we can compare.
+            let Some(state) = ap.state else {
                 continue;
             };
             let line = (state, ap.uri.as_deref().and_then(uri_user));
@@ -580,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_carries_no_uri_and_unknown_states_are_skipped() {
+    fn idle_carries_no_uri_and_a_stateless_element_says_nothing() {
         let mut d = deriver();
         let busy = notify(
             "call-info",
@@ -594,16 +594,39 @@ mod tests {
             "active",
             &[&ap_uri(1, "idle", "<sip:60972@h>")],
         );
-        let odd = notify(
+        let stateless = notify(
             "call-info",
             3,
             "active",
-            &[&ap("2", "ringing"), &format!("{TARGET};appearance-index=3")],
+            &[&format!("{TARGET};appearance-index=3")],
         );
         assert_eq!(
-            feed(&mut d, vec![rx(busy), rx(idle), rx(odd)]),
+            feed(&mut d, vec![rx(busy), rx(idle), rx(stateless)]),
             vec![
                 r#"{"event": "Appearance", "Index": 1, "AppearanceState": "held", "AppearanceUri": "60972"}"#,
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
+            ]
+        );
+    }
+
+    /// A state outside the vocabulary makes the NOTIFY unreadable (the
+    /// phone reports it): it is not skipped, which would leave its index to
+    /// `*` and read it as idle.
+    #[test]
+    fn an_unknown_state_is_never_read_as_idle() {
+        let mut d = deriver();
+        let busy = notify("call-info", 1, "active", &[&ap("1", "active")]);
+        let odd = notify(
+            "call-info",
+            2,
+            "active",
+            &[&ap("1", "ringing"), &ap("*", "idle")],
+        );
+        let idle = notify("call-info", 3, "active", &[&ap("*", "idle")]);
+        assert_eq!(
+            feed(&mut d, vec![rx(busy), rx(odd), rx(idle)]),
+            vec![
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "active"}"#,
                 r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
             ]
         );

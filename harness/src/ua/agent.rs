@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{
-    appearances, Appearance, AppearanceIndex, AppearanceState, SubState, SubscriptionState,
+    appearances, ApState, Appearance, AppearanceIndex, SubState, SubscriptionState,
 };
 use crate::sip::transport::Inbound;
 use crate::sip::{Message, Transport};
@@ -258,7 +258,7 @@ impl Agent {
         )
     }
 
-    fn appearance_header(&self, index: u32, state: Option<AppearanceState>) -> String {
+    fn appearance_header(&self, index: u32, state: Option<ApState>) -> String {
         Appearance {
             target: format!("sip:{}", self.cfg.domain),
             index: AppearanceIndex::Index(index),
@@ -556,7 +556,7 @@ impl Agent {
             .appearance
             .or_else(|| self.told_appearance(&remote))
             .unwrap_or(1);
-        let info = self.appearance_header(index, private.then_some(AppearanceState::HeldPrivate));
+        let info = self.appearance_header(index, private.then_some(ApState::HeldPrivate));
         let call = &mut self.calls[i];
         let (mut b, cseq) = call.dialog.request("INVITE", &via);
         b = b.header("Contact", &contact).header("Call-Info", &info);

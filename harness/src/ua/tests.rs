@@ -498,3 +498,45 @@ fn teardown_messages_are_marked() {
         .iter()
         .all(|m| m.header("X-Scacheck") == Some("teardown")));
 }
+
+/// A call-info NOTIFY whose Call-Info cannot be read (an index that is not
+/// a number, a state outside the model) is answered, and reported.
+#[test]
+fn unreadable_call_info_in_a_notify_is_a_problem() {
+    for (element, says) in [
+        (
+            "<sip:sca.test>;appearance-index=1;appearance-state=ringing",
+            "appearance-state \"ringing\" is not a state of the SCA model",
+        ),
+        (
+            "<sip:sca.test>;appearance-index=first;appearance-state=idle",
+            "appearance-index \"first\" is not a number",
+        ),
+    ] {
+        let mut a = agent();
+        a.subscribe_call_info("60970");
+        let sub = sent(&mut a).remove(0);
+        let notify = Builder::request("NOTIFY", "sip:60970@127.0.0.1:6000")
+            .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn")
+            .header("From", "<sip:60970@sca.test>;tag=srv")
+            .header(
+                "To",
+                &format!("<sip:60970@sca.test>;tag={}", sub.from_tag().unwrap()),
+            )
+            .header("Call-ID", sub.call_id())
+            .header("CSeq", "1 NOTIFY")
+            .header("Event", "call-info")
+            .header("Subscription-State", "active")
+            .header("Call-Info", element)
+            .build();
+        a.handle(&inbound(notify));
+        assert_eq!(sent(&mut a)[0].status(), Some(200));
+        let problems = a.status().problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("NOTIFY with unreadable Call-Info: "),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains(says), "{problems:?}");
+    }
+}
