@@ -499,6 +499,25 @@ fn teardown_messages_are_marked() {
         .all(|m| m.header("X-Scacheck") == Some("teardown")));
 }
 
+/// A call-info NOTIFY from the notifier `from_tag` in the subscription
+/// `sub` opened (its Call-ID, its From-tag as the To-tag).
+fn notify_in(sub: &Message, from_tag: &str, state: &str, call_info: &str) -> Vec<u8> {
+    let tag = sub.from_tag().unwrap();
+    Builder::request("NOTIFY", "sip:60970@127.0.0.1:6000")
+        .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn")
+        .header("From", &format!("<sip:60970@sca.test>;tag={from_tag}"))
+        .header("To", &format!("<sip:60970@sca.test>;tag={tag}"))
+        .header("Call-ID", sub.call_id())
+        .header("CSeq", "1 NOTIFY")
+        .header("Contact", "<sip:notifier@127.0.0.1:5060>")
+        .header("Event", "call-info")
+        .header("Subscription-State", state)
+        .header("Call-Info", call_info)
+        .build()
+}
+
+const ALL_IDLE: &str = "<sip:sca.test>;appearance-index=*;appearance-state=idle";
+
 /// A call-info NOTIFY whose Call-Info cannot be read (an index that is not
 /// a number, a state outside the model) is answered, and reported.
 #[test]
@@ -516,20 +535,7 @@ fn unreadable_call_info_in_a_notify_is_a_problem() {
         let mut a = agent();
         a.subscribe_call_info("60970");
         let sub = sent(&mut a).remove(0);
-        let notify = Builder::request("NOTIFY", "sip:60970@127.0.0.1:6000")
-            .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn")
-            .header("From", "<sip:60970@sca.test>;tag=srv")
-            .header(
-                "To",
-                &format!("<sip:60970@sca.test>;tag={}", sub.from_tag().unwrap()),
-            )
-            .header("Call-ID", sub.call_id())
-            .header("CSeq", "1 NOTIFY")
-            .header("Event", "call-info")
-            .header("Subscription-State", "active")
-            .header("Call-Info", element)
-            .build();
-        a.handle(&inbound(notify));
+        a.handle(&inbound(notify_in(&sub, "srv", "active", element)));
         assert_eq!(sent(&mut a)[0].status(), Some(200));
         let problems = a.status().problems;
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -539,4 +545,75 @@ fn unreadable_call_info_in_a_notify_is_a_problem() {
         );
         assert!(problems[0].contains(says), "{problems:?}");
     }
+}
+
+/// Over UDP the 2xx to the SUBSCRIBE may be lost (or come after the NOTIFY):
+/// the first NOTIFY of the subscription establishes it (RFC 6665 4.1.2.4),
+/// so the phone is subscribed, refreshes in the dialog the NOTIFY made, and
+/// takes the late 2xx without complaint.
+#[test]
+fn a_notify_before_the_2xx_establishes_the_subscription() {
+    let mut a = agent();
+    a.subscribe_call_info("60970");
+    let sub = sent(&mut a).remove(0);
+    assert!(a.refresh_call_info(3600).is_err(), "not established yet");
+    a.handle(&inbound(notify_in(
+        &sub,
+        "ntf",
+        "active;expires=3600",
+        ALL_IDLE,
+    )));
+    assert_eq!(sent(&mut a)[0].status(), Some(200));
+    let s = a.status();
+    assert!(s.subscribed && s.notifies == 1, "{s:?}");
+    a.refresh_call_info(3600).unwrap();
+    let refresh = sent(&mut a).remove(0);
+    assert_eq!(refresh.to_tag().as_deref(), Some("ntf"));
+    assert_eq!(
+        refresh.request_uri(),
+        Some("sip:notifier@127.0.0.1:5060"),
+        "the NOTIFY's Contact is the dialog's target"
+    );
+    a.handle(&inbound(
+        Builder::response_to(&sub, 200, Some("ntf"))
+            .header("Expires", "3600")
+            .build(),
+    ));
+    let s = a.status();
+    assert!(s.subscribed && s.subscribe_answers == 1, "{s:?}");
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+}
+
+/// A NOTIFY of another dialog than the phone's subscription (another
+/// Call-ID, a To-tag the phone never gave, a From-tag other than the
+/// notifier's) is refused with 481 and reported; the subscription's own
+/// NOTIFY is taken.
+#[test]
+fn a_notify_with_foreign_ids_is_outside_the_subscription() {
+    let mut a = agent();
+    a.subscribe_call_info("60970");
+    let sub = sent(&mut a).remove(0);
+    a.handle(&inbound(
+        Builder::response_to(&sub, 202, Some("srv")).build(),
+    ));
+    let own = String::from_utf8(notify_in(&sub, "srv", "active", ALL_IDLE)).unwrap();
+    let tag = sub.from_tag().unwrap();
+    let foreign = [
+        own.replace(sub.call_id(), "another-call-id"),
+        own.replace(&format!(";tag={tag}"), ";tag=not-ours"),
+        own.replace(";tag=srv", ";tag=an-impostor"),
+    ];
+    for notify in foreign {
+        a.handle(&inbound(notify.into_bytes()));
+        assert_eq!(sent(&mut a)[0].status(), Some(481));
+    }
+    let problems = a.status().problems;
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems
+        .iter()
+        .all(|p| p.starts_with("NOTIFY outside our subscriptions")));
+    assert_eq!(a.status().notifies, 0);
+    a.handle(&inbound(own.into_bytes()));
+    assert_eq!(sent(&mut a)[0].status(), Some(200));
+    assert_eq!((a.status().notifies, a.status().problems.len()), (1, 3));
 }
