@@ -285,7 +285,8 @@ fn uri_user(value: &str) -> Option<String> {
     NameAddr::parse(value)?.user().map(str::to_string)
 }
 
-/// The first `text` of the Reason values (one header may list several).
+/// The first `text` of the Reason values that can be read (one header may
+/// list several); an unreadable value gives none.
 fn reason_text(msg: &Message) -> Option<String> {
     msg.headers("Reason")
         .flat_map(split_list)
@@ -467,6 +468,43 @@ mod tests {
                 r#"{"event": "Cancelled"}"#,
                 r#"{"event": "Cancelled"}"#,
             ]
+        );
+    }
+
+    /// What was observed is a CANCEL: a Reason that cannot be read leaves
+    /// only the Reason out, never the event, and is never half read (an
+    /// unterminated text is no text).
+    #[test]
+    fn cancel_with_an_unreadable_reason_is_cancelled_without_one() {
+        let unreadable = [
+            r#"SIP;cause=200;text="Call completed elsewhere"#,
+            r#"SIP;cause=200;text="Call completed elsewhere\""#,
+            "SIP;cause=200;text=elsewhere",
+            r#"SIP;cause=twohundred;text="Call completed elsewhere""#,
+            r#";text="Call completed elsewhere""#,
+        ];
+        let mut d = deriver();
+        let cancels = unreadable
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| {
+                rx(request("CANCEL", &format!("c{i}"), 1, "")
+                    .header("Reason", reason)
+                    .build())
+            })
+            .collect();
+        assert_eq!(
+            feed(&mut d, cancels),
+            vec![r#"{"event": "Cancelled"}"#; unreadable.len()]
+        );
+        // Of several reasons, the first readable one's text.
+        let second = request("CANCEL", "c9", 1, "")
+            .header("Reason", "SIP;text=broken")
+            .header("Reason", r#"SIP;cause=200;text="Call completed elsewhere""#)
+            .build();
+        assert_eq!(
+            feed(&mut d, vec![rx(second)]),
+            vec![r#"{"event": "Cancelled", "Reason": "Call completed elsewhere"}"#]
         );
     }
 

@@ -187,17 +187,26 @@ pub struct Reason {
 }
 
 impl Reason {
+    /// One reason-value, or None when it cannot be read as RFC 3326 writes
+    /// it: a protocol token, a numeric cause, a text that is a
+    /// quoted-string. A half-read value would report a text nobody sent
+    /// (an unterminated quote read as far as it goes).
     pub fn parse(value: &str) -> Option<Reason> {
         let protocol = value.split(';').next()?.trim().to_string();
-        if protocol.is_empty() {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        };
+        if !token(&protocol) {
             return None;
         }
         let mut cause = None;
         let mut text = None;
-        for (k, v) in params(value) {
+        for (k, v) in super::raw_params(value) {
             match k.as_str() {
-                "cause" => cause = v.and_then(|v| v.trim().parse().ok()),
-                "text" => text = v,
+                "cause" => cause = Some(v?.parse().ok()?),
+                "text" => text = Some(super::quoted_string(v?)?),
                 _ => {}
             }
         }
@@ -275,6 +284,23 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_reason_is_none_not_half_read() {
+        for value in [
+            r#"SIP;cause=200;text="unterminated"#,
+            r#"SIP;cause=200;text="escaped end\""#,
+            "SIP;text=unquoted",
+            "SIP;text=",
+            "SIP;text",
+            r#"SIP;cause=two;text="x""#,
+            r#";text="no protocol""#,
+            r#""SIP";cause=200"#,
+            "",
+        ] {
+            assert_eq!(Reason::parse(value), None, "{value}");
+        }
+    }
+
+    #[test]
     fn reads_subscription_state_reason_and_event() {
         let s = SubscriptionState::parse("terminated;reason=noresource").unwrap();
         assert_eq!(
@@ -291,6 +317,10 @@ mod tests {
         assert_eq!(r.cause, Some(200));
         assert_eq!(r.text.as_deref(), Some("Call completed elsewhere"));
         assert_eq!(Reason::parse(&r.to_string()), Some(r));
+        assert_eq!(
+            Reason::parse("Q.850;cause=16").map(|r| (r.protocol, r.cause, r.text)),
+            Some(("Q.850".to_string(), Some(16), None))
+        );
         assert_eq!(
             EventHeader::parse("Call-Info;id=7").unwrap().package,
             "call-info"
