@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub server: SocketAddr,
     /// Makes Call-IDs, tags and branches unique across cases and runs.
     pub nonce: String,
+    /// RFC 3261's T1, for its retransmissions over UDP (the driver's).
+    pub t1: std::time::Duration,
 }
 
 /// Where a call is, as the script sees it.

@@ -19,6 +19,7 @@ fn agent() -> Agent {
         transport: Transport::Udp,
         server: SERVER.parse().unwrap(),
         nonce: "n".into(),
+        t1: crate::sip::retransmit::T1,
     })
 }
 
@@ -257,10 +258,12 @@ fn subscription_counts_notifies_and_sees_termination() {
     assert_eq!((s.notifies, s.subscribed), (2, false));
 }
 
-/// A live phone (60970, over UDP) with the server at `server`, that has
-/// just sent its REGISTER; and the recorder of what it sends and receives.
+/// A live phone (60970, over UDP, retransmitting on `t1`) with the server
+/// at `server`, that has just sent its REGISTER; and the recorder of what
+/// it sends and receives.
 async fn registering(
     server: std::net::SocketAddr,
+    t1: std::time::Duration,
 ) -> (crate::ua::AgentHandle, crate::sip::transport::Recorder) {
     use crate::sip::transport::{Endpoint, Recorder};
     let recorder = Recorder::default();
@@ -276,6 +279,7 @@ async fn registering(
         transport: Transport::Udp,
         server,
         nonce: "n".into(),
+        t1,
     };
     let agent = crate::ua::AgentHandle::start(endpoint, inbound, cfg);
     agent.act(|a| a.register()).await.unwrap();
@@ -291,7 +295,8 @@ async fn a_silent_server_times_out_with_a_clear_error() {
 
     // A bound socket that never answers stands in for a dead server.
     let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (agent, recorder) = registering(silent.local_addr().unwrap()).await;
+    let (agent, recorder) =
+        registering(silent.local_addr().unwrap(), crate::sip::retransmit::T1).await;
     let err = agent
         .wait_for(
             "its REGISTER to be accepted",
@@ -320,7 +325,8 @@ async fn a_lost_register_is_sent_again_over_udp() {
     use std::time::Duration;
 
     let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (agent, recorder) = registering(server.local_addr().unwrap()).await;
+    let (agent, recorder) =
+        registering(server.local_addr().unwrap(), crate::sip::retransmit::T1).await;
     // The first REGISTER is "lost"; the second is answered.
     let mut buf = vec![0u8; 65_535];
     let (n, _) = server.recv_from(&mut buf).await.unwrap();
@@ -344,6 +350,48 @@ async fn a_lost_register_is_sent_again_over_udp() {
     let sent = recorder.snapshot();
     assert_eq!(sent.len(), 3, "REGISTER, its retransmission, the 200");
     assert!(sent[1].at.duration_since(sent[0].at).unwrap() >= Duration::from_millis(450));
+}
+
+/// A wait for an answer over UDP lasts as long as the retransmissions do
+/// (`Deadlines::answer`): a server that loses the first three REGISTERs
+/// (sent at 0, T1 and 3·T1) and answers the fourth (7·T1) registers the
+/// phone, although the plain deadline has passed by then.
+#[tokio::test]
+async fn a_wait_for_an_answer_outlasts_sends_the_timers_repeat() {
+    use crate::run::Deadlines;
+    use std::time::{Duration, Instant};
+
+    let t1 = Duration::from_millis(40);
+    let deadlines = Deadlines {
+        setup: Duration::from_millis(200),
+        t1,
+        ..Deadlines::default()
+    };
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
+    let (agent, _) = registering(server.local_addr().unwrap(), t1).await;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        for send in 1.. {
+            let Ok((n, from)) = server.recv_from(&mut buf).await else {
+                return;
+            };
+            if send == 4 {
+                let req = Message::parse(buf[..n].to_vec()).unwrap();
+                let ok = Builder::response_to(&req, 200, Some("r")).build();
+                let _ = server.send_to(&ok, from).await;
+            }
+        }
+    });
+    let wait = deadlines.answer(deadlines.setup, Transport::Udp);
+    agent
+        .wait_for("its REGISTER to be accepted", wait, |s| s.registered)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() > deadlines.setup,
+        "the fourth send comes after the plain deadline"
+    );
 }
 
 #[test]
