@@ -135,13 +135,8 @@ impl Profile {
 
     pub fn parse(path: &Path, text: &str, topology: &Topology) -> Result<Profile, InputError> {
         let at = |offset: usize, m: String| InputError::new(path, Some(line_of(text, offset)), m);
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            InputError::new(
-                path,
-                e.span().map(|s| line_of(text, s.start)),
-                e.message().to_string(),
-            )
-        })?;
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| crate::input::toml_error(path, text, &e))?;
         let address = raw.address.get_ref().parse().map_err(|_| {
             at(
                 raw.address.span().start,

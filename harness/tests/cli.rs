@@ -170,6 +170,42 @@ fn bad_input_exits_2_naming_file_and_line() {
     }
 }
 
+/// A NUL byte in a comment (toml says nothing of it) is named with the
+/// file, line and column, in a case file and in a target profile.
+#[test]
+fn a_control_character_in_a_case_or_profile_exits_2_naming_file_and_line() {
+    let with_nul = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        format!("{first}\n# a \0 here\n{rest}")
+    };
+    let case = with_nul(&root().join("cases/inbound-alerting.toml"));
+    let (dir, cases, golden) = broken_tree("cases/inbound-alerting.toml", &case);
+    let out = run_tree(&cases, &golden, &dir.path().join("report"));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cases/inbound-alerting.toml:2: column 5: control character U+0000"),
+        "{err}"
+    );
+    let profile = dir.path().join("target.toml");
+    std::fs::write(
+        &profile,
+        with_nul(&root().join("fixtures/targets/kamailio/target.toml")),
+    )
+    .unwrap();
+    let out = scacheck(&["run", "--target", profile.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2: column 5: control character U+0000",
+            profile.display()
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn usage_errors_exit_2() {
     for args in [
