@@ -206,6 +206,37 @@ fn a_control_character_in_a_case_or_profile_exits_2_naming_file_and_line() {
     );
 }
 
+/// `log check` of something that is not a server log is bad input, said as
+/// such: not a log in which nothing matched.
+#[test]
+fn log_check_of_something_that_is_not_a_log_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let random: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (name, bytes) in [("random.bin", random), ("empty.log", Vec::new())] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let out = scacheck(&[
+            "log",
+            "check",
+            file.to_str().unwrap(),
+            "--case",
+            "inbound-answered",
+            "--report-dir",
+            dir.path().join("report").to_str().unwrap(),
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(name), "{name}: {err}");
+        assert!(
+            err.contains("not a SIP Server/T-Server log"),
+            "{name}: {err}"
+        );
+        assert!(!dir.path().join("report").exists(), "{name}: no report");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     for args in [
