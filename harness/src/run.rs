@@ -888,13 +888,23 @@ async fn start(
         .iter()
         .filter(|a| topology.line_of(a.dn()).is_some())
     {
-        a.wait_for(
-            "its call-info subscription and first NOTIFY",
-            deadline,
-            |s| s.subscribed && s.notifies > 0,
-        )
-        .await
-        .map_err(setup)?;
+        // The 2xx to the SUBSCRIBE is part of the setup: waiting for it too
+        // keeps its Subscribed out of the first stage when it comes after
+        // the NOTIFY (Kamailio over TCP). One lost every time the phone
+        // asked leaves the subscription to its first NOTIFY, which
+        // establishes it (RFC 6665 4.1.2.4): the setup goes on without it.
+        let settled = a
+            .wait_for(
+                "its call-info subscription, its 2xx and first NOTIFY",
+                deadline,
+                |s| s.subscribed && s.notifies > 0 && s.subscribe_answers > 0,
+            )
+            .await;
+        let established = |s: crate::ua::Status| s.subscribed && s.notifies > 0;
+        match settled {
+            Err(UaError::Timeout { .. }) if established(a.status()) => {}
+            other => other.map_err(setup)?,
+        }
     }
     Ok(live)
 }
