@@ -15,6 +15,10 @@
 //! - **Teardown.** What a run sends to leave a shared server clean (the
 //!   phones' unregistrations and what precedes them) is not part of the
 //!   last stage.
+//! - **What a phone objects to.** The case's phones read their messages by
+//!   the live agent's rules (`ua::reading`): what a live phone would report
+//!   (a NOTIFY of a dialog it does not have, Call-Info it cannot read) is a
+//!   problem here too, with the message.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
