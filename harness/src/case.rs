@@ -140,10 +140,8 @@ impl Case {
 
     pub fn parse(path: &Path, text: &str, topology: &Topology) -> Result<Case, InputError> {
         let err = |at: usize, msg: String| InputError::new(path, Some(line_of(text, at)), msg);
-        let raw: RawCase = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            InputError::new(path, line, e.message().to_string())
-        })?;
+        let raw: RawCase =
+            toml::from_str(text).map_err(|e| crate::input::toml_error(path, text, &e))?;
         let id = path
             .file_stem()
             .and_then(|s| s.to_str())

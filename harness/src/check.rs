@@ -16,6 +16,10 @@
 //! - **Teardown.** What a run sends to leave a shared server clean (the
 //!   phones' unregistrations and what precedes them) is not part of the
 //!   last stage.
+//! - **What a phone objects to.** The case's phones read their messages by
+//!   the live agent's rules (`ua::reading`): what a live phone would report
+//!   (a NOTIFY of a dialog it does not have, Call-Info it cannot read) is a
+//!   problem here too, with the message.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +37,7 @@ use crate::sip::transport::{Direction, Record};
 use crate::sip::{Message, Transport};
 use crate::target::Deviation;
 use crate::topology::Topology;
+use crate::ua::reading::CapturedPhones;
 
 /// The quiet time that ends a stage without steps (the live settle window).
 pub const QUIET: Duration = Duration::from_millis(50);
@@ -299,21 +304,37 @@ pub fn check(
             None => "setup".into(),
         }
     };
+    // The case's phones read their messages as live phones do, and object
+    // to the same things (a NOTIFY of a dialog they do not have, Call-Info
+    // they cannot read), as a live run's phones report them.
+    let mut phones = CapturedPhones::default();
+    let mut objections = Vec::new();
     let mut events: Vec<(String, Observation)> = Vec::new();
     for (i, rec) in records.iter().enumerate() {
         for obs in tlib.observe(rec).into_iter().chain(wire.observe(rec)) {
             events.push((stage_of(i), obs));
         }
+        if p.case.parties.contains(&rec.agent) {
+            objections.extend(
+                phones
+                    .observe(rec)
+                    .into_iter()
+                    .map(|why| crate::run::Problem {
+                        what: format!("{}: {why}", rec.agent),
+                        raw: Some(rec.raw.clone()),
+                    }),
+            );
+        }
     }
     let stages = compare_stages(p, &events, &source, deviations);
-    let problems = records
-        .iter()
-        .filter_map(|r| {
+    let problems = objections
+        .into_iter()
+        .chain(records.iter().filter_map(|r| {
             r.problem.as_ref().map(|why| crate::run::Problem {
                 what: format!("{} ({}): {why}", r.agent, r.peer),
                 raw: Some(r.raw.clone()),
             })
-        })
+        }))
         .collect();
     let mut result = CaseResult {
         id: p.case.id.clone(),
@@ -464,6 +485,89 @@ mod tests {
             dst: "127.0.0.1:5060".parse().unwrap(),
             transport: Transport::Udp,
             raw: b.build(),
+        }
+    }
+
+    /// The packets of a passing live run of case `id` on the embedded
+    /// server, as its capture holds them.
+    fn captured(id: &str) -> (Prepared, Topology, Vec<Packet>) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let topology = Topology::reference();
+        let case =
+            crate::case::Case::load(&root.join(format!("cases/{id}.toml")), &topology).unwrap();
+        let p = Prepared::new(case, &root.join("fixtures/golden"), &topology).unwrap();
+        let run = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::run::run_case(&p, &topology, Default::default()));
+        assert_eq!(run.verdict, Verdict::Pass, "{:?}", run.problems);
+        let packets = crate::pcap::packets_from_records(&run.records);
+        (p, topology, packets)
+    }
+
+    /// `pcap check` of those packets, as main does it.
+    fn checked(p: &Prepared, topology: &Topology, packets: &[Packet]) -> CaseResult {
+        let identities: BTreeMap<String, String> = topology
+            .dns()
+            .into_iter()
+            .map(|d| (d.to_string(), d.to_string()))
+            .collect();
+        let who = endpoints(packets, topology, &identities);
+        let recs = records(packets, &who);
+        let starts = stage_starts(p, &recs, topology).expect("the case's steps");
+        check(p, recs, topology, &identities, &starts, &[])
+    }
+
+    /// What a live phone objects to, a capture's phone objects to: one
+    /// NOTIFY of a passing run spoiled (another dialog, a state outside
+    /// the model, an index that is not a number, a Content-Length no number
+    /// holds) fails the check with the problem a live run reports.
+    #[test]
+    fn a_capture_is_read_as_strictly_as_a_live_phone_reads() {
+        let (p, topology, packets) = captured("inbound-alerting");
+        let clean = checked(&p, &topology, &packets);
+        assert_eq!(clean.verdict, Verdict::Pass, "{:?}", clean.problems);
+        assert!(clean.problems.is_empty());
+        let alerting = packets
+            .iter()
+            .position(|m| {
+                let text = String::from_utf8_lossy(&m.raw);
+                text.starts_with("NOTIFY sip:60970@") && text.contains("appearance-state=alerting")
+            })
+            .expect("60970 is told the call alerts");
+        for (from, to, says) in [
+            (
+                "Call-ID: ",
+                "Call-ID: x",
+                "60970: NOTIFY outside our subscriptions",
+            ),
+            (
+                "appearance-state=alerting",
+                "appearance-state=ringing",
+                "60970: NOTIFY with unreadable Call-Info: appearance-state \"ringing\"",
+            ),
+            (
+                "appearance-index=1",
+                "appearance-index=one",
+                "60970: NOTIFY with unreadable Call-Info: appearance-index \"one\" is not a number",
+            ),
+            // Twenty digits before the real length.
+            (
+                "Content-Length: ",
+                "Content-Length: 99999999999999999999",
+                "unreadable Content-Length",
+            ),
+        ] {
+            let mut spoiled = packets.clone();
+            let text = String::from_utf8_lossy(&spoiled[alerting].raw).replacen(from, to, 1);
+            spoiled[alerting].raw = text.into_bytes();
+            let r = checked(&p, &topology, &spoiled);
+            assert_eq!(r.verdict, Verdict::Fail, "{to}");
+            assert!(
+                r.problems.iter().any(|pr| pr.what.contains(says)
+                    && pr.raw.as_deref() == Some(&spoiled[alerting].raw[..])),
+                "{to}: {:#?}",
+                r.problems.iter().map(|pr| &pr.what).collect::<Vec<_>>()
+            );
         }
     }
 

@@ -35,6 +35,8 @@ pub const PAYLOAD_SIP: u8 = 1;
 pub enum HepError {
     #[error("not HEP: it starts with {0:02x?}")]
     NotHep(Vec<u8>),
+    #[error("truncated HEPv3: {0} bytes, shorter than its {HEADER}-byte header")]
+    Truncated(usize),
     #[error("HEP version {0}: only HEPv3 is read (set the server's HEP version to 3)")]
     Version(u8),
     #[error("the header says {declared} bytes, the datagram has {actual}")]
@@ -62,6 +64,7 @@ impl HepError {
     pub fn reason(&self) -> &'static str {
         match self {
             HepError::NotHep(_) => "not HEP",
+            HepError::Truncated(_) => "truncated HEPv3",
             HepError::Version(_) => "not HEPv3",
             HepError::Length { .. } => "bad length",
             HepError::Chunk { .. } => "bad chunk",
@@ -87,12 +90,16 @@ pub struct Mirrored {
 
 /// Decodes one datagram; `arrived` stands in for a missing timestamp.
 pub fn decode(datagram: &[u8], arrived: SystemTime) -> Result<Mirrored, HepError> {
-    if datagram.len() < HEADER || &datagram[..4] != MAGIC {
+    if !datagram.starts_with(MAGIC) {
         // HEPv1 and v2 begin with their version number.
         return Err(match datagram.first() {
             Some(v @ (1 | 2)) => HepError::Version(*v),
             _ => HepError::NotHep(datagram.iter().take(4).copied().collect()),
         });
+    }
+    // The magic says HEPv3; what follows is cut short.
+    if datagram.len() < HEADER {
+        return Err(HepError::Truncated(datagram.len()));
     }
     let declared = usize::from(u16::from_be_bytes([datagram[4], datagram[5]]));
     if declared < HEADER || declared > datagram.len() {
@@ -376,6 +383,20 @@ mod tests {
             HepError::NotHep(b"OPTI".to_vec())
         );
         assert_eq!(err(&[2, 16, 2, 17]), HepError::Version(2));
+        // The magic, and no room for the length after it.
+        for cut in [&b"HEP3"[..], b"HEP3\0"] {
+            let e = err(cut);
+            assert_eq!(e, HepError::Truncated(cut.len()));
+            assert_eq!(e.reason(), "truncated HEPv3");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "truncated HEPv3: {} bytes, shorter than its 6-byte header",
+                    cut.len()
+                )
+            );
+        }
+        assert_eq!(err(b"HEP"), HepError::NotHep(b"HEP".to_vec()));
         let mut long = good.clone();
         long[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
         assert!(matches!(err(&long), HepError::Length { .. }));

@@ -1,5 +1,5 @@
-//! Errors in the files a user writes (cases, golden files): always the
-//! file and, where known, the line.
+//! Errors in the files a user writes (cases, golden files, target
+//! profiles): always the file and, where known, the line.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -37,4 +37,67 @@ pub fn line_of(text: &str, at: usize) -> usize {
         .filter(|b| **b == b'\n')
         .count()
         + 1
+}
+
+/// A TOML parse error of `text` (the contents of `path`) as an input error
+/// at its line. toml gives no message for a control character (a NUL in a
+/// comment, say), and a misleading one when it follows a value: such an
+/// error says which character it is and where.
+pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> InputError {
+    let Some(at) = e.span().map(|s| s.start) else {
+        return InputError::new(path, None, e.message());
+    };
+    let line = line_of(text, at);
+    let control = text
+        .get(at..)
+        .and_then(|rest| rest.chars().next())
+        .filter(|c| c.is_control() && *c != '\t' && *c != '\n');
+    let message = match control {
+        Some(c) => {
+            let column = text.get(..at).map_or(0, |before| {
+                before.chars().rev().take_while(|c| *c != '\n').count()
+            }) + 1;
+            format!(
+                "column {column}: control character U+{:04X} (TOML allows none but tab, not even in a comment)",
+                u32::from(c)
+            )
+        }
+        None if e.message().trim().is_empty() => "not valid TOML here".to_string(),
+        None => e.message().to_string(),
+    };
+    InputError::new(path, Some(line), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // only parsed
+    struct Doc {
+        name: String,
+    }
+
+    fn error(text: &str) -> String {
+        let e = toml::from_str::<Doc>(text).unwrap_err();
+        toml_error(Path::new("f.toml"), text, &e).to_string()
+    }
+
+    #[test]
+    fn a_control_character_is_named_with_its_line_and_column() {
+        assert_eq!(
+            error("name = \"k\"\n# a \0 in a comment\n"),
+            "f.toml:2: column 5: control character U+0000 (TOML allows none but tab, not even in a comment)"
+        );
+        assert_eq!(
+            error("name = \"k\" # after a value \u{1}\n"),
+            "f.toml:1: column 28: control character U+0001 (TOML allows none but tab, not even in a comment)"
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_tomls_message() {
+        let e = error("name = 1\n");
+        assert!(e.starts_with("f.toml:1: invalid type"), "{e}");
+    }
 }

@@ -381,7 +381,8 @@ fn log_check(args: LogArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
     let file = &args.file;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (events, skipped) = tlib_log::parse(&String::from_utf8_lossy(&bytes));
+    let (events, skipped) = tlib_log::read(&String::from_utf8_lossy(&bytes))
+        .with_context(|| format!("reading {}", file.display()))?;
     println!("log: {} events; {skipped}", events.len());
     let case = args.inputs.case(&args.case_id, &topology)?;
     let p = Prepared::new(case, &args.inputs.golden_dir, &topology)?;

@@ -30,8 +30,9 @@ use crate::ua::{AgentConfig, AgentHandle, CallDirection, Phase, Seizure, UaError
 pub const DOMAIN: &str = "sca.test";
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// Every wait of a run has one of these deadlines.
-#[derive(Debug, Clone, Copy)]
+/// Every wait of a run has one of these deadlines. Each is an upper bound:
+/// a wait ends as soon as what it waits for holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
     /// Registration and subscription of every user agent.
     pub setup: Duration,
@@ -41,6 +42,9 @@ pub struct Deadlines {
     pub stage: Duration,
     /// Quiet time after the expected events, to catch extra ones.
     pub settle: Duration,
+    /// RFC 3261's T1 for the phones' retransmissions over UDP, which the
+    /// waits for an answer follow (see [`Deadlines::answer`]).
+    pub t1: Duration,
 }
 
 impl Default for Deadlines {
@@ -50,6 +54,33 @@ impl Default for Deadlines {
             step: Duration::from_secs(2),
             stage: Duration::from_secs(2),
             settle: Duration::from_millis(50),
+            t1: crate::sip::retransmit::T1,
+        }
+    }
+}
+
+impl Deadlines {
+    /// These deadlines with what a target profile's `[timers]` sets.
+    pub fn with_timers(self, timers: &crate::target::Timers) -> Deadlines {
+        Deadlines {
+            setup: timers.setup.unwrap_or(self.setup),
+            step: timers.step.unwrap_or(self.step),
+            stage: timers.stage.unwrap_or(self.stage),
+            settle: self.settle,
+            t1: timers.t1.unwrap_or(self.t1),
+        }
+    }
+
+    /// The deadline of a wait for an answer (`plain`, a setup or step
+    /// deadline) over `transport`. Over UDP a lost message is sent again
+    /// at T1, 2·T1, 4·T1... until Timer B/F (64·T1) gives up: the wait lasts
+    /// at least that long, or loss the timers would recover from ends the
+    /// wait first (3 s allow three sends: at 0, 0.5 and 1.5 s). TCP
+    /// retransmits below SIP: the plain deadline.
+    pub fn answer(&self, plain: Duration, transport: Transport) -> Duration {
+        match transport {
+            Transport::Udp => plain.max(crate::sip::retransmit::timeout(self.t1)),
+            Transport::Tcp => plain,
         }
     }
 }
@@ -414,8 +445,12 @@ fn sip_deriver(p: &Prepared, topology: &Topology, profile: &Profile) -> SipTlibD
     SipTlibDeriver::for_case(&p.case.parties, topology, &profile.dn_of_user(topology))
 }
 
-pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> CaseResult {
+pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -> CaseResult {
     let started = Instant::now();
+    // A profile that knows its server's timing says so.
+    if let Target::Remote(profile) = &opts.target {
+        opts.deadlines = opts.deadlines.with_timers(&profile.timers);
+    }
     let recorder = Recorder::default();
     let log = EventLog::default();
     let mut result = CaseResult {
@@ -487,7 +522,8 @@ pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> Ca
                 marks.push((stage.name.clone(), mark));
                 let mut failed_step = None;
                 for step in &stage.steps {
-                    if let Err(e) = perform(&live, topology, step, opts.deadlines.step).await {
+                    let deadline = opts.deadlines.answer(opts.deadlines.step, opts.transport);
+                    if let Err(e) = perform(&live, topology, step, deadline).await {
                         failed_step = Some(format!(
                             "stage {:?}, step at {}:{}: {e}",
                             stage.name,
@@ -834,6 +870,7 @@ async fn start(
             transport: opts.transport,
             server: address,
             nonce: nonce.clone(),
+            t1: opts.deadlines.t1,
         };
         agents.push(AgentHandle::start(endpoint, inbound, cfg));
     }
@@ -843,15 +880,15 @@ async fn start(
         agents,
     };
     let setup = |e: UaError| format!("setup: {e}");
+    // The phones' REGISTER and SUBSCRIBE are answers to wait for.
+    let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
     for a in &live.agents {
         a.act(|a| a.register()).await.map_err(setup)?;
     }
     for a in &live.agents {
-        a.wait_for("its REGISTER to be accepted", opts.deadlines.setup, |s| {
-            s.registered
-        })
-        .await
-        .map_err(setup)?;
+        a.wait_for("its REGISTER to be accepted", deadline, |s| s.registered)
+            .await
+            .map_err(setup)?;
     }
     for a in &live.agents {
         if let Some(line) = topology.line_of(a.dn()) {
@@ -866,13 +903,23 @@ async fn start(
         .iter()
         .filter(|a| topology.line_of(a.dn()).is_some())
     {
-        a.wait_for(
-            "its call-info subscription and first NOTIFY",
-            opts.deadlines.setup,
-            |s| s.subscribed && s.notifies > 0,
-        )
-        .await
-        .map_err(setup)?;
+        // The 2xx to the SUBSCRIBE is part of the setup: waiting for it too
+        // keeps its Subscribed out of the first stage when it comes after
+        // the NOTIFY (Kamailio over TCP). One lost every time the phone
+        // asked leaves the subscription to its first NOTIFY, which
+        // establishes it (RFC 6665 4.1.2.4): the setup goes on without it.
+        let settled = a
+            .wait_for(
+                "its call-info subscription, its 2xx and first NOTIFY",
+                deadline,
+                |s| s.subscribed && s.notifies > 0 && s.subscribe_answers > 0,
+            )
+            .await;
+        let established = |s: crate::ua::Status| s.subscribed && s.notifies > 0;
+        match settled {
+            Err(UaError::Timeout { .. }) if established(a.status()) => {}
+            other => other.map_err(setup)?,
+        }
     }
     Ok(live)
 }
@@ -979,6 +1026,38 @@ async fn perform(
 pub(crate) mod tests {
     use super::*;
     use crate::diff::{ChannelResult, StageResult};
+
+    /// Over UDP a wait for an answer lasts Timer B/F for the T1 in use (at
+    /// least); over TCP, or when the plain deadline is longer, the plain one.
+    #[test]
+    fn waits_for_an_answer_follow_the_transports_timers() {
+        let d = Deadlines::default();
+        let secs = Duration::from_secs;
+        assert_eq!(d.answer(d.setup, Transport::Udp), secs(32));
+        assert_eq!(d.answer(d.step, Transport::Udp), secs(32));
+        assert_eq!(d.answer(d.setup, Transport::Tcp), secs(3));
+        assert_eq!(d.answer(secs(60), Transport::Udp), secs(60));
+        let fast = Deadlines {
+            t1: Duration::from_millis(100),
+            ..d
+        };
+        assert_eq!(
+            fast.answer(fast.setup, Transport::Udp),
+            Duration::from_millis(6400)
+        );
+        // A profile's timers replace only what they set.
+        let timers = crate::target::Timers {
+            t1: Some(Duration::from_millis(250)),
+            step: Some(secs(5)),
+            ..Default::default()
+        };
+        let set = d.with_timers(&timers);
+        assert_eq!(
+            (set.t1, set.step, set.setup, set.stage),
+            (Duration::from_millis(250), secs(5), d.setup, d.stage)
+        );
+        assert_eq!(set.answer(set.step, Transport::Udp), secs(16));
+    }
 
     /// A case result whose stage/channel pairs `differing` differ (the
     /// report's tests use it too).

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -41,7 +42,30 @@ pub struct Profile {
     /// state (program and arguments; relative paths are from the profile's
     /// directory's repository root, i.e. the working directory).
     pub reset: Vec<String>,
+    pub timers: Timers,
 }
+
+/// The profile's optional `[timers]`: RFC 3261's T1 for the phones'
+/// retransmissions over UDP (which a wait for an answer follows) and the
+/// run's deadlines, for a server slower than the defaults allow or a lossy
+/// path. What the table leaves out keeps its default (`run::Deadlines`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// `t1_ms`.
+    pub t1: Option<Duration>,
+    /// `setup_s`: registration and subscription.
+    pub setup: Option<Duration>,
+    /// `step_s`: a step's precondition.
+    pub step: Option<Duration>,
+    /// `stage_s`: the events a stage expects.
+    pub stage: Option<Duration>,
+}
+
+/// The largest T1 a profile may set, in ms: a round trip of a minute is a
+/// typo, and Timer B/F (64·T1) must stay a finite wait.
+const MAX_T1_MS: u64 = 60_000;
+/// The largest deadline a profile may set, in seconds.
+const MAX_DEADLINE_S: u64 = 3_600;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +81,17 @@ struct Raw {
     deviation: Vec<Spanned<crate::deviation::RawDeviation>>,
     #[serde(default)]
     reset: Vec<String>,
+    #[serde(default)]
+    timers: Option<RawTimers>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    t1_ms: Option<Spanned<u64>>,
+    setup_s: Option<Spanned<u64>>,
+    step_s: Option<Spanned<u64>>,
+    stage_s: Option<Spanned<u64>>,
 }
 
 impl Profile {
@@ -68,13 +103,8 @@ impl Profile {
 
     pub fn parse(path: &Path, text: &str, topology: &Topology) -> Result<Profile, InputError> {
         let at = |offset: usize, m: String| InputError::new(path, Some(line_of(text, offset)), m);
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            InputError::new(
-                path,
-                e.span().map(|s| line_of(text, s.start)),
-                e.message().to_string(),
-            )
-        })?;
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| crate::input::toml_error(path, text, &e))?;
         let address = raw.address.get_ref().parse().map_err(|_| {
             at(
                 raw.address.span().start,
@@ -128,6 +158,25 @@ impl Profile {
                 d.into_inner().check(path, text, line)
             })
             .collect::<Result<_, _>>()?;
+        let timers = match raw.timers {
+            None => Timers::default(),
+            Some(t) => {
+                // Each value within 1..=max, or an error at its line.
+                let within = |v: Option<Spanned<u64>>, name: &str, max: u64| match v {
+                    Some(v) if !(1..=max).contains(v.get_ref()) => Err(at(
+                        v.span().start,
+                        format!("{name} = {} is not between 1 and {max}", v.get_ref()),
+                    )),
+                    v => Ok(v.map(Spanned::into_inner)),
+                };
+                Timers {
+                    t1: within(t.t1_ms, "t1_ms", MAX_T1_MS)?.map(Duration::from_millis),
+                    setup: within(t.setup_s, "setup_s", MAX_DEADLINE_S)?.map(Duration::from_secs),
+                    step: within(t.step_s, "step_s", MAX_DEADLINE_S)?.map(Duration::from_secs),
+                    stage: within(t.stage_s, "stage_s", MAX_DEADLINE_S)?.map(Duration::from_secs),
+                }
+            }
+        };
         Ok(Profile {
             name: raw.name,
             path: path.to_path_buf(),
@@ -138,6 +187,7 @@ impl Profile {
             capabilities,
             deviations,
             reset: raw.reset,
+            timers,
         })
     }
 
@@ -214,6 +264,41 @@ reason = "no barge-in"
         assert!(!covers("barge-in", "answered", "sca.60970"));
         assert!(!covers("hold-retrieve", "barged", "sca.60970"));
         assert_eq!(p.dn_of_user(&Topology::reference())["60970"], "60970");
+    }
+
+    #[test]
+    fn timers_are_optional_and_read_from_their_table() {
+        assert_eq!(parse(GOOD).unwrap().timers, Timers::default());
+        let p = parse(&format!("{GOOD}\n[timers]\nt1_ms = 250\nsetup_s = 40\n")).unwrap();
+        assert_eq!(
+            p.timers,
+            Timers {
+                t1: Some(Duration::from_millis(250)),
+                setup: Some(Duration::from_secs(40)),
+                step: None,
+                stage: None,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_timers_name_the_line() {
+        let last = GOOD.lines().count();
+        for (table, line, want) in [
+            ("t1_ms = 0", 2, "t1_ms = 0 is not between 1 and 60000"),
+            (
+                "step_s = 1\nstage_s = 86400",
+                3,
+                "stage_s = 86400 is not between 1 and 3600",
+            ),
+            ("t2_ms = 4000", 2, "unknown field `t2_ms`"),
+            ("setup_s = -3", 2, "invalid value"),
+            ("setup_s = \"3\"", 2, "invalid type"),
+        ] {
+            let e = parse(&format!("{GOOD}[timers]\n{table}\n")).unwrap_err();
+            assert_eq!(e.line, Some(last + line), "{table}: {e}");
+            assert!(e.message.contains(want), "{table}: {e}");
+        }
     }
 
     #[test]

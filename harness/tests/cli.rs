@@ -170,6 +170,73 @@ fn bad_input_exits_2_naming_file_and_line() {
     }
 }
 
+/// A NUL byte in a comment (toml says nothing of it) is named with the
+/// file, line and column, in a case file and in a target profile.
+#[test]
+fn a_control_character_in_a_case_or_profile_exits_2_naming_file_and_line() {
+    let with_nul = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        format!("{first}\n# a \0 here\n{rest}")
+    };
+    let case = with_nul(&root().join("cases/inbound-alerting.toml"));
+    let (dir, cases, golden) = broken_tree("cases/inbound-alerting.toml", &case);
+    let out = run_tree(&cases, &golden, &dir.path().join("report"));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cases/inbound-alerting.toml:2: column 5: control character U+0000"),
+        "{err}"
+    );
+    let profile = dir.path().join("target.toml");
+    std::fs::write(
+        &profile,
+        with_nul(&root().join("fixtures/targets/kamailio/target.toml")),
+    )
+    .unwrap();
+    let out = scacheck(&["run", "--target", profile.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2: column 5: control character U+0000",
+            profile.display()
+        )),
+        "{err}"
+    );
+}
+
+/// `log check` of something that is not a server log is bad input, said as
+/// such: not a log in which nothing matched.
+#[test]
+fn log_check_of_something_that_is_not_a_log_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let random: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (name, bytes) in [("random.bin", random), ("empty.log", Vec::new())] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let out = scacheck(&[
+            "log",
+            "check",
+            file.to_str().unwrap(),
+            "--case",
+            "inbound-answered",
+            "--report-dir",
+            dir.path().join("report").to_str().unwrap(),
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(name), "{name}: {err}");
+        assert!(
+            err.contains("not a SIP Server/T-Server log"),
+            "{name}: {err}"
+        );
+        assert!(!dir.path().join("report").exists(), "{name}: no report");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     for args in [

@@ -53,6 +53,7 @@ fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
             .collect(),
         deviations: Vec::new(),
         reset: Vec::new(),
+        timers: Default::default(),
     }
 }
 

@@ -721,6 +721,8 @@ mod tests {
             .unwrap(),
             b"HEP3garbage".to_vec(),
             b"\x02\x10\x02\x11".to_vec(),
+            // The magic alone: HEPv3 cut short, not something else.
+            b"HEP3".to_vec(),
         ] {
             mirror.send_to(&datagram, listener.local_addr()).unwrap();
         }
@@ -732,6 +734,8 @@ mod tests {
         assert_eq!(got.unclaimed, 1);
         assert_eq!(got.skipped["bad length"].0, 1);
         assert_eq!(got.skipped["not HEPv3"].0, 1);
+        assert_eq!(got.skipped["truncated HEPv3"].0, 1);
+        assert!(!got.skipped.contains_key("not HEP"));
         assert_eq!(
             *seen.lock().unwrap(),
             [

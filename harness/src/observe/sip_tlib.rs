@@ -288,7 +288,7 @@ impl Agent {
 
     /// Remembers what a call-info NOTIFY told the phone.
     fn told(&mut self, msg: &Message, users: &HashMap<String, String>) {
-        use crate::sip::headers::{appearances, AppearanceIndex, AppearanceState, EventHeader};
+        use crate::sip::headers::{appearances, ApState, AppearanceIndex, EventHeader};
         let package = msg
             .header("Event")
             .and_then(EventHeader::parse)
@@ -302,7 +302,7 @@ impl Agent {
         self.told = all
             .into_iter()
             .filter_map(|a| match (a.index, a.state) {
-                (AppearanceIndex::Index(i), Some(state)) if state != AppearanceState::Idle => {
+                (AppearanceIndex::Index(i), Some(state)) if state != ApState::Idle => {
                     let other = a
                         .uri
                         .as_deref()

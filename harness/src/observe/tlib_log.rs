@@ -10,6 +10,8 @@
 //!
 //! The reader is lenient: what it does not know (trace lines, attributes
 //! outside the model, garbled values) is counted and reported, never fatal.
+//! Text without a single event header line is no such log at all
+//! ([`read`] says so), not a log of nothing.
 
 use std::collections::BTreeMap;
 
@@ -60,7 +62,30 @@ impl std::fmt::Display for Skipped {
     }
 }
 
-/// Reads every event of a log, in order.
+/// Text in which no line is an event header: random bytes, an empty file,
+/// some other log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a SIP Server/T-Server log: {} (an event header is `@HH:MM:SS.ffff ... message EventName`)",
+    if *.lines == 0 { "it is empty".to_string() } else { format!("none of its {} lines is an event header", .lines) }
+)]
+pub struct NotALog {
+    /// Its lines that are not blank.
+    pub lines: usize,
+}
+
+/// Reads a whole log ([`parse`]), or says that the text is none.
+pub fn read(text: &str) -> Result<(Vec<Observation>, Skipped), NotALog> {
+    if !text.lines().any(|l| header(l).is_some()) {
+        return Err(NotALog {
+            lines: text.lines().filter(|l| !l.trim().is_empty()).count(),
+        });
+    }
+    Ok(parse(text))
+}
+
+/// Reads every event of a log, in order (a log still being written may
+/// hold none yet).
 pub fn parse(text: &str) -> (Vec<Observation>, Skipped) {
     let mut skipped = Skipped::default();
     let mut out = Vec::new();
@@ -452,6 +477,25 @@ this line is garbage
             done,
             "half a line waits"
         );
+    }
+
+    #[test]
+    fn text_without_an_event_header_is_not_a_log() {
+        assert_eq!(read("").unwrap_err(), NotALog { lines: 0 });
+        assert_eq!(read("\n  \n").unwrap_err(), NotALog { lines: 0 });
+        let noise = "\u{fffd}\u{fffd}PK\u{3}\u{4}\nTrc 04542 something\n@ but no message\n";
+        let e = read(noise).unwrap_err();
+        assert_eq!(e.lines, 3);
+        assert!(
+            e.to_string().starts_with(
+                "not a SIP Server/T-Server log: none of its 3 lines is an event header"
+            ),
+            "{e}"
+        );
+        // One header is a log, even with no routable event in it.
+        let (events, skipped) = read("@1 x: message EventRinging\n").unwrap();
+        assert_eq!((events.len(), skipped.unrouted), (0, 1));
+        assert_eq!(read(LOG).unwrap().0.len(), 3);
     }
 
     #[test]

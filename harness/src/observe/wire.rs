@@ -162,8 +162,8 @@ impl Phone {
         let mut listed = BTreeMap::new();
         let mut others = None;
         for ap in told {
-            // An element whose state we cannot name says nothing we can compare.
-            let Some(state) = ap.state.and_then(|s| ApState::parse(s.as_str())) else {
+            // An element without a state says nothing we can compare.
+            let Some(state) = ap.state else {
                 continue;
             };
             let line = (state, ap.uri.as_deref().and_then(uri_user));
@@ -285,7 +285,8 @@ fn uri_user(value: &str) -> Option<String> {
     NameAddr::parse(value)?.user().map(str::to_string)
 }
 
-/// The first `text` of the Reason values (one header may list several).
+/// The first `text` of the Reason values that can be read (one header may
+/// list several); an unreadable value gives none.
 fn reason_text(msg: &Message) -> Option<String> {
     msg.headers("Reason")
         .flat_map(split_list)
@@ -470,6 +471,43 @@ mod tests {
         );
     }
 
+    /// What was observed is a CANCEL: a Reason that cannot be read leaves
+    /// only the Reason out, never the event, and is never half read (an
+    /// unterminated text is no text).
+    #[test]
+    fn cancel_with_an_unreadable_reason_is_cancelled_without_one() {
+        let unreadable = [
+            r#"SIP;cause=200;text="Call completed elsewhere"#,
+            r#"SIP;cause=200;text="Call completed elsewhere\""#,
+            "SIP;cause=200;text=elsewhere",
+            r#"SIP;cause=twohundred;text="Call completed elsewhere""#,
+            r#";text="Call completed elsewhere""#,
+        ];
+        let mut d = deriver();
+        let cancels = unreadable
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| {
+                rx(request("CANCEL", &format!("c{i}"), 1, "")
+                    .header("Reason", reason)
+                    .build())
+            })
+            .collect();
+        assert_eq!(
+            feed(&mut d, cancels),
+            vec![r#"{"event": "Cancelled"}"#; unreadable.len()]
+        );
+        // Of several reasons, the first readable one's text.
+        let second = request("CANCEL", "c9", 1, "")
+            .header("Reason", "SIP;text=broken")
+            .header("Reason", r#"SIP;cause=200;text="Call completed elsewhere""#)
+            .build();
+        assert_eq!(
+            feed(&mut d, vec![rx(second)]),
+            vec![r#"{"event": "Cancelled", "Reason": "Call completed elsewhere"}"#]
+        );
+    }
+
     #[test]
     fn call_info_told_twice_counts_once() {
         let alerting = notify(
@@ -580,7 +618,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_carries_no_uri_and_unknown_states_are_skipped() {
+    fn idle_carries_no_uri_and_a_stateless_element_says_nothing() {
         let mut d = deriver();
         let busy = notify(
             "call-info",
@@ -594,16 +632,39 @@ mod tests {
             "active",
             &[&ap_uri(1, "idle", "<sip:60972@h>")],
         );
-        let odd = notify(
+        let stateless = notify(
             "call-info",
             3,
             "active",
-            &[&ap("2", "ringing"), &format!("{TARGET};appearance-index=3")],
+            &[&format!("{TARGET};appearance-index=3")],
         );
         assert_eq!(
-            feed(&mut d, vec![rx(busy), rx(idle), rx(odd)]),
+            feed(&mut d, vec![rx(busy), rx(idle), rx(stateless)]),
             vec![
                 r#"{"event": "Appearance", "Index": 1, "AppearanceState": "held", "AppearanceUri": "60972"}"#,
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
+            ]
+        );
+    }
+
+    /// A state outside the vocabulary makes the NOTIFY unreadable (the
+    /// phone reports it): it is not skipped, which would leave its index to
+    /// `*` and read it as idle.
+    #[test]
+    fn an_unknown_state_is_never_read_as_idle() {
+        let mut d = deriver();
+        let busy = notify("call-info", 1, "active", &[&ap("1", "active")]);
+        let odd = notify(
+            "call-info",
+            2,
+            "active",
+            &[&ap("1", "ringing"), &ap("*", "idle")],
+        );
+        let idle = notify("call-info", 3, "active", &[&ap("*", "idle")]);
+        assert_eq!(
+            feed(&mut d, vec![rx(busy), rx(odd), rx(idle)]),
+            vec![
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "active"}"#,
                 r#"{"event": "Appearance", "Index": 1, "AppearanceState": "idle"}"#,
             ]
         );

@@ -135,7 +135,9 @@ pub struct Skipped {
     /// TCP flows dropped to stay within the flow or memory limits.
     pub flows_evicted: u64,
     /// Stream messages the framer refused (a gigabyte Content-Length, a
-    /// header section without an end); the stream was resynchronised.
+    /// header section without an end); the stream was resynchronised. Each
+    /// one's head (up to the header bound) is still a packet, which a
+    /// phone's record then flags, as live.
     pub unframed: u64,
 }
 

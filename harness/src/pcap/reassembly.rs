@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use super::sip::{self, Start};
 use super::{Limits, Packet, Skipped};
-use crate::sip::framing::StreamFramer;
+use crate::sip::framing::{StreamFramer, MAX_HEADER_BYTES};
 use crate::sip::Transport;
 
 /// One direction of one TCP connection.
@@ -365,6 +365,21 @@ impl Flow {
                 }
                 Err(_) => {
                     sink.skipped.unframed += 1;
+                    // What the framer refused is still a message someone
+                    // sent: its head goes on, as the live transport records
+                    // it, so that the phone at its end reports the length
+                    // (the codec refuses it by the framer's rule).
+                    let mut head = self.framer.take_pending();
+                    head.truncate(MAX_HEADER_BYTES);
+                    if sip::start_line(&head, true) == Start::Yes {
+                        sink.out.push_back(Packet {
+                            time,
+                            src: key.src,
+                            dst: key.dst,
+                            transport: Transport::Tcp,
+                            raw: head,
+                        });
+                    }
                     self.lose_sync();
                     return;
                 }

@@ -954,11 +954,21 @@ fn a_gap_never_filled_is_counted_and_the_stream_resynchronises() {
     assert_eq!(streams.held(), (1, 0));
 }
 
+/// A length the framer refuses is counted, not awaited, and its head still
+/// reaches the phone's record, which flags it as the live transport does:
+/// a gigabyte, or twenty digits (no number at all to the framer).
 #[test]
 fn a_gigabyte_content_length_is_counted_not_awaited() {
+    for length in ["1073741824", "99999999999999999999"] {
+        refused_length_is_counted_and_flagged(length);
+    }
+}
+
+fn refused_length_is_counted_and_flagged(length: &str) {
     let (c, s) = (addr(CLIENT), addr(SERVER));
     let huge =
-        b"INVITE sip:bob@example.com SIP/2.0\r\nContent-Length: 1073741824\r\n\r\nv=0\r\n".to_vec();
+        format!("INVITE sip:bob@example.com SIP/2.0\r\nContent-Length: {length}\r\n\r\nv=0\r\n")
+            .into_bytes();
     let (m2, m3) = (request(2, 10), response(2));
     let mut stream = huge.clone();
     stream.extend(vec![b'x'; 5000]);
@@ -972,9 +982,13 @@ fn a_gigabyte_content_length_is_counted_not_awaited() {
         (after + m2.len(), &stream[after + m2.len()..]),
     ];
     let got = tcp_read(stream_frames(c, s, 99, true, &segments));
-    assert_eq!(raws(&got.packets), vec![m2, m3]);
+    assert_eq!(raws(&got.packets), vec![huge, m2, m3], "{length}");
     assert_eq!(got.skipped.unframed, 1);
     assert_eq!(got.skipped.non_sip, 1);
+    let phone = std::collections::BTreeMap::from([(s, "60970".to_string())]);
+    let flagged = got.packets[0].records_for(&phone, 0);
+    let problem = flagged[0].problem.as_deref().unwrap_or_default();
+    assert!(problem.contains("Content-Length"), "{length}: {problem:?}");
 }
 
 #[test]

@@ -17,9 +17,7 @@ use crate::model::{
 };
 use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
-use crate::sip::headers::{
-    appearances, Appearance, AppearanceIndex, AppearanceState, EventHeader, Reason,
-};
+use crate::sip::headers::{appearances, ApState, Appearance, AppearanceIndex, EventHeader, Reason};
 use crate::sip::transport::Inbound;
 use crate::sip::{Message, Transport};
 use crate::topology::Topology;
@@ -153,7 +151,7 @@ pub struct Server {
     seizures: Vec<Seizure>,
     calls: Vec<Call>,
     /// What each line's subscribers were last told.
-    told: HashMap<String, BTreeMap<u32, (AppearanceState, Option<String>)>>,
+    told: HashMap<String, BTreeMap<u32, (ApState, Option<String>)>>,
     out: VecDeque<Outgoing>,
     events: VecDeque<(Channel, Event)>,
 }
@@ -289,7 +287,7 @@ impl Server {
     fn appearance(
         &self,
         index: AppearanceIndex,
-        state: Option<AppearanceState>,
+        state: Option<ApState>,
         uri: Option<String>,
     ) -> String {
         Appearance {
@@ -567,14 +565,14 @@ impl Server {
     }
 
     /// The appearances of a line that are not idle, and what each holds.
-    fn busy(&self, line: &str) -> BTreeMap<u32, (AppearanceState, Option<String>)> {
+    fn busy(&self, line: &str) -> BTreeMap<u32, (ApState, Option<String>)> {
         let mut busy = BTreeMap::new();
         for s in self
             .seizures
             .iter()
             .filter(|s| s.sub.line == line && !s.taken)
         {
-            busy.insert(s.index, (AppearanceState::Seized, None));
+            busy.insert(s.index, (ApState::Seized, None));
         }
         for call in self
             .calls
@@ -609,14 +607,14 @@ impl Server {
                 remote
             };
             let state = match held {
-                _ if call.conference() => AppearanceState::BridgeActive,
-                Some(_) if self.has(Fault::HoldNotNotified) => AppearanceState::Active,
-                Some(true) => AppearanceState::HeldPrivate,
-                Some(false) => AppearanceState::Held,
-                None if call.answered => AppearanceState::Active,
-                None if outbound && call.progressing => AppearanceState::Progressing,
-                None if outbound => AppearanceState::Seized,
-                None => AppearanceState::Alerting,
+                _ if call.conference() => ApState::BridgeActive,
+                Some(_) if self.has(Fault::HoldNotNotified) => ApState::Active,
+                Some(true) => ApState::HeldPrivate,
+                Some(false) => ApState::Held,
+                None if call.answered => ApState::Active,
+                None if outbound && call.progressing => ApState::Progressing,
+                None if outbound => ApState::Seized,
+                None => ApState::Alerting,
             };
             busy.insert(index, (state, remote));
         }
@@ -631,7 +629,7 @@ impl Server {
                 self.appearance(AppearanceIndex::Index(index), Some(state), uri)
             })
             .collect();
-        elements.push(self.appearance(AppearanceIndex::All, Some(AppearanceState::Idle), None));
+        elements.push(self.appearance(AppearanceIndex::All, Some(ApState::Idle), None));
         elements.join(",")
     }
 
@@ -702,7 +700,7 @@ impl Server {
         })
     }
 
-    fn appearance_in(req: &Message) -> Option<(u32, Option<AppearanceState>)> {
+    fn appearance_in(req: &Message) -> Option<(u32, Option<ApState>)> {
         appearances(req.headers("Call-Info"))
             .ok()?
             .into_iter()
@@ -1289,7 +1287,7 @@ impl Server {
             || body.contains("a=inactive")
             || body.contains("c=IN IP4 0.0.0.0");
         let private =
-            Self::appearance_in(req).is_some_and(|(_, s)| s == Some(AppearanceState::HeldPrivate));
+            Self::appearance_in(req).is_some_and(|(_, s)| s == Some(ApState::HeldPrivate));
         let answer = self.our_sdp(if holding { "recvonly" } else { "sendrecv" });
         let (was, tag) = (
             self.calls[c].legs[l].held,
@@ -1480,7 +1478,7 @@ impl Server {
     }
 }
 
-fn first_idle(busy: &BTreeMap<u32, (AppearanceState, Option<String>)>) -> u32 {
+fn first_idle(busy: &BTreeMap<u32, (ApState, Option<String>)>) -> u32 {
     (1..).find(|i| !busy.contains_key(i)).unwrap_or(1)
 }
 

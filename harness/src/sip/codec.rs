@@ -42,6 +42,18 @@ impl Message {
         let start_line = std::str::from_utf8(&raw[..find(&raw, b"\r\n").unwrap_or(head_end)])
             .map_err(|_| err("start line is not UTF-8".into()))?
             .to_string();
+        // The stream framer's rule, so that a length is refused alike over
+        // UDP and TCP: unreadable (twenty digits included) or past the
+        // bound. A datagram may carry more than its Content-Length (RFC 3261
+        // 18.3 discards the rest), never less.
+        let declared =
+            super::framing::content_length(&raw[..head_end]).map_err(|e| err(e.to_string()))?;
+        let have = raw.len() - head_end - 4;
+        if have < declared {
+            return Err(err(format!(
+                "body is {have} bytes, Content-Length says {declared}"
+            )));
+        }
         let parsed = parse_message(&raw).map_err(|e| err(e.to_string()))?;
         let msg = Message {
             raw,
@@ -58,17 +70,6 @@ impl Message {
                 "malformed CSeq {:?}",
                 msg.header("CSeq").unwrap_or("")
             )));
-        }
-        if let Some(declared) = msg
-            .header("Content-Length")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            let have = msg.raw.len() - head_end - 4;
-            if have < declared {
-                return Err(err(format!(
-                    "body is {have} bytes, Content-Length says {declared}"
-                )));
-            }
         }
         Ok(msg)
     }
@@ -222,6 +223,12 @@ mod tests {
     }
 
     #[test]
+    fn a_datagram_may_carry_more_than_its_content_length() {
+        let raw = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z\r\nFrom: <sip:a@b>\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: 1\r\n\r\nabc";
+        assert!(Message::parse(raw.as_bytes().to_vec()).is_ok());
+    }
+
+    #[test]
     fn rejects_what_would_make_accessors_lie() {
         for (raw, want) in [
             ("garbage", "end of headers"),
@@ -234,6 +241,18 @@ mod tests {
             (
                 "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z\r\nFrom: <sip:a@b>\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: 10\r\n\r\nabc",
                 "Content-Length",
+            ),
+            (
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z\r\nFrom: <sip:a@b>\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: 99999999999999999999\r\n\r\nabc",
+                "unreadable Content-Length \"99999999999999999999\"",
+            ),
+            (
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z\r\nFrom: <sip:a@b>\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nl: 2000000\r\n\r\nabc",
+                "Content-Length 2000000 exceeds the 1048576-byte limit",
+            ),
+            (
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z\r\nFrom: <sip:a@b>\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: -1\r\n\r\n",
+                "unreadable Content-Length",
             ),
         ] {
             let err = Message::parse(raw.as_bytes().to_vec()).unwrap_err();

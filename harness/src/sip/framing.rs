@@ -1,5 +1,7 @@
 //! Cutting a byte stream (TCP) into SIP messages by Content-Length. Pure, so
-//! the live transport and (later) pcap reassembly share it.
+//! the live transport and pcap reassembly share it; the codec reads a
+//! datagram's Content-Length by the same rule, so that a length is refused
+//! alike whichever transport carried it, live or captured.
 
 /// Largest header section we accept before calling the stream broken.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -69,9 +71,16 @@ impl StreamFramer {
 }
 
 /// The Content-Length of a header section (long or compact form); a stream
-/// message without one has no body (RFC 3261 requires it on streams).
-fn content_length(head: &[u8]) -> Result<usize, FramingError> {
+/// message without one has no body (RFC 3261 requires it on streams). A
+/// value that is not a number, or too large for one (twenty digits), is
+/// unreadable; one past [`MAX_BODY_BYTES`] is refused.
+pub(crate) fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     for line in head.split(|b| *b == b'\n') {
+        // A folded continuation of another header is no header of its own,
+        // whatever it holds.
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
         let line = String::from_utf8_lossy(line);
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -116,6 +125,12 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_line_is_not_a_content_length() {
+        let head = b"MESSAGE sip:a@b SIP/2.0\r\nSubject: x\r\n l: 99\r\nl: 3";
+        assert_eq!(content_length(head), Ok(3));
+    }
+
+    #[test]
     fn refuses_huge_or_garbled_lengths() {
         let mut f = StreamFramer::default();
         f.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 1073741824\r\n\r\n");
@@ -129,6 +144,15 @@ mod tests {
             f.next_message(),
             Some(Err(FramingError::BadContentLength(_)))
         ));
+        let mut f = StreamFramer::default();
+        f.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 99999999999999999999\r\n\r\n");
+        assert_eq!(
+            f.next_message(),
+            Some(Err(FramingError::BadContentLength(
+                "99999999999999999999".into()
+            ))),
+            "a number too large to hold is unreadable, not ignored"
+        );
         let mut f = StreamFramer::default();
         f.push(&vec![b'x'; MAX_HEADER_BYTES + 1]);
         assert_eq!(f.next_message(), Some(Err(FramingError::HeaderTooLarge)));

@@ -1,64 +1,17 @@
 //! Our typed layer for the headers SCA lives in: Call-Info (appearances),
 //! Event, Subscription-State and Reason. Parsing is order-independent and
-//! lenient about what it does not need; it never panics on server input.
+//! lenient about what it does not need, strict about what it reads (an
+//! appearance-index that is not a number, or an appearance-state outside
+//! the model's vocabulary, makes Call-Info unreadable: an error a phone
+//! reports, never a guess); it never panics on server input.
 
 use std::fmt;
 
 use super::{params, quote, split_list, NameAddr};
 
-/// An appearance's state as the BroadWorks SCA model names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AppearanceState {
-    Idle,
-    Seized,
-    Progressing,
-    Alerting,
-    Active,
-    Held,
-    HeldPrivate,
-    BridgeActive,
-    BridgeHeld,
-    /// A state name we do not know, kept verbatim.
-    Other(String),
-}
-
-impl AppearanceState {
-    pub fn parse(s: &str) -> AppearanceState {
-        match s.to_ascii_lowercase().as_str() {
-            "idle" => Self::Idle,
-            "seized" => Self::Seized,
-            "progressing" => Self::Progressing,
-            "alerting" => Self::Alerting,
-            "active" => Self::Active,
-            "held" => Self::Held,
-            "held-private" => Self::HeldPrivate,
-            "bridge-active" => Self::BridgeActive,
-            "bridge-held" => Self::BridgeHeld,
-            _ => Self::Other(s.to_string()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Idle => "idle",
-            Self::Seized => "seized",
-            Self::Progressing => "progressing",
-            Self::Alerting => "alerting",
-            Self::Active => "active",
-            Self::Held => "held",
-            Self::HeldPrivate => "held-private",
-            Self::BridgeActive => "bridge-active",
-            Self::BridgeHeld => "bridge-held",
-            Self::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for AppearanceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// An appearance's state: the closed vocabulary of the BroadWorks SCA model
+/// (one list for the wire and the golden files).
+pub use crate::model::ApState;
 
 /// `appearance-index`: a number, or `*` for "all the others".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,7 +35,7 @@ pub struct Appearance {
     /// The element's URI (`sip:DOMAIN` in the BroadWorks model).
     pub target: String,
     pub index: AppearanceIndex,
-    pub state: Option<AppearanceState>,
+    pub state: Option<ApState>,
     /// `appearance-uri`, unquoted: the other party of the call.
     pub uri: Option<String>,
 }
@@ -136,7 +89,14 @@ pub fn appearances<'a>(
                             .map_err(|_| format!("appearance-index {v:?} is not a number"))?;
                         index = Some(AppearanceIndex::Index(n));
                     }
-                    ("appearance-state", Some(v)) => state = Some(AppearanceState::parse(v.trim())),
+                    // A state outside the vocabulary is not some state we
+                    // may guess (idle, say): the element cannot be read.
+                    ("appearance-state", Some(v)) => {
+                        let named = ApState::parse(v.trim()).ok_or_else(|| {
+                            format!("appearance-state {v:?} is not a state of the SCA model")
+                        })?;
+                        state = Some(named);
+                    }
                     ("appearance-uri", Some(v)) => uri = Some(v),
                     _ => {}
                 }
@@ -227,17 +187,26 @@ pub struct Reason {
 }
 
 impl Reason {
+    /// One reason-value, or None when it cannot be read as RFC 3326 writes
+    /// it: a protocol token, a numeric cause, a text that is a
+    /// quoted-string. A half-read value would report a text nobody sent
+    /// (an unterminated quote read as far as it goes).
     pub fn parse(value: &str) -> Option<Reason> {
         let protocol = value.split(';').next()?.trim().to_string();
-        if protocol.is_empty() {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        };
+        if !token(&protocol) {
             return None;
         }
         let mut cause = None;
         let mut text = None;
-        for (k, v) in params(value) {
+        for (k, v) in super::raw_params(value) {
             match k.as_str() {
-                "cause" => cause = v.and_then(|v| v.trim().parse().ok()),
-                "text" => text = v,
+                "cause" => cause = Some(v?.parse().ok()?),
+                "text" => text = Some(super::quoted_string(v?)?),
                 _ => {}
             }
         }
@@ -275,10 +244,10 @@ mod tests {
         let a = appearances(v).unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].index, AppearanceIndex::Index(1));
-        assert_eq!(a[0].state, Some(AppearanceState::Held));
+        assert_eq!(a[0].state, Some(ApState::Held));
         assert_eq!(a[0].uri.as_deref(), Some(r#""Bob" <sip:60972@sca.test>"#));
         assert_eq!(a[1].index, AppearanceIndex::All);
-        assert_eq!(a[1].state, Some(AppearanceState::Idle));
+        assert_eq!(a[1].state, Some(ApState::Idle));
     }
 
     #[test]
@@ -286,16 +255,49 @@ mod tests {
         let a = Appearance {
             target: "sip:sca.test".into(),
             index: AppearanceIndex::Index(1),
-            state: Some(AppearanceState::Alerting),
+            state: Some(ApState::Alerting),
             uri: Some(r#""60972" <sip:60972@sca.test>"#.into()),
         };
         assert_eq!(appearances([a.to_header().as_str()]).unwrap(), vec![a]);
     }
 
     #[test]
-    fn bad_index_is_an_error_not_a_panic() {
-        assert!(appearances(["<sip:x>;appearance-index=one"]).is_err());
-        assert!(appearances(["no brackets <here"]).is_err());
+    fn bad_index_or_unknown_state_is_an_error_not_a_panic() {
+        for (value, says) in [
+            (
+                "<sip:x>;appearance-index=one",
+                "appearance-index \"one\" is not a number",
+            ),
+            ("<sip:x>;appearance-index=99999999999", "is not a number"),
+            (
+                "<sip:x>;appearance-index=1;appearance-state=ringing",
+                "appearance-state \"ringing\" is not a state of the SCA model",
+            ),
+            ("no brackets <here", "is not <uri>;params"),
+        ] {
+            let e = appearances([value]).unwrap_err();
+            assert!(e.contains(says), "{value}: {e}");
+        }
+        // The vocabulary is matched as the model matches it.
+        let a = appearances(["<sip:x>;appearance-index=1;appearance-state=Held-Private"]).unwrap();
+        assert_eq!(a[0].state, Some(ApState::HeldPrivate));
+    }
+
+    #[test]
+    fn an_unreadable_reason_is_none_not_half_read() {
+        for value in [
+            r#"SIP;cause=200;text="unterminated"#,
+            r#"SIP;cause=200;text="escaped end\""#,
+            "SIP;text=unquoted",
+            "SIP;text=",
+            "SIP;text",
+            r#"SIP;cause=two;text="x""#,
+            r#";text="no protocol""#,
+            r#""SIP";cause=200"#,
+            "",
+        ] {
+            assert_eq!(Reason::parse(value), None, "{value}");
+        }
     }
 
     #[test]
@@ -315,6 +317,10 @@ mod tests {
         assert_eq!(r.cause, Some(200));
         assert_eq!(r.text.as_deref(), Some("Call completed elsewhere"));
         assert_eq!(Reason::parse(&r.to_string()), Some(r));
+        assert_eq!(
+            Reason::parse("Q.850;cause=16").map(|r| (r.protocol, r.cause, r.text)),
+            Some(("Q.850".to_string(), Some(16), None))
+        );
         assert_eq!(
             EventHeader::parse("Call-Info;id=7").unwrap().package,
             "call-info"

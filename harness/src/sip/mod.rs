@@ -115,6 +115,23 @@ pub fn unquote(s: &str) -> String {
     out
 }
 
+/// The content of a quoted-string (RFC 3261 25.1: `"..."`, backslash
+/// escapes), or None when `s` is not exactly one: unquoted, unterminated,
+/// or with text after its closing quote.
+pub fn quoted_string(s: &str) -> Option<String> {
+    let inner = s.trim().strip_prefix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return chars.next().is_none().then_some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 /// Quotes a string for use as a quoted-string parameter value.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -132,6 +149,15 @@ pub fn quote(s: &str) -> String {
 /// The `;name=value` parameters of one list element, after its first part
 /// (the URI or the Via sent-by). Names are lower-cased; values unquoted.
 pub fn params(element: &str) -> Vec<(String, Option<String>)> {
+    raw_params(element)
+        .into_iter()
+        .map(|(k, v)| (k, v.map(unquote)))
+        .collect()
+}
+
+/// The same, with each value as written (quotes and escapes kept), for a
+/// reader that must tell a quoted-string from a token.
+pub fn raw_params(element: &str) -> Vec<(String, Option<&str>)> {
     // Parameters follow the closing '>' of a name-addr, or the first ';' of
     // an addr-spec or a Via value.
     let (tail, skip) = match angle_span(element) {
@@ -144,7 +170,7 @@ pub fn params(element: &str) -> Vec<(String, Option<String>)> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(unquote(v))),
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
             None => (p.to_ascii_lowercase(), None),
         })
         .collect()
@@ -271,6 +297,23 @@ mod tests {
     fn quote_round_trips() {
         let s = r#""Bob" <sip:1@h>"#;
         assert_eq!(unquote(&quote(s)), s);
+        assert_eq!(quoted_string(&quote(s)).as_deref(), Some(s));
+    }
+
+    #[test]
+    fn a_quoted_string_is_quoted_and_ends_where_it_closes() {
+        assert_eq!(quoted_string(r#" "a \"b\"" "#).as_deref(), Some(r#"a "b""#));
+        assert_eq!(quoted_string(r#""""#).as_deref(), Some(""));
+        for not in [
+            "",
+            "plain",
+            r#""unterminated"#,
+            r#""a\""#,
+            r#""a" b"#,
+            r#""a"""#,
+        ] {
+            assert_eq!(quoted_string(not), None, "{not}");
+        }
     }
 }
 

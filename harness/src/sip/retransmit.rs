@@ -5,7 +5,9 @@
 //!   A) or capped at T2 (others, Timer E) until a response comes back on its
 //!   branch: any response for an INVITE, a final one for the others (a
 //!   provisional one moves a non-INVITE to T2 at once). It gives up after
-//!   64·T1 (Timers B and F), as does the step waiting on it, much sooner.
+//!   64·T1 (Timers B and F, [`timeout`]); a run's wait for an answer over
+//!   UDP lasts at least that long, so loss the timers recover from never
+//!   ends a wait first.
 //! - A 2xx to an INVITE is sent again at T1, doubling up to T2, until the
 //!   ACK for it arrives (13.3.1.4), for at most 64·T1.
 //!
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::Message;
 
-/// RFC 3261's estimate of the round trip.
+/// RFC 3261's estimate of the round trip, unless a target profile sets
+/// its own (`[timers] t1_ms`).
 pub const T1: Duration = Duration::from_millis(500);
 /// The longest interval between retransmissions of a non-INVITE request
 /// or a 2xx.
@@ -44,13 +47,41 @@ struct Pending {
     give_up: Instant,
 }
 
+/// Timers B and F: how long a transaction retransmits before it gives up,
+/// for the T1 in use.
+pub fn timeout(t1: Duration) -> Duration {
+    t1.saturating_mul(64)
+}
+
 /// The messages of one user agent that are sent again until answered.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Retransmitter {
+    t1: Duration,
     pending: Vec<Pending>,
 }
 
+impl Default for Retransmitter {
+    fn default() -> Self {
+        Retransmitter::new(T1)
+    }
+}
+
 impl Retransmitter {
+    /// Retransmits on RFC 3261's timers for this T1.
+    pub fn new(t1: Duration) -> Retransmitter {
+        Retransmitter {
+            t1,
+            pending: Vec::new(),
+        }
+    }
+
+    /// T2, which caps the interval, is never below T1 (a T1 set above
+    /// RFC 3261's 4 s T2 would otherwise shrink every interval after the
+    /// first).
+    fn t2(&self) -> Duration {
+        T2.max(self.t1)
+    }
+
     /// A message went out over UDP to `peer`.
     pub fn sent(&mut self, msg: &Message, peer: SocketAddr, now: Instant) {
         let awaits = if msg.is_request() {
@@ -81,10 +112,10 @@ impl Retransmitter {
             awaits,
             peer,
             bytes: msg.raw().to_vec(),
-            next: now + T1,
-            interval: T1,
+            next: now + self.t1,
+            interval: self.t1,
             capped,
-            give_up: now + 64 * T1,
+            give_up: now + timeout(self.t1),
         });
     }
 
@@ -103,6 +134,7 @@ impl Retransmitter {
         let (Some(branch), Some(status)) = (msg.via_branch(), msg.status()) else {
             return;
         };
+        let t2 = self.t2();
         self.pending.retain_mut(|p| {
             let Awaits::Response { branch: b, invite } = &p.awaits else {
                 return true;
@@ -115,8 +147,8 @@ impl Retransmitter {
             }
             // A provisional answer to a non-INVITE: the request arrived;
             // only its final answer may be lost now (17.1.2.2).
-            p.interval = T2;
-            p.next = now + T2;
+            p.interval = t2;
+            p.next = now + t2;
             true
         });
     }
@@ -130,11 +162,12 @@ impl Retransmitter {
     /// those past their last chance are dropped.
     pub fn poll_transmit(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
         self.pending.retain(|p| now < p.give_up);
+        let t2 = self.t2();
         let mut due = Vec::new();
         for p in self.pending.iter_mut().filter(|p| p.next <= now) {
             due.push((p.peer, p.bytes.clone()));
             p.interval = if p.capped {
-                (p.interval * 2).min(T2)
+                (p.interval * 2).min(t2)
             } else {
                 p.interval * 2
             };
@@ -254,6 +287,23 @@ mod tests {
         r.received(&Message::parse(other).unwrap(), t0);
         assert!(r.poll_timeout().is_some());
         r.received(&request("ACK", "z9hG4bKa"), t0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    /// Another T1 scales the whole schedule: with T1 = 100 ms an INVITE goes
+    /// again at 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s, and not after 6.4 s.
+    #[test]
+    fn the_schedule_follows_the_t1_in_use() {
+        let t0 = Instant::now();
+        let t1 = Duration::from_millis(100);
+        let mut r = Retransmitter::new(t1);
+        r.sent(&request("INVITE", "z9hG4bKi"), peer(), t0);
+        let ms: Vec<u128> = schedule(&mut r, t0, Duration::from_secs(60))
+            .iter()
+            .map(Duration::as_millis)
+            .collect();
+        assert_eq!(ms, [100, 300, 700, 1500, 3100, 6300]);
+        assert_eq!(timeout(t1), Duration::from_millis(6400));
         assert_eq!(r.poll_timeout(), None);
     }
 

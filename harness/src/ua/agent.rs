@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 
 use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
-use crate::sip::headers::{
-    appearances, Appearance, AppearanceIndex, AppearanceState, SubState, SubscriptionState,
-};
+use crate::sip::headers::{ApState, Appearance, AppearanceIndex};
 use crate::sip::transport::Inbound;
 use crate::sip::{Message, Transport};
+
+use super::reading::{self, Subscription};
 
 /// Who a user agent is and where it talks.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub server: SocketAddr,
     /// Makes Call-IDs, tags and branches unique across cases and runs.
     pub nonce: String,
+    /// RFC 3261's T1, for its retransmissions over UDP (the driver's).
+    pub t1: std::time::Duration,
 }
 
 /// Where a call is, as the script sees it.
@@ -96,7 +98,9 @@ pub enum Seizure {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub registered: bool,
-    /// The call-info subscription is accepted (2xx) and not terminated.
+    /// The call-info subscription is established (by its 2xx, or by a
+    /// NOTIFY in its dialog when that came first or the 2xx was lost: RFC
+    /// 6665 4.1.2.4) and not terminated.
     pub subscribed: bool,
     /// 2xx answers to call-info SUBSCRIBEs (first and refreshes).
     pub subscribe_answers: usize,
@@ -143,13 +147,6 @@ struct Call {
     last_response: Option<Vec<u8>>,
     /// A hold or resume re-INVITE in progress: CSeq, branch, holding?
     reinvite: Option<(u32, String, bool)>,
-}
-
-#[derive(Debug)]
-struct Subscription {
-    dialog: Dialog,
-    /// The 2xx arrived (its To-tag completes the dialog).
-    confirmed: bool,
 }
 
 /// A scripted user agent.
@@ -258,7 +255,7 @@ impl Agent {
         )
     }
 
-    fn appearance_header(&self, index: u32, state: Option<AppearanceState>) -> String {
+    fn appearance_header(&self, index: u32, state: Option<ApState>) -> String {
         Appearance {
             target: format!("sip:{}", self.cfg.domain),
             index: AppearanceIndex::Index(index),
@@ -382,10 +379,7 @@ impl Agent {
             .header("Accept", "application/x-broadworks-call-info")
             .header("Expires", "3600")
             .build();
-        self.call_info = Some(Subscription {
-            dialog,
-            confirmed: false,
-        });
+        self.call_info = Some(Subscription::new(dialog));
         self.send_to_server(bytes);
     }
 
@@ -423,10 +417,7 @@ impl Agent {
             .header("Expires", &expires.to_string())
             .header("Call-Info", &self.appearance_header(index, None))
             .build();
-        self.line_seize = Some(Subscription {
-            dialog,
-            confirmed: false,
-        });
+        self.line_seize = Some(Subscription::new(dialog));
         self.status.seizure = Some(Seizure::Pending(index));
         self.send_to_server(bytes);
     }
@@ -556,7 +547,7 @@ impl Agent {
             .appearance
             .or_else(|| self.told_appearance(&remote))
             .unwrap_or(1);
-        let info = self.appearance_header(index, private.then_some(AppearanceState::HeldPrivate));
+        let info = self.appearance_header(index, private.then_some(ApState::HeldPrivate));
         let call = &mut self.calls[i];
         let (mut b, cseq) = call.dialog.request("INVITE", &via);
         b = b.header("Contact", &contact).header("Call-Info", &info);
@@ -714,10 +705,8 @@ impl Agent {
 
     fn incoming_invite(&mut self, req: &Message, peer: SocketAddr) {
         let local_tag = self.unique("t");
-        let call_info = appearances(req.headers("Call-Info")).unwrap_or_else(|e| {
-            self.status
-                .problems
-                .push(format!("INVITE with unreadable Call-Info: {e}"));
+        let call_info = reading::call_info(req).unwrap_or_else(|e| {
+            self.status.problems.push(e);
             Vec::new()
         });
         let appearance = call_info.iter().find_map(|a| match a.index {
@@ -792,50 +781,37 @@ impl Agent {
         }
     }
 
-    /// Is this request inside one of our subscriptions?
-    fn in_subscription(sub: &Option<Subscription>, req: &Message) -> bool {
-        sub.as_ref().is_some_and(|s| {
-            s.dialog.call_id == req.call_id()
-                && req.to_tag().as_deref() == Some(s.dialog.local_tag.as_str())
-        })
-    }
-
     fn notify(&mut self, req: &Message, peer: SocketAddr) {
-        let terminated = req
-            .header("Subscription-State")
-            .and_then(SubscriptionState::parse)
-            .map(|s| s.state == SubState::Terminated);
-        if Self::in_subscription(&self.line_seize, req) {
+        let terminated = reading::terminates(req);
+        if let Some(sub) = self.line_seize.as_mut().filter(|s| s.holds(req)) {
+            sub.notified(req);
             self.respond(req, peer, 200, None);
-            if terminated == Some(true) {
+            if terminated == Ok(true) {
                 self.status.seizure = Some(Seizure::Ended);
             }
             return;
         }
-        if !Self::in_subscription(&self.call_info, req) {
-            self.status.problems.push(format!(
-                "NOTIFY outside our subscriptions (Call-ID {})",
-                req.call_id()
-            ));
+        let Some(sub) = self.call_info.as_mut().filter(|s| s.holds(req)) else {
+            self.status
+                .problems
+                .push(reading::outside_subscriptions(req));
             self.respond(req, peer, 481, None);
             return;
-        }
+        };
+        // A NOTIFY before the 2xx (or instead of one that was lost)
+        // establishes the subscription.
+        let established = sub.notified(req);
         self.respond(req, peer, 200, None);
         self.status.notifies += 1;
-        match appearances(req.headers("Call-Info")) {
+        match reading::call_info(req) {
             Ok(told) => self.told = told,
-            Err(e) => self
-                .status
-                .problems
-                .push(format!("NOTIFY with unreadable Call-Info: {e}")),
+            Err(e) => self.status.problems.push(e),
         }
         match terminated {
-            Some(true) => self.status.subscribed = false,
-            Some(false) => {}
-            None => self
-                .status
-                .problems
-                .push("NOTIFY without a readable Subscription-State".into()),
+            Ok(true) => self.status.subscribed = false,
+            Ok(false) if established => self.status.subscribed = true,
+            Ok(false) => {}
+            Err(e) => self.status.problems.push(e),
         }
     }
 
@@ -859,7 +835,9 @@ impl Agent {
             }
             "SUBSCRIBE" if ours(&self.call_info) => {
                 if (200..300).contains(&code) {
-                    confirm(self.call_info.as_mut(), resp);
+                    if let Some(sub) = self.call_info.as_mut() {
+                        sub.answered(resp);
+                    }
                     self.status.subscribed = resp.header("Expires").is_none_or(|e| e.trim() != "0");
                     self.status.subscribe_answers += 1;
                 } else if code >= 300 {
@@ -870,7 +848,9 @@ impl Agent {
             }
             "SUBSCRIBE" if ours(&self.line_seize) => {
                 if (200..300).contains(&code) {
-                    confirm(self.line_seize.as_mut(), resp);
+                    if let Some(sub) = self.line_seize.as_mut() {
+                        sub.answered(resp);
+                    }
                     if let Some(Seizure::Pending(i)) = self.status.seizure {
                         self.status.seizure = Some(Seizure::Granted(i));
                     }
@@ -948,20 +928,6 @@ impl Agent {
         d.route.clear(); // the ACK of a failure follows the INVITE's path
         let bytes = d.ack(cseq, &via).build();
         self.send_to_server(bytes);
-    }
-}
-
-/// A subscription's 2xx completes its dialog with the notifier's tag.
-fn confirm(sub: Option<&mut Subscription>, resp: &Message) {
-    if let Some(sub) = sub {
-        if !sub.confirmed {
-            sub.dialog.remote_tag = resp.to_tag();
-            sub.dialog.route = Dialog::route_set(resp, true);
-            if let Some(target) = resp.contact_uri() {
-                sub.dialog.remote_target = target;
-            }
-            sub.confirmed = true;
-        }
     }
 }
 

@@ -49,13 +49,13 @@ impl AgentHandle {
         cfg: AgentConfig,
     ) -> AgentHandle {
         let dn = cfg.dn.clone();
-        let transport = cfg.transport;
+        let (transport, t1) = (cfg.transport, cfg.t1);
         let mut agent = Agent::new(cfg);
         let (status_tx, status) = watch::channel(agent.status());
         let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
         // Over UDP a lost message is sent again (RFC 3261's timers); the
         // transport layer of TCP does that itself.
-        let mut retransmit = (transport == Transport::Udp).then(Retransmitter::default);
+        let mut retransmit = (transport == Transport::Udp).then(|| Retransmitter::new(t1));
         let task = tokio::spawn(async move {
             loop {
                 let due = retransmit.as_ref().and_then(Retransmitter::poll_timeout);

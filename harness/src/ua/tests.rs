@@ -19,6 +19,7 @@ fn agent() -> Agent {
         transport: Transport::Udp,
         server: SERVER.parse().unwrap(),
         nonce: "n".into(),
+        t1: crate::sip::retransmit::T1,
     })
 }
 
@@ -257,10 +258,12 @@ fn subscription_counts_notifies_and_sees_termination() {
     assert_eq!((s.notifies, s.subscribed), (2, false));
 }
 
-/// A live phone (60970, over UDP) with the server at `server`, that has
-/// just sent its REGISTER; and the recorder of what it sends and receives.
+/// A live phone (60970, over UDP, retransmitting on `t1`) with the server
+/// at `server`, that has just sent its REGISTER; and the recorder of what
+/// it sends and receives.
 async fn registering(
     server: std::net::SocketAddr,
+    t1: std::time::Duration,
 ) -> (crate::ua::AgentHandle, crate::sip::transport::Recorder) {
     use crate::sip::transport::{Endpoint, Recorder};
     let recorder = Recorder::default();
@@ -276,6 +279,7 @@ async fn registering(
         transport: Transport::Udp,
         server,
         nonce: "n".into(),
+        t1,
     };
     let agent = crate::ua::AgentHandle::start(endpoint, inbound, cfg);
     agent.act(|a| a.register()).await.unwrap();
@@ -291,7 +295,8 @@ async fn a_silent_server_times_out_with_a_clear_error() {
 
     // A bound socket that never answers stands in for a dead server.
     let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (agent, recorder) = registering(silent.local_addr().unwrap()).await;
+    let (agent, recorder) =
+        registering(silent.local_addr().unwrap(), crate::sip::retransmit::T1).await;
     let err = agent
         .wait_for(
             "its REGISTER to be accepted",
@@ -320,7 +325,8 @@ async fn a_lost_register_is_sent_again_over_udp() {
     use std::time::Duration;
 
     let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (agent, recorder) = registering(server.local_addr().unwrap()).await;
+    let (agent, recorder) =
+        registering(server.local_addr().unwrap(), crate::sip::retransmit::T1).await;
     // The first REGISTER is "lost"; the second is answered.
     let mut buf = vec![0u8; 65_535];
     let (n, _) = server.recv_from(&mut buf).await.unwrap();
@@ -344,6 +350,48 @@ async fn a_lost_register_is_sent_again_over_udp() {
     let sent = recorder.snapshot();
     assert_eq!(sent.len(), 3, "REGISTER, its retransmission, the 200");
     assert!(sent[1].at.duration_since(sent[0].at).unwrap() >= Duration::from_millis(450));
+}
+
+/// A wait for an answer over UDP lasts as long as the retransmissions do
+/// (`Deadlines::answer`): a server that loses the first three REGISTERs
+/// (sent at 0, T1 and 3·T1) and answers the fourth (7·T1) registers the
+/// phone, although the plain deadline has passed by then.
+#[tokio::test]
+async fn a_wait_for_an_answer_outlasts_sends_the_timers_repeat() {
+    use crate::run::Deadlines;
+    use std::time::{Duration, Instant};
+
+    let t1 = Duration::from_millis(40);
+    let deadlines = Deadlines {
+        setup: Duration::from_millis(200),
+        t1,
+        ..Deadlines::default()
+    };
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
+    let (agent, _) = registering(server.local_addr().unwrap(), t1).await;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        for send in 1.. {
+            let Ok((n, from)) = server.recv_from(&mut buf).await else {
+                return;
+            };
+            if send == 4 {
+                let req = Message::parse(buf[..n].to_vec()).unwrap();
+                let ok = Builder::response_to(&req, 200, Some("r")).build();
+                let _ = server.send_to(&ok, from).await;
+            }
+        }
+    });
+    let wait = deadlines.answer(deadlines.setup, Transport::Udp);
+    agent
+        .wait_for("its REGISTER to be accepted", wait, |s| s.registered)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() > deadlines.setup,
+        "the fourth send comes after the plain deadline"
+    );
 }
 
 #[test]
@@ -497,4 +545,123 @@ fn teardown_messages_are_marked() {
     assert!(out
         .iter()
         .all(|m| m.header("X-Scacheck") == Some("teardown")));
+}
+
+/// A call-info NOTIFY from the notifier `from_tag` in the subscription
+/// `sub` opened (its Call-ID, its From-tag as the To-tag).
+fn notify_in(sub: &Message, from_tag: &str, state: &str, call_info: &str) -> Vec<u8> {
+    let tag = sub.from_tag().unwrap();
+    Builder::request("NOTIFY", "sip:60970@127.0.0.1:6000")
+        .header("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn")
+        .header("From", &format!("<sip:60970@sca.test>;tag={from_tag}"))
+        .header("To", &format!("<sip:60970@sca.test>;tag={tag}"))
+        .header("Call-ID", sub.call_id())
+        .header("CSeq", "1 NOTIFY")
+        .header("Contact", "<sip:notifier@127.0.0.1:5060>")
+        .header("Event", "call-info")
+        .header("Subscription-State", state)
+        .header("Call-Info", call_info)
+        .build()
+}
+
+const ALL_IDLE: &str = "<sip:sca.test>;appearance-index=*;appearance-state=idle";
+
+/// A call-info NOTIFY whose Call-Info cannot be read (an index that is not
+/// a number, a state outside the model) is answered, and reported.
+#[test]
+fn unreadable_call_info_in_a_notify_is_a_problem() {
+    for (element, says) in [
+        (
+            "<sip:sca.test>;appearance-index=1;appearance-state=ringing",
+            "appearance-state \"ringing\" is not a state of the SCA model",
+        ),
+        (
+            "<sip:sca.test>;appearance-index=first;appearance-state=idle",
+            "appearance-index \"first\" is not a number",
+        ),
+    ] {
+        let mut a = agent();
+        a.subscribe_call_info("60970");
+        let sub = sent(&mut a).remove(0);
+        a.handle(&inbound(notify_in(&sub, "srv", "active", element)));
+        assert_eq!(sent(&mut a)[0].status(), Some(200));
+        let problems = a.status().problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("NOTIFY with unreadable Call-Info: "),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains(says), "{problems:?}");
+    }
+}
+
+/// Over UDP the 2xx to the SUBSCRIBE may be lost (or come after the NOTIFY):
+/// the first NOTIFY of the subscription establishes it (RFC 6665 4.1.2.4),
+/// so the phone is subscribed, refreshes in the dialog the NOTIFY made, and
+/// takes the late 2xx without complaint.
+#[test]
+fn a_notify_before_the_2xx_establishes_the_subscription() {
+    let mut a = agent();
+    a.subscribe_call_info("60970");
+    let sub = sent(&mut a).remove(0);
+    assert!(a.refresh_call_info(3600).is_err(), "not established yet");
+    a.handle(&inbound(notify_in(
+        &sub,
+        "ntf",
+        "active;expires=3600",
+        ALL_IDLE,
+    )));
+    assert_eq!(sent(&mut a)[0].status(), Some(200));
+    let s = a.status();
+    assert!(s.subscribed && s.notifies == 1, "{s:?}");
+    a.refresh_call_info(3600).unwrap();
+    let refresh = sent(&mut a).remove(0);
+    assert_eq!(refresh.to_tag().as_deref(), Some("ntf"));
+    assert_eq!(
+        refresh.request_uri(),
+        Some("sip:notifier@127.0.0.1:5060"),
+        "the NOTIFY's Contact is the dialog's target"
+    );
+    a.handle(&inbound(
+        Builder::response_to(&sub, 200, Some("ntf"))
+            .header("Expires", "3600")
+            .build(),
+    ));
+    let s = a.status();
+    assert!(s.subscribed && s.subscribe_answers == 1, "{s:?}");
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+}
+
+/// A NOTIFY of another dialog than the phone's subscription (another
+/// Call-ID, a To-tag the phone never gave, a From-tag other than the
+/// notifier's) is refused with 481 and reported; the subscription's own
+/// NOTIFY is taken.
+#[test]
+fn a_notify_with_foreign_ids_is_outside_the_subscription() {
+    let mut a = agent();
+    a.subscribe_call_info("60970");
+    let sub = sent(&mut a).remove(0);
+    a.handle(&inbound(
+        Builder::response_to(&sub, 202, Some("srv")).build(),
+    ));
+    let own = String::from_utf8(notify_in(&sub, "srv", "active", ALL_IDLE)).unwrap();
+    let tag = sub.from_tag().unwrap();
+    let foreign = [
+        own.replace(sub.call_id(), "another-call-id"),
+        own.replace(&format!(";tag={tag}"), ";tag=not-ours"),
+        own.replace(";tag=srv", ";tag=an-impostor"),
+    ];
+    for notify in foreign {
+        a.handle(&inbound(notify.into_bytes()));
+        assert_eq!(sent(&mut a)[0].status(), Some(481));
+    }
+    let problems = a.status().problems;
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems
+        .iter()
+        .all(|p| p.starts_with("NOTIFY outside our subscriptions")));
+    assert_eq!(a.status().notifies, 0);
+    a.handle(&inbound(own.into_bytes()));
+    assert_eq!(sent(&mut a)[0].status(), Some(200));
+    assert_eq!((a.status().notifies, a.status().problems.len()), (1, 3));
 }
