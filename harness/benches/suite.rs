@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use scacheck::run::{run_all, RunOptions, Verdict};
+use scacheck::outcome::Verdict;
+use scacheck::run::{run_all, RunOptions};
 use scacheck::sip::Transport;
 
 // The suite loader the integration tests share.

@@ -8,12 +8,10 @@ use std::path::{Path, PathBuf};
 
 use similar::TextDiff;
 
-use crate::golden::SYMBOL_PREFIX;
+use crate::golden::{channel_file, pending_file, target_of, PENDING, SYMBOL_PREFIX};
 use crate::model::{Event, IdSpace, Kind, Strictness, Value};
-use crate::run::{CaseResult, Prepared, Verdict};
-
-/// The suffix of a pending golden file.
-pub const PENDING: &str = "new";
+use crate::outcome::{CaseResult, Verdict};
+use crate::suite::Prepared;
 
 /// Is this a CI run (the `CI` environment variable set and not "false")?
 pub fn in_ci() -> bool {
@@ -88,10 +86,10 @@ pub fn bless(
         let wanted = outcome
             .channels
             .iter()
-            .filter(|c| c.diff.is_some() || !dir.join(format!("{}.jsonl", c.channel)).exists());
+            .filter(|c| c.diff.is_some() || !channel_file(&dir, &c.channel).exists());
         for channel in wanted {
             std::fs::create_dir_all(&dir)?;
-            let path = dir.join(format!("{}.jsonl.{PENDING}", channel.channel));
+            let path = pending_file(&dir, &channel.channel);
             std::fs::write(&path, symbolised(&channel.observed))?;
             written.push(path);
         }
@@ -124,9 +122,26 @@ pub fn pending(golden_root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The golden file a pending file would replace.
-pub fn target_of(pending: &Path) -> PathBuf {
-    pending.with_extension("")
+/// Settles pending golden files: `accept` puts each in place of the golden
+/// it would replace, otherwise each is removed. Returns what it did, a line
+/// per file, for the console.
+pub fn settle(files: &[PathBuf], accept: bool) -> std::io::Result<Vec<String>> {
+    let mut done = Vec::with_capacity(files.len());
+    for f in files {
+        if accept {
+            let target = target_of(f);
+            std::fs::rename(f, &target).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("accepting {}: {e}", f.display()))
+            })?;
+            done.push(format!("accepted {}", target.display()));
+        } else {
+            std::fs::remove_file(f).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("rejecting {}: {e}", f.display()))
+            })?;
+            done.push(format!("rejected {}", f.display()));
+        }
+    }
+    Ok(done)
 }
 
 /// A pending file as a unified diff against the golden it would replace.

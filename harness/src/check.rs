@@ -30,11 +30,12 @@ use crate::diff::{compare_stage, Bindings};
 use crate::observe::sip_tlib::SipTlibDeriver;
 use crate::observe::wire::WireDeriver;
 use crate::observe::{Observability, Observation};
+use crate::outcome::CaseResult;
 use crate::pcap::Packet;
-use crate::run::{CaseResult, Prepared, Verdict};
 use crate::sip::headers::EventHeader;
 use crate::sip::transport::{Direction, Record};
 use crate::sip::{Message, Transport};
+use crate::suite::Prepared;
 use crate::target::Deviation;
 use crate::topology::Topology;
 use crate::ua::reading::CapturedPhones;
@@ -319,7 +320,7 @@ pub fn check(
                 phones
                     .observe(rec)
                     .into_iter()
-                    .map(|why| crate::run::Problem {
+                    .map(|why| crate::outcome::Problem {
                         what: format!("{}: {why}", rec.agent),
                         raw: Some(rec.raw.clone()),
                     }),
@@ -330,31 +331,22 @@ pub fn check(
     let problems = objections
         .into_iter()
         .chain(records.iter().filter_map(|r| {
-            r.problem.as_ref().map(|why| crate::run::Problem {
+            r.problem.as_ref().map(|why| crate::outcome::Problem {
                 what: format!("{} ({}): {why}", r.agent, r.peer),
                 raw: Some(r.raw.clone()),
             })
         }))
         .collect();
-    let mut result = CaseResult {
-        id: p.case.id.clone(),
-        title: p.case.title.clone(),
-        transport: records
-            .first()
-            .map(|r| r.transport)
-            .unwrap_or(Transport::Udp),
-        verdict: Verdict::Pass,
-        duration: Duration::ZERO,
-        stages,
-        error: None,
-        problems,
-        records,
-        events,
-        source,
-        notes: Vec::new(),
-        mirrored: Vec::new(),
-    };
-    crate::run::settle_verdict(&mut result);
+    let transport = records
+        .first()
+        .map(|r| r.transport)
+        .unwrap_or(Transport::Udp);
+    let mut result = CaseResult::new(&p.case.id, &p.case.title, transport, source);
+    result.stages = stages;
+    result.problems = problems;
+    result.records = records;
+    result.events = events;
+    crate::outcome::settle_verdict(&mut result);
     result
 }
 
@@ -400,7 +392,7 @@ pub fn compare_stages(
 pub fn rejudge(p: &Prepared, judged: &CaseResult, deviations: &[Deviation]) -> CaseResult {
     let mut r = judged.clone();
     r.stages = compare_stages(p, &r.events, &r.source, deviations);
-    crate::run::settle_verdict(&mut r);
+    crate::outcome::settle_verdict(&mut r);
     r
 }
 
@@ -439,31 +431,20 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
         &mut Bindings::default(),
         &[],
     );
-    let mut result = CaseResult {
-        id: p.case.id.clone(),
-        title: p.case.title.clone(),
-        transport: Transport::Udp,
-        verdict: Verdict::Pass,
-        duration: Duration::ZERO,
-        stages: vec![stage],
-        error: None,
-        problems: Vec::new(),
-        records: Vec::new(),
-        events: observed
-            .into_iter()
-            .map(|o| ("log".to_string(), o))
-            .collect(),
-        source,
-        notes: Vec::new(),
-        mirrored: Vec::new(),
-    };
-    crate::run::settle_verdict(&mut result);
+    let mut result = CaseResult::new(&p.case.id, &p.case.title, Transport::Udp, source);
+    result.stages = vec![stage];
+    result.events = observed
+        .into_iter()
+        .map(|o| ("log".to_string(), o))
+        .collect();
+    crate::outcome::settle_verdict(&mut result);
     result
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Verdict;
     use crate::sip::build::Builder;
     use std::time::UNIX_EPOCH;
 

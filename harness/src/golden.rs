@@ -47,6 +47,27 @@ pub struct GoldenStage {
     pub channels: Vec<(Channel, Expectation)>,
 }
 
+/// The extension of a channel's golden file.
+pub const EXTENSION: &str = "jsonl";
+/// The suffix a pending golden file adds (`<channel>.jsonl.new`, written by
+/// `--bless`, settled by `golden accept` / `golden reject`).
+pub const PENDING: &str = "new";
+
+/// A stage directory's golden file of one channel.
+pub fn channel_file(dir: &Path, channel: &Channel) -> PathBuf {
+    dir.join(format!("{channel}.{EXTENSION}"))
+}
+
+/// The pending golden file of one channel, beside its golden file.
+pub fn pending_file(dir: &Path, channel: &Channel) -> PathBuf {
+    dir.join(format!("{channel}.{EXTENSION}.{PENDING}"))
+}
+
+/// The golden file a pending file would replace.
+pub fn target_of(pending: &Path) -> PathBuf {
+    pending.with_extension("")
+}
+
 /// The marker that makes an identifier value a symbol.
 pub const SYMBOL_PREFIX: char = '$';
 /// The key of the one-line "not asserted" marker.
@@ -76,10 +97,7 @@ impl GoldenStage {
         })?;
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            if path
-                .extension()
-                .is_some_and(|x| x == "md" || x == crate::bless::PENDING)
-            {
+            if path.extension().is_some_and(|x| x == "md" || x == PENDING) {
                 continue; // readings written beside the files; pending goldens
             }
             let stem = path
@@ -91,7 +109,7 @@ impl GoldenStage {
                 Channel::Dn(dn) => topology.knows(&dn),
                 Channel::Wire(dn) => topology.line_of(&dn).is_some(),
             };
-            if !known || path.extension().is_none_or(|x| x != "jsonl") {
+            if !known || path.extension().is_none_or(|x| x != EXTENSION) {
                 return Err(InputError::new(
                     &path,
                     None,
@@ -106,7 +124,7 @@ impl GoldenStage {
         }
         let mut out = Vec::new();
         for channel in channels(parties, topology) {
-            let path = dir.join(format!("{channel}.jsonl"));
+            let path = channel_file(&dir, &channel);
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 InputError::new(
                     &path,

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
+use crate::outcome::{CaseResult, Verdict};
 use crate::report::case_key;
-use crate::run::{CaseResult, Verdict};
 use crate::sip::headers::appearances;
 use crate::sip::transport::Direction;
 use crate::sip::Message;

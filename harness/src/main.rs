@@ -10,8 +10,9 @@ use scacheck::case::Case;
 use scacheck::observe::hep::HepListener;
 use scacheck::reference::Fault;
 use scacheck::report;
-use scacheck::run::{run_all_reporting, Events, Prepared, RunOptions, Target};
+use scacheck::run::{run_all_reporting, Events, RunOptions, Target};
 use scacheck::sip::Transport;
+use scacheck::suite::Prepared;
 use scacheck::target::Profile;
 use scacheck::topology::Topology;
 
@@ -249,29 +250,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Does a case id match the user's pattern?
-fn matches(pattern: &str, id: &str) -> bool {
-    if !pattern.contains('*') {
-        return id.contains(pattern);
-    }
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !id.starts_with(first)
-        || !id[first.len()..].ends_with(last)
-        || id.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &id[first.len()..id.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// Loads a target profile and checks its deviations against the whole
 /// suite (not only the cases a command selects): every case, stage,
 /// channel and golden event a deviation names must exist. A golden
@@ -445,16 +423,9 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
                 "CI is set: golden files are not changed in CI"
             );
             let accept = matches!(args.action, GoldenAction::Accept { .. });
-            for f in bless::selected(&args.inputs.golden_dir, case(id)?.as_ref()) {
-                if accept {
-                    std::fs::rename(&f, bless::target_of(&f))
-                        .with_context(|| format!("accepting {}", f.display()))?;
-                    println!("accepted {}", bless::target_of(&f).display());
-                } else {
-                    std::fs::remove_file(&f)
-                        .with_context(|| format!("rejecting {}", f.display()))?;
-                    println!("rejected {}", f.display());
-                }
+            let files = bless::selected(&args.inputs.golden_dir, case(id)?.as_ref());
+            for line in bless::settle(&files, accept)? {
+                println!("{line}");
             }
         }
     }
@@ -537,7 +508,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let mut cases = Case::load_dir(&args.inputs.cases_dir, &topology)?;
     if let Some(p) = &args.cases {
-        cases.retain(|c| matches(p, &c.id));
+        cases.retain(|c| scacheck::suite::matches(p, &c.id));
         anyhow::ensure!(
             !cases.is_empty(),
             "no case in {} matches {p:?}",
@@ -646,20 +617,4 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
     }
     Ok(results.iter().all(|r| r.verdict.expected()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches;
-
-    #[test]
-    fn patterns() {
-        assert!(matches("answered", "inbound-answered"));
-        assert!(matches("inbound-*", "inbound-answered"));
-        assert!(matches("*-answered", "inbound-answered"));
-        assert!(matches("in*ed", "inbound-answered"));
-        assert!(!matches("out*", "inbound-answered"));
-        assert!(!matches("inbound-*-x", "inbound-answered"));
-        assert!(!matches("ab*ba", "aba"));
-    }
 }

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::model::{Attr, Channel, KnownEvent, Value};
-use crate::run::{CaseResult, Verdict};
+use crate::outcome::{CaseResult, Verdict};
 use crate::sip::transport::Direction;
 
 /// The file-name form of a case's id with its transport (UDP is the
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn an_event_line_says_what_the_event_is_ordered_within() {
-        let mut r = crate::run::tests::result(&[]);
+        let mut r = crate::outcome::tests::result(&[]);
         let event = |within: Option<&str>| crate::observe::Observation {
             channel: crate::model::Channel::parse("60972"),
             event: crate::model::Event::new(crate::model::KnownEvent::Released),

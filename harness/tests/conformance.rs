@@ -5,8 +5,9 @@
 mod common;
 
 use libtest_mimic::{Arguments, Trial};
+use scacheck::outcome::Verdict;
 use scacheck::report;
-use scacheck::run::{run_case, RunOptions, Verdict};
+use scacheck::run::{run_case, RunOptions};
 use scacheck::sip::Transport;
 
 fn trials() -> Result<Vec<Trial>, String> {

@@ -9,9 +9,10 @@ use common::suite;
 
 use std::collections::BTreeSet;
 
+use scacheck::outcome::{CaseResult, Verdict};
 use scacheck::reference::Fault;
 use scacheck::report;
-use scacheck::run::{run_all, CaseResult, RunOptions, Target, Verdict};
+use scacheck::run::{run_all, RunOptions, Target};
 
 /// How a fault must show in one case.
 #[derive(Clone)]

@@ -9,8 +9,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use common::suite;
+use scacheck::outcome::Verdict;
 use scacheck::reference::Embedded;
-use scacheck::run::{run_all, Events, RunOptions, Target, Verdict, DOMAIN};
+use scacheck::run::{run_all, Events, RunOptions, Target, DOMAIN};
 use scacheck::sip::Transport;
 use scacheck::target::Profile;
 use scacheck::topology::Topology;
@@ -218,7 +219,7 @@ fn judged_from_hep_as_from_phones(transport: Transport) {
     });
     // Events of the stages, channel by channel (order is compared within a
     // channel, as the diff does).
-    let by_channel = |r: &scacheck::run::CaseResult| {
+    let by_channel = |r: &scacheck::outcome::CaseResult| {
         let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (stage, o) in &r.events {
             if stage != "setup" && stage != "teardown" {

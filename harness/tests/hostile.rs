@@ -11,8 +11,9 @@ use common::{judge_capture, kamailio_captures, suite};
 use std::net::SocketAddr;
 
 use scacheck::check::endpoints;
+use scacheck::outcome::Verdict;
 use scacheck::pcap::Packet;
-use scacheck::run::{Prepared, Verdict};
+use scacheck::suite::Prepared;
 use scacheck::target::Profile;
 use scacheck::topology::Topology;
 

@@ -13,7 +13,8 @@ use common::suite;
 use scacheck::check::check_events;
 use scacheck::model::Channel;
 use scacheck::observe::{tlib_log, Observability};
-use scacheck::run::{run_all, RunOptions, Verdict};
+use scacheck::outcome::Verdict;
+use scacheck::run::{run_all, RunOptions};
 
 /// The reference flows (not the checks beyond the page).
 const FLOWS: &[&str] = &[
@@ -36,7 +37,7 @@ fn logs_dir() -> std::path::PathBuf {
 
 /// A log shows the T-Library channels, not the SIP wire layer.
 fn only_tlib(
-    p: &scacheck::run::Prepared,
+    p: &scacheck::suite::Prepared,
     topology: &scacheck::topology::Topology,
 ) -> Observability {
     let mut s = Observability::everything("constructed log");

@@ -20,7 +20,9 @@ use scacheck::check::rejudge;
 use scacheck::deviation::{matches, Deviation, Edit};
 use scacheck::golden::Expectation;
 use scacheck::model::{Attr, Channel, Event, IdSpace, Kind, Value};
-use scacheck::run::{run_all, CaseResult, Prepared, RunOptions};
+use scacheck::outcome::CaseResult;
+use scacheck::run::{run_all, RunOptions};
+use scacheck::suite::Prepared;
 
 /// One changed golden file: which event, and how.
 #[derive(Debug, Clone)]

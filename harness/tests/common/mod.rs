@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use scacheck::check::{check, endpoints, records, stage_starts};
+use scacheck::outcome::CaseResult;
 use scacheck::pcap::{Packet, Reader};
-use scacheck::run::{CaseResult, Prepared};
+use scacheck::suite::Prepared;
 use scacheck::target::Profile;
 use scacheck::topology::Topology;
 
