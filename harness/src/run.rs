@@ -755,9 +755,8 @@ async fn perform(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::diff::{ChannelResult, StageResult};
 
     /// Over UDP a wait for an answer lasts Timer B/F for the T1 in use (at
     /// least); over TCP, or when the plain deadline is longer, the plain one.
