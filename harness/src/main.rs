@@ -432,56 +432,6 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--events` source of a run. A HEP listener is bound here, once for
-/// the whole run, so that a port in use is an error before anything runs.
-fn events_source(
-    spec: &str,
-    target: &Target,
-    runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<Events> {
-    const EXPECTED: &str = "expected sip, feed:IP:PORT, tlib-log:PATH or hep:IP:PORT";
-    if spec == "sip" {
-        return Ok(Events::Sip);
-    }
-    let (kind, value) = spec
-        .split_once(':')
-        .with_context(|| format!("--events {spec:?}: {EXPECTED}"))?;
-    anyhow::ensure!(
-        ["feed", "tlib-log", "hep"].contains(&kind),
-        "--events {spec:?}: unknown source {kind:?}, {EXPECTED}"
-    );
-    anyhow::ensure!(
-        matches!(target, Target::Remote(_)),
-        "--events {kind}: is for a target profile; the embedded server has its own feed"
-    );
-    let addr = || {
-        value
-            .parse::<std::net::SocketAddr>()
-            .with_context(|| format!("--events {spec:?}: {value:?} is not an IP:PORT"))
-    };
-    Ok(match kind {
-        "feed" => Events::Feed(addr()?),
-        "hep" => {
-            let at = addr()?;
-            let listener = runtime
-                .block_on(HepListener::bind(at))
-                .with_context(|| format!("--events {spec:?}: cannot listen for HEP on UDP {at}"))?;
-            Events::Hep(std::sync::Arc::new(listener))
-        }
-        _ => {
-            let path = std::path::PathBuf::from(value);
-            // Followed from its end as it grows: a file that is not there
-            // would silently give no events at all.
-            anyhow::ensure!(
-                path.is_file(),
-                "--events {spec:?}: {} is not a file (the log must exist when the run starts)",
-                path.display()
-            );
-            Events::Log(path)
-        }
-    })
-}
-
 /// Returns whether every case passed; an error is bad input or usage.
 fn run(args: RunArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
@@ -530,34 +480,23 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
             }
         })
         .collect::<Result<_, _>>()?;
-    let transport = match args.transport {
-        Some(TransportArg::Tcp) => Transport::Tcp,
-        _ => Transport::Udp,
-    };
-    let transport = match (&target, args.transport.is_some()) {
-        (Target::Remote(p), false) => p.transport,
-        _ => transport,
-    };
+    let asked = args.transport.map(|t| match t {
+        TransportArg::Tcp => Transport::Tcp,
+        TransportArg::Udp => Transport::Udp,
+    });
+    let transport = RunOptions::transport_for(&target, asked);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let events = events_source(&args.events, &target, &runtime)?;
-    // A verdict table can hold one target judged from several sources.
+    let events = Events::parse(&args.events, &target, |at| {
+        runtime.block_on(HepListener::bind(at))
+    })?;
     let described = target.describe();
-    let mut name = match &events {
-        Events::Sip => target.name(),
-        Events::Feed(_) => format!("{}+feed", target.name()),
-        Events::Log(_) => format!("{}+tlib-log", target.name()),
-        Events::Hep(_) => format!("{}+hep", target.name()),
-    };
-    if transport == Transport::Tcp {
-        // As a case run over TCP is keyed `<case>@tcp`.
-        name.push_str("@tcp");
-    }
     let opts = RunOptions {
         target,
         transport,
         events,
         ..RunOptions::default()
     };
+    let name = opts.name();
     let dir = args.output.dir();
 
     // With the JSON stream on standard output, the console goes to stderr.

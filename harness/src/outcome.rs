@@ -72,6 +72,15 @@ pub struct Problem {
     pub raw: Option<Vec<u8>>,
 }
 
+/// A case's or a run's name as reports key it: `@tcp` for TCP, nothing
+/// for UDP (the default), so the transports line up in a verdict table.
+pub fn keyed(name: &str, transport: Transport) -> String {
+    match transport {
+        Transport::Udp => name.to_string(),
+        other => format!("{name}@{other}"),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CaseResult {
     pub id: String,
@@ -119,10 +128,7 @@ impl CaseResult {
     /// How every report names the case: its id, and `@tcp` for a run over
     /// TCP (a verdict table lines the transports up by it).
     pub fn key(&self) -> String {
-        match self.transport {
-            Transport::Udp => self.id.clone(),
-            other => format!("{}@{other}", self.id),
-        }
+        keyed(&self.id, self.transport)
     }
 
     /// Where the run first left the golden path, preferring a difference

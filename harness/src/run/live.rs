@@ -1,0 +1,244 @@
+//! Starting a case's target and phones (registered and subscribed), and
+//! resetting a real target before a case: the live parts of a run, dropped
+//! together at its end.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::observe::feed::FeedClient;
+use crate::observe::hep::HepView;
+use crate::observe::tlib_log::LogFollower;
+use crate::observe::wire::WireDeriver;
+use crate::observe::EventLog;
+use crate::reference::Embedded;
+use crate::sip::transport::{Endpoint, Record, Recorder};
+use crate::suite::Prepared;
+use crate::target::Profile;
+use crate::topology::Topology;
+use crate::ua::{AgentConfig, AgentHandle, UaError};
+
+use super::{sip_deriver, Events, RunOptions, Target, DOMAIN};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The live parts of a running case; dropped together at the end.
+pub(super) struct Live {
+    _server: Option<Embedded>,
+    pub(super) source: Option<Source>,
+    pub(super) agents: Vec<AgentHandle>,
+}
+
+/// A running source of a server's own events.
+pub(super) enum Source {
+    Feed(#[allow(dead_code)] FeedClient),
+    Log(#[allow(dead_code)] LogFollower),
+    Hep(HepView),
+}
+
+impl Live {
+    /// Before a stage begins: waits for a source that lags the phones (the
+    /// server's HEP mirror) to catch up with what they have recorded.
+    /// Returns false when it has mirrored nothing at all.
+    pub(super) async fn catch_up(&self, recorder: &Recorder, deadline: Duration) -> bool {
+        match &self.source {
+            Some(Source::Hep(view)) => view.caught_up(recorder.len(), deadline).await > 0,
+            _ => true,
+        }
+    }
+
+    pub(super) fn agent(&self, dn: &str) -> Result<&AgentHandle, String> {
+        self.agents
+            .iter()
+            .find(|a| a.dn() == dn)
+            .ok_or_else(|| format!("no user agent for {dn}"))
+    }
+}
+
+/// How long a profile's reset command may take.
+const RESET_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs the profile's reset command, if it has one: a real server keeps
+/// state (appearances, subscriptions) that one case must not leave to the
+/// next.
+pub(super) async fn reset(profile: &Profile) -> Result<(), String> {
+    let Some((program, args)) = profile.reset.split_first() else {
+        return Ok(());
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    let shown = profile.reset.join(" ");
+    let out = tokio::time::timeout(RESET_DEADLINE, cmd.output())
+        .await
+        .map_err(|_| format!("reset `{shown}` did not finish within {RESET_DEADLINE:?}"))?
+        .map_err(|e| format!("reset `{shown}` could not start: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "reset `{shown}` failed ({}): {}",
+            out.status,
+            stderr.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the target (if it is embedded) and the user agents, registers
+/// them and subscribes the shared-line phones to their line's call-info.
+pub(super) async fn start(
+    p: &Prepared,
+    topology: &Topology,
+    opts: &RunOptions,
+    recorder: &Recorder,
+    log: &EventLog,
+) -> Result<Live, String> {
+    // The derived layers come from SIP as it is recorded (by the phones,
+    // or by the server's HEP mirror), so they land in the same log, in the
+    // same order, as a server's own events.
+    let members = topology.members_among(&p.case.parties);
+    let mut wire = WireDeriver::new(&members);
+    let mut tlib = match (&opts.target, &opts.events) {
+        (Target::Remote(profile), Events::Sip | Events::Hep(_)) => {
+            Some(sip_deriver(p, topology, profile))
+        }
+        _ => None,
+    };
+    let derived = log.clone();
+    let derive = move |rec: &Record| {
+        let tlib_events = tlib.as_mut().map(|t| t.observe(rec)).unwrap_or_default();
+        for obs in tlib_events.into_iter().chain(wire.observe(rec)) {
+            derived.push(obs);
+        }
+    };
+    let hep = match (&opts.target, &opts.events) {
+        (Target::Remote(_), Events::Hep(listener)) => {
+            let view = HepView::start(listener, derive);
+            // The server's view is attributed by the phones' addresses,
+            // each TCP connection's included, learnt as they record.
+            let claims = view.claimer();
+            recorder.set_tap(move |rec| claims(rec.local, &rec.agent));
+            Some(view)
+        }
+        _ => {
+            recorder.set_tap(derive);
+            None
+        }
+    };
+    let (server, feed, domain, address, identities) = match &opts.target {
+        Target::Embedded { fault } => {
+            let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault)
+                .await
+                .map_err(|e| format!("embedded server: {e}"))?;
+            let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone()).await?;
+            let sip = server.sip;
+            (
+                Some(server),
+                Some(Source::Feed(feed)),
+                DOMAIN.to_string(),
+                sip,
+                None,
+            )
+        }
+        Target::Remote(profile) => {
+            let feed = match &opts.events {
+                Events::Feed(addr) => Some(Source::Feed(
+                    FeedClient::connect(*addr, opts.deadlines.setup, log.clone()).await?,
+                )),
+                Events::Log(path) => {
+                    Some(Source::Log(LogFollower::start(path.clone(), log.clone())))
+                }
+                Events::Hep(_) => hep.map(Source::Hep),
+                Events::Sip => None,
+            };
+            (
+                None,
+                feed,
+                profile.domain.clone(),
+                profile.address,
+                Some(profile.identities.clone()),
+            )
+        }
+    };
+    // Unique across cases, transports, processes and runs: a shared real
+    // server must never see a Call-ID or tag twice.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let nonce = format!(
+        "{}-{}-{}-{:x}",
+        p.case.id,
+        opts.transport,
+        std::process::id(),
+        started.as_micros()
+    );
+    let mut agents = Vec::new();
+    for dn in &p.case.parties {
+        let (endpoint, inbound) = Endpoint::bind(dn, LOOPBACK, recorder.clone())
+            .await
+            .map_err(|e| format!("{dn}: cannot bind: {e}"))?;
+        let user = identities
+            .as_ref()
+            .and_then(|i| i.get(dn).cloned())
+            .unwrap_or_else(|| dn.clone());
+        let cfg = AgentConfig {
+            dn: dn.clone(),
+            user,
+            domain: domain.clone(),
+            local: endpoint.local_addr(),
+            transport: opts.transport,
+            server: address,
+            nonce: nonce.clone(),
+            t1: opts.deadlines.t1,
+        };
+        agents.push(AgentHandle::start(endpoint, inbound, cfg));
+    }
+    let live = Live {
+        _server: server,
+        source: feed,
+        agents,
+    };
+    let setup = |e: UaError| format!("setup: {e}");
+    // The phones' REGISTER and SUBSCRIBE are answers to wait for.
+    let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
+    for a in &live.agents {
+        a.act(|a| a.register()).await.map_err(setup)?;
+    }
+    for a in &live.agents {
+        a.wait_for("its REGISTER to be accepted", deadline, |s| s.registered)
+            .await
+            .map_err(setup)?;
+    }
+    for a in &live.agents {
+        if let Some(line) = topology.line_of(a.dn()) {
+            let number = line.number.clone();
+            a.act(move |a| a.subscribe_call_info(&number))
+                .await
+                .map_err(setup)?;
+        }
+    }
+    for a in live
+        .agents
+        .iter()
+        .filter(|a| topology.line_of(a.dn()).is_some())
+    {
+        // The 2xx to the SUBSCRIBE is part of the setup: waiting for it too
+        // keeps its Subscribed out of the first stage when it comes after
+        // the NOTIFY (Kamailio over TCP). One lost every time the phone
+        // asked leaves the subscription to its first NOTIFY, which
+        // establishes it (RFC 6665 4.1.2.4): the setup goes on without it.
+        let settled = a
+            .wait_for(
+                "its call-info subscription, its 2xx and first NOTIFY",
+                deadline,
+                |s| s.subscribed && s.notifies > 0 && s.subscribe_answers > 0,
+            )
+            .await;
+        let established = |s: crate::ua::Status| s.subscribed && s.notifies > 0;
+        match settled {
+            Err(UaError::Timeout { .. }) if established(a.status()) => {}
+            other => other.map_err(setup)?,
+        }
+    }
+    Ok(live)
+}

@@ -1,0 +1,108 @@
+//! The steps of a case: each waits (with a deadline) for the state it
+//! needs, then one phone acts.
+
+use std::time::Duration;
+
+use crate::case::{Action, Step};
+use crate::topology::Topology;
+use crate::ua::{CallDirection, Phase, Seizure};
+
+use super::live::Live;
+
+/// Carries out one step, first waiting (with a deadline) for the state it
+/// needs: a phone can only answer once an INVITE has reached it.
+pub(super) async fn perform(
+    live: &Live,
+    topology: &Topology,
+    step: &Step,
+    deadline: Duration,
+) -> Result<(), String> {
+    use crate::ua::{Agent, ScriptError, Status};
+    type Ready = Box<dyn Fn(&Status) -> bool + Send + Sync>;
+    type Act = Box<dyn FnOnce(&mut Agent) -> Result<(), ScriptError> + Send>;
+    let agent = live.agent(&step.actor)?;
+    let line = topology
+        .line_of(&step.actor)
+        .map(|l| l.number.clone())
+        .unwrap_or_default();
+    let phase = |p: Phase| -> Ready { Box::new(move |st| st.call(|c| c.phase == p).is_some()) };
+    // What the step needs first (with what to call it in a timeout), and
+    // what it does.
+    let (needs, act): (Option<(&str, Ready)>, Act) = match step.action.clone() {
+        Action::Call { to } => (
+            // A call after a seizure must know whether it was granted.
+            Some((
+                "the line-seize answer",
+                Box::new(|st| !matches!(st.seizure, Some(Seizure::Pending(_)))),
+            )),
+            Box::new(move |a| {
+                a.invite(&to);
+                Ok(())
+            }),
+        ),
+        Action::Answer => (
+            Some(("an incoming call to ring", phase(Phase::Ringing))),
+            Box::new(|a| a.answer()),
+        ),
+        Action::Refuse { code } => (
+            Some(("an incoming call to ring", phase(Phase::Ringing))),
+            Box::new(move |a| a.refuse(code)),
+        ),
+        Action::Hangup => (
+            Some(("an established call", phase(Phase::Confirmed))),
+            Box::new(|a| a.hangup()),
+        ),
+        Action::Cancel => (
+            Some((
+                "an unanswered outgoing call",
+                Box::new(|st| {
+                    st.call(|c| {
+                        c.direction == CallDirection::Outgoing
+                            && matches!(c.phase, Phase::Calling | Phase::Early)
+                    })
+                    .is_some()
+                }),
+            )),
+            Box::new(|a| a.cancel()),
+        ),
+        Action::Seize { index, expires } => (
+            None,
+            Box::new(move |a| {
+                a.seize(&line, index, expires);
+                Ok(())
+            }),
+        ),
+        Action::Hold { private } => (
+            Some(("an established call", phase(Phase::Confirmed))),
+            Box::new(move |a| a.hold(private)),
+        ),
+        Action::Retrieve { index } | Action::Barge { index } => (
+            None,
+            Box::new(move |a| {
+                a.join_appearance(&line, index);
+                Ok(())
+            }),
+        ),
+        action @ (Action::Refresh | Action::Unsubscribe) => {
+            let expires = if action == Action::Refresh { 3600 } else { 0 };
+            (
+                Some((
+                    "an accepted call-info subscription",
+                    Box::new(|st| st.subscribed),
+                )),
+                Box::new(move |a| a.refresh_call_info(expires)),
+            )
+        }
+    };
+    if let Some((what, ready)) = needs {
+        agent
+            .wait_for(what, deadline, ready)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    agent
+        .act(act)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
