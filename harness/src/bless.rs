@@ -97,6 +97,22 @@ pub fn bless(
     Ok(written)
 }
 
+/// [`bless`] for every case of a run, in order; an error names the case.
+pub fn bless_all(
+    suite: &[Prepared],
+    results: &[CaseResult],
+    golden_root: &Path,
+) -> std::io::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (p, r) in suite.iter().zip(results) {
+        written.extend(
+            bless(p, r, golden_root)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("blessing {}: {e}", r.id)))?,
+        );
+    }
+    Ok(written)
+}
+
 /// Every pending golden file under `golden_root`, sorted.
 pub fn pending(golden_root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -350,6 +350,92 @@ pub fn check(
     result
 }
 
+/// A capture file read through: its SIP messages, what the reader passed
+/// over, and where the file broke off, if it did (never fatal: what came
+/// before is judged).
+#[derive(Debug)]
+pub struct Capture {
+    pub packets: Vec<Packet>,
+    pub skipped: crate::pcap::Skipped,
+    pub broken: Option<String>,
+}
+
+impl Capture {
+    pub fn read(path: &std::path::Path) -> Result<Capture, crate::pcap::PcapError> {
+        let mut reader = crate::pcap::Reader::open(path)?;
+        let mut packets = Vec::new();
+        let mut broken = None;
+        loop {
+            match reader.next_packet() {
+                Ok(Some(p)) => packets.push(p),
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        Ok(Capture {
+            packets,
+            skipped: reader.skipped().clone(),
+            broken,
+        })
+    }
+
+    /// A capture judged as a run: the phones found by `identities` (DN ->
+    /// SIP user), the flow detected among `suite` by its structure (give a
+    /// suite of one case to name it), events derived from the phones' SIP
+    /// and compared with the target's declared deviations. `name` is the
+    /// file, for the report's sources.
+    pub fn judge<'a>(
+        &self,
+        name: &std::path::Path,
+        suite: &'a [Prepared],
+        identities: &BTreeMap<String, String>,
+        deviations: &[Deviation],
+        topology: &Topology,
+    ) -> Result<(&'a Prepared, CaseResult), Detection> {
+        let who = endpoints(&self.packets, topology, identities);
+        let recs = records(&self.packets, &who);
+        let (p, starts) = detect(suite, &recs, &who, topology)?;
+        let dn_of_user = crate::target::dn_of_user(identities, topology);
+        let mut result = check(p, recs, topology, &dn_of_user, &starts, deviations);
+        let from = format!("derived from the SIP in {}", name.display());
+        result.source.source = format!("T-Library events {from}");
+        result.source.wire_source = format!("SCA wire layer {from}");
+        Ok((p, result))
+    }
+}
+
+/// A server log judged against a case: its T-Library channels (a log
+/// holds no SIP wire layer), every stage in order ([`check_events`]), what
+/// the reader passed over noted. Also returns how many events it read and
+/// what it skipped, for the console.
+pub fn judge_log(
+    text: &str,
+    name: &std::path::Path,
+    p: &Prepared,
+    topology: &Topology,
+) -> Result<(CaseResult, usize, crate::observe::tlib_log::Skipped), crate::observe::tlib_log::NotALog>
+{
+    let (events, skipped) = crate::observe::tlib_log::read(text)?;
+    let count = events.len();
+    let mut source = Observability::everything(&format!("T-Library events in {}", name.display()));
+    source.channels = Some(
+        crate::golden::channels(&p.case.parties, topology)
+            .into_iter()
+            .filter(|c| !matches!(c, crate::model::Channel::Wire(_)))
+            .collect(),
+    );
+    let mut result = check_events(p, events, source);
+    if !skipped.is_empty() {
+        result
+            .notes
+            .push(format!("log {}: {skipped}", name.display()));
+    }
+    Ok((result, count, skipped))
+}
+
 /// Compares events already attributed to stages (a capture's, or a run's
 /// `CaseResult::events`) with the case's golden stages, given the
 /// deviations the target declares (those of other cases are ignored).

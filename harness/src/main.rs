@@ -6,14 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use scacheck::case::Case;
 use scacheck::observe::hep::HepListener;
 use scacheck::reference::Fault;
 use scacheck::report;
 use scacheck::run::{run_all_reporting, Events, RunOptions, Target};
 use scacheck::sip::Transport;
 use scacheck::suite::Prepared;
-use scacheck::target::Profile;
 use scacheck::topology::Topology;
 
 /// Conformance tests for SIP servers that implement Shared Call Appearance.
@@ -59,12 +57,11 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// The case named `id`.
-    fn case(&self, id: &str, topology: &Topology) -> anyhow::Result<Case> {
-        Case::load_dir(&self.cases_dir, topology)?
-            .into_iter()
-            .find(|c| c.id == id)
-            .with_context(|| format!("no case {id:?} in {}", self.cases_dir.display()))
+    fn dirs(&self) -> scacheck::suite::Dirs {
+        scacheck::suite::Dirs {
+            cases: self.cases_dir.clone(),
+            golden: self.golden_dir.clone(),
+        }
     }
 }
 
@@ -202,77 +199,37 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    // Exit 0: every case as expected; 1: a case failed, xpassed or could
+    // not be driven; 2: bad input or usage, said on standard error.
+    let outcome = match cli.command {
         Command::Faults => {
             for f in Fault::ALL {
                 println!("{:<26} {}", f.name(), f.description());
             }
-            ExitCode::SUCCESS
+            Ok(true)
         }
-        Command::Table { reports } => match report::table(&reports) {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("scacheck: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Pcap(PcapCommand::Check(args)) => match pcap_check(args) {
-            Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
-            Err(e) => {
-                eprintln!("scacheck: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Log(LogCommand::Check(args)) => match log_check(args) {
-            Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
-            Err(e) => {
-                eprintln!("scacheck: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Golden(args) => match golden(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("scacheck: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Run(args) => match run(args) {
-            Ok(all_passed) => ExitCode::from(if all_passed { 0 } else { 1 }),
-            Err(e) => {
-                eprintln!("scacheck: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Table { reports } => report::table(&reports).map(|table| {
+            print!("{table}");
+            true
+        }),
+        Command::Pcap(PcapCommand::Check(args)) => pcap_check(args),
+        Command::Log(LogCommand::Check(args)) => log_check(args),
+        Command::Golden(args) => golden(args).map(|()| true),
+        Command::Run(args) => run(args),
+    };
+    match outcome {
+        Ok(expected) => ExitCode::from(if expected { 0 } else { 1 }),
+        Err(e) => {
+            eprintln!("scacheck: {e:#}");
+            ExitCode::from(2)
+        }
     }
-}
-
-/// Loads a target profile and checks its deviations against the whole
-/// suite (not only the cases a command selects): every case, stage,
-/// channel and golden event a deviation names must exist. A golden
-/// directory that does not exist yet (a case being recorded) has no events
-/// a deviation could name.
-fn load_profile(path: &str, inputs: &Inputs, topology: &Topology) -> anyhow::Result<Profile> {
-    let profile = Profile::load(std::path::Path::new(path), topology)?;
-    let suite: Vec<Prepared> = Case::load_dir(&inputs.cases_dir, topology)?
-        .into_iter()
-        .map(|c| Prepared::new_recording(c, &inputs.golden_dir, topology))
-        .collect::<Result<_, _>>()?;
-    let named: Vec<(&Case, &[scacheck::golden::GoldenStage])> = suite
-        .iter()
-        .map(|p| (&p.case, p.golden.as_slice()))
-        .collect();
-    profile.validate(&named)?;
-    Ok(profile)
 }
 
 /// Checks a capture; returns whether its verdict is an expected one.
 fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
-    use scacheck::check::{check, detect, endpoints, records};
     let topology = Topology::reference();
+    let dirs = args.inputs.dirs();
     let (name, identities, deviations) = if args.target == "embedded" {
         let ids = topology
             .dns()
@@ -281,114 +238,74 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
             .collect();
         ("embedded".to_string(), ids, Vec::new())
     } else {
-        let profile = load_profile(&args.target, &args.inputs, &topology)?;
-        (
-            profile.name.clone(),
-            profile.identities.clone(),
-            profile.deviations.clone(),
-        )
+        let profile = dirs.profile(std::path::Path::new(&args.target), &topology)?;
+        (profile.name, profile.identities, profile.deviations)
     };
-    let dn_of_user = scacheck::target::dn_of_user(&identities, &topology);
-    let mut reader = scacheck::pcap::Reader::open(&args.file)
+    let capture = scacheck::check::Capture::read(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let mut captured = Vec::new();
-    let mut broken = None;
-    loop {
-        match reader.next_packet() {
-            Ok(Some(p)) => captured.push(p),
-            Ok(None) => break,
-            Err(e) => {
-                broken = Some(e.to_string());
-                break;
-            }
-        }
-    }
     println!(
         "capture: {} SIP messages; skipped: {:?}",
-        captured.len(),
-        reader.skipped()
+        capture.packets.len(),
+        capture.skipped
     );
-    if let Some(e) = &broken {
+    if let Some(e) = &capture.broken {
         println!("capture ends early: {e}");
     }
-    let mut cases = Case::load_dir(&args.inputs.cases_dir, &topology)?;
-    if let Some(id) = &args.case_id {
-        cases.retain(|c| &c.id == id);
-        anyhow::ensure!(
-            !cases.is_empty(),
-            "no case {id:?} in {}",
-            args.inputs.cases_dir.display()
-        );
-    }
-    let prepared: Vec<Prepared> = cases
-        .into_iter()
-        .map(|c| Prepared::new(c, &args.inputs.golden_dir, &topology))
-        .collect::<Result<_, _>>()?;
-    let who = endpoints(&captured, &topology, &identities);
-    let recs = records(&captured, &who);
+    let suite = match &args.case_id {
+        Some(id) => vec![dirs.case(id, &topology, false)?],
+        None => dirs.load(&topology, None, false)?,
+    };
     // The flow: the given case, or the one the capture's structure shows
     // (never chosen by its verdict).
-    let (p, starts) =
-        detect(&prepared, &recs, &who, &topology).with_context(|| match &args.case_id {
+    let (p, result) = capture
+        .judge(&args.file, &suite, &identities, &deviations, &topology)
+        .with_context(|| match &args.case_id {
             Some(c) => format!("case {c}"),
             None => "detecting the flow".to_string(),
         })?;
-    let mut result = check(p, recs, &topology, &dn_of_user, &starts, &deviations);
     if args.case_id.is_none() {
         println!("detected case: {}", p.case.id);
     }
-    let from = format!("derived from the SIP in {}", args.file.display());
-    result.source.source = format!("T-Library events {from}");
-    result.source.wire_source = format!("SCA wire layer {from}");
-    println!("{}", report::console_line(&result));
-    let dir = args.output.dir();
-    report::write(
-        &dir,
+    finish(
+        &args.output,
         &name,
         &format!("capture {}", args.file.display()),
-        std::slice::from_ref(&result),
+        result,
     )
-    .with_context(|| format!("writing the report to {}", dir.display()))?;
+}
+
+/// Prints a checked case's line, writes its report; whether its verdict is
+/// an expected one.
+fn finish(
+    output: &Output,
+    name: &str,
+    described: &str,
+    result: scacheck::outcome::CaseResult,
+) -> anyhow::Result<bool> {
+    println!("{}", report::console_line(&result));
+    let dir = output.dir();
+    report::write(&dir, name, described, std::slice::from_ref(&result))
+        .with_context(|| format!("writing the report to {}", dir.display()))?;
     println!("report: {}", dir.display());
     Ok(result.verdict.expected())
 }
 
 /// Checks a server log; returns whether its verdict is an expected one.
 fn log_check(args: LogArgs) -> anyhow::Result<bool> {
-    use scacheck::observe::{tlib_log, Observability};
     let topology = Topology::reference();
     let file = &args.file;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (events, skipped) = tlib_log::read(&String::from_utf8_lossy(&bytes))
-        .with_context(|| format!("reading {}", file.display()))?;
-    println!("log: {} events; {skipped}", events.len());
-    let case = args.inputs.case(&args.case_id, &topology)?;
-    let p = Prepared::new(case, &args.inputs.golden_dir, &topology)?;
-    let mut source = Observability::everything(&format!("T-Library events in {}", file.display()));
-    // A log holds the T-Library channels, not the SIP wire layer.
-    source.channels = Some(
-        scacheck::golden::channels(&p.case.parties, &topology)
-            .into_iter()
-            .filter(|c| !matches!(c, scacheck::model::Channel::Wire(_)))
-            .collect(),
-    );
-    let mut result = scacheck::check::check_events(&p, events, source);
-    if !skipped.is_empty() {
-        result
-            .notes
-            .push(format!("log {}: {skipped}", file.display()));
-    }
-    println!("{}", report::console_line(&result));
-    let dir = args.output.dir();
-    report::write(
-        &dir,
+    let p = args.inputs.dirs().case(&args.case_id, &topology, false)?;
+    let (result, events, skipped) =
+        scacheck::check::judge_log(&String::from_utf8_lossy(&bytes), file, &p, &topology)
+            .with_context(|| format!("reading {}", file.display()))?;
+    println!("log: {events} events; {skipped}");
+    finish(
+        &args.output,
         "log",
         &format!("log {}", file.display()),
-        std::slice::from_ref(&result),
+        result,
     )
-    .with_context(|| format!("writing the report to {}", dir.display()))?;
-    println!("report: {}", dir.display());
-    Ok(result.verdict.expected())
 }
 
 /// The pending-golden workflow.
@@ -397,12 +314,7 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
     let topology = Topology::reference();
     let case = |id: &Option<String>| -> anyhow::Result<Option<Prepared>> {
         let Some(id) = id else { return Ok(None) };
-        let c = args.inputs.case(id, &topology)?;
-        Ok(Some(Prepared::new_recording(
-            c,
-            &args.inputs.golden_dir,
-            &topology,
-        )?))
+        Ok(Some(args.inputs.dirs().case(id, &topology, true)?))
     };
     match &args.action {
         GoldenAction::Review => {
@@ -435,51 +347,11 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
 /// Returns whether every case passed; an error is bad input or usage.
 fn run(args: RunArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
-    let fault = match &args.fault {
-        None => None,
-        Some(name) => Some(Fault::parse(name).with_context(|| {
-            let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-            format!("unknown fault {name:?} (known: {})", known.join(", "))
-        })?),
-    };
-    let target = if args.target == "embedded" {
-        anyhow::ensure!(
-            args.address.is_none(),
-            "--address is for a target profile, not the embedded server"
-        );
-        Target::Embedded { fault }
-    } else {
-        anyhow::ensure!(fault.is_none(), "--fault is for the embedded server only");
-        let mut profile = load_profile(&args.target, &args.inputs, &topology)?;
-        if let Some(a) = args.address {
-            profile.address = a;
-        }
-        Target::Remote(std::sync::Arc::new(profile))
-    };
-    let mut cases = Case::load_dir(&args.inputs.cases_dir, &topology)?;
-    if let Some(p) = &args.cases {
-        cases.retain(|c| scacheck::suite::matches(p, &c.id));
-        anyhow::ensure!(
-            !cases.is_empty(),
-            "no case in {} matches {p:?}",
-            args.inputs.cases_dir.display()
-        );
-    }
-    anyhow::ensure!(
-        !cases.is_empty(),
-        "no case files (*.toml) in {}",
-        args.inputs.cases_dir.display()
-    );
-    let prepared: Vec<Prepared> = cases
-        .into_iter()
-        .map(|c| {
-            if args.bless {
-                Prepared::new_recording(c, &args.inputs.golden_dir, &topology)
-            } else {
-                Prepared::new(c, &args.inputs.golden_dir, &topology)
-            }
-        })
-        .collect::<Result<_, _>>()?;
+    let dirs = args.inputs.dirs();
+    let target = Target::from_flags(&args.target, args.address, args.fault.as_deref(), |path| {
+        dirs.profile(path, &topology)
+    })?;
+    let prepared = dirs.load(&topology, args.cases.as_deref(), args.bless)?;
     let asked = args.transport.map(|t| match t {
         TransportArg::Tcp => Transport::Tcp,
         TransportArg::Udp => Transport::Udp,
@@ -542,12 +414,8 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         if scacheck::bless::in_ci() {
             say("--bless: CI is set, no golden file written".into());
         } else {
-            for (p, r) in prepared.iter().zip(&results) {
-                for f in scacheck::bless::bless(p, r, &args.inputs.golden_dir)
-                    .with_context(|| format!("blessing {}", r.id))?
-                {
-                    say(format!("pending: {}", f.display()));
-                }
+            for f in scacheck::bless::bless_all(&prepared, &results, &args.inputs.golden_dir)? {
+                say(format!("pending: {}", f.display()));
             }
             say(
                 "review with `scacheck golden review`, then `scacheck golden accept` or `reject`"

@@ -135,6 +135,45 @@ impl Default for RunOptions {
 pub enum PlanError {
     #[error("--events {spec:?}: {why}")]
     Events { spec: String, why: String },
+    #[error("unknown fault {0:?} (known: {known})", known = Fault::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "))]
+    UnknownFault(String),
+    #[error("--{0} is for {1}")]
+    Misplaced(&'static str, &'static str),
+    #[error(transparent)]
+    Suite(#[from] crate::suite::SuiteError),
+}
+
+impl Target {
+    /// The target `--target` names: `embedded` (with `--fault`), or a
+    /// profile's path, loaded (and validated) by `load`, its address
+    /// replaced by `--address` when given.
+    pub fn from_flags(
+        target: &str,
+        address: Option<std::net::SocketAddr>,
+        fault: Option<&str>,
+        load: impl FnOnce(&std::path::Path) -> Result<Profile, crate::suite::SuiteError>,
+    ) -> Result<Target, PlanError> {
+        let fault = fault
+            .map(|name| Fault::parse(name).ok_or_else(|| PlanError::UnknownFault(name.into())))
+            .transpose()?;
+        if target == "embedded" {
+            if address.is_some() {
+                return Err(PlanError::Misplaced(
+                    "address",
+                    "a target profile, not the embedded server",
+                ));
+            }
+            return Ok(Target::Embedded { fault });
+        }
+        if fault.is_some() {
+            return Err(PlanError::Misplaced("fault", "the embedded server only"));
+        }
+        let mut profile = load(std::path::Path::new(target))?;
+        if let Some(a) = address {
+            profile.address = a;
+        }
+        Ok(Target::Remote(Arc::new(profile)))
+    }
 }
 
 impl Events {
