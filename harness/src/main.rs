@@ -45,23 +45,22 @@ enum Command {
     Log(LogCommand),
 }
 
-/// Where a command finds the suite.
+/// Where a command finds the suite (default: `cases/` and
+/// `fixtures/golden/` of the checkout it runs in, else the built-in suite).
 #[derive(clap::Args)]
 struct Inputs {
     /// Where the case files are.
-    #[arg(long, default_value = "cases", global = true)]
-    cases_dir: PathBuf,
+    #[arg(long, global = true)]
+    cases_dir: Option<PathBuf>,
     /// Where the golden files are.
-    #[arg(long, default_value = "fixtures/golden", global = true)]
-    golden_dir: PathBuf,
+    #[arg(long, global = true)]
+    golden_dir: Option<PathBuf>,
 }
 
 impl Inputs {
-    fn dirs(&self) -> scacheck::suite::Dirs {
-        scacheck::suite::Dirs {
-            cases: self.cases_dir.clone(),
-            golden: self.golden_dir.clone(),
-        }
+    fn dirs(&self) -> anyhow::Result<scacheck::suite::Dirs> {
+        scacheck::suite::Dirs::resolve(self.cases_dir.clone(), self.golden_dir.clone())
+            .context("extracting the built-in suite")
     }
 }
 
@@ -229,7 +228,7 @@ fn main() -> ExitCode {
 /// Checks a capture; returns whether its verdict is an expected one.
 fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
-    let dirs = args.inputs.dirs();
+    let dirs = args.inputs.dirs()?;
     let (name, identities, deviations) = if args.target == "embedded" {
         let ids = topology
             .dns()
@@ -295,7 +294,7 @@ fn log_check(args: LogArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
     let file = &args.file;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let p = args.inputs.dirs().case(&args.case_id, &topology, false)?;
+    let p = args.inputs.dirs()?.case(&args.case_id, &topology, false)?;
     let (result, events, skipped) =
         scacheck::check::judge_log(&String::from_utf8_lossy(&bytes), file, &p, &topology)
             .with_context(|| format!("reading {}", file.display()))?;
@@ -312,18 +311,16 @@ fn log_check(args: LogArgs) -> anyhow::Result<bool> {
 fn golden(args: GoldenArgs) -> anyhow::Result<()> {
     use scacheck::bless;
     let topology = Topology::reference();
+    let dirs = args.inputs.dirs()?;
     let case = |id: &Option<String>| -> anyhow::Result<Option<Prepared>> {
         let Some(id) = id else { return Ok(None) };
-        Ok(Some(args.inputs.dirs().case(id, &topology, true)?))
+        Ok(Some(dirs.case(id, &topology, true)?))
     };
     match &args.action {
         GoldenAction::Review => {
-            let files = bless::pending(&args.inputs.golden_dir);
+            let files = bless::pending(&dirs.golden);
             if files.is_empty() {
-                println!(
-                    "no pending golden files under {}",
-                    args.inputs.golden_dir.display()
-                );
+                println!("no pending golden files under {}", dirs.golden.display());
             }
             for f in files {
                 print!("{}", bless::review(&f));
@@ -335,7 +332,7 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
                 "CI is set: golden files are not changed in CI"
             );
             let accept = matches!(args.action, GoldenAction::Accept { .. });
-            let files = bless::selected(&args.inputs.golden_dir, case(id)?.as_ref());
+            let files = bless::selected(&dirs.golden, case(id)?.as_ref());
             for line in bless::settle(&files, accept)? {
                 println!("{line}");
             }
@@ -347,7 +344,7 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
 /// Returns whether every case passed; an error is bad input or usage.
 fn run(args: RunArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
-    let dirs = args.inputs.dirs();
+    let dirs = args.inputs.dirs()?;
     let target = Target::from_flags(&args.target, args.address, args.fault.as_deref(), |path| {
         dirs.profile(path, &topology)
     })?;
@@ -414,7 +411,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         if scacheck::bless::in_ci() {
             say("--bless: CI is set, no golden file written".into());
         } else {
-            for f in scacheck::bless::bless_all(&prepared, &results, &args.inputs.golden_dir)? {
+            for f in scacheck::bless::bless_all(&prepared, &results, &dirs.golden)? {
                 say(format!("pending: {}", f.display()));
             }
             say(

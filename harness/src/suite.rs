@@ -16,6 +16,95 @@ pub struct Dirs {
     pub golden: PathBuf,
 }
 
+/// The suite's directories in a checkout, relative to where a command runs.
+pub const CHECKOUT: (&str, &str) = ("cases", "fixtures/golden");
+
+static BUILT_IN_CASES: include_dir::Dir = include_dir::include_dir!("$CARGO_MANIFEST_DIR/cases");
+static BUILT_IN_GOLDEN: include_dir::Dir =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/fixtures/golden");
+
+/// The suite compiled into the binary, as files a user can open (errors
+/// and reports name them): extracted once per version and content into the
+/// temporary directory, atomically, and reused.
+pub fn built_in() -> std::io::Result<Dirs> {
+    // FNV-1a over every path and content: a changed suite gets a new folder.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for dir in [&BUILT_IN_CASES, &BUILT_IN_GOLDEN] {
+        let mut files: Vec<&include_dir::File> = Vec::new();
+        collect(dir, &mut files);
+        files.sort_by_key(|f| f.path());
+        for f in files {
+            feed(f.path().to_string_lossy().as_bytes());
+            feed(f.contents());
+        }
+    }
+    let root = std::env::temp_dir().join(format!(
+        "scacheck-suite-{}-{hash:016x}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if !root.join(".complete").exists() {
+        let partial = root.with_extension(format!("partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
+        for (dir, into) in [(&BUILT_IN_CASES, "cases"), (&BUILT_IN_GOLDEN, "golden")] {
+            let into = partial.join(into);
+            // extract() creates no folder, not even its own.
+            let mut files = Vec::new();
+            collect(dir, &mut files);
+            for f in files {
+                let path = into.join(f.path());
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(path, f.contents())?;
+            }
+        }
+        std::fs::write(partial.join(".complete"), b"")?;
+        // Another process may have finished first: its copy is as good.
+        if std::fs::rename(&partial, &root).is_err() {
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+    }
+    Ok(Dirs {
+        cases: root.join("cases"),
+        golden: root.join("golden"),
+    })
+}
+
+fn collect<'a>(dir: &'a include_dir::Dir<'a>, out: &mut Vec<&'a include_dir::File<'a>>) {
+    out.extend(dir.files());
+    for d in dir.dirs() {
+        collect(d, out);
+    }
+}
+
+impl Dirs {
+    /// The directories a command uses: those given; else a checkout's
+    /// (`cases/` and `fixtures/golden/` where the command runs), so that
+    /// `--bless` and `golden accept` write into it; else the built-in
+    /// suite, so that an installed binary runs from any directory.
+    pub fn resolve(cases: Option<PathBuf>, golden: Option<PathBuf>) -> std::io::Result<Dirs> {
+        let checkout = Dirs {
+            cases: PathBuf::from(CHECKOUT.0),
+            golden: PathBuf::from(CHECKOUT.1),
+        };
+        let in_checkout = checkout.cases.is_dir() && checkout.golden.is_dir();
+        let default = if in_checkout || (cases.is_some() && golden.is_some()) {
+            checkout
+        } else {
+            built_in()?
+        };
+        Ok(Dirs {
+            cases: cases.unwrap_or(default.cases),
+            golden: golden.unwrap_or(default.golden),
+        })
+    }
+}
+
 /// Why a command has no suite to work on (bad input, exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum SuiteError {

@@ -720,3 +720,50 @@ fn each_kamailio_capture_is_detected_as_its_own_case() {
         );
     }
 }
+
+/// Installed, the binary has no checkout beside it: the suite travels
+/// with it, and `run` and `pcap check` work from any directory.
+#[test]
+fn the_built_in_suite_runs_from_any_directory() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_scacheck"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .output()
+            .expect("scacheck runs")
+    };
+    let report = elsewhere.path().join("report");
+    let out = run(&["run", "--report-dir", report.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let cases = std::fs::read_dir(root().join("cases")).unwrap().count();
+    assert!(
+        stdout.contains(&format!("{cases} cases: {cases} pass")),
+        "{stdout}"
+    );
+    let capture = root().join("fixtures/captures/kamailio/hold-retrieve.pcap");
+    let profile = root().join("fixtures/targets/kamailio/target.toml");
+    let out = run(&[
+        "pcap",
+        "check",
+        capture.to_str().unwrap(),
+        "--target",
+        profile.to_str().unwrap(),
+        "--report-dir",
+        report.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("detected case: hold-retrieve"), "{stdout}");
+    // A directory given still replaces the built-in one.
+    let empty = elsewhere.path().join("none");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(&["run", "--cases-dir", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no case files"),
+        "{}",
+        text(&out.stderr)
+    );
+}
