@@ -10,6 +10,17 @@ use crate::input::{line_of, InputError};
 use crate::topology::Topology;
 
 /// What a party does in a step.
+/// What a case may need of a server; a case whose needs the target does
+/// not claim is skipped.
+pub const CAPABILITIES: &[&str] = &[
+    "call-info",
+    "line-seize",
+    "hold",
+    "retrieve",
+    "private-hold",
+    "barge-in",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// INVITE a DN or a shared line.
@@ -94,7 +105,7 @@ pub struct Case {
     pub path: PathBuf,
     pub title: String,
     pub parties: Vec<String>,
-    /// What the case needs of a server (see [`crate::target::CAPABILITIES`]).
+    /// What the case needs of a server (see [`CAPABILITIES`]).
     pub requires: Vec<String>,
     pub stages: Vec<Stage>,
 }
@@ -173,15 +184,12 @@ impl Case {
             Some(r) => {
                 let at = r.span().start;
                 let r = r.into_inner();
-                if let Some(c) = r
-                    .iter()
-                    .find(|c| !crate::target::CAPABILITIES.contains(&c.as_str()))
-                {
+                if let Some(c) = r.iter().find(|c| !CAPABILITIES.contains(&c.as_str())) {
                     return Err(err(
                         at,
                         format!(
                             "unknown capability {c:?} (known: {})",
-                            crate::target::CAPABILITIES.join(", ")
+                            CAPABILITIES.join(", ")
                         ),
                     ));
                 }

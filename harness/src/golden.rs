@@ -30,16 +30,6 @@ pub enum Expectation {
     Unasserted(String),
 }
 
-impl Expectation {
-    /// How many events a source that sees this much will deliver.
-    pub fn count(&self, seen: &crate::observe::Observability) -> usize {
-        match self {
-            Expectation::Events(e) => e.iter().filter(|e| seen.sees_event(&e.event.name)).count(),
-            Expectation::Unasserted(_) => 0,
-        }
-    }
-}
-
 /// The expectations of one stage, channel by channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoldenStage {

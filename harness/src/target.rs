@@ -14,16 +14,7 @@ use crate::input::{line_of, InputError};
 use crate::sip::Transport;
 use crate::topology::Topology;
 
-/// What a case may need of a server; a case whose needs the target does
-/// not claim is skipped.
-pub const CAPABILITIES: &[&str] = &[
-    "call-info",
-    "line-seize",
-    "hold",
-    "retrieve",
-    "private-hold",
-    "barge-in",
-];
+pub use crate::case::CAPABILITIES;
 
 pub use crate::deviation::Deviation;
 
