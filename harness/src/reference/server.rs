@@ -154,6 +154,20 @@ pub struct Server {
     told: HashMap<String, BTreeMap<u32, (ApState, Option<String>)>>,
     out: VecDeque<Outgoing>,
     events: VecDeque<(Channel, Event)>,
+    /// The final answers to the latest non-INVITE requests, by top Via
+    /// branch and method: a retransmission (a phone over UDP whose answer
+    /// was late) gets the same answer and changes nothing (RFC 3261
+    /// 17.2.2), instead of, say, seizing again a seizure that lapsed.
+    answered: VecDeque<((String, String), Vec<u8>)>,
+}
+
+/// How many answered non-INVITE transactions the server remembers: far
+/// more than a case has in flight, so memory stays bounded.
+const ANSWERED: usize = 512;
+
+/// A message's transaction: its top Via branch and its CSeq method.
+fn transaction(m: &Message) -> Option<(String, String)> {
+    Some((m.via_branch()?, m.cseq()?.1.to_string()))
 }
 
 fn id(s: &str) -> Value {
@@ -197,6 +211,7 @@ impl Server {
             told: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            answered: VecDeque::new(),
         }
     }
 
@@ -246,6 +261,19 @@ impl Server {
     }
 
     fn send(&mut self, via: &Via, bytes: Vec<u8>) {
+        if bytes.starts_with(b"SIP/2.0 ") {
+            if let Some(key) = Message::parse(bytes.clone())
+                .ok()
+                .filter(|m| m.status().is_some_and(|s| s >= 200))
+                .and_then(|m| transaction(&m))
+                .filter(|(_, method)| method != "INVITE")
+            {
+                if self.answered.len() == ANSWERED {
+                    self.answered.pop_front();
+                }
+                self.answered.push_back((key, bytes.clone()));
+            }
+        }
         self.out.push_back(Outgoing {
             transport: via.transport,
             to: via.addr,
@@ -333,6 +361,15 @@ impl Server {
         };
         let msg = &inbound.msg;
         if msg.is_request() {
+            if let Some(answer) = transaction(msg).and_then(|key| {
+                self.answered
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, a)| a.clone())
+            }) {
+                return self.send(&from, answer);
+            }
             let method = msg.method().unwrap_or_default();
             match method.as_str() {
                 "REGISTER" => self.register(msg, from),

@@ -193,3 +193,25 @@ fn seizures_are_capped_and_need_an_index() {
         "only the line's phones may seize"
     );
 }
+
+/// A phone over UDP whose answer was late sends its SUBSCRIBE again: it
+/// gets the same answer and nothing changes, even after the seizure it
+/// asked for lapsed (under load, faults.rs saw a lapsed seizure seized
+/// again by the retransmission of the request that made it).
+#[test]
+fn a_retransmitted_request_gets_the_same_answer_and_changes_nothing() {
+    let now = Instant::now();
+    let mut s = server(None, now);
+    s.handle(&seize("60970", "s1", "1"), now);
+    let first = drain(&mut s);
+    assert_eq!(first[0].1.status(), Some(200));
+    let later = now + Duration::from_secs(2);
+    s.handle_timeout(later);
+    let lapsed = drain(&mut s);
+    assert!(!lapsed.is_empty(), "the seizure lapsed and was told");
+    s.handle(&seize("60970", "s1", "1"), later);
+    let again = drain(&mut s);
+    assert_eq!(again.len(), 1, "only the answer: {again:?}");
+    assert_eq!(again[0].1.raw(), first[0].1.raw());
+    assert_eq!(s.poll_timeout(), None, "no new seizure");
+}

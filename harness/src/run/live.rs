@@ -17,7 +17,7 @@ use crate::target::Profile;
 use crate::topology::Topology;
 use crate::ua::{AgentConfig, AgentHandle, UaError};
 
-use super::{sip_deriver, Events, RunOptions, Target, DOMAIN};
+use super::{sip_deriver, Events, RunOptions, Target, Undriven, DOMAIN};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -60,7 +60,7 @@ const RESET_DEADLINE: Duration = Duration::from_secs(20);
 /// Runs the profile's reset command, if it has one: a real server keeps
 /// state (appearances, subscriptions) that one case must not leave to the
 /// next.
-pub(super) async fn reset(profile: &Profile) -> Result<(), String> {
+pub(super) async fn reset(profile: &Profile) -> Result<(), Undriven> {
     let Some((program, args)) = profile.reset.split_first() else {
         return Ok(());
     };
@@ -71,15 +71,20 @@ pub(super) async fn reset(profile: &Profile) -> Result<(), String> {
     let shown = profile.reset.join(" ");
     let out = tokio::time::timeout(RESET_DEADLINE, cmd.output())
         .await
-        .map_err(|_| format!("reset `{shown}` did not finish within {RESET_DEADLINE:?}"))?
-        .map_err(|e| format!("reset `{shown}` could not start: {e}"))?;
+        .map_err(|_| Undriven::Reset {
+            command: shown.clone(),
+            why: format!("did not finish within {RESET_DEADLINE:?}"),
+        })?
+        .map_err(|e| Undriven::Reset {
+            command: shown.clone(),
+            why: format!("could not start: {e}"),
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "reset `{shown}` failed ({}): {}",
-            out.status,
-            stderr.trim()
-        ));
+        return Err(Undriven::Reset {
+            command: shown,
+            why: format!("failed ({}): {}", out.status, stderr.trim()),
+        });
     }
     Ok(())
 }
@@ -92,7 +97,7 @@ pub(super) async fn start(
     opts: &RunOptions,
     recorder: &Recorder,
     log: &EventLog,
-) -> Result<Live, String> {
+) -> Result<Live, Undriven> {
     // The derived layers come from SIP as it is recorded (by the phones,
     // or by the server's HEP mirror), so they land in the same log, in the
     // same order, as a server's own events.
@@ -129,8 +134,10 @@ pub(super) async fn start(
         Target::Embedded { fault } => {
             let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault)
                 .await
-                .map_err(|e| format!("embedded server: {e}"))?;
-            let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone()).await?;
+                .map_err(|e| Undriven::Start(format!("embedded server: {e}")))?;
+            let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone())
+                .await
+                .map_err(Undriven::Start)?;
             let sip = server.sip;
             (
                 Some(server),
@@ -143,7 +150,9 @@ pub(super) async fn start(
         Target::Remote(profile) => {
             let feed = match &opts.events {
                 Events::Feed(addr) => Some(Source::Feed(
-                    FeedClient::connect(*addr, opts.deadlines.setup, log.clone()).await?,
+                    FeedClient::connect(*addr, opts.deadlines.setup, log.clone())
+                        .await
+                        .map_err(Undriven::Start)?,
                 )),
                 Events::Log(path) => {
                     Some(Source::Log(LogFollower::start(path.clone(), log.clone())))
@@ -176,7 +185,7 @@ pub(super) async fn start(
     for dn in &p.case.parties {
         let (endpoint, inbound) = Endpoint::bind(dn, LOOPBACK, recorder.clone())
             .await
-            .map_err(|e| format!("{dn}: cannot bind: {e}"))?;
+            .map_err(|e| Undriven::Start(format!("{dn}: cannot bind: {e}")))?;
         let user = identities
             .as_ref()
             .and_then(|i| i.get(dn).cloned())
@@ -198,7 +207,7 @@ pub(super) async fn start(
         source: feed,
         agents,
     };
-    let setup = |e: UaError| format!("setup: {e}");
+    let setup = Undriven::Setup;
     // The phones' REGISTER and SUBSCRIBE are answers to wait for.
     let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
     for a in &live.agents {

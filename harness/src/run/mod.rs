@@ -8,6 +8,27 @@ pub mod plan;
 
 pub use plan::{Deadlines, Events, PlanError, RunOptions, Target};
 
+/// Why a case could not be driven to its end (its verdict is then
+/// inconclusive unless what was compared already failed), and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Undriven {
+    #[error("reset `{command}` {why}")]
+    Reset { command: String, why: String },
+    /// The target or a phone could not be started.
+    #[error("{0}")]
+    Start(String),
+    /// A phone's registration or subscription did not complete.
+    #[error("setup: {0}")]
+    Setup(crate::ua::UaError),
+    #[error("stage {stage:?}, step at {file}:{line}: {why}")]
+    Step {
+        stage: String,
+        file: String,
+        line: usize,
+        why: String,
+    },
+}
+
 use std::time::{Duration, Instant};
 
 use live::{reset, start, Source};
@@ -106,36 +127,21 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
     if let Target::Remote(profile) = &opts.target {
         opts.deadlines = opts.deadlines.with_timers(&profile.timers);
     }
-    let recorder = Recorder::default();
-    let log = EventLog::default();
     let mut result = CaseResult::new(
         &p.case.id,
         &p.case.title,
         opts.transport,
         source(p, topology, &opts),
     );
-    if let Target::Remote(profile) = &opts.target {
-        let missing: Vec<&String> = p
-            .case
-            .requires
-            .iter()
-            .filter(|c| !profile.capabilities.contains(*c))
-            .collect();
-        if !missing.is_empty() {
-            result.verdict = Verdict::Skipped;
-            let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            result.notes.push(format!(
-                "{} does not claim {}",
-                profile.name,
-                missing.join(", ")
-            ));
-            return result;
-        }
+    if let Some(why) = unclaimed(p, &opts.target) {
+        result.verdict = Verdict::Skipped;
+        result.notes.push(why);
+        return result;
     }
     if let Target::Remote(profile) = &opts.target {
         if let Err(e) = reset(profile).await {
             result.verdict = Verdict::Inconclusive;
-            result.error = Some(e);
+            result.error = Some(e.to_string());
             result.duration = started.elapsed();
             return result;
         }
@@ -149,60 +155,25 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
             .collect(),
         Target::Embedded { .. } => Vec::new(),
     };
-    let deviation_refs: Vec<&Deviation> = deviations.iter().collect();
+    let recorder = Recorder::default();
+    let log = EventLog::default();
     let mut marks: Vec<(String, usize)> = vec![("setup".into(), 0)];
     let mut server_view: Option<ServerView> = None;
     // What the event source says about itself, for the report.
     let mut source_notes: Vec<String> = Vec::new();
     match start(p, topology, &opts, &recorder, &log).await {
-        Err(e) => result.error = Some(e),
+        Err(e) => result.error = Some(e.to_string()),
         Ok(live) => {
-            let mut bindings = Bindings::default();
-            for (stage, golden) in p.case.stages.iter().zip(&p.golden) {
-                if !live.catch_up(&recorder, opts.deadlines.stage).await {
-                    // The server mirrors nothing: no stage can be judged
-                    // (finishing below says why).
-                    break;
-                }
-                let mark = log.len();
-                marks.push((stage.name.clone(), mark));
-                let mut failed_step = None;
-                for step in &stage.steps {
-                    let deadline = opts.deadlines.answer(opts.deadlines.step, opts.transport);
-                    if let Err(e) = perform(&live, topology, step, deadline).await {
-                        failed_step = Some(format!(
-                            "stage {:?}, step at {}:{}: {e}",
-                            stage.name,
-                            p.case.path.display(),
-                            step.line
-                        ));
-                        break;
-                    }
-                }
-                // Wait for what the target is expected to send: the golden
-                // with its declared deviations applied, never for what it
-                // is declared not to send.
-                let want = expected_counts(golden, &stage.name, &deviation_refs, &result.source);
-                let arrived = |obs: &[Observation]| {
-                    want.iter()
-                        .all(|(c, n)| obs.iter().filter(|o| &o.channel == c).count() >= *n)
-                };
-                log.wait_for(mark, opts.deadlines.stage, arrived).await;
-                log.settle(opts.deadlines.settle, opts.deadlines.stage)
-                    .await;
-                let observed = log.since(mark);
-                result.stages.push(compare_stage(
-                    &stage.name,
-                    &golden.channels,
-                    &observed,
-                    &result.source,
-                    &mut bindings,
-                    &deviation_refs,
-                ));
-                if failed_step.is_some() {
-                    result.error = failed_step;
-                    break;
-                }
+            let run = Driving {
+                p,
+                topology,
+                opts: &opts,
+                recorder: &recorder,
+                log: &log,
+                deviations: deviations.iter().collect(),
+            };
+            if let Err(e) = run.stages(&live, &mut result, &mut marks).await {
+                result.error = Some(e.to_string());
             }
             for agent in &live.agents {
                 for problem in agent.status().problems {
@@ -213,15 +184,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
                 }
             }
             if let Target::Remote(_) = opts.target {
-                live.catch_up(&recorder, opts.deadlines.stage).await;
-                marks.push(("teardown".into(), log.len()));
-                for agent in &live.agents {
-                    let _ = agent.act(|a| a.tear_down()).await;
-                }
-                // Let the server finish with what the teardown sent before
-                // the next case uses the same DNs.
-                log.settle(Duration::from_millis(200), Duration::from_secs(2))
-                    .await;
+                run.tear_down(&live, &mut marks).await;
             }
             match live.source {
                 Some(Source::Hep(view)) => server_view = Some(view.finish().await),
@@ -235,6 +198,134 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
             }
         }
     }
+    collect(&mut result, &recorder, &log, &marks);
+    // A server that mirrored nothing stopped the case before its first
+    // stage (see `Live::catch_up`): with no stage compared, the error makes
+    // it inconclusive.
+    if let (Some(view), Events::Hep(listener)) = (server_view, &opts.events) {
+        match view.compare(&result.records, listener.local_addr()) {
+            Ok(notes) => source_notes.extend(notes),
+            Err(e) => {
+                result.error.get_or_insert(e);
+            }
+        }
+        result.mirrored = view.packets;
+    }
+    settle_verdict(&mut result);
+    result.notes.extend(source_notes);
+    result.duration = started.elapsed();
+    result
+}
+
+/// Why a target cannot run the case: the capabilities it needs that the
+/// profile does not claim.
+fn unclaimed(p: &Prepared, target: &Target) -> Option<String> {
+    let Target::Remote(profile) = target else {
+        return None;
+    };
+    let missing: Vec<&str> = p
+        .case
+        .requires
+        .iter()
+        .filter(|c| !profile.capabilities.contains(*c))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| format!("{} does not claim {}", profile.name, missing.join(", ")))
+}
+
+/// One case being driven through its stages.
+struct Driving<'a> {
+    p: &'a Prepared,
+    topology: &'a Topology,
+    opts: &'a RunOptions,
+    recorder: &'a Recorder,
+    log: &'a EventLog,
+    deviations: Vec<&'a Deviation>,
+}
+
+impl Driving<'_> {
+    /// Stage by stage: the steps, then the wait for what the target is
+    /// expected to send, a quiet settle, and the comparison. A step that
+    /// cannot be carried out ends the case after its stage is compared.
+    async fn stages(
+        &self,
+        live: &live::Live,
+        result: &mut CaseResult,
+        marks: &mut Vec<(String, usize)>,
+    ) -> Result<(), Undriven> {
+        let (opts, log) = (self.opts, self.log);
+        let mut bindings = Bindings::default();
+        for (stage, golden) in self.p.case.stages.iter().zip(&self.p.golden) {
+            if !live.catch_up(self.recorder, opts.deadlines.stage).await {
+                // The server mirrors nothing: no stage can be judged
+                // (finishing says why).
+                return Ok(());
+            }
+            let mark = log.len();
+            marks.push((stage.name.clone(), mark));
+            let mut failed = None;
+            for step in &stage.steps {
+                let deadline = opts.deadlines.answer(opts.deadlines.step, opts.transport);
+                if let Err(why) = perform(live, self.topology, step, deadline).await {
+                    failed = Some(Undriven::Step {
+                        stage: stage.name.clone(),
+                        file: self.p.case.path.display().to_string(),
+                        line: step.line,
+                        why,
+                    });
+                    break;
+                }
+            }
+            // Wait for what the target is expected to send: the golden
+            // with its declared deviations applied, never for what it is
+            // declared not to send.
+            let want = expected_counts(golden, &stage.name, &self.deviations, &result.source);
+            let arrived = |obs: &[Observation]| {
+                want.iter()
+                    .all(|(c, n)| obs.iter().filter(|o| &o.channel == c).count() >= *n)
+            };
+            log.wait_for(mark, opts.deadlines.stage, arrived).await;
+            log.settle(opts.deadlines.settle, opts.deadlines.stage)
+                .await;
+            result.stages.push(compare_stage(
+                &stage.name,
+                &golden.channels,
+                &log.since(mark),
+                &result.source,
+                &mut bindings,
+                &self.deviations,
+            ));
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves a shared server as the case found it, and lets the server
+    /// finish with that before the next case uses the same DNs.
+    async fn tear_down(&self, live: &live::Live, marks: &mut Vec<(String, usize)>) {
+        live.catch_up(self.recorder, self.opts.deadlines.stage)
+            .await;
+        marks.push(("teardown".into(), self.log.len()));
+        for agent in &live.agents {
+            let _ = agent.act(|a| a.tear_down()).await;
+        }
+        self.log
+            .settle(Duration::from_millis(200), Duration::from_secs(2))
+            .await;
+    }
+}
+
+/// What a finished case keeps: every SIP message (a message a phone could
+/// not use is a problem, with its bytes), the event source's problems, and
+/// every event with the stage it was attributed to.
+fn collect(
+    result: &mut CaseResult,
+    recorder: &Recorder,
+    log: &EventLog,
+    marks: &[(String, usize)],
+) {
     for r in recorder.snapshot() {
         if let Some(why) = &r.problem {
             let verb = match r.direction {
@@ -262,22 +353,6 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
             .unwrap_or_default();
         result.events.push((stage, obs));
     }
-    // A server that mirrored nothing stopped the case before its first
-    // stage (see `Live::catch_up`): with no stage compared, the error makes
-    // it inconclusive.
-    if let (Some(view), Events::Hep(listener)) = (server_view, &opts.events) {
-        match view.compare(&result.records, listener.local_addr()) {
-            Ok(notes) => source_notes.extend(notes),
-            Err(e) => {
-                result.error.get_or_insert(e);
-            }
-        }
-        result.mirrored = view.packets;
-    }
-    settle_verdict(&mut result);
-    result.notes.extend(source_notes);
-    result.duration = started.elapsed();
-    result
 }
 
 /// How many events each observable channel of a stage is expected to
