@@ -20,7 +20,6 @@ pub mod deviation;
 pub mod diff;
 pub mod golden;
 pub mod hep;
-pub mod html;
 pub mod input;
 pub mod model;
 pub mod observe;

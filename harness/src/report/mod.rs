@@ -4,6 +4,8 @@
 //! messages as a capture, `<case>.pcap`, for Wireshark; with HEP as the
 //! event source, the server's own view as `<case>.hep.pcap`.
 
+pub mod html;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
@@ -344,10 +346,7 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
         summary_json(name, target, results),
     )?;
     std::fs::write(dir.join("junit.xml"), junit_xml(name, results))?;
-    std::fs::write(
-        dir.join("report.html"),
-        crate::html::report(name, target, results),
-    )?;
+    std::fs::write(dir.join("report.html"), html::report(name, target, results))?;
     for r in results {
         let key = case_key(r);
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;

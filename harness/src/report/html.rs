@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::report::case_key;
+use super::case_key;
 use crate::run::{CaseResult, Verdict};
 use crate::sip::headers::appearances;
 use crate::sip::transport::Direction;
