@@ -4,7 +4,10 @@
 //! messages as a capture, `<case>.pcap`, for Wireshark; with HEP as the
 //! event source, the server's own view as `<case>.hep.pcap`.
 
+pub mod console;
 pub mod html;
+
+pub use console::{console_line, console_summary};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,30 +30,6 @@ pub fn case_key(r: &CaseResult) -> String {
     }
 }
 
-/// The console line of a case.
-pub fn console_line(r: &CaseResult) -> String {
-    let mut line = format!(
-        "{:<13} {:<40} {:>6} ms",
-        r.verdict.as_str().to_uppercase(),
-        case_key(r),
-        r.duration.as_millis()
-    );
-    match r.verdict {
-        Verdict::Pass => {}
-        Verdict::Fail | Verdict::Inconclusive => {
-            if let Some(h) = r.headline() {
-                let _ = write!(line, "\n    {h}");
-            }
-        }
-        Verdict::Xfail | Verdict::Xpass | Verdict::Skipped => {
-            for note in &r.notes {
-                let _ = write!(line, "\n    {note}");
-            }
-        }
-    }
-    line
-}
-
 /// Counts by verdict, every verdict present (zero included).
 pub fn totals(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
     let mut t: BTreeMap<&'static str, usize> =
@@ -59,15 +38,6 @@ pub fn totals(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
         *t.entry(r.verdict.as_str()).or_default() += 1;
     }
     t
-}
-
-pub fn console_summary(results: &[CaseResult]) -> String {
-    let t = totals(results);
-    let parts: Vec<String> = Verdict::ALL
-        .iter()
-        .map(|v| format!("{} {}", t[v.as_str()], v.as_str()))
-        .collect();
-    format!("{} cases: {}", results.len(), parts.join(", "))
 }
 
 #[derive(Serialize)]
