@@ -6,15 +6,16 @@
 
 pub mod console;
 pub mod html;
+pub mod junit;
 pub mod summary;
 pub mod text;
 
 pub use console::{console_line, console_summary};
+pub use junit::junit_xml;
 pub use summary::{json_line, summary_json};
 pub use text::{case_text, sip_text, WITHIN};
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,49 +39,6 @@ pub fn totals(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
         *t.entry(r.verdict.as_str()).or_default() += 1;
     }
     t
-}
-
-/// JUnit XML: one test case per case; the first divergence (or why it could
-/// not run) is the failure message, the full findings its text, every SIP
-/// message of the case its system-out. An xfail passes, with its reasons in
-/// system-out; a skipped case is skipped.
-pub fn junit_xml(name: &str, results: &[CaseResult]) -> String {
-    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-    let mut suite = TestSuite::new(format!("scacheck {name}"));
-    for r in results {
-        let status = match r.verdict {
-            Verdict::Pass | Verdict::Xfail => TestCaseStatus::success(),
-            Verdict::Skipped => {
-                let mut s = TestCaseStatus::skipped();
-                s.set_message(r.notes.join("; "));
-                s
-            }
-            Verdict::Fail | Verdict::Xpass | Verdict::Inconclusive => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                let message = match r.verdict {
-                    Verdict::Xpass => r.notes.join("; "),
-                    _ => r.headline().unwrap_or_default(),
-                };
-                s.set_message(message)
-                    .set_type(r.verdict.as_str())
-                    .set_description(case_text(r));
-                s
-            }
-        };
-        let mut case = TestCase::new(case_key(r), status);
-        case.set_classname(format!("scacheck.{name}"))
-            .set_time(r.duration);
-        let mut out = String::new();
-        for note in &r.notes {
-            let _ = writeln!(out, "note: {note}");
-        }
-        out.push_str(&sip_text(r));
-        case.set_system_out(out);
-        suite.add_test_case(case);
-    }
-    let mut report = Report::new("scacheck");
-    report.add_test_suite(suite);
-    report.to_string().unwrap_or_default()
 }
 
 /// Writes the report directory.
