@@ -1,8 +1,23 @@
-//! What a run writes: a line per case and a summary on the console,
-//! `summary.json`, a `<case>.diff` for every case that did not pass, a
-//! `<case>.sip.txt` with every SIP message of every case, and the same
-//! messages as a capture, `<case>.pcap`, for Wireshark; with HEP as the
-//! event source, the server's own view as `<case>.hep.pcap`.
+//! What a run writes. On the console, a line per case as it finishes and
+//! a summary line ([`console`]); in the report directory ([`write()`]):
+//! - `summary.json`, the verdicts for machines ([`summary`]; `--json-lines`
+//!   streams the same cases as they finish);
+//! - `junit.xml`, for CI test reporters ([`junit`]);
+//! - `report.html`, one self-contained page ([`html`]);
+//! - `<case>.sip.txt` for every case, with every SIP message and event, and
+//!   `<case>.diff` for every case that did not pass, with its findings
+//!   ([`text`]);
+//! - `<case>.pcap`, the same messages as a capture, for Wireshark; with HEP
+//!   as the event source, the server's own view as `<case>.hep.pcap`
+//!   ([`crate::pcap`]).
+//!
+//! Every output names a case by its one key, [`case_key`]: its id, with
+//! `@tcp` over TCP. [`table()`] reads summary.json back to line up the
+//! verdicts of several runs.
+//!
+//! Each output is a file of its own and takes what outputs share (the key,
+//! the totals) from here; the one that uses another is [`junit`], which
+//! carries [`text`]'s texts.
 
 pub mod console;
 pub mod html;
