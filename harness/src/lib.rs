@@ -11,7 +11,8 @@
 //!   server's live HEP mirror; [`check`]: a capture judged as a run;
 //! - [`case`] and [`golden`]: the input files;
 //! - [`diff`]: symbolic binding, alignment and unified diffs;
-//! - [`run`]: one case end to end; [`report`]: what a run writes.
+//! - [`run`]: one case end to end; [`report`]: what a run writes, a file
+//!   per output.
 
 pub mod bless;
 pub mod case;
@@ -20,7 +21,6 @@ pub mod deviation;
 pub mod diff;
 pub mod golden;
 pub mod hep;
-pub mod html;
 pub mod input;
 pub mod model;
 pub mod observe;

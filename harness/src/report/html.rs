@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
+use super::case_key;
 use crate::outcome::{CaseResult, Verdict};
-use crate::report::case_key;
 use crate::sip::headers::appearances;
 use crate::sip::transport::Direction;
 use crate::sip::Message;
@@ -225,31 +225,26 @@ mod tests {
         use crate::sip::transport::Record;
         use crate::sip::Transport;
         let hostile = b"NOTIFY sip:x <script>alert(1)</script> SIP/2.0\r\nX-Evil: <img src=x onerror=alert(2)>\r\n\r\n".to_vec();
-        let r = CaseResult {
-            id: "c".into(),
-            title: "<b>title</b>".into(),
+        let mut r = CaseResult::new(
+            "c",
+            "<b>title</b>",
+            Transport::Udp,
+            Observability::everything("t"),
+        );
+        r.verdict = Verdict::Fail;
+        r.error = Some("</p><script>alert(3)</script>".into());
+        r.records = vec![Record {
+            seq: 0,
+            at: std::time::SystemTime::UNIX_EPOCH,
+            agent: "60970\"><script>".into(),
+            direction: Direction::Received,
             transport: Transport::Udp,
-            verdict: Verdict::Fail,
-            duration: std::time::Duration::ZERO,
-            stages: Vec::new(),
-            error: Some("</p><script>alert(3)</script>".into()),
-            problems: Vec::new(),
-            records: vec![Record {
-                seq: 0,
-                at: std::time::SystemTime::UNIX_EPOCH,
-                agent: "60970\"><script>".into(),
-                direction: Direction::Received,
-                transport: Transport::Udp,
-                local: "127.0.0.1:1".parse().unwrap(),
-                peer: "127.0.0.1:2".parse().unwrap(),
-                raw: hostile,
-                problem: Some("unparseable <script>".into()),
-            }],
-            events: Vec::new(),
-            source: Observability::everything("t"),
-            notes: vec!["<script>alert(4)</script>".into()],
-            mirrored: Vec::new(),
-        };
+            local: "127.0.0.1:1".parse().unwrap(),
+            peer: "127.0.0.1:2".parse().unwrap(),
+            raw: hostile,
+            problem: Some("unparseable <script>".into()),
+        }];
+        r.notes = vec!["<script>alert(4)</script>".into()];
         let html = report("n<script>", "t<script>", &[r]);
         assert!(!html.to_lowercase().contains("<script"), "{html}");
         assert!(!html.contains("<img"), "{html}");
