@@ -33,7 +33,7 @@ use crate::observe::{Observability, Observation};
 use crate::pcap::Packet;
 use crate::run::{CaseResult, Prepared, Verdict};
 use crate::sip::headers::EventHeader;
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::{Message, Transport};
 use crate::target::Deviation;
 use crate::topology::Topology;

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::model::{Attr, Channel, KnownEvent, Value};
 use crate::run::{CaseResult, Verdict};
-use crate::sip::transport::Direction;
+use crate::sip::record::Direction;
 
 /// The file-name form of a case's id with its transport (UDP is the
 /// default and keeps the bare id).

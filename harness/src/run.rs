@@ -20,7 +20,8 @@ use crate::observe::wire::WireDeriver;
 use crate::observe::{EventLog, Observability, Observation};
 use crate::pcap::Packet;
 use crate::reference::{Embedded, Fault};
-use crate::sip::transport::{Endpoint, Record, Recorder};
+use crate::sip::record::Record;
+use crate::sip::transport::{Endpoint, Recorder};
 use crate::sip::Transport;
 use crate::target::{Deviation, Profile};
 use crate::topology::Topology;
@@ -592,8 +593,8 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
     for r in recorder.snapshot() {
         if let Some(why) = &r.problem {
             let verb = match r.direction {
-                crate::sip::transport::Direction::Received => "received from",
-                crate::sip::transport::Direction::Sent => "sent to",
+                crate::sip::record::Direction::Received => "received from",
+                crate::sip::record::Direction::Sent => "sent to",
             };
             result.problems.push(Problem {
                 what: format!("{} {verb} {} ({}): {why}", r.agent, r.peer, r.transport),

@@ -31,7 +31,7 @@ pub(crate) type Found = (Event, String);
 
 /// The message of a record, if a SIP deriver may use it: the transport
 /// took it for SIP and it parses.
-pub(crate) fn message_of(rec: &crate::sip::transport::Record) -> Option<crate::sip::Message> {
+pub(crate) fn message_of(rec: &crate::sip::record::Record) -> Option<crate::sip::Message> {
     if rec.problem.is_some() {
         return None;
     }
@@ -70,10 +70,10 @@ pub(crate) const GARBAGE: [&[u8]; 6] = [
 #[cfg(test)]
 pub(crate) fn test_record(
     agent: &str,
-    direction: crate::sip::transport::Direction,
+    direction: crate::sip::record::Direction,
     raw: Vec<u8>,
-) -> crate::sip::transport::Record {
-    crate::sip::transport::Record {
+) -> crate::sip::record::Record {
+    crate::sip::record::Record {
         seq: 0,
         at: std::time::SystemTime::UNIX_EPOCH,
         agent: agent.to_string(),

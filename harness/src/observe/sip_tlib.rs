@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use super::{message_of, on_channel, provenance, Found, Observability, Observation};
 use crate::model::{Attr, Channel, Event, KnownEvent, Value};
 use crate::sip::headers::first_index;
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::{uri_user, Message};
 
 /// How the source is named in reports.

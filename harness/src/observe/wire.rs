@@ -12,7 +12,7 @@ use crate::model::{ApState, Attr, Channel, Event, KnownEvent, Value};
 use crate::sip::headers::{
     appearances, first_index, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
 };
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::{split_list, Message, NameAddr};
 
 /// An appearance as the phone last heard it: its state and the user part

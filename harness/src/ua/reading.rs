@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{appearances, Appearance, EventHeader, SubState, SubscriptionState};
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::Message;
 
 /// The appearances in a request's Call-Info, or the problem a phone
