@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use crate::case::{Action, Step};
 use crate::diff::{compare_stage, Bindings};
+use crate::observation::{Observability, Observation};
 use crate::observe::sip_tlib::SipTlibDeriver;
 use crate::observe::wire::WireDeriver;
-use crate::observe::{Observability, Observation};
 use crate::pcap::Packet;
 use crate::run::{CaseResult, Prepared, Verdict};
 use crate::sip::headers::EventHeader;

@@ -32,7 +32,7 @@ pub enum Expectation {
 
 impl Expectation {
     /// How many events a source that sees this much will deliver.
-    pub fn count(&self, seen: &crate::observe::Observability) -> usize {
+    pub fn count(&self, seen: &crate::observation::Observability) -> usize {
         match self {
             Expectation::Events(e) => e.iter().filter(|e| seen.sees_event(&e.event.name)).count(),
             Expectation::Unasserted(_) => 0,

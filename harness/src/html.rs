@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn a_hostile_message_shows_as_text() {
-        use crate::observe::Observability;
+        use crate::observation::Observability;
         use crate::sip::record::Record;
         use crate::sip::Transport;
         let hostile = b"NOTIFY sip:x <script>alert(1)</script> SIP/2.0\r\nX-Evil: <img src=x onerror=alert(2)>\r\n\r\n".to_vec();

@@ -6,6 +6,7 @@
 //! - [`sip`]: codec adapter, typed SCA headers, builders, socket edge;
 //! - [`ua`]: the scripted user agents (a sans-IO core and its driver);
 //! - [`reference`]: the embedded reference SCA server;
+//! - [`observation`]: what a source delivers and what it can see;
 //! - [`observe`]: capture sources that produce events;
 //! - [`pcap`] and [`hep`]: SIP traffic from capture files and from a
 //!   server's live HEP mirror; [`check`]: a capture judged as a run;
@@ -23,6 +24,7 @@ pub mod hep;
 pub mod html;
 pub mod input;
 pub mod model;
+pub mod observation;
 pub mod observe;
 pub mod pcap;
 pub mod reference;

@@ -377,7 +377,8 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
 
 /// Checks a server log; returns whether its verdict is an expected one.
 fn log_check(args: LogArgs) -> anyhow::Result<bool> {
-    use scacheck::observe::{tlib_log, Observability};
+    use scacheck::observation::Observability;
+    use scacheck::observe::tlib_log;
     let topology = Topology::reference();
     let file = &args.file;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;

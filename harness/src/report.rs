@@ -490,7 +490,7 @@ mod tests {
     #[test]
     fn an_event_line_says_what_the_event_is_ordered_within() {
         let mut r = crate::run::tests::result(&[]);
-        let event = |within: Option<&str>| crate::observe::Observation {
+        let event = |within: Option<&str>| crate::observation::Observation {
             channel: crate::model::Channel::parse("60972"),
             event: crate::model::Event::new(crate::model::KnownEvent::Released),
             raw: String::new(),

@@ -11,8 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{message_of, on_channel, provenance, Found, Observability, Observation};
+use super::{message_of, on_channel, provenance, Found};
 use crate::model::{Attr, Channel, Event, KnownEvent, Value};
+use crate::observation::{Observability, Observation};
 use crate::sip::headers::first_index;
 use crate::sip::record::{Direction, Record};
 use crate::sip::{uri_user, Message};

@@ -7,8 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{message_of, on_channel, provenance, Found, Observation};
+use super::{message_of, on_channel, provenance, Found};
 use crate::model::{ApState, Attr, Channel, Event, KnownEvent, Value};
+use crate::observation::Observation;
 use crate::sip::headers::{
     appearances, first_index, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
 };
