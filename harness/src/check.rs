@@ -26,10 +26,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::case::{Action, Step};
+use crate::derive::sip_tlib::SipTlibDeriver;
+use crate::derive::wire::WireDeriver;
 use crate::diff::{compare_stage, Bindings};
 use crate::observation::{Observability, Observation};
-use crate::observe::sip_tlib::SipTlibDeriver;
-use crate::observe::wire::WireDeriver;
 use crate::pcap::Packet;
 use crate::run::{CaseResult, Prepared, Verdict};
 use crate::sip::headers::EventHeader;

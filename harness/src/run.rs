@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::case::{Action, Case, Step};
+use crate::derive::sip_tlib::SipTlibDeriver;
+use crate::derive::wire::WireDeriver;
 use crate::diff::{compare_stage, Bindings, Divergence, StageResult};
 use crate::golden::GoldenStage;
 use crate::input::InputError;
@@ -15,9 +17,7 @@ use crate::model::Channel;
 use crate::observation::{Observability, Observation};
 use crate::observe::feed::FeedClient;
 use crate::observe::hep::{HepListener, HepView, ServerView};
-use crate::observe::sip_tlib::SipTlibDeriver;
 use crate::observe::tlib_log::LogFollower;
-use crate::observe::wire::WireDeriver;
 use crate::observe::EventLog;
 use crate::pcap::Packet;
 use crate::reference::{Embedded, Fault};
@@ -418,7 +418,7 @@ impl Live {
 
 /// What the events of a run come from, and so what it can observe.
 fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability {
-    use crate::observe::sip_tlib::WIRE_SOURCE;
+    use crate::derive::sip_tlib::WIRE_SOURCE;
     let feed = |s: String| Observability::everything(&s).with_wire_source(WIRE_SOURCE);
     match (&opts.target, &opts.events) {
         (Target::Embedded { .. }, _) => feed("the embedded server's event feed".into()),
