@@ -8,7 +8,7 @@
 //! - [`ua`]: the scripted user agents (a sans-IO core and its driver);
 //! - [`reference`]: the embedded reference SCA server;
 //! - [`observation`]: what a source delivers and what it can see;
-//! - [`derive`]: pure derivers, SIP records in, observations out;
+//! - [`derive`](mod@derive): pure derivers, SIP records in, observations out;
 //! - [`observe`]: event sources (a server's feed, logs, HEP mirror);
 //! - [`pcap`] and [`hep`]: SIP traffic from capture files and from a
 //!   server's live HEP mirror; [`check`]: a capture judged as a run;
