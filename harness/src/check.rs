@@ -26,14 +26,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::case::{Action, Step};
+use crate::derive::sip_tlib::SipTlibDeriver;
+use crate::derive::wire::WireDeriver;
 use crate::diff::{compare_stage, Bindings};
-use crate::observe::sip_tlib::SipTlibDeriver;
-use crate::observe::wire::WireDeriver;
-use crate::observe::{Observability, Observation};
+use crate::observation::{Observability, Observation};
 use crate::outcome::CaseResult;
 use crate::pcap::Packet;
 use crate::sip::headers::EventHeader;
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::{Message, Transport};
 use crate::suite::Prepared;
 use crate::target::Deviation;

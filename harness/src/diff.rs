@@ -20,7 +20,7 @@ use similar::{ChangeTag, TextDiff};
 use crate::deviation::Deviation;
 use crate::golden::{Expectation, Expected};
 use crate::model::{Attr, Channel, Event, IdSpace, Kind, Value};
-use crate::observe::{Observability, Observation};
+use crate::observation::{Observability, Observation};
 
 /// Symbol-to-literal bindings of one case, one to one per identifier space.
 #[derive(Debug, Default, Clone)]

@@ -3,10 +3,13 @@
 //!
 //! The crate is split the way data flows through a run:
 //! - [`model`]: the reference's T-Library events, the one event model;
-//! - [`sip`]: codec adapter, typed SCA headers, builders, socket edge;
+//! - [`sip`]: codec adapter, typed SCA headers, builders, the records of
+//!   what crossed the wire, socket edge;
 //! - [`ua`]: the scripted user agents (a sans-IO core and its driver);
 //! - [`reference`]: the embedded reference SCA server;
-//! - [`observe`]: capture sources that produce events;
+//! - [`observation`]: what a source delivers and what it can see;
+//! - [`derive`](mod@derive): pure derivers, SIP records in, observations out;
+//! - [`observe`]: event sources (a server's feed, logs, HEP mirror);
 //! - [`pcap`] and [`hep`]: SIP traffic from capture files and from a
 //!   server's live HEP mirror; [`check`]: a capture judged as a run;
 //! - [`case`] and [`golden`]: the input files;
@@ -17,12 +20,14 @@
 pub mod bless;
 pub mod case;
 pub mod check;
+pub mod derive;
 pub mod deviation;
 pub mod diff;
 pub mod golden;
 pub mod hep;
 pub mod input;
 pub mod model;
+pub mod observation;
 pub mod observe;
 pub mod outcome;
 pub mod pcap;

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use crate::diff::{Divergence, StageResult};
 use crate::model::Channel;
-use crate::observe::{Observability, Observation};
+use crate::observation::{Observability, Observation};
 use crate::pcap::Packet;
-use crate::sip::transport::Record;
+use crate::sip::record::Record;
 use crate::sip::Transport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -12,7 +12,8 @@ use std::path::Path;
 use common::suite;
 use scacheck::check::check_events;
 use scacheck::model::Channel;
-use scacheck::observe::{tlib_log, Observability};
+use scacheck::observation::Observability;
+use scacheck::observe::tlib_log;
 use scacheck::outcome::Verdict;
 use scacheck::run::{run_all, RunOptions};
 

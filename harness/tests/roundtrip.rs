@@ -56,7 +56,7 @@ fn round_trip(transport: scacheck::sip::Transport) {
         let checked = check(p, recs, &topology, &identities, &starts, &[]);
         // Channel by channel, as the diff compares: order across channels
         // (two phones' messages) is not part of the verdict.
-        let wire = |events: &[(String, scacheck::observe::Observation)]| {
+        let wire = |events: &[(String, scacheck::observation::Observation)]| {
             let mut by_channel: std::collections::BTreeMap<(String, String), Vec<String>> =
                 Default::default();
             for (s, o) in events

@@ -9,8 +9,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
-use super::{EventLog, Observation};
+use super::EventLog;
 use crate::model::{Channel, Event, Strictness};
+use crate::observation::Observation;
 
 pub const CHANNEL_KEY: &str = "channel";
 pub const SEQ_KEY: &str = "seq";

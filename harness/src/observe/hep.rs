@@ -20,7 +20,8 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::hep::{decode, HepError, Mirrored};
 use crate::pcap::Packet;
-use crate::sip::transport::{sleep_until, Record};
+use crate::sip::record::Record;
+use crate::sip::transport::sleep_until;
 
 type Arrival = Result<Mirrored, HepError>;
 type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Arrival>>>>;
@@ -467,7 +468,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::hep::encode;
-    use crate::sip::transport::Direction;
+    use crate::sip::record::Direction;
     use crate::sip::Transport;
 
     /// The mirror outpaces the view (each message takes 2 ms to derive,

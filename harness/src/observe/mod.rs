@@ -1,184 +1,20 @@
-//! Capture sources. Each turns what it can see into events of the one
-//! model, in arrival order, and declares what it can observe so that the
-//! diff compares only that.
+//! Event sources: each turns what it can see (a server's event feed, its
+//! logs, its HEP mirror) into events of the one model, in arrival order,
+//! and declares what it can observe so that the diff compares only that.
+//! What they deliver is [`crate::observation`]'s; the events derived from
+//! SIP come from [`crate::derive`], which a source may feed but which never
+//! imports a source.
 
 pub mod feed;
 pub mod hep;
-pub mod sip_tlib;
 pub mod tlib_log;
-pub mod wire;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::model::{Attr, Channel, Event, EventName, KnownEvent};
-
-/// Where a SIP-derived event came from: the message's start line and the
-/// header the event was read from.
-pub(crate) fn provenance(msg: &crate::sip::Message, header: &str) -> String {
-    let values: Vec<&str> = msg.headers(header).collect();
-    if values.is_empty() {
-        msg.start_line().to_string()
-    } else {
-        format!("{} | {header}: {}", msg.start_line(), values.join(", "))
-    }
-}
-
-/// An event a SIP deriver found, with the provenance text it is reported with.
-pub(crate) type Found = (Event, String);
-
-/// The message of a record, if a SIP deriver may use it: the transport
-/// took it for SIP and it parses.
-pub(crate) fn message_of(rec: &crate::sip::transport::Record) -> Option<crate::sip::Message> {
-    if rec.problem.is_some() {
-        return None;
-    }
-    crate::sip::Message::parse(rec.raw.clone()).ok()
-}
-
-/// What a SIP deriver found in one message, as observations on one
-/// channel, ordered `within` that message's sequence (its SIP dialog).
-pub(crate) fn on_channel(channel: &Channel, within: &str, found: Vec<Found>) -> Vec<Observation> {
-    found
-        .into_iter()
-        .map(|(event, raw)| Observation {
-            channel: channel.clone(),
-            event,
-            raw,
-            within: Some(within.to_string()),
-        })
-        .collect()
-}
-
-/// Bytes no SIP deriver may take for a message, or panic on: empty, not
-/// SIP, not UTF-8, a request without its headers, a response with an
-/// impossible status and broken headers. Each deriver's tests add a message
-/// of its own cut in half.
-#[cfg(test)]
-pub(crate) const GARBAGE: [&[u8]; 6] = [
-    b"",
-    b"garbage",
-    b"\xff\xfe\r\n\r\n",
-    b"BYE sip:a@b SIP/2.0\r\nCall-ID: c1\r\n\r\n",
-    b"NOTIFY sip:a@b SIP/2.0\r\nEvent: call-info\r\n\r\n",
-    b"SIP/2.0 999999 X\r\nVia: x\r\nFrom: <\r\nTo: >\r\nCall-ID:\r\nCSeq: 1\r\n\r\n",
-];
-
-/// A phone's record of a message, for the SIP derivers' tests.
-#[cfg(test)]
-pub(crate) fn test_record(
-    agent: &str,
-    direction: crate::sip::transport::Direction,
-    raw: Vec<u8>,
-) -> crate::sip::transport::Record {
-    crate::sip::transport::Record {
-        seq: 0,
-        at: std::time::SystemTime::UNIX_EPOCH,
-        agent: agent.to_string(),
-        direction,
-        transport: crate::sip::Transport::Udp,
-        local: "127.0.0.1:6000".parse().unwrap(),
-        peer: "127.0.0.1:5060".parse().unwrap(),
-        raw,
-        problem: None,
-    }
-}
-
-/// One event as a source delivered it.
-#[derive(Debug, Clone)]
-pub struct Observation {
-    pub channel: Channel,
-    pub event: Event,
-    /// The source's own text of the event (a feed line, a log block).
-    pub raw: String,
-    /// The sequence in which this event's place is meaningful. A feed or a
-    /// log orders all of a channel's events (`None`). An event derived from
-    /// SIP is ordered only among events of its SIP dialog: SIP orders
-    /// nothing across dialogs, and a server handles two dialogs' messages
-    /// in either order (Kamailio's workers take a phone's 200 on one dialog
-    /// and its BYE on another at once). The diff compares order within a
-    /// sequence only.
-    pub within: Option<String>,
-}
-
-/// What a source can see. The diff compares only this; the report lists
-/// the rest as not observed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observability {
-    /// Where the T-Library channels' events (each DN, call monitoring)
-    /// come from.
-    pub source: String,
-    /// Where the SCA wire channels' (`sca.<DN>`) events come from.
-    pub wire_source: String,
-    /// `None`: every channel.
-    pub channels: Option<Vec<Channel>>,
-    /// Attributes the source cannot see.
-    pub blind_to: Vec<Attr>,
-    /// Events the source cannot see at all (SIP shows no EventPrivateInfo).
-    pub blind_events: Vec<KnownEvent>,
-}
-
-impl Observability {
-    /// A source that sees every channel and attribute (a server's own feed).
-    pub fn everything(source: &str) -> Observability {
-        Observability {
-            source: source.to_string(),
-            wire_source: source.to_string(),
-            channels: None,
-            blind_to: Vec::new(),
-            blind_events: Vec::new(),
-        }
-    }
-
-    /// The same, with the wire layer from another source (a server's feed
-    /// has T-Library events; its SCA wire layer comes from the SIP).
-    pub fn with_wire_source(mut self, source: &str) -> Observability {
-        self.wire_source = source.to_string();
-        self
-    }
-
-    /// Where a channel's events come from.
-    pub fn source_of(&self, channel: &Channel) -> &str {
-        match channel {
-            Channel::Wire(_) => &self.wire_source,
-            _ => &self.source,
-        }
-    }
-
-    /// The channels grouped by the source their events come from, in
-    /// order of first appearance: what a report says of its sources.
-    pub fn sources<'a>(
-        &'a self,
-        channels: impl IntoIterator<Item = &'a Channel>,
-    ) -> Vec<(&'a str, Vec<&'a Channel>)> {
-        let mut out: Vec<(&str, Vec<&Channel>)> = Vec::new();
-        for c in channels {
-            let source = self.source_of(c);
-            match out.iter_mut().find(|(s, _)| *s == source) {
-                Some((_, cs)) => cs.push(c),
-                None => out.push((source, vec![c])),
-            }
-        }
-        out
-    }
-
-    pub fn sees_channel(&self, channel: &Channel) -> bool {
-        self.channels.as_ref().is_none_or(|cs| cs.contains(channel))
-    }
-
-    pub fn sees_attr(&self, attr: Attr) -> bool {
-        !self.blind_to.contains(&attr)
-    }
-
-    pub fn sees_event(&self, name: &EventName) -> bool {
-        match name {
-            EventName::Known(k) => !self.blind_events.contains(k),
-            EventName::Other(_) => true,
-        }
-    }
-}
+use crate::observation::Observation;
 
 #[derive(Debug, Default)]
 struct Inner {

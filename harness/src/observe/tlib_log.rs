@@ -15,10 +15,10 @@
 
 use std::collections::BTreeMap;
 
-use super::Observation;
 use crate::model::{
     Attr, CallState, CallType, Cause, Channel, Event, EventName, Kind, KnownEvent, Role, Value,
 };
+use crate::observation::Observation;
 
 /// What the reader passed over.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -64,8 +64,8 @@ impl Packet {
         &self,
         who: &std::collections::BTreeMap<SocketAddr, String>,
         seq: u64,
-    ) -> Vec<crate::sip::transport::Record> {
-        use crate::sip::transport::{Direction, Record};
+    ) -> Vec<crate::sip::record::Record> {
+        use crate::sip::record::{Direction, Record};
         let ends: Vec<_> = [
             (self.src, Direction::Sent, self.dst),
             (self.dst, Direction::Received, self.src),

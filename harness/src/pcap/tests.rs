@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use super::file::Capture;
 use super::reassembly::{FlowKey, SegData, Segment, Sink, Streams};
 use super::*;
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 
 const BASE_SECS: u64 = 1_700_000_000;
 

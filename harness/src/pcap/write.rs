@@ -14,7 +14,7 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
 
 use super::Packet;
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::Transport;
 
 /// Largest TCP payload per segment.

@@ -14,7 +14,8 @@ use super::server::Server;
 use super::Fault;
 use crate::observe::feed;
 use crate::pcap::Packet;
-use crate::sip::transport::{sleep_until, Direction, Endpoint, Recorder};
+use crate::sip::record::Direction;
+use crate::sip::transport::{sleep_until, Endpoint, Recorder};
 use crate::topology::Topology;
 
 /// A running embedded server. Dropping it stops it.

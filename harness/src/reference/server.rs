@@ -18,7 +18,7 @@ use crate::model::{
 use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{appearances, ApState, Appearance, AppearanceIndex, EventHeader, Reason};
-use crate::sip::transport::Inbound;
+use crate::sip::record::Inbound;
 use crate::sip::{Message, Transport};
 use crate::topology::Topology;
 

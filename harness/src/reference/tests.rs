@@ -7,7 +7,7 @@ use super::server::Server;
 use super::Fault;
 use crate::model::{Attr, Channel, KnownEvent, Value};
 use crate::sip::build::Builder;
-use crate::sip::transport::Inbound;
+use crate::sip::record::Inbound;
 use crate::sip::{Message, Transport};
 use crate::topology::Topology;
 

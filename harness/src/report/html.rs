@@ -11,7 +11,7 @@ use similar::{ChangeTag, TextDiff};
 use super::case_key;
 use crate::outcome::{CaseResult, Verdict};
 use crate::sip::headers::appearances;
-use crate::sip::transport::Direction;
+use crate::sip::record::Direction;
 use crate::sip::Message;
 
 /// Escapes text for HTML element content and attribute values.
@@ -221,8 +221,8 @@ mod tests {
 
     #[test]
     fn a_hostile_message_shows_as_text() {
-        use crate::observe::Observability;
-        use crate::sip::transport::Record;
+        use crate::observation::Observability;
+        use crate::sip::record::Record;
         use crate::sip::Transport;
         let hostile = b"NOTIFY sip:x <script>alert(1)</script> SIP/2.0\r\nX-Evil: <img src=x onerror=alert(2)>\r\n\r\n".to_vec();
         let mut r = CaseResult::new(

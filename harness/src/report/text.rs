@@ -13,7 +13,7 @@ use std::time::UNIX_EPOCH;
 use super::case_key;
 use crate::model::{Attr, Channel, KnownEvent, Value};
 use crate::outcome::CaseResult;
-use crate::sip::transport::Direction;
+use crate::sip::record::Direction;
 
 /// The full text of a case's findings: divergence, per-channel diffs,
 /// what was not observed, problems with their raw messages.
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn an_event_line_says_what_the_event_is_ordered_within() {
         let mut r = crate::outcome::tests::result(&[]);
-        let event = |within: Option<&str>| crate::observe::Observation {
+        let event = |within: Option<&str>| crate::observation::Observation {
             channel: crate::model::Channel::parse("60972"),
             event: crate::model::Event::new(crate::model::KnownEvent::Released),
             raw: String::new(),

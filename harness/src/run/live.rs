@@ -5,13 +5,14 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::derive::wire::WireDeriver;
 use crate::observe::feed::FeedClient;
 use crate::observe::hep::HepView;
 use crate::observe::tlib_log::LogFollower;
-use crate::observe::wire::WireDeriver;
 use crate::observe::EventLog;
 use crate::reference::Embedded;
-use crate::sip::transport::{Endpoint, Record, Recorder};
+use crate::sip::record::Record;
+use crate::sip::transport::{Endpoint, Recorder};
 use crate::suite::Prepared;
 use crate::target::Profile;
 use crate::topology::Topology;

@@ -34,12 +34,13 @@ use std::time::{Duration, Instant};
 use live::{reset, start, Source};
 use perform::perform;
 
+use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::diff::{compare_stage, Bindings};
 use crate::golden::GoldenStage;
 use crate::model::Channel;
+use crate::observation::{Observability, Observation};
 use crate::observe::hep::ServerView;
-use crate::observe::sip_tlib::SipTlibDeriver;
-use crate::observe::{EventLog, Observability, Observation};
+use crate::observe::EventLog;
 use crate::outcome::{settle_verdict, CaseResult, Problem, Verdict};
 use crate::sip::transport::Recorder;
 use crate::suite::Prepared;
@@ -92,7 +93,7 @@ pub async fn run_all_reporting(
 
 /// What the events of a run come from, and so what it can observe.
 fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability {
-    use crate::observe::sip_tlib::WIRE_SOURCE;
+    use crate::derive::sip_tlib::WIRE_SOURCE;
     let feed = |s: String| Observability::everything(&s).with_wire_source(WIRE_SOURCE);
     match (&opts.target, &opts.events) {
         (Target::Embedded { .. }, _) => feed("the embedded server's event feed".into()),
@@ -329,8 +330,8 @@ fn collect(
     for r in recorder.snapshot() {
         if let Some(why) = &r.problem {
             let verb = match r.direction {
-                crate::sip::transport::Direction::Received => "received from",
-                crate::sip::transport::Direction::Sent => "sent to",
+                crate::sip::record::Direction::Received => "received from",
+                crate::sip::record::Direction::Sent => "sent to",
             };
             result.problems.push(Problem {
                 what: format!("{} {verb} {} ({}): {why}", r.agent, r.peer, r.transport),

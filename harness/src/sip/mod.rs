@@ -1,11 +1,13 @@
 //! SIP: the codec adapter, our small typed header layer, message builders,
-//! stream framing (pure), and the socket edge.
+//! stream framing (pure), the records of what crossed the wire (pure), and
+//! the socket edge.
 
 pub mod build;
 pub mod codec;
 pub mod dialog;
 pub mod framing;
 pub mod headers;
+pub mod record;
 pub mod retransmit;
 pub mod transport;
 

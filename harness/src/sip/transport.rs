@@ -1,7 +1,8 @@
 //! The socket edge: one UDP socket and one TCP listener on the same port,
 //! outgoing TCP connections reused per peer, and a [`Recorder`] that keeps
-//! the raw bytes of every message sent or received. Nothing here knows SIP
-//! beyond framing and parsing.
+//! the raw bytes of every message sent or received (as the plain
+//! [`Record`]s of [`super::record`]). Nothing here knows SIP beyond framing
+//! and parsing.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,46 +16,11 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::framing::StreamFramer;
+use super::record::{Direction, Inbound, Record};
 use super::{Message, Transport};
 
 /// How long a TCP connect may take on loopback before we call it refused.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Sent,
-    Received,
-}
-
-/// One message as it crossed the wire.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Order of recording within the case.
-    pub seq: u64,
-    pub at: SystemTime,
-    /// The user agent (or server) that sent or received it.
-    pub agent: String,
-    pub direction: Direction,
-    pub transport: Transport,
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
-    pub raw: Vec<u8>,
-    /// Why the bytes are not a usable SIP message, if they are not.
-    pub problem: Option<String>,
-}
-
-impl Record {
-    /// The first line, for ladders and summaries.
-    pub fn first_line(&self) -> String {
-        let end = self
-            .raw
-            .iter()
-            .position(|b| *b == b'\r' || *b == b'\n')
-            .unwrap_or(self.raw.len());
-        String::from_utf8_lossy(&self.raw[..end.min(200)]).into_owned()
-    }
-}
 
 /// Called with every record as it is made (a sans-IO deriver, say).
 pub type Tap = Box<dyn FnMut(&Record) + Send>;
@@ -138,14 +104,6 @@ pub async fn sleep_until(at: Option<std::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// A parsed message that arrived, with where it came from.
-#[derive(Debug, Clone)]
-pub struct Inbound {
-    pub msg: Message,
-    pub transport: Transport,
-    pub peer: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{ApState, Appearance, AppearanceIndex};
-use crate::sip::transport::Inbound;
+use crate::sip::record::Inbound;
 use crate::sip::{Message, Transport};
 
 use super::reading::{self, Subscription};

@@ -45,7 +45,7 @@ impl AgentHandle {
     /// Starts an agent on an already bound endpoint.
     pub fn start(
         endpoint: Endpoint,
-        mut inbound: mpsc::UnboundedReceiver<crate::sip::transport::Inbound>,
+        mut inbound: mpsc::UnboundedReceiver<crate::sip::record::Inbound>,
         cfg: AgentConfig,
     ) -> AgentHandle {
         let dn = cfg.dn.clone();

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{appearances, Appearance, EventHeader, SubState, SubscriptionState};
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::Message;
 
 /// The appearances in a request's Call-Info, or the problem a phone
@@ -235,7 +235,7 @@ fn opened(req: &Message) -> Option<Dialog> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::test_record as record;
+    use crate::derive::test_record as record;
     use crate::sip::build::Builder;
 
     const PHONE: &str = "60970";
@@ -420,7 +420,7 @@ mod tests {
         );
         flagged.problem = Some("unparseable".into());
         assert!(phones.observe(&flagged).is_empty());
-        for raw in crate::observe::GARBAGE {
+        for raw in crate::derive::GARBAGE {
             assert!(phones
                 .observe(&record(PHONE, Direction::Received, raw.to_vec()))
                 .is_empty());

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use super::agent::*;
 use super::Seizure;
 use crate::sip::build::Builder;
-use crate::sip::transport::Inbound;
+use crate::sip::record::Inbound;
 use crate::sip::{Message, Transport};
 
 const SERVER: &str = "127.0.0.1:5060";

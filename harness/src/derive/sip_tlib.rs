@@ -11,23 +11,24 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{message_of, on_channel, provenance, Found, Observability, Observation};
+use super::{message_of, on_channel, provenance, Found};
 use crate::model::{Attr, Channel, Event, KnownEvent, Value};
+use crate::observation::{Observability, Observation};
 use crate::sip::headers::first_index;
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::{uri_user, Message};
 
 /// How the source is named in reports.
 pub const SOURCE: &str = "T-Library events derived from the SIP the phones saw";
 
 /// Where the SCA wire layer comes from for every source but a server's
-/// HEP mirror (`observe::wire` on the phones' SIP).
+/// HEP mirror (`derive::wire` on the phones' SIP).
 pub const WIRE_SOURCE: &str = "SCA wire layer derived from the SIP the phones saw";
 
 /// The attributes SIP shows on a DN channel.
 const SEEN: [Attr; 3] = [Attr::ThisDn, Attr::OtherDn, Attr::AppearanceIndex];
 
-/// The wire layer's attributes: its channels come from `observe::wire`,
+/// The wire layer's attributes: its channels come from `derive::wire`,
 /// which sees them, so this source is not blind to them.
 const WIRE: [Attr; 6] = [
     Attr::Index,
@@ -139,7 +140,7 @@ impl SipTlibDeriver {
     }
 
     /// The parties' DN channels and, for each shared-line phone among them,
-    /// its wire channel (derived by `observe::wire`, not here); never the
+    /// its wire channel (derived by `derive::wire`, not here); never the
     /// monitoring stream.
     pub fn observability(&self) -> Observability {
         let mut channels: Vec<Channel> = Vec::new();
@@ -555,7 +556,7 @@ mod tests {
         )
     }
 
-    use crate::observe::test_record as record;
+    use crate::derive::test_record as record;
 
     /// One INVITE dialog: its Call-ID and the users of From and To.
     #[derive(Clone, Copy)]
@@ -1113,7 +1114,7 @@ mod tests {
         flagged.problem = Some("truncated".into());
         assert!(d.observe(&flagged).is_empty());
         let cut: &[u8] = &offer[..offer.len() / 2];
-        for raw in crate::observe::GARBAGE.into_iter().chain([cut]) {
+        for raw in crate::derive::GARBAGE.into_iter().chain([cut]) {
             for dir in [Direction::Sent, Direction::Received] {
                 assert!(d.observe(&record(LINE, dir, raw.to_vec())).is_empty());
             }

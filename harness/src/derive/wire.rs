@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{message_of, on_channel, provenance, Found, Observation};
+use super::{message_of, on_channel, provenance, Found};
 use crate::model::{ApState, Attr, Channel, Event, KnownEvent, Value};
+use crate::observation::Observation;
 use crate::sip::headers::{
     appearances, first_index, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
 };
-use crate::sip::transport::{Direction, Record};
+use crate::sip::record::{Direction, Record};
 use crate::sip::{split_list, Message, NameAddr};
 
 /// An appearance as the phone last heard it: its state and the user part
@@ -305,7 +306,7 @@ mod tests {
         WireDeriver::new(&[PHONE.to_string(), "60971".to_string()])
     }
 
-    use crate::observe::test_record as record;
+    use crate::derive::test_record as record;
 
     /// A request in dialog `call_id`; `to_tag` empty for an initial request.
     fn request(method: &str, call_id: &str, cseq: u32, to_tag: &str) -> Builder {
@@ -857,7 +858,7 @@ mod tests {
         flagged.problem = Some("truncated".into());
         assert!(d.observe(&flagged).is_empty());
         let cut: &[u8] = &offer[..offer.len() / 2];
-        for raw in crate::observe::GARBAGE.into_iter().chain([cut]) {
+        for raw in crate::derive::GARBAGE.into_iter().chain([cut]) {
             assert!(d
                 .observe(&record(PHONE, Direction::Received, raw.to_vec()))
                 .is_empty());
