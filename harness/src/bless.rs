@@ -97,20 +97,27 @@ pub fn bless(
     Ok(written)
 }
 
-/// [`bless`] for every case of a run, in order; an error names the case.
+/// `--bless` after a run: [`bless`] for every case, in order (an error
+/// names the case), unless CI is set. Returns what the console says: the
+/// pending files and what to do next, or that CI wrote nothing.
 pub fn bless_all(
     suite: &[Prepared],
     results: &[CaseResult],
     golden_root: &Path,
-) -> std::io::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    for (p, r) in suite.iter().zip(results) {
-        written.extend(
-            bless(p, r, golden_root)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("blessing {}: {e}", r.id)))?,
-        );
+) -> std::io::Result<Vec<String>> {
+    if in_ci() {
+        return Ok(vec!["--bless: CI is set, no golden file written".into()]);
     }
-    Ok(written)
+    let mut said = Vec::new();
+    for (p, r) in suite.iter().zip(results) {
+        let written = bless(p, r, golden_root)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("blessing {}: {e}", r.id)))?;
+        said.extend(written.iter().map(|f| format!("pending: {}", f.display())));
+    }
+    said.push(
+        "review with `scacheck golden review`, then `scacheck golden accept` or `reject`".into(),
+    );
+    Ok(said)
 }
 
 /// Every pending golden file under `golden_root`, sorted.
@@ -158,6 +165,15 @@ pub fn settle(files: &[PathBuf], accept: bool) -> std::io::Result<Vec<String>> {
         }
     }
     Ok(done)
+}
+
+/// Every pending file under `golden_root` as a diff, or that there is none.
+pub fn review_all(golden_root: &Path) -> String {
+    let files = pending(golden_root);
+    if files.is_empty() {
+        return format!("no pending golden files under {}\n", golden_root.display());
+    }
+    files.iter().map(|f| review(f)).collect()
 }
 
 /// A pending file as a unified diff against the golden it would replace.

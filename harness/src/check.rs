@@ -361,6 +361,20 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// What the console says of it: how many messages, what was skipped,
+    /// and where it broke off.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "capture: {} SIP messages; skipped: {:?}\n",
+            self.packets.len(),
+            self.skipped
+        );
+        if let Some(e) = &self.broken {
+            out.push_str(&format!("capture ends early: {e}\n"));
+        }
+        out
+    }
+
     pub fn read(path: &std::path::Path) -> Result<Capture, crate::pcap::PcapError> {
         let mut reader = crate::pcap::Reader::open(path)?;
         let mut packets = Vec::new();

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use scacheck::observe::hep::HepListener;
+use scacheck::outcome::CaseResult;
 use scacheck::reference::Fault;
 use scacheck::report;
 use scacheck::run::{run_all_reporting, Events, RunOptions, Target};
 use scacheck::sip::Transport;
-use scacheck::suite::Prepared;
 use scacheck::topology::Topology;
 
 /// Conformance tests for SIP servers that implement Shared Call Appearance.
@@ -74,9 +74,7 @@ struct Output {
 
 impl Output {
     fn dir(&self) -> PathBuf {
-        self.report_dir
-            .clone()
-            .unwrap_or_else(|| report::default_dir(&PathBuf::from("reports")))
+        report::dir_or_default(self.report_dir.clone())
     }
 }
 
@@ -141,12 +139,6 @@ struct PcapArgs {
     output: Output,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum TransportArg {
-    Udp,
-    Tcp,
-}
-
 #[derive(clap::Args)]
 struct RunArgs {
     /// What to test: `embedded` (an in-process reference server per case),
@@ -188,8 +180,8 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     json_lines: Option<PathBuf>,
     /// The transport the user agents use (default: udp, or the profile's).
-    #[arg(long, value_enum)]
-    transport: Option<TransportArg>,
+    #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp or tcp"))]
+    transport: Option<Transport>,
 }
 
 fn main() -> ExitCode {
@@ -202,9 +194,7 @@ fn main() -> ExitCode {
     // not be driven; 2: bad input or usage, said on standard error.
     let outcome = match cli.command {
         Command::Faults => {
-            for f in Fault::ALL {
-                println!("{:<26} {}", f.name(), f.description());
-            }
+            print!("{}", Fault::list());
             Ok(true)
         }
         Command::Table { reports } => report::table(&reports).map(|table| {
@@ -229,27 +219,16 @@ fn main() -> ExitCode {
 fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
     let dirs = args.inputs.dirs()?;
-    let (name, identities, deviations) = if args.target == "embedded" {
-        let ids = topology
-            .dns()
-            .iter()
-            .map(|d| (d.to_string(), d.to_string()))
-            .collect();
-        ("embedded".to_string(), ids, Vec::new())
-    } else {
-        let profile = dirs.profile(std::path::Path::new(&args.target), &topology)?;
-        (profile.name, profile.identities, profile.deviations)
+    let (name, identities, deviations) = match args.target.as_str() {
+        "embedded" => ("embedded".into(), topology.own_identities(), Vec::new()),
+        path => {
+            let profile = dirs.profile(std::path::Path::new(path), &topology)?;
+            (profile.name, profile.identities, profile.deviations)
+        }
     };
     let capture = scacheck::check::Capture::read(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    println!(
-        "capture: {} SIP messages; skipped: {:?}",
-        capture.packets.len(),
-        capture.skipped
-    );
-    if let Some(e) = &capture.broken {
-        println!("capture ends early: {e}");
-    }
+    print!("{}", capture.summary());
     let suite = match &args.case_id {
         Some(id) => vec![dirs.case(id, &topology, false)?],
         None => dirs.load(&topology, None, false)?,
@@ -269,24 +248,18 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
         &args.output,
         &name,
         &format!("capture {}", args.file.display()),
-        result,
+        &result,
     )
 }
 
-/// Prints a checked case's line, writes its report; whether its verdict is
-/// an expected one.
-fn finish(
-    output: &Output,
-    name: &str,
-    described: &str,
-    result: scacheck::outcome::CaseResult,
-) -> anyhow::Result<bool> {
-    println!("{}", report::console_line(&result));
+/// Writes a checked case's report and prints its line; whether its verdict
+/// is an expected one.
+fn finish(output: &Output, name: &str, described: &str, r: &CaseResult) -> anyhow::Result<bool> {
     let dir = output.dir();
-    report::write(&dir, name, described, std::slice::from_ref(&result))
+    let said = report::write_one(&dir, name, described, r)
         .with_context(|| format!("writing the report to {}", dir.display()))?;
-    println!("report: {}", dir.display());
-    Ok(result.verdict.expected())
+    print!("{said}");
+    Ok(r.verdict.expected())
 }
 
 /// Checks a server log; returns whether its verdict is an expected one.
@@ -303,7 +276,7 @@ fn log_check(args: LogArgs) -> anyhow::Result<bool> {
         &args.output,
         "log",
         &format!("log {}", file.display()),
-        result,
+        &result,
     )
 }
 
@@ -312,31 +285,24 @@ fn golden(args: GoldenArgs) -> anyhow::Result<()> {
     use scacheck::bless;
     let topology = Topology::reference();
     let dirs = args.inputs.dirs()?;
-    let case = |id: &Option<String>| -> anyhow::Result<Option<Prepared>> {
-        let Some(id) = id else { return Ok(None) };
-        Ok(Some(dirs.case(id, &topology, true)?))
-    };
-    match &args.action {
+    let (id, accept) = match &args.action {
         GoldenAction::Review => {
-            let files = bless::pending(&dirs.golden);
-            if files.is_empty() {
-                println!("no pending golden files under {}", dirs.golden.display());
-            }
-            for f in files {
-                print!("{}", bless::review(&f));
-            }
+            print!("{}", bless::review_all(&dirs.golden));
+            return Ok(());
         }
-        GoldenAction::Accept { case: id } | GoldenAction::Reject { case: id } => {
-            anyhow::ensure!(
-                !bless::in_ci(),
-                "CI is set: golden files are not changed in CI"
-            );
-            let accept = matches!(args.action, GoldenAction::Accept { .. });
-            let files = bless::selected(&dirs.golden, case(id)?.as_ref());
-            for line in bless::settle(&files, accept)? {
-                println!("{line}");
-            }
-        }
+        GoldenAction::Accept { case } => (case, true),
+        GoldenAction::Reject { case } => (case, false),
+    };
+    anyhow::ensure!(
+        !bless::in_ci(),
+        "CI is set: golden files are not changed in CI"
+    );
+    let case = id
+        .as_ref()
+        .map(|id| dirs.case(id, &topology, true))
+        .transpose()?;
+    for line in bless::settle(&bless::selected(&dirs.golden, case.as_ref()), accept)? {
+        println!("{line}");
     }
     Ok(())
 }
@@ -349,11 +315,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         dirs.profile(path, &topology)
     })?;
     let prepared = dirs.load(&topology, args.cases.as_deref(), args.bless)?;
-    let asked = args.transport.map(|t| match t {
-        TransportArg::Tcp => Transport::Tcp,
-        TransportArg::Udp => Transport::Udp,
-    });
-    let transport = RunOptions::transport_for(&target, asked);
+    let transport = RunOptions::transport_for(&target, args.transport);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let events = Events::parse(&args.events, &target, |at| {
         runtime.block_on(HepListener::bind(at))
@@ -367,58 +329,21 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let name = opts.name();
     let dir = args.output.dir();
-
-    // With the JSON stream on standard output, the console goes to stderr.
-    let to_stderr = args
-        .json_lines
-        .as_ref()
-        .is_some_and(|p| p.as_os_str() == "-");
-    let say = |line: String| {
-        if to_stderr {
-            eprintln!("{line}")
-        } else {
-            println!("{line}")
-        }
-    };
-    say(format!("target: {described} ({transport})"));
-    let mut stream: Option<Box<dyn std::io::Write>> = match &args.json_lines {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
-        Some(p) => Some(Box::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-    };
-    let mut stream_error = None;
+    let mut console = report::Console::new(args.json_lines.as_deref())?;
+    console.say(&format!("target: {described} ({transport})"));
     let results = runtime.block_on(run_all_reporting(&prepared, &topology, opts, |r| {
-        say(report::console_line(r));
-        if let Some(out) = stream.as_mut() {
-            if let Err(e) = out
-                .write_all(report::json_line(r).as_bytes())
-                .and_then(|_| out.flush())
-            {
-                stream_error.get_or_insert(e);
-            }
-        }
+        console.case(r)
     }));
-    if let Some(e) = stream_error {
-        return Err(e).context("writing the JSON-lines stream");
-    }
-    say(report::console_summary(&results));
+    let say = |line: &str| console.say(line);
+    say(&report::console_summary(&results));
     report::write(&dir, &name, &described, &results)
         .with_context(|| format!("writing the report to {}", dir.display()))?;
-    say(format!("report: {}", dir.display()));
+    say(&format!("report: {}", dir.display()));
     if args.bless {
-        if scacheck::bless::in_ci() {
-            say("--bless: CI is set, no golden file written".into());
-        } else {
-            for f in scacheck::bless::bless_all(&prepared, &results, &dirs.golden)? {
-                say(format!("pending: {}", f.display()));
-            }
-            say(
-                "review with `scacheck golden review`, then `scacheck golden accept` or `reject`"
-                    .into(),
-            );
-        }
+        scacheck::bless::bless_all(&prepared, &results, &dirs.golden)?
+            .iter()
+            .for_each(|line| say(line));
     }
+    console.finish().context("writing the JSON-lines stream")?;
     Ok(results.iter().all(|r| r.verdict.expected()))
 }

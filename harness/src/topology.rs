@@ -31,6 +31,14 @@ impl Topology {
     }
 
     /// Every DN, plain phones first, then line members in order.
+    /// Every DN as its own SIP user (the embedded server's identities).
+    pub fn own_identities(&self) -> std::collections::BTreeMap<String, String> {
+        self.dns()
+            .into_iter()
+            .map(|d| (d.to_string(), d.to_string()))
+            .collect()
+    }
+
     pub fn dns(&self) -> Vec<&str> {
         self.plain
             .iter()

@@ -67,6 +67,14 @@ impl Fault {
     pub fn parse(name: &str) -> Option<Fault> {
         Fault::ALL.iter().copied().find(|f| f.name() == name)
     }
+
+    /// Every fault with what it does, a line each (`scacheck faults`).
+    pub fn list() -> String {
+        Fault::ALL
+            .iter()
+            .map(|f| format!("{:<26} {}\n", f.name(), f.description()))
+            .collect()
+    }
 }
 
 impl fmt::Display for Fault {

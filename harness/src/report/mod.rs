@@ -26,7 +26,7 @@ pub mod summary;
 pub mod table;
 pub mod text;
 
-pub use console::{console_line, console_summary};
+pub use console::{console_line, console_summary, Console};
 pub use junit::junit_xml;
 pub use summary::{json_line, summary_json};
 pub use table::table;
@@ -83,6 +83,18 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
 }
 
 /// `reports/<UTC timestamp>/`, made unique if a run in the same second
+/// The report of one checked case (a capture, a log), and what the
+/// console says of it: the case's line and where the report went.
+pub fn write_one(dir: &Path, name: &str, described: &str, r: &CaseResult) -> io::Result<String> {
+    write(dir, name, described, std::slice::from_ref(r))?;
+    Ok(format!("{}\nreport: {}\n", console_line(r), dir.display()))
+}
+
+/// The report directory a command was given, else `reports/<UTC timestamp>/`.
+pub fn dir_or_default(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| default_dir(Path::new("reports")))
+}
+
 /// already took it.
 pub fn default_dir(base: &Path) -> PathBuf {
     let stamp = utc_stamp(SystemTime::now());
