@@ -767,3 +767,37 @@ fn the_built_in_suite_runs_from_any_directory() {
         text(&out.stderr)
     );
 }
+
+/// summary.json says, channel by channel, which declared deviations
+/// occurred and that nothing is left unexcused.
+#[test]
+fn the_summary_states_what_each_declared_deviation_came_to() {
+    let report = tempfile::tempdir().unwrap();
+    let out = scacheck(&[
+        "pcap",
+        "check",
+        "fixtures/captures/kamailio/outbound-call.pcap",
+        "--target",
+        "fixtures/targets/kamailio/target.toml",
+        "--report-dir",
+        report.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.path().join("summary.json")).unwrap())
+            .unwrap();
+    let deviations = summary["cases"][0]["deviations"].as_array().unwrap();
+    let channels: Vec<(&str, &str)> = deviations
+        .iter()
+        .map(|d| (d["stage"].as_str().unwrap(), d["channel"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        channels,
+        [("dialled", "sca.60970"), ("dialled", "sca.60970_2")]
+    );
+    for d in deviations {
+        assert_eq!(d["occurred"].as_array().unwrap().len(), 1, "{d}");
+        assert!(d["did_not_occur"].as_array().unwrap().is_empty(), "{d}");
+        assert!(d["unexcused"].is_null(), "{d}");
+    }
+}

@@ -1,7 +1,8 @@
 //! `summary.json` and the JSON-lines stream (`--json-lines`): the
 //! machine-readable verdicts. Both state a case the same way: its key,
 //! title, transport, verdict, duration, first divergence, error, problems,
-//! notes and the source of each channel's events. summary.json adds the
+//! notes, the source of each channel's events, and what became of the
+//! target's declared deviations channel by channel. summary.json adds the
 //! run's name (its column in `scacheck table`), the target, and the totals
 //! of every verdict (zero included).
 
@@ -25,6 +26,24 @@ struct SummaryCase<'a> {
     notes: &'a [String],
     /// Where each channel's events came from.
     sources: BTreeMap<String, &'a str>,
+    /// Every channel the target declares deviations on, and what became
+    /// of them: which occurred (excused the difference), which did not,
+    /// and whether a difference is left that none of them excuses.
+    deviations: Vec<ChannelDeviations>,
+}
+
+#[derive(Serialize)]
+struct ChannelDeviations {
+    stage: String,
+    channel: String,
+    /// Profile lines of the deviations that occurred here.
+    occurred: Vec<usize>,
+    /// Profile lines of those declared here that did not occur.
+    did_not_occur: Vec<usize>,
+    /// Profile lines of those this source cannot observe.
+    not_observable: Vec<usize>,
+    /// A difference no declared deviation excuses (the first line of it).
+    unexcused: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -53,6 +72,29 @@ impl<'a> SummaryCase<'a> {
                 .channels()
                 .into_iter()
                 .map(|c| (c.to_string(), r.source.source_of(c)))
+                .collect(),
+            deviations: r
+                .stages
+                .iter()
+                .flat_map(|s| s.channels.iter().map(move |c| (s, c)))
+                .filter_map(|(s, c)| {
+                    let d = c.deviated.as_ref()?;
+                    let lines = |v: &[crate::diff::Declared]| v.iter().map(|x| x.line).collect();
+                    let occurred: Vec<usize> = d.occurred.as_deref().map(lines).unwrap_or_default();
+                    Some(ChannelDeviations {
+                        stage: s.stage.clone(),
+                        channel: c.channel.to_string(),
+                        did_not_occur: d
+                            .declared
+                            .iter()
+                            .filter(|x| d.occurred.is_some() && !occurred.contains(&x.line))
+                            .map(|x| x.line)
+                            .collect(),
+                        occurred,
+                        not_observable: lines(&d.unobservable),
+                        unexcused: c.unexcused().map(ToString::to_string),
+                    })
+                })
                 .collect(),
         }
     }
