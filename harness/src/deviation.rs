@@ -519,6 +519,39 @@ pub fn validate(
     Ok(())
 }
 
+/// How many events each observable channel of a stage is expected to
+/// receive on this target: the golden with every declared deviation of the
+/// stage applied.
+pub fn expected_counts(
+    golden: &GoldenStage,
+    stage: &str,
+    deviations: &[&Deviation],
+    seen: &crate::observation::Observability,
+) -> Vec<(Channel, usize)> {
+    use crate::golden::Expectation;
+    golden
+        .channels
+        .iter()
+        .filter(|(c, _)| seen.sees_channel(c))
+        .map(|(c, e)| {
+            let Expectation::Events(events) = e else {
+                return (c.clone(), 0);
+            };
+            let mut events: Vec<Event> = events.iter().map(|e| e.event.clone()).collect();
+            for d in deviations
+                .iter()
+                .filter(|d| d.stage == stage && d.channels.contains(c))
+            {
+                events = d.edit.apply(&events);
+            }
+            (
+                c.clone(),
+                events.iter().filter(|e| seen.sees_event(&e.name)).count(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,8 +36,6 @@ use perform::perform;
 
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::diff::{compare_stage, Bindings};
-use crate::golden::GoldenStage;
-use crate::model::Channel;
 use crate::observation::{Observability, Observation};
 use crate::observe::hep::ServerView;
 use crate::observe::EventLog;
@@ -280,7 +278,12 @@ impl Driving<'_> {
             // Wait for what the target is expected to send: the golden
             // with its declared deviations applied, never for what it is
             // declared not to send.
-            let want = expected_counts(golden, &stage.name, &self.deviations, &result.source);
+            let want = crate::deviation::expected_counts(
+                golden,
+                &stage.name,
+                &self.deviations,
+                &result.source,
+            );
             let arrived = |obs: &[Observation]| {
                 want.iter()
                     .all(|(c, n)| obs.iter().filter(|o| &o.channel == c).count() >= *n)
@@ -354,38 +357,4 @@ fn collect(
             .unwrap_or_default();
         result.events.push((stage, obs));
     }
-}
-
-/// How many events each observable channel of a stage is expected to
-/// receive on this target: the golden with every declared deviation of the
-/// stage applied.
-fn expected_counts(
-    golden: &GoldenStage,
-    stage: &str,
-    deviations: &[&Deviation],
-    seen: &Observability,
-) -> Vec<(Channel, usize)> {
-    use crate::golden::Expectation;
-    golden
-        .channels
-        .iter()
-        .filter(|(c, _)| seen.sees_channel(c))
-        .map(|(c, e)| {
-            let Expectation::Events(events) = e else {
-                return (c.clone(), 0);
-            };
-            let mut events: Vec<crate::model::Event> =
-                events.iter().map(|e| e.event.clone()).collect();
-            for d in deviations
-                .iter()
-                .filter(|d| d.stage == stage && d.channels.contains(c))
-            {
-                events = d.edit.apply(&events);
-            }
-            (
-                c.clone(),
-                events.iter().filter(|e| seen.sees_event(&e.name)).count(),
-            )
-        })
-        .collect()
 }
