@@ -43,12 +43,13 @@ pub struct Deviation {
     /// Where it is declared: the profile's line of `[[deviation]]`.
     pub line: usize,
     /// The lines of the parts validation may complain about.
-    pub at: Lines,
+    pub at: PartLines,
 }
 
-/// Lines of a deviation's parts, for errors that point at the right one.
+/// The profile lines of a deviation's parts (its cases, stage, channels
+/// and edit), for errors that point at the right one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lines {
+pub struct PartLines {
     pub cases: Vec<usize>,
     pub stage: usize,
     pub channels: Vec<usize>,
@@ -420,7 +421,7 @@ impl RawDeviation {
         } else {
             unreachable!("exactly one form was given")
         };
-        let lines = Lines {
+        let lines = PartLines {
             cases: self.cases.iter().map(|c| at(c.span().start)).collect(),
             stage: at(self.stage.span().start),
             channels: self.channels.iter().map(|c| at(c.span().start)).collect(),
