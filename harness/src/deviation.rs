@@ -514,6 +514,21 @@ pub fn validate(
                         ));
                     }
                 }
+                // An edit that leaves the golden as it is would excuse
+                // nothing and could never be found out (`without` an
+                // attribute the event does not have, `set` to its value).
+                let golden: Vec<Event> = events.iter().map(|e| e.event.clone()).collect();
+                if d.edit.apply(&golden) == golden {
+                    return Err(err(
+                        d.at.edit,
+                        format!(
+                            "case {case_id}, stage {}, channel {channel}: {} changes nothing in the golden ({})",
+                            d.stage,
+                            d.edit,
+                            stage.dir.join(format!("{channel}.jsonl")).display()
+                        ),
+                    ));
+                }
             }
         }
     }

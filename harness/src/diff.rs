@@ -338,50 +338,33 @@ fn compare_deviated(
     let (observable, unobservable): (Vec<&Deviation>, Vec<&Deviation>) = declared
         .iter()
         .partition(|d| visible(&d.edit.apply(golden), seen, None) != base);
-    let with = |mask: u32| -> Vec<Event> {
+    // The golden with some of the observable deviations applied, in the
+    // profile's order.
+    let with = |chosen: &[usize]| -> Vec<Event> {
         let mut events = golden.to_vec();
-        for (i, d) in observable.iter().enumerate() {
-            if mask & (1 << i) != 0 {
-                events = d.edit.apply(&events);
-            }
+        for &i in chosen {
+            events = observable[i].edit.apply(&events);
         }
         visible(&events, seen, None)
     };
-    let k = observable.len();
-    let full: u32 = if k >= 32 { u32::MAX } else { (1u32 << k) - 1 };
-    let mut masks: Vec<u32> = if k <= COMBINED {
-        (0..=full).collect()
-    } else {
-        vec![0, full]
-    };
-    masks.sort_by_key(|m| m.count_ones());
     let mut deviated = Deviated {
         declared: observable.iter().map(|d| name(d)).collect(),
         unobservable: unobservable.iter().map(|d| name(d)).collect(),
         occurred: None,
         unexcused: None,
     };
-    let pick = |mask: u32| -> Vec<Declared> {
-        observable
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| mask & (1 << i) != 0)
-            .map(|(_, d)| name(d))
-            .collect()
-    };
-    for &mask in &masks {
-        if mask == 0 {
-            if reference.diff.is_none() {
-                deviated.occurred = Some(Vec::new());
-                *bindings = tried;
-                reference.deviated = Some(deviated);
-                return reference;
-            }
-            continue;
-        }
+    let all: Vec<usize> = (0..observable.len()).collect();
+    if reference.diff.is_none() {
+        deviated.occurred = Some(Vec::new());
+        *bindings = tried;
+        reference.deviated = Some(deviated);
+        return reference;
+    }
+    // The smallest set that gives exactly what was observed occurred.
+    for chosen in subsets(all.len()) {
         let mut trial = bindings.clone();
-        if against(&with(mask), &mut trial).diff.is_none() {
-            deviated.occurred = Some(pick(mask));
+        if against(&with(&chosen), &mut trial).diff.is_none() {
+            deviated.occurred = Some(chosen.iter().map(|&i| name(observable[i])).collect());
             *bindings = trial;
             reference.deviated = Some(deviated);
             return reference;
@@ -390,7 +373,7 @@ fn compare_deviated(
     // Nothing declared explains it: what is left unexcused is the
     // difference from the golden with every declared deviation applied.
     let mut trial = bindings.clone();
-    let target = against(&with(full), &mut trial);
+    let target = against(&with(&all), &mut trial);
     *bindings = trial;
     if let (Some(diff), Some(divergence)) = (target.diff, target.divergence) {
         deviated.unexcused = Some(Comparison {
@@ -402,6 +385,20 @@ fn compare_deviated(
     }
     reference.deviated = Some(deviated);
     reference
+}
+
+/// The non-empty subsets of `0..k`, smallest first (each in increasing
+/// order). Beyond [`COMBINED`] deviations on one channel only the whole
+/// set is tried, so the search stays bounded whatever a profile declares.
+fn subsets(k: usize) -> Vec<Vec<usize>> {
+    if k > COMBINED {
+        return vec![(0..k).collect()];
+    }
+    let mut out: Vec<Vec<usize>> = (1u32..(1 << k))
+        .map(|mask| (0..k).filter(|i| mask & (1 << i) != 0).collect())
+        .collect();
+    out.sort_by_key(Vec::len);
+    out
 }
 
 /// The observed events in the order that best fits the golden one, moving
@@ -946,5 +943,25 @@ mod tests {
                 "channel monitoring (1 events)".to_string()
             ]
         );
+    }
+
+    /// Smallest sets first; a channel with more deviations than can be
+    /// combined is tried with all of them (no overflow, however many).
+    #[test]
+    fn deviation_sets_are_tried_smallest_first_and_stay_bounded() {
+        assert_eq!(
+            subsets(3),
+            vec![
+                vec![0],
+                vec![1],
+                vec![2],
+                vec![0, 1],
+                vec![0, 2],
+                vec![1, 2],
+                vec![0, 1, 2]
+            ]
+        );
+        assert_eq!(subsets(COMBINED).len(), (1 << COMBINED) - 1);
+        assert_eq!(subsets(40), vec![(0..40).collect::<Vec<_>>()]);
     }
 }

@@ -603,6 +603,11 @@ fn a_profile_naming_a_case_stage_channel_or_event_that_does_not_exist_is_an_erro
             "{ event = \"SeizeEnded\", Reason = \"expired\" }",
             "no golden event matches",
         ),
+        (
+            "changed = { event = \"Appearance\", AppearanceState = \"progressing\" }\nwithout = [\"AppearanceUri\"]",
+            "changed = { event = \"Appearance\", AppearanceState = \"progressing\" }\nwithout = [\"Status\"]",
+            "changes nothing in the golden",
+        ),
     ] {
         assert!(good.contains(from), "{from}");
         let text_of = good.replacen(from, to, 1);
