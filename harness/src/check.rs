@@ -177,14 +177,8 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
             // A response belongs to its request's stage, however late it
             // comes (a loaded server may answer the previous stage's last
             // request after more than the quiet time).
-            None => (from.max(1)..records.len()).find(|&i| {
-                records[i]
-                    .at
-                    .duration_since(records[i - 1].at)
-                    .unwrap_or_default()
-                    >= QUIET
-                    && !is_response(&records[i])
-            })?,
+            None => (from.max(1)..records.len())
+                .find(|&i| quiet_before(records, i) && !is_response(&records[i]))?,
         };
         // Every later step of the stage must be there too, in order.
         let mut at = start;
@@ -195,6 +189,16 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
         from = start + 1;
     }
     Some(starts)
+}
+
+/// Does a quiet time as long as the live settle window come before
+/// record `i` (> 0)?
+fn quiet_before(records: &[Record], i: usize) -> bool {
+    records[i]
+        .at
+        .duration_since(records[i - 1].at)
+        .unwrap_or_default()
+        >= QUIET
 }
 
 fn is_response(r: &Record) -> bool {
@@ -248,13 +252,7 @@ fn settled_starts(
         }
         let Some(complete) = complete else { continue };
         let next_limit = out.get(k + 1).copied().unwrap_or(records.len());
-        if let Some(start) = (complete + 1..next_limit).find(|&i| {
-            records[i]
-                .at
-                .duration_since(records[i - 1].at)
-                .unwrap_or_default()
-                >= QUIET
-        }) {
+        if let Some(start) = (complete + 1..next_limit).find(|&i| quiet_before(records, i)) {
             out[k] = start;
         }
     }
@@ -336,13 +334,7 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
     let Some(mut start) = (after..records.len()).find(|&i| unregister(&records[i])) else {
         return records.len();
     };
-    while start > after
-        && records[start]
-            .at
-            .duration_since(records[start - 1].at)
-            .unwrap_or_default()
-            < QUIET
-    {
+    while start > after && !quiet_before(records, start) {
         start -= 1;
     }
     start

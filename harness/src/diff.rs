@@ -133,6 +133,22 @@ pub struct Comparison {
     pub divergence: Divergence,
 }
 
+impl Deviated {
+    /// The declared deviations that did not occur: the observed events are
+    /// exactly the golden without them (none when nothing explains what
+    /// was observed: then none is known not to have occurred).
+    pub fn did_not_occur(&self) -> Vec<&Declared> {
+        match &self.occurred {
+            Some(found) => self
+                .declared
+                .iter()
+                .filter(|x| !found.contains(x))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
 impl ChannelResult {
     /// Where the channel differs in a way no declared deviation excuses.
     pub fn unexcused(&self) -> Option<&Divergence> {
@@ -167,7 +183,7 @@ impl ChannelResult {
                 for x in found {
                     out.push(format!("excused: {}", x.label));
                 }
-                for x in d.declared.iter().filter(|x| !found.contains(x)) {
+                for x in d.did_not_occur() {
                     out.push(format!("did not occur: {}", x.label));
                 }
             }

@@ -211,14 +211,12 @@ fn judge(r: &CaseResult) -> (Verdict, Vec<String>) {
     for (s, c) in channels() {
         let Some(d) = &c.deviated else { continue };
         unobservable.extend(&d.unobservable);
-        if let Some(found) = &d.occurred {
-            occurred.extend(found);
-            for x in d.declared.iter().filter(|x| !found.contains(x)) {
-                missing.push(format!(
-                    "did not occur in stage {:?}, channel {}: {}",
-                    s.stage, c.channel, x.label
-                ));
-            }
+        occurred.extend(d.occurred.iter().flatten());
+        for x in d.did_not_occur() {
+            missing.push(format!(
+                "did not occur in stage {:?}, channel {}: {}",
+                s.stage, c.channel, x.label
+            ));
         }
     }
     let labels = |mut v: Vec<&Declared>, prefix: &str| -> Vec<String> {

@@ -9,9 +9,14 @@ fn root() -> &'static Path {
 }
 
 fn scacheck(args: &[&str]) -> Output {
+    scacheck_in(root(), args)
+}
+
+/// The binary run from `dir` (the checkout for [`scacheck`]).
+fn scacheck_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_scacheck"))
         .args(args)
-        .current_dir(root())
+        .current_dir(dir)
         .output()
         .expect("scacheck runs")
 }
@@ -731,13 +736,7 @@ fn each_kamailio_capture_is_detected_as_its_own_case() {
 #[test]
 fn the_built_in_suite_runs_from_any_directory() {
     let elsewhere = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_scacheck"))
-            .args(args)
-            .current_dir(elsewhere.path())
-            .output()
-            .expect("scacheck runs")
-    };
+    let run = |args: &[&str]| scacheck_in(elsewhere.path(), args);
     let report = elsewhere.path().join("report");
     let out = run(&["run", "--report-dir", report.to_str().unwrap()]);
     let stdout = text(&out.stdout);

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use super::{case_key, totals};
+use super::totals;
 use crate::outcome::{CaseResult, Verdict};
 
 /// The console line of a case.
@@ -15,7 +15,7 @@ pub fn console_line(r: &CaseResult) -> String {
     let mut line = format!(
         "{:<13} {:<40} {:>6} ms",
         r.verdict.as_str().to_uppercase(),
-        case_key(r),
+        r.key(),
         r.duration.as_millis()
     );
     match r.verdict {

@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use super::case_key;
 use crate::outcome::{CaseResult, Verdict};
 use crate::sip::headers::appearances;
 use crate::sip::record::Direction;
@@ -52,7 +51,7 @@ pub fn report(name: &str, target: &str, results: &[CaseResult]) -> String {
     );
     out.push_str("<table id=\"summary\"><tr><th>case</th><th>verdict</th><th>ms</th><th>first divergence</th></tr>\n");
     for r in results {
-        let key = case_key(r);
+        let key = r.key();
         let _ = writeln!(
             out,
             "<tr><td><a href=\"#case-{k}\">{k}</a></td><td class=\"verdict v-{v}\">{v}</td><td>{}</td><td>{}</td></tr>",
@@ -71,7 +70,7 @@ pub fn report(name: &str, target: &str, results: &[CaseResult]) -> String {
 }
 
 fn case_section(out: &mut String, r: &CaseResult) {
-    let key = escape(&case_key(r));
+    let key = escape(&r.key());
     let _ = writeln!(out, "<section class=\"case\" data-verdict=\"{v}\" id=\"case-{key}\"><h2>{key}: <span class=\"verdict v-{v}\">{v}</span></h2>", v = r.verdict.as_str());
     let _ = writeln!(out, "<p>{}</p>", escape(&r.title));
     for line in r.source_lines() {

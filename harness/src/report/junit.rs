@@ -7,7 +7,6 @@
 
 use std::fmt::Write as _;
 
-use super::case_key;
 use super::text::{case_text, sip_text};
 use crate::outcome::{CaseResult, Verdict};
 
@@ -38,7 +37,7 @@ pub fn junit_xml(name: &str, results: &[CaseResult]) -> String {
                 s
             }
         };
-        let mut case = TestCase::new(case_key(r), status);
+        let mut case = TestCase::new(r.key(), status);
         case.set_classname(format!("scacheck.{name}"))
             .set_time(r.duration);
         let mut out = String::new();

@@ -11,7 +11,7 @@
 //!   as the event source, the server's own view as `<case>.hep.pcap`
 //!   ([`crate::pcap`]).
 //!
-//! Every output names a case by its one key, [`case_key`]: its id, with
+//! Every output names a case by its one key, [`CaseResult::key`]: its id, with
 //! `@tcp` over TCP. [`table()`] reads summary.json back to line up the
 //! verdicts of several runs.
 //!
@@ -39,12 +39,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::outcome::{CaseResult, Verdict};
 
-/// The file-name form of a case's id with its transport (UDP is the
-/// default and keeps the bare id).
-pub fn case_key(r: &CaseResult) -> String {
-    r.key()
-}
-
 /// Counts by verdict, every verdict present (zero included).
 pub fn totals(results: &[CaseResult]) -> BTreeMap<&'static str, usize> {
     let mut t: BTreeMap<&'static str, usize> =
@@ -65,7 +59,7 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
     std::fs::write(dir.join("junit.xml"), junit_xml(name, results))?;
     std::fs::write(dir.join("report.html"), html::report(name, target, results))?;
     for r in results {
-        let key = case_key(r);
+        let key = r.key();
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;
         crate::pcap::write_records(&dir.join(format!("{key}.pcap")), &r.records)?;
         // The server's own view, as it mirrored it: `pcap check` reads it too.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{case_key, totals};
+use super::totals;
 use crate::outcome::{CaseResult, Verdict};
 
 #[derive(Serialize)]
@@ -59,7 +59,7 @@ impl<'a> SummaryCase<'a> {
     /// A case as every machine-readable output states it.
     fn of(r: &'a CaseResult) -> SummaryCase<'a> {
         SummaryCase {
-            id: case_key(r),
+            id: r.key(),
             title: &r.title,
             transport: r.transport.to_string(),
             verdict: r.verdict,
@@ -84,12 +84,7 @@ impl<'a> SummaryCase<'a> {
                     Some(ChannelDeviations {
                         stage: s.stage.clone(),
                         channel: c.channel.to_string(),
-                        did_not_occur: d
-                            .declared
-                            .iter()
-                            .filter(|x| d.occurred.is_some() && !occurred.contains(&x.line))
-                            .map(|x| x.line)
-                            .collect(),
+                        did_not_occur: d.did_not_occur().iter().map(|x| x.line).collect(),
                         occurred,
                         not_observable: lines(&d.unobservable),
                         unexcused: c.unexcused().map(ToString::to_string),

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
-use super::case_key;
 use crate::model::{Attr, Channel, KnownEvent, Value};
 use crate::outcome::CaseResult;
 use crate::sip::record::Direction;
@@ -22,7 +21,7 @@ pub fn case_text(r: &CaseResult) -> String {
     let _ = writeln!(
         out,
         "case {} ({}): {}",
-        case_key(r),
+        r.key(),
         r.title,
         r.verdict.as_str().to_uppercase()
     );

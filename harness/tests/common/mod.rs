@@ -1,9 +1,8 @@
 //! What the integration tests share: the repository's own suite.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use scacheck::check::{check, endpoints, records, stage_starts};
+use scacheck::check::Capture;
 use scacheck::outcome::CaseResult;
 use scacheck::pcap::{Packet, Reader};
 use scacheck::suite::Prepared;
@@ -63,17 +62,19 @@ pub fn judge_capture(
     topology: &Topology,
     profile: &Profile,
 ) -> CaseResult {
-    let identities: &BTreeMap<String, String> = &profile.identities;
-    let who = endpoints(packets, topology, identities);
-    let recs = records(packets, &who);
-    let starts = stage_starts(p, &recs, topology)
-        .unwrap_or_else(|| panic!("{}: the capture shows its steps", p.case.id));
-    check(
-        p,
-        recs,
-        topology,
-        &profile.dn_of_user(topology),
-        &starts,
-        &profile.deviations,
-    )
+    let capture = Capture {
+        packets: packets.to_vec(),
+        skipped: Default::default(),
+        broken: None,
+    };
+    let (_, result) = capture
+        .judge(
+            Path::new("capture"),
+            std::slice::from_ref(p),
+            &profile.identities,
+            &profile.deviations,
+            topology,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", p.case.id));
+    result
 }
