@@ -40,6 +40,7 @@ use crate::sip::record::{Direction, Record};
 use crate::sip::{Message, Transport};
 use crate::suite::Prepared;
 use crate::target::Deviation;
+use crate::line::Identities;
 use crate::topology::Topology;
 use crate::ua::reading::CapturedPhones;
 
@@ -48,6 +49,26 @@ pub const QUIET: Duration = Duration::from_millis(50);
 /// How long the live run waits for a stage's expected events (its default
 /// stage deadline): no later event completes a stage in a capture either.
 pub const STAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// The line of a target's pool a capture shows: the one most of whose SIP
+/// users it registers (the first, when it registers none of any).
+pub fn line_of(messages: &[Packet], lines: &[Identities], topology: &Topology) -> Identities {
+    let registered: std::collections::BTreeSet<String> = messages
+        .iter()
+        .filter_map(|m| Message::parse(m.raw.clone()).ok())
+        .filter(|msg| msg.is("REGISTER"))
+        .filter_map(|msg| msg.to().and_then(|t| t.user().map(str::to_string)))
+        .collect();
+    let score = |l: &Identities| l.users.values().filter(|u| registered.contains(*u)).count();
+    lines
+        .iter()
+        .fold(None::<&Identities>, |best, l| match best {
+            Some(b) if score(b) >= score(l) => Some(b),
+            _ => Some(l),
+        })
+        .cloned()
+        .unwrap_or_else(|| Identities::own(topology))
+}
 
 /// Which DN each endpoint of the capture belongs to.
 pub fn endpoints(
@@ -345,12 +366,12 @@ pub fn check(
     p: &Prepared,
     records: Vec<Record>,
     topology: &Topology,
-    dn_of_user: &BTreeMap<String, String>,
+    line: &Identities,
     starts: &[usize],
     deviations: &[Deviation],
 ) -> CaseResult {
     let members = topology.members_among(&p.case.parties);
-    let mut tlib = SipTlibDeriver::for_case(&p.case.parties, topology, dn_of_user);
+    let mut tlib = SipTlibDeriver::for_case(&p.case.parties, topology, &line.dn_of_user(topology));
     let source: Observability = tlib.observability();
     let mut wire = WireDeriver::new(&members);
     // Every record's events, derived once; a stage without steps is then
@@ -358,10 +379,12 @@ pub fn check(
     let derived: Vec<Vec<Observation>> = records
         .iter()
         .map(|rec| {
-            tlib.observe(rec)
-                .into_iter()
-                .chain(wire.observe(rec))
-                .collect()
+            // The wire layer names the users it was told: in DNs, as live.
+            let wire_events = wire.observe(rec).into_iter().map(|mut o| {
+                line.rename(topology, &mut o.event);
+                o
+            });
+            tlib.observe(rec).into_iter().chain(wire_events).collect()
         })
         .collect();
     let starts = &settled_starts(p, &records, starts, &derived, &source, deviations);
@@ -466,8 +489,8 @@ impl Capture {
         })
     }
 
-    /// A capture judged as a run: the phones found by `identities` (DN ->
-    /// SIP user), the flow detected among `suite` by its structure (give a
+    /// A capture judged as a run: the phones found by the identities of the
+    /// target's line the capture registers (of `lines`), the flow detected among `suite` by its structure (give a
     /// suite of one case to name it), events derived from the phones' SIP
     /// and compared with the target's declared deviations. `name` is the
     /// file, for the report's sources.
@@ -475,15 +498,16 @@ impl Capture {
         &self,
         name: &std::path::Path,
         suite: &'a [Prepared],
-        identities: &BTreeMap<String, String>,
+        lines: &[Identities],
         deviations: &[Deviation],
         topology: &Topology,
     ) -> Result<(&'a Prepared, CaseResult), Detection> {
-        let who = endpoints(&self.packets, topology, identities);
+        let line = line_of(&self.packets, lines, topology);
+        let who = endpoints(&self.packets, topology, &line.users);
         let recs = records(&self.packets, &who);
         let (p, starts) = detect(suite, &recs, &who, topology)?;
-        let dn_of_user = crate::target::dn_of_user(identities, topology);
-        let mut result = check(p, recs, topology, &dn_of_user, &starts, deviations);
+        let mut result = check(p, recs, topology, &line, &starts, deviations);
+        result.line = line.describe(topology);
         let from = format!("derived from the SIP in {}", name.display());
         result.source.source = format!("T-Library events {from}");
         result.source.wire_source = format!("SCA wire layer {from}");
@@ -657,15 +681,11 @@ mod tests {
 
     /// `pcap check` of those packets, as main does it.
     fn checked(p: &Prepared, topology: &Topology, packets: &[Packet]) -> CaseResult {
-        let identities: BTreeMap<String, String> = topology
-            .dns()
-            .into_iter()
-            .map(|d| (d.to_string(), d.to_string()))
-            .collect();
-        let who = endpoints(packets, topology, &identities);
+        let line = Identities::own(topology);
+        let who = endpoints(packets, topology, &line.users);
         let recs = records(packets, &who);
         let starts = stage_starts(p, &recs, topology).expect("the case's steps");
-        check(p, recs, topology, &identities, &starts, &[])
+        check(p, recs, topology, &line, &starts, &[])
     }
 
     /// What a live phone objects to, a capture's phone objects to: one
@@ -789,13 +809,8 @@ mod tests {
         for r in &mut recs[answer..] {
             r.at += Duration::from_millis(80);
         }
-        let identities: BTreeMap<String, String> = topology
-            .dns()
-            .iter()
-            .map(|d| (d.to_string(), d.to_string()))
-            .collect();
         let starts = stage_starts(&p, &recs, &topology).expect("the case's steps");
-        let r = check(&p, recs, &topology, &identities, &starts, &[]);
+        let r = check(&p, recs, &topology, &Identities::own(&topology), &starts, &[]);
         assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.headline());
     }
 }

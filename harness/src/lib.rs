@@ -26,6 +26,8 @@ pub mod diff;
 pub mod golden;
 pub mod hep;
 pub mod input;
+pub mod leak;
+pub mod line;
 pub mod model;
 pub mod observation;
 pub mod observe;

@@ -179,6 +179,10 @@ struct RunArgs {
     /// standard output; the console lines then go to standard error).
     #[arg(long, value_name = "PATH")]
     json_lines: Option<PathBuf>,
+    /// How many cases run at once (default: all; against a profile, one per
+    /// line of its pool; 1: one after the other).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     /// The transport the user agents use (default: udp, or the profile's).
     #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp or tcp"))]
     transport: Option<Transport>,
@@ -219,13 +223,7 @@ fn main() -> ExitCode {
 fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
     let dirs = args.inputs.dirs()?;
-    let (name, identities, deviations) = match args.target.as_str() {
-        "embedded" => ("embedded".into(), topology.own_identities(), Vec::new()),
-        path => {
-            let profile = dirs.profile(std::path::Path::new(path), &topology)?;
-            (profile.name, profile.identities, profile.deviations)
-        }
-    };
+    let (name, lines, deviations) = dirs.judged_as(&args.target, &topology)?;
     let capture = scacheck::check::Capture::read(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     print!("{}", capture.summary());
@@ -236,7 +234,7 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     // The flow: the given case, or the one the capture's structure shows
     // (never chosen by its verdict).
     let (p, result) = capture
-        .judge(&args.file, &suite, &identities, &deviations, &topology)
+        .judge(&args.file, &suite, &lines, &deviations, &topology)
         .with_context(|| match &args.case_id {
             Some(c) => format!("case {c}"),
             None => "detecting the flow".to_string(),
@@ -325,6 +323,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         target,
         transport,
         events,
+        jobs: args.jobs.map(usize::from),
         ..RunOptions::default()
     };
     let name = opts.name();

@@ -101,6 +101,9 @@ pub struct CaseResult {
     pub notes: Vec<String>,
     /// The server's own view of the case's SIP, when it mirrored it (HEP).
     pub mirrored: Vec<Packet>,
+    /// The line of the target's pool the case ran on (`line 3
+    /// (60970-3)`), for a target with numbered lines.
+    pub line: Option<String>,
 }
 
 impl CaseResult {
@@ -122,6 +125,7 @@ impl CaseResult {
             source,
             notes: Vec::new(),
             mirrored: Vec::new(),
+            line: None,
         }
     }
 

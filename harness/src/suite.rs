@@ -165,6 +165,21 @@ impl Dirs {
         Ok(Prepared::load(case, &self.golden, topology, recording)?)
     }
 
+    /// What a capture is judged as (`--target` of `pcap check`): `embedded`
+    /// (every DN its own SIP user, no deviations) or a profile's name, its
+    /// lines and its deviations.
+    pub fn judged_as(
+        &self,
+        target: &str,
+        topology: &Topology,
+    ) -> Result<(String, Vec<crate::line::Identities>, Vec<crate::deviation::Deviation>), SuiteError> {
+        if target == "embedded" {
+            return Ok((target.into(), vec![crate::line::Identities::own(topology)], Vec::new()));
+        }
+        let profile = self.profile(Path::new(target), topology)?;
+        Ok((profile.name, profile.lines, profile.deviations))
+    }
+
     /// A target profile, its deviations checked against the whole suite
     /// (not only the cases a command selects): every case, stage, channel
     /// and golden event a deviation names must exist. A golden directory
@@ -177,7 +192,7 @@ impl Dirs {
             .iter()
             .map(|p| (&p.case, p.golden.as_slice()))
             .collect();
-        profile.validate(&named)?;
+        profile.validate(&named, topology)?;
         Ok(profile)
     }
 }

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use crate::input::{line_of, InputError};
 use crate::sip::Transport;
+use crate::line::Identities;
 use crate::topology::Topology;
 
 pub use crate::case::CAPABILITIES;
@@ -25,16 +26,43 @@ pub struct Profile {
     pub address: SocketAddr,
     pub transport: Transport,
     pub domain: String,
-    /// DN -> SIP user part.
-    pub identities: BTreeMap<String, String>,
+    /// The pool of independent shared lines, each with every DN's SIP
+    /// user on it (at least one line; a case runs on one line at a time).
+    pub lines: Vec<Identities>,
     pub capabilities: BTreeSet<String>,
     pub deviations: Vec<Deviation>,
-    /// A command run before every case to bring the server back to a clean
-    /// state (program and arguments; relative paths are from the profile's
-    /// directory's repository root, i.e. the working directory).
-    pub reset: Vec<String>,
+    /// What the server offers to read and to clean one line's state
+    /// (`[line_commands]`): never a restart, other cases use the server.
+    pub line_commands: LineCommands,
     pub timers: Timers,
 }
+
+/// The profile's optional `[line_commands]`: programs and arguments, with
+/// `{aor}` replaced by the line's AoR (`sip:60970-3@sca.test`), run from
+/// the working directory. Empty: the server offers none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineCommands {
+    /// Prints what the server still holds for the line, one JSON event per
+    /// line of output (see README "Lines and leak checks"), nothing when
+    /// the line is idle.
+    pub state: Vec<String>,
+    /// Brings the line to a known idle state before a case uses it.
+    pub clean: Vec<String>,
+}
+
+impl LineCommands {
+    /// `command` for the line whose AoR is `aor`.
+    pub fn for_line(command: &[String], aor: &str) -> Vec<String> {
+        command.iter().map(|a| a.replace("{aor}", aor)).collect()
+    }
+}
+
+/// The most lines a profile may describe: each is a case's parties on the
+/// server, and a pool this large is a typo.
+pub const MAX_LINES: usize = 1000;
+
+/// Where a profile's identities say the line number goes.
+pub const LINE_PLACEHOLDER: &str = "{line}";
 
 /// The profile's optional `[timers]`: RFC 3261's T1 for the phones'
 /// retransmissions over UDP (which a wait for an answer follows) and the
@@ -66,14 +94,35 @@ struct Raw {
     #[serde(default)]
     transport: Option<Spanned<String>>,
     domain: String,
-    identities: Spanned<BTreeMap<String, String>>,
+    /// One line's identities, or every line's as templates over
+    /// `{line}` with `lines`.
+    #[serde(default)]
+    identities: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    lines: Option<Spanned<usize>>,
+    /// An explicit list of lines (`[[line]]`), each DN -> SIP user.
+    #[serde(default)]
+    line: Vec<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    line_commands: Option<RawLineCommands>,
     capabilities: Spanned<Vec<String>>,
     #[serde(default)]
     deviation: Vec<Spanned<crate::deviation::RawDeviation>>,
+    /// Gone: a run never restarts a server other cases use. Read only to
+    /// say so.
     #[serde(default)]
-    reset: Vec<String>,
+    reset: Option<Spanned<toml::Value>>,
     #[serde(default)]
     timers: Option<RawTimers>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLineCommands {
+    #[serde(default)]
+    state: Vec<String>,
+    #[serde(default)]
+    clean: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,22 +160,22 @@ impl Profile {
                 )
             })?,
         };
-        let identities_at = raw.identities.span().start;
-        let identities = raw.identities.into_inner();
-        for dn in topology.dns() {
-            if !identities.contains_key(dn) {
-                return Err(at(
-                    identities_at,
-                    format!("identities has no SIP user for DN {dn}"),
-                ));
-            }
-        }
-        if let Some(dn) = identities.keys().find(|dn| !topology.knows(dn)) {
+        if let Some(reset) = &raw.reset {
             return Err(at(
-                identities_at,
-                format!("identities names unknown DN {dn:?}"),
+                reset.span().start,
+                "reset is not supported: a run must never restart a server other cases use; \
+                 give the profile lines and [line_commands] clean instead"
+                    .into(),
             ));
         }
+        let lines = read_lines(&raw.identities, &raw.lines, &raw.line, topology, &at)?;
+        let line_commands = raw
+            .line_commands
+            .map(|c| LineCommands {
+                state: c.state,
+                clean: c.clean,
+            })
+            .unwrap_or_default();
         let caps_at = raw.capabilities.span().start;
         let capabilities: BTreeSet<String> = raw.capabilities.into_inner().into_iter().collect();
         if let Some(c) = capabilities
@@ -174,44 +223,160 @@ impl Profile {
             address,
             transport,
             domain: raw.domain,
-            identities,
+            lines,
             capabilities,
             deviations,
-            reset: raw.reset,
+            line_commands,
             timers,
         })
     }
 
     /// Checks that every case, stage, channel and golden event the
     /// deviations name exists in the suite (see [`crate::deviation::validate`]).
+    /// Every case ends with its leak check ([`crate::leak`]), a stage a
+    /// deviation may name too.
     pub fn validate(
         &self,
         suite: &[(&crate::case::Case, &[crate::golden::GoldenStage])],
+        topology: &Topology,
     ) -> Result<(), InputError> {
-        crate::deviation::validate(&self.path, &self.deviations, suite)
+        let state = !self.line_commands.state.is_empty();
+        let checked: Vec<_> = suite
+            .iter()
+            .map(|(c, g)| crate::leak::with_stage(c, topology, g, state))
+            .collect();
+        let named: Vec<(&crate::case::Case, &[crate::golden::GoldenStage])> =
+            checked.iter().map(|(c, g)| (c, g.as_slice())).collect();
+        crate::deviation::validate(&self.path, &self.deviations, &named)
     }
 
-    /// The DN each SIP user stands for in the golden files.
-    pub fn dn_of_user(&self, topology: &Topology) -> BTreeMap<String, String> {
-        dn_of_user(&self.identities, topology)
-    }
 }
 
-/// The DN each SIP user stands for in the golden files: on a server where
-/// the phones of a line share an AoR, their user is the line's number.
-pub fn dn_of_user(
-    identities: &BTreeMap<String, String>,
+/// Reads the pool of lines: `[identities]` alone is one line; with
+/// `lines = N` its users are templates over `{line}` (1..=N); `[[line]]`
+/// lists each line's identities. Every line must name a user for every DN
+/// and no two lines may share a user.
+fn read_lines(
+    identities: &Option<Spanned<BTreeMap<String, String>>>,
+    count: &Option<Spanned<usize>>,
+    listed: &[Spanned<BTreeMap<String, String>>],
     topology: &Topology,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (dn, user) in identities {
-        let name = topology
-            .line_of(dn)
-            .map(|l| l.number.clone())
-            .unwrap_or_else(|| dn.clone());
-        out.entry(user.clone()).or_insert(name);
+    at: &impl Fn(usize, String) -> InputError,
+) -> Result<Vec<Identities>, InputError> {
+    let check = |map: &BTreeMap<String, String>, offset: usize, what: &str| {
+        for dn in topology.dns() {
+            if !map.contains_key(dn) {
+                return Err(at(offset, format!("{what} has no SIP user for DN {dn}")));
+            }
+        }
+        if let Some(dn) = map.keys().find(|dn| !topology.knows(dn)) {
+            return Err(at(offset, format!("{what} names unknown DN {dn:?}")));
+        }
+        Ok(())
+    };
+    let lines: Vec<(Identities, usize)> = match (identities, count, listed) {
+        (Some(_), _, [first, ..]) => {
+            return Err(at(
+                first.span().start,
+                "give either [identities] or [[line]], not both".into(),
+            ))
+        }
+        (None, Some(n), _) if listed.is_empty() => {
+            return Err(at(
+                n.span().start,
+                "lines needs [identities] templates over {line}".into(),
+            ))
+        }
+        (None, None, []) => {
+            return Err(at(0, "the profile has no [identities] and no [[line]]".into()))
+        }
+        (Some(ids), n, []) => {
+            let offset = ids.span().start;
+            let templated = ids.get_ref().values().any(|u| u.contains(LINE_PLACEHOLDER));
+            check(ids.get_ref(), offset, "identities")?;
+            match n {
+                None if templated => {
+                    return Err(at(
+                        offset,
+                        format!("identities use {LINE_PLACEHOLDER} but the profile gives no `lines = N`"),
+                    ))
+                }
+                None => vec![(
+                    Identities {
+                        number: None,
+                        users: ids.get_ref().clone(),
+                    },
+                    offset,
+                )],
+                Some(n) if !(1..=MAX_LINES).contains(n.get_ref()) => {
+                    return Err(at(
+                        n.span().start,
+                        format!("lines = {} is not between 1 and {MAX_LINES}", n.get_ref()),
+                    ))
+                }
+                Some(n) if *n.get_ref() > 1 && !templated => {
+                    return Err(at(
+                        n.span().start,
+                        format!(
+                            "lines = {} but no identity uses {LINE_PLACEHOLDER}: every line would be the same parties",
+                            n.get_ref()
+                        ),
+                    ))
+                }
+                Some(n) => (1..=*n.get_ref())
+                    .map(|i| {
+                        let users = ids
+                            .get_ref()
+                            .iter()
+                            .map(|(dn, u)| (dn.clone(), u.replace(LINE_PLACEHOLDER, &i.to_string())))
+                            .collect();
+                        (
+                            Identities {
+                                number: Some(i),
+                                users,
+                            },
+                            offset,
+                        )
+                    })
+                    .collect(),
+            }
+        }
+        (None, _, listed) => {
+            if listed.len() > MAX_LINES {
+                return Err(at(
+                    listed[MAX_LINES].span().start,
+                    format!("more than {MAX_LINES} lines"),
+                ));
+            }
+            let mut out = Vec::new();
+            for (i, l) in listed.iter().enumerate() {
+                check(l.get_ref(), l.span().start, &format!("line {}", i + 1))?;
+                out.push((
+                    Identities {
+                        number: Some(i + 1),
+                        users: l.get_ref().clone(),
+                    },
+                    l.span().start,
+                ));
+            }
+            out
+        }
+    };
+    for (i, (a, _)) in lines.iter().enumerate() {
+        for (b, offset) in &lines[i + 1..] {
+            if let Some(user) = crate::line::shared_user(a, b) {
+                return Err(at(
+                    *offset,
+                    format!(
+                        "lines {} and {} share the SIP user {user:?}: a case on one would see the other's traffic",
+                        a.number.unwrap_or(1),
+                        b.number.unwrap_or(1)
+                    ),
+                ));
+            }
+        }
     }
-    out
+    Ok(lines.into_iter().map(|(l, _)| l).collect())
 }
 
 #[cfg(test)]
@@ -245,7 +410,8 @@ reason = "no barge-in"
     fn reads_a_profile() {
         let p = parse(GOOD).unwrap();
         assert_eq!(p.address, "127.0.0.1:5070".parse().unwrap());
-        assert_eq!(p.identities["60970_2"], "60970");
+        assert_eq!(p.lines.len(), 1);
+        assert_eq!(p.lines[0].users["60970_2"], "60970");
         assert_eq!(p.deviations[0].line, 12);
         let covers = |case, stage, channel| {
             p.deviations[0].covers(case, stage, &crate::model::Channel::parse(channel))
@@ -254,7 +420,7 @@ reason = "no barge-in"
         assert!(!covers("barge-in", "barged", "sca.60970_2"));
         assert!(!covers("barge-in", "answered", "sca.60970"));
         assert!(!covers("hold-retrieve", "barged", "sca.60970"));
-        assert_eq!(p.dn_of_user(&Topology::reference())["60970"], "60970");
+        assert_eq!(p.lines[0].dn_of_user(&Topology::reference())["60970"], "60970");
     }
 
     #[test]

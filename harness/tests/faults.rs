@@ -192,6 +192,16 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             )],
         ),
         (
+            // Told idle, still busy in the line's state: only the leak
+            // check after the teardown sees it, in every case whose call
+            // ended on an appearance.
+            Fault::KeepsAppearance,
+            each(
+                &[INBOUND, DIALLING].concat(),
+                diff("leak-check", "sca.60970", "\"event\": \"Appearance\""),
+            ),
+        ),
+        (
             Fault::NoTerminatedNotify,
             vec![(
                 "subscription-refresh",

@@ -24,10 +24,24 @@ struct Inner {
 
 /// The events a source has delivered so far, shared between the source's
 /// reader task and the run that waits on them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventLog {
     inner: Arc<Mutex<Inner>>,
     changed: watch::Sender<usize>,
+    /// What this handle does to an event before it is kept (`None`: drop
+    /// it); see [`EventLog::mapped`].
+    map: Option<Map>,
+}
+
+type Map = Arc<dyn Fn(Observation) -> Option<Observation> + Send + Sync>;
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("inner", &self.inner)
+            .field("mapped", &self.map.is_some())
+            .finish()
+    }
 }
 
 impl Default for EventLog {
@@ -35,6 +49,7 @@ impl Default for EventLog {
         EventLog {
             inner: Arc::default(),
             changed: watch::channel(0).0,
+            map: None,
         }
     }
 }
@@ -44,7 +59,28 @@ impl EventLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A handle on the same log whose pushes go through `map` first: a
+    /// shared server's source reports every line's events in its SIP users,
+    /// and a case keeps only its own line's, in DNs
+    /// ([`crate::line::Identities::localize`]).
+    pub fn mapped(
+        &self,
+        map: impl Fn(Observation) -> Option<Observation> + Send + Sync + 'static,
+    ) -> EventLog {
+        EventLog {
+            map: Some(Arc::new(map)),
+            ..self.clone()
+        }
+    }
+
     pub fn push(&self, obs: Observation) {
+        let obs = match &self.map {
+            Some(map) => match map(obs) {
+                Some(obs) => obs,
+                None => return,
+            },
+            None => obs,
+        };
         let n = {
             let mut inner = self.lock();
             inner.events.push(obs);

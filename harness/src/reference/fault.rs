@@ -61,6 +61,8 @@ faults! {
         "a retrieve of an idle appearance is refused with 480 instead of 404",
     NoTerminatedNotify => "no-terminated-notify":
         "an unsubscribe (Expires 0) gets no terminating NOTIFY",
+    KeepsAppearance => "keeps-appearance":
+        "an ended call's appearance is never freed in the line's state: the phones are told idle, a fresh subscription is told it is still busy",
 }
 
 impl Fault {

@@ -152,6 +152,9 @@ pub struct Server {
     calls: Vec<Call>,
     /// What each line's subscribers were last told.
     told: HashMap<String, BTreeMap<u32, (ApState, Option<String>)>>,
+    /// Fault::KeepsAppearance: the appearances of ended calls that the
+    /// line's state never freed (a fresh subscription is told them).
+    kept: HashMap<String, BTreeMap<u32, (ApState, Option<String>)>>,
     out: VecDeque<Outgoing>,
     events: VecDeque<(Channel, Event)>,
     /// The final answers to the latest non-INVITE requests, by top Via
@@ -209,6 +212,7 @@ impl Server {
             seizures: Vec::new(),
             calls: Vec::new(),
             told: HashMap::new(),
+            kept: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             answered: VecDeque::new(),
@@ -466,11 +470,12 @@ impl Server {
             .header("Expires")
             .and_then(|e| e.trim().parse().ok())
             .unwrap_or(3600u32);
-        let i = match self
+        let known = self
             .call_info
             .iter()
-            .position(|s| s.dialog.call_id == req.call_id())
-        {
+            .position(|s| s.dialog.call_id == req.call_id());
+        let fresh = known.is_none();
+        let i = match known {
             Some(i) => i,
             None => {
                 let dialog = self.subscription_dialog(req, &line, &subscriber);
@@ -496,7 +501,7 @@ impl Server {
             // RFC 6665: a (re)subscription is answered with the full state.
             let state = format!("active;expires={expires}");
             let sub = self.call_info.remove(i);
-            let sub = self.notify_call_info(sub, state);
+            let sub = self.notify_call_info_of(sub, state, fresh);
             self.call_info.insert(i, sub);
         }
     }
@@ -658,9 +663,16 @@ impl Server {
         busy
     }
 
-    fn call_info_header(&self, line: &str) -> String {
-        let mut elements: Vec<String> = self
-            .busy(line)
+    /// The Call-Info of a NOTIFY to `line`'s subscribers; `fresh`: the
+    /// first of a new subscription (which reads the line's stored state).
+    fn call_info_header(&self, line: &str, fresh: bool) -> String {
+        let mut busy = self.busy(line);
+        if fresh {
+            for (i, kept) in self.kept.get(line).into_iter().flatten() {
+                busy.entry(*i).or_insert_with(|| kept.clone());
+            }
+        }
+        let mut elements: Vec<String> = busy
             .into_iter()
             .map(|(index, (state, uri))| {
                 self.appearance(AppearanceIndex::Index(index), Some(state), uri)
@@ -670,12 +682,16 @@ impl Server {
         elements.join(",")
     }
 
-    fn notify_call_info(&mut self, mut sub: Subscription, state: String) -> Subscription {
+    fn notify_call_info(&mut self, sub: Subscription, state: String) -> Subscription {
+        self.notify_call_info_of(sub, state, false)
+    }
+
+    fn notify_call_info_of(&mut self, mut sub: Subscription, state: String, fresh: bool) -> Subscription {
         let mut cseq_header = None;
         if self.has(Fault::MalformedNotify) && sub.dialog.next_cseq > 1 {
             cseq_header = Some(format!("NOTIFY {}", sub.dialog.next_cseq));
         }
-        let info = self.call_info_header(&sub.line);
+        let info = self.call_info_header(&sub.line, fresh);
         let contact = self.contact(sub.via.transport);
         let (v, _) = self.via_header(sub.via.transport);
         let (mut b, _) = sub.dialog.request("NOTIFY", &v);
@@ -1284,6 +1300,15 @@ impl Server {
     /// released, BYEs go to the phones still talking, then monitoring
     /// deletes the connected parties, last joined first, and the call.
     fn end_call(&mut self, c: usize) {
+        if self.has(Fault::KeepsAppearance) {
+            // What the appearance was while the call was up stays in the
+            // line's state; the call's subscribers are still told idle.
+            if let (Some(line), Some(index)) = (self.calls[c].line.clone(), self.calls[c].appearance) {
+                if let Some(held) = self.busy(&line).get(&index).cloned() {
+                    self.kept.entry(line).or_default().insert(index, held);
+                }
+            }
+        }
         for l in 0..self.calls[c].legs.len() {
             let leg = &self.calls[c].legs[l];
             if leg.released || !leg.live() {

@@ -1,6 +1,6 @@
-//! Starting a case's target and phones (registered and subscribed), and
-//! resetting a real target before a case: the live parts of a run, dropped
-//! together at its end.
+//! Starting a case's target and phones (registered and subscribed) on its
+//! line, and running a profile's line commands: the live parts of a run,
+//! dropped together at its end.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -10,11 +10,11 @@ use crate::observe::feed::FeedClient;
 use crate::observe::hep::HepView;
 use crate::observe::tlib_log::LogFollower;
 use crate::observe::EventLog;
+use crate::line::Identities;
 use crate::reference::Embedded;
 use crate::sip::record::Record;
 use crate::sip::transport::{Endpoint, Recorder};
 use crate::suite::Prepared;
-use crate::target::Profile;
 use crate::topology::Topology;
 use crate::ua::{AgentConfig, AgentHandle, UaError};
 
@@ -27,6 +27,8 @@ pub(super) struct Live {
     _server: Option<Embedded>,
     pub(super) source: Option<Source>,
     pub(super) agents: Vec<AgentHandle>,
+    /// The line the case runs on: its phones' SIP users.
+    pub(super) line: Identities,
 }
 
 /// A running source of a server's own events.
@@ -55,39 +57,33 @@ impl Live {
     }
 }
 
-/// How long a profile's reset command may take.
-const RESET_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a profile's line command may take.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Runs the profile's reset command, if it has one: a real server keeps
-/// state (appearances, subscriptions) that one case must not leave to the
-/// next.
-pub(super) async fn reset(profile: &Profile) -> Result<(), Undriven> {
-    let Some((program, args)) = profile.reset.split_first() else {
-        return Ok(());
+/// Runs one of the profile's line commands (program and arguments) and
+/// returns what it printed; a command that cannot start, fails or outlives
+/// its deadline is an error naming it.
+pub(super) async fn command(argv: &[String]) -> Result<String, Undriven> {
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(String::new());
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .kill_on_drop(true)
         .stdin(std::process::Stdio::null());
-    let shown = profile.reset.join(" ");
-    let out = tokio::time::timeout(RESET_DEADLINE, cmd.output())
+    let failed = |why: String| Undriven::Command {
+        command: argv.join(" "),
+        why,
+    };
+    let out = tokio::time::timeout(COMMAND_DEADLINE, cmd.output())
         .await
-        .map_err(|_| Undriven::Reset {
-            command: shown.clone(),
-            why: format!("did not finish within {RESET_DEADLINE:?}"),
-        })?
-        .map_err(|e| Undriven::Reset {
-            command: shown.clone(),
-            why: format!("could not start: {e}"),
-        })?;
+        .map_err(|_| failed(format!("did not finish within {COMMAND_DEADLINE:?}")))?
+        .map_err(|e| failed(format!("could not start: {e}")))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(Undriven::Reset {
-            command: shown,
-            why: format!("failed ({}): {}", out.status, stderr.trim()),
-        });
+        return Err(failed(format!("failed ({}): {}", out.status, stderr.trim())));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts the target (if it is embedded) and the user agents, registers
@@ -96,6 +92,7 @@ pub(super) async fn start(
     p: &Prepared,
     topology: &Topology,
     opts: &RunOptions,
+    line: &Identities,
     recorder: &Recorder,
     log: &EventLog,
 ) -> Result<Live, Undriven> {
@@ -105,15 +102,22 @@ pub(super) async fn start(
     let members = topology.members_among(&p.case.parties);
     let mut wire = WireDeriver::new(&members);
     let mut tlib = match (&opts.target, &opts.events) {
-        (Target::Remote(profile), Events::Sip | Events::Hep(_)) => {
-            Some(sip_deriver(p, topology, profile))
+        (Target::Remote(_), Events::Sip | Events::Hep(_)) => {
+            Some(sip_deriver(p, topology, line))
         }
         _ => None,
     };
     let derived = log.clone();
+    let (names, world) = (line.clone(), topology.clone());
     let derive = move |rec: &Record| {
         let tlib_events = tlib.as_mut().map(|t| t.observe(rec)).unwrap_or_default();
-        for obs in tlib_events.into_iter().chain(wire.observe(rec)) {
+        // The wire layer names the users it was told (OtherDN,
+        // AppearanceUri): the golden files' DNs.
+        let wire_events = wire.observe(rec).into_iter().map(|mut o| {
+            names.rename(&world, &mut o.event);
+            o
+        });
+        for obs in tlib_events.into_iter().chain(wire_events) {
             derived.push(obs);
         }
     };
@@ -131,7 +135,7 @@ pub(super) async fn start(
             None
         }
     };
-    let (server, feed, domain, address, identities) = match &opts.target {
+    let (server, feed, domain, address) = match &opts.target {
         Target::Embedded { fault } => {
             let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault)
                 .await
@@ -145,19 +149,20 @@ pub(super) async fn start(
                 Some(Source::Feed(feed)),
                 DOMAIN.to_string(),
                 sip,
-                None,
             )
         }
         Target::Remote(profile) => {
+            // A shared server's own events cover every line, in its SIP
+            // users: the case keeps its line's, in DNs.
+            let (names, world) = (line.clone(), topology.clone());
+            let own = log.mapped(move |obs| names.localize(&world, obs));
             let feed = match &opts.events {
                 Events::Feed(addr) => Some(Source::Feed(
-                    FeedClient::connect(*addr, opts.deadlines.setup, log.clone())
+                    FeedClient::connect(*addr, opts.deadlines.setup, own)
                         .await
                         .map_err(Undriven::Start)?,
                 )),
-                Events::Log(path) => {
-                    Some(Source::Log(LogFollower::start(path.clone(), log.clone())))
-                }
+                Events::Log(path) => Some(Source::Log(LogFollower::start(path.clone(), own))),
                 Events::Hep(_) => hep.map(Source::Hep),
                 Events::Sip => None,
             };
@@ -166,7 +171,6 @@ pub(super) async fn start(
                 feed,
                 profile.domain.clone(),
                 profile.address,
-                Some(profile.identities.clone()),
             )
         }
     };
@@ -187,10 +191,7 @@ pub(super) async fn start(
         let (endpoint, inbound) = Endpoint::bind(dn, LOOPBACK, recorder.clone())
             .await
             .map_err(|e| Undriven::Start(format!("{dn}: cannot bind: {e}")))?;
-        let user = identities
-            .as_ref()
-            .and_then(|i| i.get(dn).cloned())
-            .unwrap_or_else(|| dn.clone());
+        let user = line.user(dn).to_string();
         let cfg = AgentConfig {
             dn: dn.clone(),
             user,
@@ -207,6 +208,7 @@ pub(super) async fn start(
         _server: server,
         source: feed,
         agents,
+        line: line.clone(),
     };
     let setup = Undriven::Setup;
     // The phones' REGISTER and SUBSCRIBE are answers to wait for.
@@ -220,9 +222,11 @@ pub(super) async fn start(
             .map_err(setup)?;
     }
     for a in &live.agents {
-        if let Some(line) = topology.line_of(a.dn()) {
-            let number = line.number.clone();
-            a.act(move |a| a.subscribe_call_info(&number))
+        if let Some(l) = topology.line_of(a.dn()) {
+            let number = line.user(&l.number).to_string();
+            a.act(move |a| {
+                a.subscribe_call_info(&number);
+            })
                 .await
                 .map_err(setup)?;
         }

@@ -2,9 +2,11 @@
 //! up, then stage by stage run the steps, wait for the events the golden
 //! expects (or a deadline), let late events settle, and compare.
 
+mod leak;
 mod live;
 mod perform;
 pub mod plan;
+mod pool;
 
 pub use plan::{Deadlines, Events, PlanError, RunOptions, Target};
 
@@ -12,8 +14,9 @@ pub use plan::{Deadlines, Events, PlanError, RunOptions, Target};
 /// inconclusive unless what was compared already failed), and where.
 #[derive(Debug, thiserror::Error)]
 pub enum Undriven {
-    #[error("reset `{command}` {why}")]
-    Reset { command: String, why: String },
+    /// A profile's line command (clean, state) did not do its job.
+    #[error("`{command}` {why}")]
+    Command { command: String, why: String },
     /// The target or a phone could not be started.
     #[error("{0}")]
     Start(String),
@@ -29,27 +32,35 @@ pub enum Undriven {
     },
 }
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use live::{reset, start, Source};
+use live::{command, start, Source};
 use perform::perform;
 
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::diff::{compare_stage, Bindings};
+use crate::line::Identities;
 use crate::observation::{Observability, Observation};
 use crate::observe::hep::ServerView;
 use crate::observe::EventLog;
 use crate::outcome::{settle_verdict, CaseResult, Problem, Verdict};
 use crate::sip::transport::Recorder;
 use crate::suite::Prepared;
-use crate::target::{Deviation, Profile};
+use crate::target::Deviation;
+
+/// The number of the topology's (first) shared line, which a line's AoR
+/// is made from.
+fn line_number(topology: &Topology) -> &str {
+    topology.lines.first().map_or("", |l| l.number.as_str())
+}
 use crate::topology::Topology;
 
 /// The SIP domain of the embedded target.
 pub const DOMAIN: &str = "sca.test";
 
-/// Runs every case concurrently (each has its own target and agents) and
-/// returns the results in input order.
+/// Runs every case and returns the results in input order: concurrently,
+/// up to `opts.jobs` at once, each on a line of the target's pool that no
+/// other running case has (the embedded target starts a server per case).
 pub async fn run_all(cases: &[Prepared], topology: &Topology, opts: RunOptions) -> Vec<CaseResult> {
     run_all_reporting(cases, topology, opts, |_| {}).await
 }
@@ -62,19 +73,42 @@ pub async fn run_all_reporting(
     opts: RunOptions,
     mut done: impl FnMut(&CaseResult),
 ) -> Vec<CaseResult> {
-    if let Target::Remote(_) = opts.target {
-        let mut out = Vec::with_capacity(cases.len());
-        for p in cases {
-            let r = run_case(p, topology, opts.clone()).await;
-            done(&r);
-            out.push(r);
-        }
-        return out;
-    }
+    let lines = match &opts.target {
+        Target::Remote(profile) => pool::Lines::new(profile.lines.clone(), Some(profile.clone())),
+        // Every case has a server of its own: one line each, all alike.
+        Target::Embedded { .. } => pool::Lines::unbounded(Identities::own(topology)),
+    };
+    let jobs = opts
+        .jobs
+        .unwrap_or(lines.size().unwrap_or(cases.len()))
+        .clamp(1, cases.len().max(1));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
     for (i, p) in cases.iter().enumerate() {
         let (p, topology, opts) = (p.clone(), topology.clone(), opts.clone());
-        set.spawn(async move { (i, run_case(&p, &topology, opts).await) });
+        let (slots, lines) = (slots.clone(), lines.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let result = match lines.take(&topology).await {
+                Ok(line) => {
+                    let r = run_case_on(&p, &topology, opts, &line).await;
+                    lines.give_back(line, &r, &topology).await;
+                    r
+                }
+                Err(why) => {
+                    let mut r = CaseResult::new(
+                        &p.case.id,
+                        &p.case.title,
+                        opts.transport,
+                        source(&p, &topology, &opts, &Identities::own(&topology)),
+                    );
+                    r.verdict = Verdict::Inconclusive;
+                    r.error = Some(why);
+                    r
+                }
+            };
+            (i, result)
+        });
     }
     let mut out: Vec<Option<CaseResult>> = vec![None; cases.len()];
     while let Some(joined) = set.join_next().await {
@@ -90,7 +124,7 @@ pub async fn run_all_reporting(
 }
 
 /// What the events of a run come from, and so what it can observe.
-fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability {
+fn source(p: &Prepared, topology: &Topology, opts: &RunOptions, line: &Identities) -> Observability {
     use crate::derive::sip_tlib::WIRE_SOURCE;
     let feed = |s: String| Observability::everything(&s).with_wire_source(WIRE_SOURCE);
     match (&opts.target, &opts.events) {
@@ -99,8 +133,8 @@ fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability
         (Target::Remote(_), Events::Log(path)) => {
             feed(format!("the server log {}", path.display()))
         }
-        (Target::Remote(profile), Events::Sip) => sip_deriver(p, topology, profile).observability(),
-        (Target::Remote(profile), Events::Hep(listener)) => {
+        (Target::Remote(_), Events::Sip) => sip_deriver(p, topology, line).observability(),
+        (Target::Remote(_), Events::Hep(listener)) => {
             let view = format!(
                 "derived from the SIP the server mirrored over HEP to {}",
                 listener.local_addr()
@@ -108,7 +142,7 @@ fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability
             Observability {
                 source: format!("T-Library events {view}"),
                 wire_source: format!("SCA wire layer {view}"),
-                ..sip_deriver(p, topology, profile).observability()
+                ..sip_deriver(p, topology, line).observability()
             }
         }
     }
@@ -116,11 +150,28 @@ fn source(p: &Prepared, topology: &Topology, opts: &RunOptions) -> Observability
 
 /// The deriver of T-Library events from the phones' SIP, for a target with
 /// no event feed.
-pub(super) fn sip_deriver(p: &Prepared, topology: &Topology, profile: &Profile) -> SipTlibDeriver {
-    SipTlibDeriver::for_case(&p.case.parties, topology, &profile.dn_of_user(topology))
+pub(super) fn sip_deriver(p: &Prepared, topology: &Topology, line: &Identities) -> SipTlibDeriver {
+    SipTlibDeriver::for_case(&p.case.parties, topology, &line.dn_of_user(topology))
 }
 
-pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -> CaseResult {
+/// One case on the target's first line (the embedded target: its own
+/// server).
+pub async fn run_case(p: &Prepared, topology: &Topology, opts: RunOptions) -> CaseResult {
+    let line = match &opts.target {
+        Target::Remote(profile) => profile.lines[0].clone(),
+        Target::Embedded { .. } => Identities::own(topology),
+    };
+    run_case_on(p, topology, opts, &line).await
+}
+
+/// One case on `line`: cleaned first where the profile can, driven stage
+/// by stage, torn down and checked for leftovers.
+pub async fn run_case_on(
+    p: &Prepared,
+    topology: &Topology,
+    mut opts: RunOptions,
+    line: &Identities,
+) -> CaseResult {
     let started = Instant::now();
     // A profile that knows its server's timing says so.
     if let Target::Remote(profile) = &opts.target {
@@ -130,17 +181,25 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
         &p.case.id,
         &p.case.title,
         opts.transport,
-        source(p, topology, &opts),
+        source(p, topology, &opts, line),
     );
+    result.line = line.describe(topology);
     if let Some(why) = unclaimed(p, &opts.target) {
         result.verdict = Verdict::Skipped;
         result.notes.push(why);
         return result;
     }
-    if let Target::Remote(profile) = &opts.target {
-        if let Err(e) = reset(profile).await {
+    let profile = match &opts.target {
+        Target::Remote(profile) => Some(profile.clone()),
+        Target::Embedded { .. } => None,
+    };
+    // The line is brought to a known state by what the server offers for
+    // it, never by a restart: other cases are using the server.
+    if let Some(clean) = profile.as_ref().map(|p| &p.line_commands.clean).filter(|c| !c.is_empty()) {
+        let aor = line.aor(line_number(topology), &profile.as_ref().map(|p| p.domain.clone()).unwrap_or_default());
+        if let Err(e) = command(&crate::target::LineCommands::for_line(clean, &aor)).await {
             result.verdict = Verdict::Inconclusive;
-            result.error = Some(e.to_string());
+            result.error = Some(format!("cleaning {aor} before the case: {e}"));
             result.duration = started.elapsed();
             return result;
         }
@@ -160,7 +219,7 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
     let mut server_view: Option<ServerView> = None;
     // What the event source says about itself, for the report.
     let mut source_notes: Vec<String> = Vec::new();
-    match start(p, topology, &opts, &recorder, &log).await {
+    match start(p, topology, &opts, line, &recorder, &log).await {
         Err(e) => result.error = Some(e.to_string()),
         Ok(live) => {
             let run = Driving {
@@ -182,8 +241,32 @@ pub async fn run_case(p: &Prepared, topology: &Topology, mut opts: RunOptions) -
                     });
                 }
             }
-            if let Target::Remote(_) = opts.target {
-                run.tear_down(&live, &mut marks).await;
+            // Every target, the embedded one too: what a case leaves behind
+            // is a finding of that case.
+            // The probe's own SIP stays in the teardown's events: none of
+            // it is compared, and where the one ends and the other begins
+            // is only timing.
+            run.tear_down(&live, &mut marks).await;
+            let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
+            let left = leak::probe(&live, topology, profile.as_deref(), &recorder, deadline).await;
+            let server_state = profile
+                .as_ref()
+                .is_some_and(|p| !p.line_commands.state.is_empty());
+            let golden = crate::leak::golden(&p.case, topology, server_state);
+            result.stages.push(compare_stage(
+                crate::leak::STAGE,
+                &golden.channels,
+                &left.observed,
+                &left.seen,
+                &mut Bindings::default(),
+                &run.deviations,
+            ));
+            for e in left.errors {
+                if result.error.is_none() {
+                    result.error = Some(e);
+                } else {
+                    result.problems.push(Problem { what: e, raw: None });
+                }
             }
             match live.source {
                 Some(Source::Hep(view)) => server_view = Some(view.finish().await),
@@ -306,18 +389,27 @@ impl Driving<'_> {
         Ok(())
     }
 
-    /// Leaves a shared server as the case found it, and lets the server
-    /// finish with that before the next case uses the same DNs.
+    /// Leaves a shared server as the case found it: every phone ends what
+    /// it has going, and the wait is for the server's answers to that (its
+    /// calls ended, its subscription gone), then a quiet settle, so that
+    /// the leak check after it reads the state the teardown left.
     async fn tear_down(&self, live: &live::Live, marks: &mut Vec<(String, usize)>) {
-        live.catch_up(self.recorder, self.opts.deadlines.stage)
-            .await;
+        let deadlines = &self.opts.deadlines;
+        live.catch_up(self.recorder, deadlines.stage).await;
         marks.push(("teardown".into(), self.log.len()));
         for agent in &live.agents {
             let _ = agent.act(|a| a.tear_down()).await;
         }
-        self.log
-            .settle(Duration::from_millis(200), Duration::from_secs(2))
-            .await;
+        let deadline = deadlines.answer(deadlines.step, self.opts.transport);
+        for agent in &live.agents {
+            // A server that does not answer is the leak check's to find.
+            let _ = agent
+                .wait_for("its teardown to be answered", deadline, |s| {
+                    !s.subscribed && s.calls.iter().all(|c| matches!(c.phase, crate::ua::Phase::Ended(_)))
+                })
+                .await;
+        }
+        self.log.settle(deadlines.settle, deadlines.stage).await;
     }
 }
 

@@ -21,15 +21,18 @@ pub(super) async fn perform(
     type Ready = Box<dyn Fn(&Status) -> bool + Send + Sync>;
     type Act = Box<dyn FnOnce(&mut Agent) -> Result<(), ScriptError> + Send>;
     let agent = live.agent(&step.actor)?;
+    // The case names DNs; the phones dial their line's SIP users.
     let line = topology
         .line_of(&step.actor)
-        .map(|l| l.number.clone())
+        .map(|l| live.line.user(&l.number).to_string())
         .unwrap_or_default();
     let phase = |p: Phase| -> Ready { Box::new(move |st| st.call(|c| c.phase == p).is_some()) };
     // What the step needs first (with what to call it in a timeout), and
     // what it does.
     let (needs, act): (Option<(&str, Ready)>, Act) = match step.action.clone() {
-        Action::Call { to } => (
+        Action::Call { to } => {
+            let to = live.line.user(&to).to_string();
+            (
             // A call after a seizure must know whether it was granted.
             Some((
                 "the line-seize answer",
@@ -39,7 +42,8 @@ pub(super) async fn perform(
                 a.invite(&to);
                 Ok(())
             }),
-        ),
+        )
+        }
         Action::Answer => (
             Some(("an incoming call to ring", phase(Phase::Ringing))),
             Box::new(|a| a.answer()),

@@ -71,8 +71,9 @@ impl Deadlines {
 pub enum Target {
     /// A fresh embedded reference server per case, possibly with a defect.
     Embedded { fault: Option<Fault> },
-    /// A real server described by a profile. Its state is shared, so its
-    /// cases run one after the other and each tears down what it set up.
+    /// A real server described by a profile. Its state is shared, so each
+    /// case runs on a line of the profile's pool no other running case
+    /// has, tears down what it set up and is checked for leftovers.
     Remote(Arc<Profile>),
 }
 
@@ -103,6 +104,9 @@ pub struct RunOptions {
     pub deadlines: Deadlines,
     /// Where a real target's T-Library events come from.
     pub events: Events,
+    /// How many cases run at once (`--jobs`; default: every case on the
+    /// embedded target, one per line of a profile's pool).
+    pub jobs: Option<usize>,
 }
 
 /// The T-Library event source of a real target (the embedded server always
@@ -126,6 +130,7 @@ impl Default for RunOptions {
             transport: Transport::Udp,
             deadlines: Deadlines::default(),
             events: Events::Sip,
+            jobs: None,
         }
     }
 }

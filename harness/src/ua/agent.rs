@@ -354,22 +354,46 @@ impl Agent {
     /// ended, registration removed. On a shared real server this keeps one
     /// case's state from leaking into the next.
     pub fn tear_down(&mut self) {
-        let before = self.out.len();
-        while self.cancel().is_ok() {}
-        while self.refuse(486).is_ok() {}
-        while self.hangup().is_ok() {}
-        self.unseize();
-        let _ = self.refresh_call_info(0);
-        self.unregister();
         // Marked, so that a capture of the run tells the cleanup from the
         // last stage whatever the timing.
+        self.marked(|a| {
+            while a.cancel().is_ok() {}
+            while a.refuse(486).is_ok() {}
+            while a.hangup().is_ok() {}
+            a.unseize();
+            let _ = a.refresh_call_info(0);
+            a.unregister();
+        })
+    }
+
+    /// The leak check after the teardown: a fresh call-info SUBSCRIBE to
+    /// `line` (a new dialog, as a phone that just booted sends), marked as
+    /// teardown like the rest of the cleanup. Returns its Call-ID, whose
+    /// first NOTIFY tells the line's full state.
+    pub fn probe_call_info(&mut self, line: &str) -> String {
+        self.marked(|a| a.subscribe_call_info(line))
+    }
+
+    /// Ends the leak check's subscription, marked as teardown.
+    pub fn end_probe(&mut self) {
+        self.marked(|a| {
+            let _ = a.refresh_call_info(0);
+        })
+    }
+
+    /// Does `f`, marking what it sends as teardown (see [`Agent::tear_down`]).
+    fn marked<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let before = self.out.len();
+        let value = f(self);
         for t in self.out.iter_mut().skip(before) {
             t.bytes = with_header(&t.bytes, TEARDOWN_HEADER);
         }
+        value
     }
 
-    /// SUBSCRIBE to the call-info package of the shared line `line`.
-    pub fn subscribe_call_info(&mut self, line: &str) {
+    /// SUBSCRIBE to the call-info package of the shared line `line`;
+    /// returns the subscription's Call-ID.
+    pub fn subscribe_call_info(&mut self, line: &str) -> String {
         let mut dialog = self.new_dialog(line, "sub");
         let (via, _) = self.via();
         let (b, _) = dialog.request("SUBSCRIBE", &via);
@@ -379,8 +403,10 @@ impl Agent {
             .header("Accept", "application/x-broadworks-call-info")
             .header("Expires", "3600")
             .build();
+        let call_id = dialog.call_id.clone();
         self.call_info = Some(Subscription::new(dialog));
         self.send_to_server(bytes);
+        call_id
     }
 
     /// Refreshes the call-info subscription in its dialog; `expires` 0

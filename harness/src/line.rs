@@ -1,0 +1,227 @@
+//! The identities of one shared line of a target: which SIP user each DN of
+//! the reference stands for on it, and the translation between the two.
+//!
+//! Cases and goldens speak in the reference's DNs (60970, 60970_2, 60972).
+//! A target serves many independent copies of those parties, one per line
+//! of its pool (line 3 of Kamailio: AoR `60970-3` for the line's phones,
+//! `60972-3` for the caller). Everything a case sends goes out in its
+//! line's SIP users ([`Identities::user`]); everything a source reports in
+//! the server's users comes back in DNs ([`Identities::localize`]), and
+//! what belongs to another line is not the case's to see.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Channel, Event, Value};
+use crate::observation::Observation;
+use crate::topology::Topology;
+
+/// One line's DN -> SIP user map, and its number in the target's pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identities {
+    /// 1-based; `None` for a target with a single, unnumbered line.
+    pub number: Option<usize>,
+    /// DN -> SIP user part. Covers every DN of the topology.
+    pub users: BTreeMap<String, String>,
+}
+
+impl Identities {
+    /// Every DN as its own SIP user (the embedded server's, and the
+    /// reference page's, identities).
+    pub fn own(topology: &Topology) -> Identities {
+        Identities {
+            number: None,
+            users: topology.own_identities(),
+        }
+    }
+
+    /// The SIP user a DN (or a line's number) is on this line; a DN the
+    /// map does not name is its own user.
+    pub fn user<'a>(&'a self, dn: &'a str) -> &'a str {
+        self.users.get(dn).map_or(dn, String::as_str)
+    }
+
+    /// The AoR of the shared line `number` (a topology line number).
+    pub fn aor(&self, number: &str, domain: &str) -> String {
+        format!("sip:{}@{domain}", self.user(number))
+    }
+
+    /// The DN each SIP user stands for in the golden files: on a server
+    /// where the phones of a line share an AoR, their user is the line's
+    /// number.
+    pub fn dn_of_user(&self, topology: &Topology) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (dn, user) in &self.users {
+            let name = topology
+                .line_of(dn)
+                .map(|l| l.number.clone())
+                .unwrap_or_else(|| dn.clone());
+            out.entry(user.clone()).or_insert(name);
+        }
+        out
+    }
+
+    /// How reports name the line: `line 3 (60970-3)`, or `None` for an
+    /// unnumbered line.
+    pub fn describe(&self, topology: &Topology) -> Option<String> {
+        let n = self.number?;
+        let number = topology.lines.first().map(|l| l.number.as_str())?;
+        Some(format!("line {n} ({})", self.user(number)))
+    }
+
+    /// The topology of this line in SIP users: what a server hosting it
+    /// (the embedded one, in tests) is configured with.
+    pub fn topology(&self, topology: &Topology) -> Topology {
+        let user = |dn: &String| self.user(dn).to_string();
+        Topology {
+            lines: topology
+                .lines
+                .iter()
+                .map(|l| crate::topology::Line {
+                    number: user(&l.number),
+                    members: l.members.iter().map(user).collect(),
+                })
+                .collect(),
+            plain: topology.plain.iter().map(user).collect(),
+        }
+    }
+
+    /// An observation a server reported in its SIP users, in the golden
+    /// files' DNs; `None` when it is about another line (its channel is a
+    /// user this line does not have, or it names users and none of this
+    /// line's). DNs are rewritten in the channel and in every DN-valued
+    /// attribute; a user the line does not know is left as it is, so a
+    /// stranger still shows in the diff.
+    pub fn localize(&self, topology: &Topology, mut obs: Observation) -> Option<Observation> {
+        let dns = self.dn_of_user(topology);
+        let ours = |user: &str| dns.get(user).cloned();
+        obs.channel = match obs.channel {
+            Channel::Dn(u) => Channel::Dn(ours(&u)?),
+            Channel::Wire(u) => Channel::Wire(ours(&u)?),
+            Channel::Monitoring => Channel::Monitoring,
+        };
+        let (named, mine) = rename(&dns, &mut obs.event);
+        if obs.channel == Channel::Monitoring && named && !mine {
+            return None;
+        }
+        Some(obs)
+    }
+
+    /// An event derived on this line's phones (whose channel is already a
+    /// DN) with the SIP users it names (OtherDN, AppearanceUri) as DNs.
+    pub fn rename(&self, topology: &Topology, event: &mut Event) {
+        rename(&self.dn_of_user(topology), event);
+    }
+}
+
+/// Rewrites every DN-valued attribute that is one of `dns`' users; says
+/// whether the event names any user, and any of these.
+fn rename(dns: &BTreeMap<String, String>, event: &mut Event) -> (bool, bool) {
+    let (mut named, mut mine) = (false, false);
+    for value in event.attrs.values_mut() {
+        if let Value::Dn(u) = value {
+            named = true;
+            if let Some(dn) = dns.get(u) {
+                mine = true;
+                *value = Value::Dn(dn.clone());
+            }
+        }
+    }
+    (named, mine)
+}
+
+/// The users of two lines must differ, or a case on one would see the
+/// other's traffic: the first user two lines share, if any.
+pub fn shared_user(a: &Identities, b: &Identities) -> Option<String> {
+    a.users
+        .values()
+        .find(|u| b.users.values().any(|v| v == *u))
+        .cloned()
+}
+
+/// Several lines as one topology of SIP users (each line's parties after
+/// the other's): a server hosting the whole pool.
+pub fn pool_topology(lines: &[Identities], topology: &Topology) -> Topology {
+    let mut out = Topology {
+        lines: Vec::new(),
+        plain: Vec::new(),
+    };
+    for line in lines {
+        let t = line.topology(topology);
+        out.lines.extend(t.lines);
+        out.plain.extend(t.plain);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KnownEvent;
+
+    fn line3() -> Identities {
+        Identities {
+            number: Some(3),
+            users: BTreeMap::from([
+                ("60972".into(), "60972-3".into()),
+                ("60970".into(), "60970-3".into()),
+                ("60970_2".into(), "60970-3".into()),
+            ]),
+        }
+    }
+
+    fn obs(channel: &str, event: Event) -> Observation {
+        Observation {
+            channel: Channel::parse(channel),
+            event,
+            raw: String::new(),
+            within: None,
+        }
+    }
+
+    #[test]
+    fn users_and_dns_translate_both_ways() {
+        let t = Topology::reference();
+        let l = line3();
+        assert_eq!(l.user("60970_2"), "60970-3");
+        assert_eq!(l.user("unknown"), "unknown");
+        assert_eq!(l.aor("60970", "sca.test"), "sip:60970-3@sca.test");
+        assert_eq!(l.dn_of_user(&t)["60970-3"], "60970");
+        assert_eq!(l.dn_of_user(&t)["60972-3"], "60972");
+        assert_eq!(l.describe(&t).as_deref(), Some("line 3 (60970-3)"));
+        assert_eq!(Identities::own(&t).describe(&t), None);
+    }
+
+    #[test]
+    fn localize_keeps_this_line_and_drops_another() {
+        use crate::model::Attr;
+        let t = Topology::reference();
+        let l = line3();
+        let offered = Event::new(KnownEvent::Offered).with_opt(Attr::OtherDn, Some(Value::Dn("60972-3".into())));
+        let got = l.localize(&t, obs("sca.60970-3", offered.clone())).unwrap();
+        assert_eq!(got.channel, Channel::parse("sca.60970"));
+        assert_eq!(got.event.attrs[&Attr::OtherDn], Value::Dn("60972".into()));
+        // Another line's phone: not this case's.
+        assert!(l.localize(&t, obs("sca.60970-4", offered)).is_none());
+        // Monitoring: kept when it names one of ours, dropped when it names
+        // only strangers, and a stranger beside ours is left for the diff.
+        let party = |dn: &str| {
+            Event::new(KnownEvent::EventCallPartyAdded).with_opt(Attr::Dn, Some(Value::Dn(dn.into())))
+        };
+        assert!(l.localize(&t, obs("monitoring", party("60972-4"))).is_none());
+        let kept = l.localize(&t, obs("monitoring", party("60972-3"))).unwrap();
+        assert_eq!(kept.event.attrs[&Attr::Dn], Value::Dn("60972".into()));
+    }
+
+    #[test]
+    fn lines_must_not_share_users() {
+        let mut other = line3();
+        assert_eq!(shared_user(&line3(), &other).as_deref(), Some("60970-3"));
+        for u in other.users.values_mut() {
+            *u = u.replace("-3", "-4");
+        }
+        assert_eq!(shared_user(&line3(), &other), None);
+        let t = pool_topology(&[line3(), other], &Topology::reference());
+        assert_eq!(t.lines.len(), 2);
+        assert_eq!(t.plain, vec!["60972-3", "60972-4"]);
+    }
+}

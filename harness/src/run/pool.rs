@@ -1,0 +1,168 @@
+//! The target's pool of lines: a running case holds one line, and no other
+//! case gets it until it is given back clean. A line whose case left
+//! something behind is cleaned with the profile's clean command and read
+//! again with its state command; one that cannot be shown clean is kept
+//! out of the pool for the rest of the run (and the cases still waiting
+//! for a line are told so when none is left).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::line::Identities;
+use crate::outcome::CaseResult;
+use crate::target::{LineCommands, Profile};
+use crate::topology::Topology;
+
+/// A shared handle on the pool.
+#[derive(Clone)]
+pub(super) struct Lines {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    returned: Notify,
+    /// Every case gets this line (the embedded target: a server per case).
+    unbounded: Option<Identities>,
+    size: usize,
+    profile: Option<Arc<Profile>>,
+}
+
+#[derive(Default)]
+struct State {
+    free: VecDeque<Identities>,
+    /// Lines held by running cases.
+    out: usize,
+    /// Lines kept out of the pool, and why.
+    dirty: Vec<String>,
+}
+
+impl Lines {
+    pub(super) fn new(lines: Vec<Identities>, profile: Option<Arc<Profile>>) -> Lines {
+        let size = lines.len();
+        Lines {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    free: lines.into(),
+                    ..State::default()
+                }),
+                returned: Notify::new(),
+                unbounded: None,
+                size,
+                profile,
+            }),
+        }
+    }
+
+    pub(super) fn unbounded(line: Identities) -> Lines {
+        Lines {
+            inner: Arc::new(Inner {
+                state: Mutex::default(),
+                returned: Notify::new(),
+                unbounded: Some(line),
+                size: 0,
+                profile: None,
+            }),
+        }
+    }
+
+    /// How many lines the pool has (`None`: as many as there are cases).
+    pub(super) fn size(&self) -> Option<usize> {
+        self.inner.unbounded.is_none().then_some(self.inner.size)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next free line, first freed first; waits while every line is
+    /// held. An error when no line is left that could ever be free.
+    pub(super) async fn take(&self, _topology: &Topology) -> Result<Identities, String> {
+        if let Some(line) = &self.inner.unbounded {
+            return Ok(line.clone());
+        }
+        loop {
+            let returned = self.inner.returned.notified();
+            tokio::pin!(returned);
+            // Registered before looking, so a line given back in between
+            // is not missed.
+            returned.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if let Some(line) = st.free.pop_front() {
+                    st.out += 1;
+                    return Ok(line);
+                }
+                if st.out == 0 {
+                    return Err(format!(
+                        "no clean line is left in the pool: {}",
+                        st.dirty.join("; ")
+                    ));
+                }
+            }
+            returned.await;
+        }
+    }
+
+    /// Gives a line back after its case: straight into the pool when the
+    /// leak check found it idle; otherwise only once the profile's clean
+    /// command has run and its state command shows nothing left.
+    pub(super) async fn give_back(&self, line: Identities, result: &CaseResult, topology: &Topology) {
+        if self.inner.unbounded.is_some() {
+            return;
+        }
+        let dirty = match left_behind(result) {
+            false => None,
+            true => self.clean(&line, topology).await.err(),
+        };
+        {
+            let mut st = self.lock();
+            st.out -= 1;
+            match dirty {
+                None => st.free.push_back(line),
+                Some(why) => st.dirty.push(format!(
+                    "{} was left dirty by {} ({why})",
+                    line.describe(topology).unwrap_or_else(|| "the line".into()),
+                    result.key()
+                )),
+            }
+        }
+        self.inner.returned.notify_waiters();
+    }
+
+    async fn clean(&self, line: &Identities, topology: &Topology) -> Result<(), String> {
+        let Some(profile) = &self.inner.profile else {
+            return Err("the target offers no way to clean a line".into());
+        };
+        let cmds = &profile.line_commands;
+        if cmds.clean.is_empty() || cmds.state.is_empty() {
+            return Err("the profile names no [line_commands] clean and state to make it idle again".into());
+        }
+        let aor = line.aor(super::line_number(topology), &profile.domain);
+        super::live::command(&LineCommands::for_line(&cmds.clean, &aor))
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = super::live::command(&LineCommands::for_line(&cmds.state, &aor))
+            .await
+            .map_err(|e| e.to_string())?;
+        let left = crate::leak::server_state(&out, line, topology)?;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} things still held after cleaning", left.len()))
+        }
+    }
+}
+
+/// Whether the case's leak check found anything, or the case did not run
+/// to its end (its leak check may not have looked, or looked too early).
+fn left_behind(result: &CaseResult) -> bool {
+    result.error.is_some()
+        || result
+            .stages
+            .iter()
+            .find(|s| s.stage == crate::leak::STAGE)
+            .is_none_or(|stage| stage.channels.iter().any(|c| !c.observed.is_empty()))
+}
