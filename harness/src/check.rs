@@ -32,6 +32,7 @@ use crate::case::{Action, Step};
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::derive::wire::WireDeriver;
 use crate::diff::{compare_stage, Bindings};
+use crate::line::Identities;
 use crate::observation::{Observability, Observation};
 use crate::outcome::CaseResult;
 use crate::pcap::Packet;
@@ -40,7 +41,6 @@ use crate::sip::record::{Direction, Record};
 use crate::sip::{Message, Transport};
 use crate::suite::Prepared;
 use crate::target::Deviation;
-use crate::line::Identities;
 use crate::topology::Topology;
 use crate::ua::reading::CapturedPhones;
 
@@ -130,7 +130,7 @@ pub fn records(messages: &[Packet], who: &BTreeMap<SocketAddr, String>) -> Vec<R
 }
 
 /// Does this record carry what `step` sends?
-fn triggers(step: &Step, rec: &Record, lines: &Topology) -> bool {
+fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> bool {
     if rec.agent != step.actor || rec.direction != Direction::Sent {
         return false;
     }
@@ -152,7 +152,10 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology) -> bool {
             .and_then(EventHeader::parse)
             .map(|e| e.package)
     };
-    let own_line = lines.line_of(&step.actor).map(|l| l.number.clone());
+    // The line's AoR on the target: its number's SIP user.
+    let own_line = lines
+        .line_of(&step.actor)
+        .map(|l| line.user(&l.number).to_string());
     let to_own_line = || msg.to().and_then(|t| t.user().map(str::to_string)) == own_line;
     match &step.action {
         Action::Call { .. } => msg.is("INVITE") && msg.to_tag().is_none() && !to_own_line(),
@@ -185,7 +188,12 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology) -> bool {
 
 /// Where each stage of the case begins (a record index), or None if the
 /// capture does not contain the case's flow.
-pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Option<Vec<usize>> {
+pub fn stage_starts(
+    p: &Prepared,
+    records: &[Record],
+    topology: &Topology,
+    line: &Identities,
+) -> Option<Vec<usize>> {
     // What a run sends to clean up is no step of its flow: an outbound
     // call's teardown BYE is not the `hangup` of a longer case. (A stage
     // without steps may still begin there: it then saw nothing.)
@@ -194,7 +202,9 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
     let mut from = 0;
     for stage in &p.case.stages {
         let start = match stage.steps.first() {
-            Some(first) => (from..steps_end).find(|&i| triggers(first, &records[i], topology))?,
+            Some(first) => {
+                (from..steps_end).find(|&i| triggers(first, &records[i], topology, line))?
+            }
             // A response belongs to its request's stage, however late it
             // comes (a loaded server may answer the previous stage's last
             // request after more than the quiet time).
@@ -204,7 +214,7 @@ pub fn stage_starts(p: &Prepared, records: &[Record], topology: &Topology) -> Op
         // Every later step of the stage must be there too, in order.
         let mut at = start;
         for step in stage.steps.iter().skip(1) {
-            at = (at..steps_end).find(|&i| triggers(step, &records[i], topology))?;
+            at = (at..steps_end).find(|&i| triggers(step, &records[i], topology, line))?;
         }
         starts.push(start);
         from = start + 1;
@@ -303,6 +313,7 @@ pub fn detect<'a>(
     records: &[Record],
     who: &BTreeMap<SocketAddr, String>,
     topology: &Topology,
+    line: &Identities,
 ) -> Result<(&'a Prepared, Vec<usize>), Detection> {
     let weight = |p: &Prepared| {
         p.case
@@ -314,7 +325,7 @@ pub fn detect<'a>(
     let mut candidates: Vec<(&Prepared, Vec<usize>)> = suite
         .iter()
         .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
-        .filter_map(|p| stage_starts(p, records, topology).map(|s| (p, s)))
+        .filter_map(|p| stage_starts(p, records, topology, line).map(|s| (p, s)))
         .collect();
     let Some(best) = candidates.iter().map(|(p, _)| weight(p)).max() else {
         return Err(Detection::NoFlow {
@@ -409,15 +420,16 @@ pub fn check(
             events.push((stage_of(i), obs));
         }
         if p.case.parties.contains(&rec.agent) {
-            objections.extend(
-                phones
-                    .observe(rec)
-                    .into_iter()
-                    .map(|why| crate::outcome::Problem {
-                        what: format!("{}: {why}", rec.agent),
-                        raw: Some(rec.raw.clone()),
-                    }),
-            );
+            // Read to the end, but what a phone objects to in the teardown
+            // is not a finding, as live.
+            let objected = phones.observe(rec);
+            if i >= end {
+                continue;
+            }
+            objections.extend(objected.into_iter().map(|why| crate::outcome::Problem {
+                what: format!("{}: {why}", rec.agent),
+                raw: Some(rec.raw.clone()),
+            }));
         }
     }
     let stages = compare_stages(p, &events, &source, deviations);
@@ -505,7 +517,7 @@ impl Capture {
         let line = line_of(&self.packets, lines, topology);
         let who = endpoints(&self.packets, topology, &line.users);
         let recs = records(&self.packets, &who);
-        let (p, starts) = detect(suite, &recs, &who, topology)?;
+        let (p, starts) = detect(suite, &recs, &who, topology, &line)?;
         let mut result = check(p, recs, topology, &line, &starts, deviations);
         result.line = line.describe(topology);
         let from = format!("derived from the SIP in {}", name.display());
@@ -684,7 +696,7 @@ mod tests {
         let line = Identities::own(topology);
         let who = endpoints(packets, topology, &line.users);
         let recs = records(packets, &who);
-        let starts = stage_starts(p, &recs, topology).expect("the case's steps");
+        let starts = stage_starts(p, &recs, topology, &line).expect("the case's steps");
         check(p, recs, topology, &line, &starts, &[])
     }
 
@@ -809,8 +821,16 @@ mod tests {
         for r in &mut recs[answer..] {
             r.at += Duration::from_millis(80);
         }
-        let starts = stage_starts(&p, &recs, &topology).expect("the case's steps");
-        let r = check(&p, recs, &topology, &Identities::own(&topology), &starts, &[]);
+        let starts = stage_starts(&p, &recs, &topology, &Identities::own(&topology))
+            .expect("the case's steps");
+        let r = check(
+            &p,
+            recs,
+            &topology,
+            &Identities::own(&topology),
+            &starts,
+            &[],
+        );
         assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.headline());
     }
 }

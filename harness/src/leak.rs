@@ -58,7 +58,12 @@ pub fn golden(case: &Case, topology: &Topology, server_state: bool) -> GoldenSta
 
 /// A case with its leak check as its last stage, for validating a
 /// profile's deviations of it like any other stage's.
-pub fn with_stage(case: &Case, topology: &Topology, golden: &[GoldenStage], server_state: bool) -> (Case, Vec<GoldenStage>) {
+pub fn with_stage(
+    case: &Case,
+    topology: &Topology,
+    golden: &[GoldenStage],
+    server_state: bool,
+) -> (Case, Vec<GoldenStage>) {
     let mut case = case.clone();
     case.stages.push(Stage {
         name: STAGE.into(),
@@ -126,10 +131,17 @@ pub fn server_state(
         if text.is_empty() {
             continue;
         }
-        let bad = |why: String| format!("line {} of the state command's output ({text:?}): {why}", i + 1);
+        let bad = |why: String| {
+            format!(
+                "line {} of the state command's output ({text:?}): {why}",
+                i + 1
+            )
+        };
         let json: serde_json::Value =
             serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let obj = json.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let obj = json
+            .as_object()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
         let (mut event, _) = Event::from_json(obj, Strictness::Lenient, &[]).map_err(bad)?;
         line.rename(topology, &mut event);
         out.push(Observation {
@@ -167,8 +179,8 @@ mod tests {
             Call-Info: <sip:sca.test>;appearance-index=1;appearance-state=active;appearance-uri=\"<sip:60972-3@sca.test>\", \
             <sip:sca.test>;appearance-index=2;appearance-state=idle\r\n\
             Content-Length: 0\r\n\r\n";
-        let msg = Message::parse(raw.as_bytes().to_vec().into()).unwrap();
-        let dns = line3().dn_of_user(&Topology::reference());
+        let msg = Message::parse(raw.as_bytes().to_vec()).unwrap();
+        let dns = line3().reported_dn(&Topology::reference());
         let got = busy("60970", &msg, raw, &dns).unwrap();
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].channel, Channel::parse("sca.60970"));
@@ -186,7 +198,10 @@ mod tests {
         let got = server_state(out, &line3(), &t).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].channel, Channel::Dn(SERVER.into()));
-        assert_eq!(got[0].event.get(Attr::AppearanceUri), Some(&Value::Dn("60970".into())));
+        assert_eq!(
+            got[0].event.get(Attr::AppearanceUri),
+            Some(&Value::Dn("60970".into()))
+        );
         assert_eq!(got[1].event.name.to_string(), "Subscription");
         assert!(server_state("", &line3(), &t).unwrap().is_empty());
         let e = server_state("appearance 1 active", &line3(), &t).unwrap_err();

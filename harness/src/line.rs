@@ -60,6 +60,23 @@ impl Identities {
         out
     }
 
+    /// The DN a SIP user a server reports stands for: the one DN that has
+    /// it, or, for a user several DNs share (the phones of a line on one
+    /// AoR), the line's number. Unlike [`Identities::dn_of_user`], a user
+    /// of its own keeps its DN (60970_2 on the embedded server).
+    pub fn reported_dn(&self, topology: &Topology) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (dn, user) in &self.users {
+            let shared = self.users.iter().any(|(d, u)| u == user && d != dn);
+            let name = match topology.line_of(dn) {
+                Some(l) if shared => l.number.clone(),
+                _ => dn.clone(),
+            };
+            out.entry(user.clone()).or_insert(name);
+        }
+        out
+    }
+
     /// How reports name the line: `line 3 (60970-3)`, or `None` for an
     /// unnumbered line.
     pub fn describe(&self, topology: &Topology) -> Option<String> {
@@ -92,7 +109,7 @@ impl Identities {
     /// attribute; a user the line does not know is left as it is, so a
     /// stranger still shows in the diff.
     pub fn localize(&self, topology: &Topology, mut obs: Observation) -> Option<Observation> {
-        let dns = self.dn_of_user(topology);
+        let dns = self.reported_dn(topology);
         let ours = |user: &str| dns.get(user).cloned();
         obs.channel = match obs.channel {
             Channel::Dn(u) => Channel::Dn(ours(&u)?),
@@ -109,7 +126,93 @@ impl Identities {
     /// An event derived on this line's phones (whose channel is already a
     /// DN) with the SIP users it names (OtherDN, AppearanceUri) as DNs.
     pub fn rename(&self, topology: &Topology, event: &mut Event) {
-        rename(&self.dn_of_user(topology), event);
+        rename(&self.reported_dn(topology), event);
+    }
+}
+
+/// [`Identities::localize`] for a server's own event stream, which also
+/// carries call-monitoring events that name no DN (EventCallCreated, a
+/// party's state by PartyID): those belong to the line whose DNs the
+/// events of the same call (ConnID) name. Such an event is held until its
+/// call is known to be this line's (then released in order, before the
+/// event that told) or another's (then dropped). At most [`HELD`] are
+/// held; beyond that the oldest are dropped and counted.
+#[derive(Debug)]
+pub struct Localizer {
+    line: Identities,
+    topology: Topology,
+    ours: std::collections::HashSet<String>,
+    theirs: std::collections::HashSet<String>,
+    held: std::collections::VecDeque<(String, Observation)>,
+    /// Held events dropped for want of room.
+    pub dropped: usize,
+}
+
+/// How many events about calls not yet attributed a localizer holds.
+pub const HELD: usize = 4096;
+
+impl Localizer {
+    pub fn new(line: Identities, topology: Topology) -> Localizer {
+        Localizer {
+            line,
+            topology,
+            ours: Default::default(),
+            theirs: Default::default(),
+            held: Default::default(),
+            dropped: 0,
+        }
+    }
+
+    /// What a server's event becomes for this line's case, in order.
+    pub fn push(&mut self, obs: Observation) -> Vec<Observation> {
+        let conn = match obs.event.get(crate::model::Attr::ConnId) {
+            Some(Value::Id(c)) => Some(c.clone()),
+            _ => None,
+        };
+        let names_anyone = obs.channel != Channel::Monitoring
+            || obs.event.attrs.values().any(|v| matches!(v, Value::Dn(_)));
+        match self.line.localize(&self.topology, obs.clone()) {
+            Some(local) if names_anyone => {
+                let mut out = Vec::new();
+                if let Some(c) = conn {
+                    if self.ours.insert(c.clone()) {
+                        out.extend(self.release(&c));
+                    }
+                }
+                out.push(local);
+                out
+            }
+            Some(local) => match conn {
+                Some(c) if self.ours.contains(&c) => vec![local],
+                Some(c) if self.theirs.contains(&c) => Vec::new(),
+                Some(c) => {
+                    if self.held.len() == HELD {
+                        self.held.pop_front();
+                        self.dropped += 1;
+                    }
+                    self.held.push_back((c, local));
+                    Vec::new()
+                }
+                // No DN and no call: nothing ties it to a line.
+                None => vec![local],
+            },
+            None => {
+                if let Some(c) = conn {
+                    if !self.ours.contains(&c) && self.theirs.insert(c.clone()) {
+                        self.held.retain(|(h, _)| *h != c);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn release(&mut self, conn: &str) -> Vec<Observation> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(c, _)| c == conn);
+        self.held = rest.into();
+        mine.into_iter().map(|(_, o)| o).collect()
     }
 }
 
@@ -189,6 +292,10 @@ mod tests {
         assert_eq!(l.dn_of_user(&t)["60972-3"], "60972");
         assert_eq!(l.describe(&t).as_deref(), Some("line 3 (60970-3)"));
         assert_eq!(Identities::own(&t).describe(&t), None);
+        // Shared by the line's phones: the line's number; a user of its
+        // own keeps its DN.
+        assert_eq!(l.reported_dn(&t)["60970-3"], "60970");
+        assert_eq!(Identities::own(&t).reported_dn(&t)["60970_2"], "60970_2");
     }
 
     #[test]
@@ -196,7 +303,8 @@ mod tests {
         use crate::model::Attr;
         let t = Topology::reference();
         let l = line3();
-        let offered = Event::new(KnownEvent::Offered).with_opt(Attr::OtherDn, Some(Value::Dn("60972-3".into())));
+        let offered = Event::new(KnownEvent::Offered)
+            .with_opt(Attr::OtherDn, Some(Value::Dn("60972-3".into())));
         let got = l.localize(&t, obs("sca.60970-3", offered.clone())).unwrap();
         assert_eq!(got.channel, Channel::parse("sca.60970"));
         assert_eq!(got.event.attrs[&Attr::OtherDn], Value::Dn("60972".into()));
@@ -205,11 +313,55 @@ mod tests {
         // Monitoring: kept when it names one of ours, dropped when it names
         // only strangers, and a stranger beside ours is left for the diff.
         let party = |dn: &str| {
-            Event::new(KnownEvent::EventCallPartyAdded).with_opt(Attr::Dn, Some(Value::Dn(dn.into())))
+            Event::new(KnownEvent::CallPartyAdded).with_opt(Attr::Dn, Some(Value::Dn(dn.into())))
         };
-        assert!(l.localize(&t, obs("monitoring", party("60972-4"))).is_none());
+        assert!(l
+            .localize(&t, obs("monitoring", party("60972-4")))
+            .is_none());
         let kept = l.localize(&t, obs("monitoring", party("60972-3"))).unwrap();
         assert_eq!(kept.event.attrs[&Attr::Dn], Value::Dn("60972".into()));
+    }
+
+    #[test]
+    fn a_call_that_names_no_dn_goes_with_the_line_its_other_events_name() {
+        use crate::model::Attr;
+        let t = Topology::reference();
+        let mut l = Localizer::new(line3(), t.clone());
+        let created = |c: &str| {
+            obs(
+                "monitoring",
+                Event::new(KnownEvent::CallCreated)
+                    .with_opt(Attr::ConnId, Some(Value::Id(c.into()))),
+            )
+        };
+        let added = |c: &str, dn: &str| {
+            obs(
+                "monitoring",
+                Event::new(KnownEvent::CallPartyAdded)
+                    .with_opt(Attr::ConnId, Some(Value::Id(c.into())))
+                    .with_opt(Attr::Dn, Some(Value::Dn(dn.into()))),
+            )
+        };
+        assert!(
+            l.push(created("mine")).is_empty(),
+            "held until its call is known"
+        );
+        assert!(l.push(created("theirs")).is_empty());
+        assert!(l.push(added("theirs", "60970-4")).is_empty());
+        let out = l.push(added("mine", "60970-3"));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].event.name.to_string(), "EventCallCreated");
+        assert_eq!(out[1].event.attrs[&Attr::Dn], Value::Dn("60970".into()));
+        assert_eq!(
+            l.push(created("mine")).len(),
+            1,
+            "a known call passes at once"
+        );
+        assert!(
+            l.push(created("theirs")).is_empty(),
+            "another line's call is dropped"
+        );
+        assert!(l.held.is_empty());
     }
 
     #[test]

@@ -317,6 +317,11 @@ vocabulary! {
         Status => "Status",
         Expires => "Expires",
         Reason => "Reason",
+        // What a server's own state holds for a line (the leak check's
+        // `server` channel).
+        Package => "Package",
+        Subscriber => "Subscriber",
+        Contact => "Contact",
         // T-Library Extensions (rendered inside "Extensions").
         AppearanceIndex => "AppearanceIndex",
     }
@@ -341,7 +346,7 @@ impl Attr {
             | Attr::Status
             | Attr::Expires => Kind::Int,
             Attr::AppearanceState => Kind::ApState,
-            Attr::Reason => Kind::Text,
+            Attr::Reason | Attr::Package | Attr::Subscriber | Attr::Contact => Kind::Text,
         }
     }
 

@@ -172,9 +172,20 @@ impl Dirs {
         &self,
         target: &str,
         topology: &Topology,
-    ) -> Result<(String, Vec<crate::line::Identities>, Vec<crate::deviation::Deviation>), SuiteError> {
+    ) -> Result<
+        (
+            String,
+            Vec<crate::line::Identities>,
+            Vec<crate::deviation::Deviation>,
+        ),
+        SuiteError,
+    > {
         if target == "embedded" {
-            return Ok((target.into(), vec![crate::line::Identities::own(topology)], Vec::new()));
+            return Ok((
+                target.into(),
+                vec![crate::line::Identities::own(topology)],
+                Vec::new(),
+            ));
         }
         let profile = self.profile(Path::new(target), topology)?;
         Ok((profile.name, profile.lines, profile.deviations))

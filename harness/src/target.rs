@@ -11,8 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::input::{line_of, InputError};
-use crate::sip::Transport;
 use crate::line::Identities;
+use crate::sip::Transport;
 use crate::topology::Topology;
 
 pub use crate::case::CAPABILITIES;
@@ -249,7 +249,6 @@ impl Profile {
             checked.iter().map(|(c, g)| (c, g.as_slice())).collect();
         crate::deviation::validate(&self.path, &self.deviations, &named)
     }
-
 }
 
 /// Reads the pool of lines: `[identities]` alone is one line; with
@@ -288,7 +287,10 @@ fn read_lines(
             ))
         }
         (None, None, []) => {
-            return Err(at(0, "the profile has no [identities] and no [[line]]".into()))
+            return Err(at(
+                0,
+                "the profile has no [identities] and no [[line]]".into(),
+            ))
         }
         (Some(ids), n, []) => {
             let offset = ids.span().start;
@@ -420,7 +422,54 @@ reason = "no barge-in"
         assert!(!covers("barge-in", "barged", "sca.60970_2"));
         assert!(!covers("barge-in", "answered", "sca.60970"));
         assert!(!covers("hold-retrieve", "barged", "sca.60970"));
-        assert_eq!(p.lines[0].dn_of_user(&Topology::reference())["60970"], "60970");
+        assert_eq!(
+            p.lines[0].dn_of_user(&Topology::reference())["60970"],
+            "60970"
+        );
+    }
+
+    #[test]
+    fn lines_are_templates_over_the_line_number_or_a_list() {
+        let pool = GOOD
+            .replace("capabilities =", "lines = 3\ncapabilities =")
+            .replace("\"60972\" = \"60972\"", "\"60972\" = \"60972-{line}\"")
+            .replace(
+                "\"60970\" = \"60970\"\n\"60970_2\" = \"60970\"",
+                "\"60970\" = \"60970-{line}\"\n\"60970_2\" = \"60970-{line}\"",
+            );
+        let p = parse(&pool).unwrap();
+        assert_eq!(p.lines.len(), 3);
+        assert_eq!(p.lines[2].number, Some(3));
+        assert_eq!(p.lines[2].users["60970_2"], "60970-3");
+        assert_eq!(p.lines[0].users["60972"], "60972-1");
+        let listed = GOOD.replace(
+            "[identities]\n\"60972\" = \"60972\"\n\"60970\" = \"60970\"\n\"60970_2\" = \"60970\"\n",
+            "[[line]]\n\"60972\" = \"a\"\n\"60970\" = \"b\"\n\"60970_2\" = \"b\"\n\
+             [[line]]\n\"60972\" = \"c\"\n\"60970\" = \"d\"\n\"60970_2\" = \"d\"\n",
+        );
+        let p = parse(&listed).unwrap();
+        assert_eq!(p.lines.len(), 2);
+        assert_eq!(p.lines[1].users["60970"], "d");
+        for (text, want) in [
+            (pool.replace("lines = 3\n", ""), "no `lines = N`"),
+            (
+                pool.replace("lines = 3", "lines = 0"),
+                "not between 1 and 1000",
+            ),
+            (
+                GOOD.replace("capabilities =", "lines = 2\ncapabilities ="),
+                "every line would be the same parties",
+            ),
+            (listed.replace("\"c\"", "\"a\""), "share the SIP user \"a\""),
+            (
+                GOOD.replace("capabilities =", "reset = [\"x\"]\ncapabilities ="),
+                "never restart a server",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains(want), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
     }
 
     #[test]

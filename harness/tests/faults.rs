@@ -89,10 +89,12 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         diff("answered", "monitoring", "EventCallPartyDeleted"),
     ));
     let notify = Catch::Problem("malformed CSeq");
+    // Every case: each phone unsubscribes in its teardown, and the
+    // terminating NOTIFY after the first is malformed too.
     let every_subscriber: Vec<&str> = INBOUND
         .iter()
         .chain(SEIZING)
-        .chain(&["subscription-refresh"])
+        .chain(&["subscription-refresh", "retrieve-idle"])
         .copied()
         .collect();
     vec![

@@ -42,7 +42,8 @@ fn text(p: &Packet) -> String {
 
 /// The address the capture's phone `dn` used.
 fn address_of(packets: &[Packet], topology: &Topology, profile: &Profile, dn: &str) -> SocketAddr {
-    endpoints(packets, topology, &profile.identities)
+    let line = scacheck::check::line_of(packets, &profile.lines, topology);
+    endpoints(packets, topology, &line.users)
         .into_iter()
         .find(|(_, d)| d == dn)
         .map(|(a, _)| a)

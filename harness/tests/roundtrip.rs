@@ -7,8 +7,6 @@
 mod common;
 use common::suite;
 
-use std::collections::BTreeMap;
-
 use scacheck::check::{check, endpoints, records, stage_starts};
 use scacheck::model::Channel;
 use scacheck::pcap::{packets_from_records, write_packets, Packet, Reader};
@@ -25,11 +23,7 @@ fn round_trip(transport: scacheck::sip::Transport) {
             ..RunOptions::default()
         },
     ));
-    let identities: BTreeMap<String, String> = topology
-        .dns()
-        .iter()
-        .map(|d| (d.to_string(), d.to_string()))
-        .collect();
+    let line = scacheck::line::Identities::own(&topology);
     let mut errors = Vec::new();
     for (p, run) in prepared.iter().zip(&live) {
         // Through a real capture file: written as a run writes it, read
@@ -44,16 +38,16 @@ fn round_trip(transport: scacheck::sip::Transport) {
             "{}: nothing skipped",
             p.case.id
         );
-        let who = endpoints(&captured, &topology, &identities);
+        let who = endpoints(&captured, &topology, &line.users);
         let recs = records(&captured, &who);
-        let Some(starts) = stage_starts(p, &recs, &topology) else {
+        let Some(starts) = stage_starts(p, &recs, &topology, &line) else {
             errors.push(format!(
                 "{}: the capture does not show the case's steps",
                 p.case.id
             ));
             continue;
         };
-        let checked = check(p, recs, &topology, &identities, &starts, &[]);
+        let checked = check(p, recs, &topology, &line, &starts, &[]);
         // Channel by channel, as the diff compares: order across channels
         // (two phones' messages) is not part of the verdict.
         let wire = |events: &[(String, scacheck::observation::Observation)]| {

@@ -28,6 +28,26 @@ pub fn encode(seq: u64, channel: &Channel, event: &Event) -> String {
     )
 }
 
+/// The key of the line that ends a feed's backlog: `{"live": N}`, N the
+/// number of events before it (docs/event-feed.md).
+pub const LIVE_KEY: &str = "live";
+
+/// The line that ends the backlog of `n` events.
+pub fn live_line(n: usize) -> String {
+    format!("{{\"{LIVE_KEY}\": {n}}}")
+}
+
+/// Whether a line is the end of the backlog.
+fn is_live(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| {
+            v.as_object()
+                .map(|o| o.len() == 1 && o.contains_key(LIVE_KEY))
+        })
+        .unwrap_or(false)
+}
+
 /// Reads one feed line. Unknown event names are kept; unknown attributes
 /// are returned so the report can say what was ignored.
 pub fn decode(line: &str) -> Result<(Channel, Event, Vec<String>), String> {
@@ -54,7 +74,11 @@ impl Drop for FeedClient {
 }
 
 impl FeedClient {
-    /// Connects to a feed and appends what it delivers to `log`.
+    /// Connects to a feed and appends to `log` what it delivers after its
+    /// backlog: a shared server's feed starts with every event since it
+    /// started, other cases' included, and a case's events are the ones
+    /// that come after it connected. Returns once the backlog has ended
+    /// (the `live` line), or an error if it does not within `deadline`.
     pub async fn connect(
         addr: SocketAddr,
         deadline: Duration,
@@ -64,9 +88,11 @@ impl FeedClient {
             .await
             .map_err(|_| format!("event feed at {addr}: no connection within {deadline:?}"))?
             .map_err(|e| format!("event feed at {addr}: {e}"))?;
+        let (live_tx, live_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut reader = BufReader::new(stream);
             let mut buf = Vec::new();
+            let mut live_tx = Some(live_tx);
             loop {
                 buf.clear();
                 match (&mut reader)
@@ -91,6 +117,13 @@ impl FeedClient {
                 if line.is_empty() {
                     continue;
                 }
+                if live_tx.is_some() {
+                    // The backlog: not this case's.
+                    if is_live(&line) {
+                        let _ = live_tx.take().map(|tx| tx.send(()));
+                    }
+                    continue;
+                }
                 match decode(&line) {
                     Ok((channel, event, ignored)) => {
                         if !ignored.is_empty() {
@@ -110,9 +143,15 @@ impl FeedClient {
                 }
             }
         });
-        Ok(FeedClient {
+        let client = FeedClient {
             task: task.abort_handle(),
-        })
+        };
+        match tokio::time::timeout(deadline, live_rx).await {
+            Ok(Ok(())) => Ok(client),
+            _ => Err(format!(
+                "event feed at {addr}: no {{\"{LIVE_KEY}\": N}} line ending its backlog within {deadline:?} (docs/event-feed.md)"
+            )),
+        }
     }
 }
 
@@ -136,6 +175,14 @@ mod tests {
             (ch, back, ignored.len()),
             (Channel::Dn("60970_2".into()), ev, 0)
         );
+    }
+
+    #[test]
+    fn the_live_line_ends_the_backlog() {
+        assert!(is_live(&live_line(0)));
+        assert!(is_live(r#"{"live": 12}"#));
+        assert!(!is_live(r#"{"live": 1, "channel": "60970"}"#));
+        assert!(!is_live("live"));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct EventLog {
     map: Option<Map>,
 }
 
-type Map = Arc<dyn Fn(Observation) -> Option<Observation> + Send + Sync>;
+type Map = Arc<Mutex<dyn FnMut(Observation) -> Vec<Observation> + Send>>;
 
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,28 +59,33 @@ impl EventLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A handle on the same log whose pushes go through `map` first: a
-    /// shared server's source reports every line's events in its SIP users,
-    /// and a case keeps only its own line's, in DNs
-    /// ([`crate::line::Identities::localize`]).
+    /// A handle on the same log whose pushes go through `map` first (what
+    /// it returns is kept, in order): a shared server's source reports
+    /// every line's events in its SIP users, and a case keeps only its own
+    /// line's, in DNs ([`crate::line::Localizer`]).
     pub fn mapped(
         &self,
-        map: impl Fn(Observation) -> Option<Observation> + Send + Sync + 'static,
+        map: impl FnMut(Observation) -> Vec<Observation> + Send + 'static,
     ) -> EventLog {
         EventLog {
-            map: Some(Arc::new(map)),
+            map: Some(Arc::new(Mutex::new(map))),
             ..self.clone()
         }
     }
 
     pub fn push(&self, obs: Observation) {
-        let obs = match &self.map {
-            Some(map) => match map(obs) {
-                Some(obs) => obs,
-                None => return,
-            },
-            None => obs,
-        };
+        match &self.map {
+            Some(map) => {
+                let kept = (map.lock().unwrap_or_else(|p| p.into_inner()))(obs);
+                for obs in kept {
+                    self.keep(obs);
+                }
+            }
+            None => self.keep(obs),
+        }
+    }
+
+    fn keep(&self, obs: Observation) {
         let n = {
             let mut inner = self.lock();
             inner.events.push(obs);

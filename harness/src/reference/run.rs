@@ -85,10 +85,13 @@ impl Embedded {
             let mut clients = tokio::task::JoinSet::new();
             while let Ok((mut stream, _)) = listener.accept().await {
                 let (log, mut count) = (log.clone(), count_rx.clone());
-                // Each client gets the whole feed from the start, then every
-                // new line: a late subscriber loses nothing.
+                // Each client gets the whole feed from the start, the line
+                // that ends that backlog, then every new line: a late
+                // subscriber loses nothing, and one that only wants what
+                // comes after it connected can tell.
                 clients.spawn(async move {
                     let mut sent = 0;
+                    let mut live = false;
                     loop {
                         let batch: Vec<String> =
                             log.lock().unwrap_or_else(|p| p.into_inner())[sent..].to_vec();
@@ -102,6 +105,13 @@ impl Embedded {
                             }
                         }
                         sent += batch.len();
+                        if !live {
+                            live = true;
+                            let marker = format!("{}\n", feed::live_line(sent));
+                            if stream.write_all(marker.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
                         if count.wait_for(|n| *n > sent).await.is_err() {
                             return;
                         }

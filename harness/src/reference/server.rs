@@ -686,7 +686,12 @@ impl Server {
         self.notify_call_info_of(sub, state, false)
     }
 
-    fn notify_call_info_of(&mut self, mut sub: Subscription, state: String, fresh: bool) -> Subscription {
+    fn notify_call_info_of(
+        &mut self,
+        mut sub: Subscription,
+        state: String,
+        fresh: bool,
+    ) -> Subscription {
         let mut cseq_header = None;
         if self.has(Fault::MalformedNotify) && sub.dialog.next_cseq > 1 {
             cseq_header = Some(format!("NOTIFY {}", sub.dialog.next_cseq));
@@ -1303,7 +1308,9 @@ impl Server {
         if self.has(Fault::KeepsAppearance) {
             // What the appearance was while the call was up stays in the
             // line's state; the call's subscribers are still told idle.
-            if let (Some(line), Some(index)) = (self.calls[c].line.clone(), self.calls[c].appearance) {
+            if let (Some(line), Some(index)) =
+                (self.calls[c].line.clone(), self.calls[c].appearance)
+            {
                 if let Some(held) = self.busy(&line).get(&index).cloned() {
                     self.kept.entry(line).or_default().insert(index, held);
                 }

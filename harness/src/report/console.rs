@@ -18,6 +18,9 @@ pub fn console_line(r: &CaseResult) -> String {
         r.key(),
         r.duration.as_millis()
     );
+    if let Some(on) = &r.line {
+        let _ = write!(line, "  {on}");
+    }
     match r.verdict {
         Verdict::Pass => {}
         Verdict::Fail | Verdict::Inconclusive => {

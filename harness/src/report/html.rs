@@ -73,6 +73,9 @@ fn case_section(out: &mut String, r: &CaseResult) {
     let key = escape(&r.key());
     let _ = writeln!(out, "<section class=\"case\" data-verdict=\"{v}\" id=\"case-{key}\"><h2>{key}: <span class=\"verdict v-{v}\">{v}</span></h2>", v = r.verdict.as_str());
     let _ = writeln!(out, "<p>{}</p>", escape(&r.title));
+    if let Some(line) = &r.line {
+        let _ = writeln!(out, "<p class=\"source\">ran on {}</p>", escape(line));
+    }
     for line in r.source_lines() {
         let _ = writeln!(out, "<p class=\"source\">events from {}</p>", escape(&line));
     }

@@ -41,6 +41,9 @@ pub fn junit_xml(name: &str, results: &[CaseResult]) -> String {
         case.set_classname(format!("scacheck.{name}"))
             .set_time(r.duration);
         let mut out = String::new();
+        if let Some(line) = &r.line {
+            let _ = writeln!(out, "ran on: {line}");
+        }
         for note in &r.notes {
             let _ = writeln!(out, "note: {note}");
         }

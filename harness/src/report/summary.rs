@@ -1,6 +1,6 @@
 //! `summary.json` and the JSON-lines stream (`--json-lines`): the
 //! machine-readable verdicts. Both state a case the same way: its key,
-//! title, transport, verdict, duration, first divergence, error, problems,
+//! title, transport, the line it ran on, verdict, duration, first divergence, error, problems,
 //! notes, the source of each channel's events, and what became of the
 //! target's declared deviations channel by channel. summary.json adds the
 //! run's name (its column in `scacheck table`), the target, and the totals
@@ -18,6 +18,8 @@ struct SummaryCase<'a> {
     id: String,
     title: &'a str,
     transport: String,
+    /// The line of the target's pool the case ran on.
+    line: Option<&'a str>,
     verdict: Verdict,
     duration_ms: u128,
     first_divergence: Option<String>,
@@ -62,6 +64,7 @@ impl<'a> SummaryCase<'a> {
             id: r.key(),
             title: &r.title,
             transport: r.transport.to_string(),
+            line: r.line.as_deref(),
             verdict: r.verdict,
             duration_ms: r.duration.as_millis(),
             first_divergence: r.headline_divergence(),

@@ -25,6 +25,9 @@ pub fn case_text(r: &CaseResult) -> String {
         r.title,
         r.verdict.as_str().to_uppercase()
     );
+    if let Some(line) = &r.line {
+        let _ = writeln!(out, "ran on: {line}");
+    }
     for line in r.source_lines() {
         let _ = writeln!(out, "events from: {line}");
     }

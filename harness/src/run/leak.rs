@@ -45,7 +45,10 @@ pub(super) async fn probe(
     let until = tokio::time::Instant::now() + LINGER;
     loop {
         let left = probe_once(live, topology, profile, recorder, deadline).await;
-        if left.observed.is_empty() || !left.errors.is_empty() || tokio::time::Instant::now() >= until {
+        if left.observed.is_empty()
+            || !left.errors.is_empty()
+            || tokio::time::Instant::now() >= until
+        {
             return left;
         }
         tokio::time::sleep(AGAIN).await;
@@ -63,7 +66,7 @@ async fn probe_once(
     let mut errors = Vec::new();
     let mut channels = Vec::new();
     let mut ways = Vec::new();
-    let dn_of_user = live.line.dn_of_user(topology);
+    let dn_of_user = live.line.reported_dn(topology);
     let mut probes = Vec::new();
     for agent in &live.agents {
         let Some(l) = topology.line_of(agent.dn()) else {
@@ -111,8 +114,17 @@ async fn probe_once(
             )),
         }
         let _ = agent.act(|a| a.end_probe()).await;
+        // Its answer is part of the case's SIP (and of a server's mirror).
+        let _ = agent
+            .wait_for("the answer to its leak-check unsubscribe", deadline, |s| {
+                !s.subscribed
+            })
+            .await;
     }
-    if let Some(state) = profile.map(|p| &p.line_commands.state).filter(|c| !c.is_empty()) {
+    if let Some(state) = profile
+        .map(|p| &p.line_commands.state)
+        .filter(|c| !c.is_empty())
+    {
         let aor = live.line.aor(
             topology.lines.first().map_or("", |l| l.number.as_str()),
             &profile.map(|p| p.domain.clone()).unwrap_or_default(),

@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use crate::derive::wire::WireDeriver;
+use crate::line::Identities;
 use crate::observe::feed::FeedClient;
 use crate::observe::hep::HepView;
 use crate::observe::tlib_log::LogFollower;
 use crate::observe::EventLog;
-use crate::line::Identities;
 use crate::reference::Embedded;
 use crate::sip::record::Record;
 use crate::sip::transport::{Endpoint, Recorder};
@@ -81,7 +81,11 @@ pub(super) async fn command(argv: &[String]) -> Result<String, Undriven> {
         .map_err(|e| failed(format!("could not start: {e}")))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(failed(format!("failed ({}): {}", out.status, stderr.trim())));
+        return Err(failed(format!(
+            "failed ({}): {}",
+            out.status,
+            stderr.trim()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -102,9 +106,7 @@ pub(super) async fn start(
     let members = topology.members_among(&p.case.parties);
     let mut wire = WireDeriver::new(&members);
     let mut tlib = match (&opts.target, &opts.events) {
-        (Target::Remote(_), Events::Sip | Events::Hep(_)) => {
-            Some(sip_deriver(p, topology, line))
-        }
+        (Target::Remote(_), Events::Sip | Events::Hep(_)) => Some(sip_deriver(p, topology, line)),
         _ => None,
     };
     let derived = log.clone();
@@ -154,8 +156,18 @@ pub(super) async fn start(
         Target::Remote(profile) => {
             // A shared server's own events cover every line, in its SIP
             // users: the case keeps its line's, in DNs.
-            let (names, world) = (line.clone(), topology.clone());
-            let own = log.mapped(move |obs| names.localize(&world, obs));
+            let mut local = crate::line::Localizer::new(line.clone(), topology.clone());
+            let told = log.clone();
+            let own = log.mapped(move |obs| {
+                let out = local.push(obs);
+                if local.dropped == 1 {
+                    told.problem(format!(
+                        "the server's events: more than {} about calls of no known line; the oldest dropped",
+                        crate::line::HELD
+                    ));
+                }
+                out
+            });
             let feed = match &opts.events {
                 Events::Feed(addr) => Some(Source::Feed(
                     FeedClient::connect(*addr, opts.deadlines.setup, own)
@@ -166,12 +178,7 @@ pub(super) async fn start(
                 Events::Hep(_) => hep.map(Source::Hep),
                 Events::Sip => None,
             };
-            (
-                None,
-                feed,
-                profile.domain.clone(),
-                profile.address,
-            )
+            (None, feed, profile.domain.clone(), profile.address)
         }
     };
     // Unique across cases, transports, processes and runs: a shared real
@@ -227,8 +234,8 @@ pub(super) async fn start(
             a.act(move |a| {
                 a.subscribe_call_info(&number);
             })
-                .await
-                .map_err(setup)?;
+            .await
+            .map_err(setup)?;
         }
     }
     for a in live

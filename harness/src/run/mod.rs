@@ -89,7 +89,7 @@ pub async fn run_all_reporting(
         let (slots, lines) = (slots.clone(), lines.clone());
         set.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            let result = match lines.take(&topology).await {
+            let result = match lines.take(i).await {
                 Ok(line) => {
                     let r = run_case_on(&p, &topology, opts, &line).await;
                     lines.give_back(line, &r, &topology).await;
@@ -124,7 +124,12 @@ pub async fn run_all_reporting(
 }
 
 /// What the events of a run come from, and so what it can observe.
-fn source(p: &Prepared, topology: &Topology, opts: &RunOptions, line: &Identities) -> Observability {
+fn source(
+    p: &Prepared,
+    topology: &Topology,
+    opts: &RunOptions,
+    line: &Identities,
+) -> Observability {
     use crate::derive::sip_tlib::WIRE_SOURCE;
     let feed = |s: String| Observability::everything(&s).with_wire_source(WIRE_SOURCE);
     match (&opts.target, &opts.events) {
@@ -195,8 +200,18 @@ pub async fn run_case_on(
     };
     // The line is brought to a known state by what the server offers for
     // it, never by a restart: other cases are using the server.
-    if let Some(clean) = profile.as_ref().map(|p| &p.line_commands.clean).filter(|c| !c.is_empty()) {
-        let aor = line.aor(line_number(topology), &profile.as_ref().map(|p| p.domain.clone()).unwrap_or_default());
+    if let Some(clean) = profile
+        .as_ref()
+        .map(|p| &p.line_commands.clean)
+        .filter(|c| !c.is_empty())
+    {
+        let aor = line.aor(
+            line_number(topology),
+            &profile
+                .as_ref()
+                .map(|p| p.domain.clone())
+                .unwrap_or_default(),
+        );
         if let Err(e) = command(&crate::target::LineCommands::for_line(clean, &aor)).await {
             result.verdict = Verdict::Inconclusive;
             result.error = Some(format!("cleaning {aor} before the case: {e}"));
@@ -233,19 +248,30 @@ pub async fn run_case_on(
             if let Err(e) = run.stages(&live, &mut result, &mut marks).await {
                 result.error = Some(e.to_string());
             }
+            // What the phones objected to in the case's stages. The
+            // teardown's are not findings: two phones hanging up at once
+            // cross a server's BYE, and what a teardown leaves is the leak
+            // check's to judge (a capture is read the same way).
             for agent in &live.agents {
-                for problem in agent.status().problems {
+                let status = agent.status();
+                for problem in status.problems {
                     result.problems.push(Problem {
                         what: format!("{}: {problem}", agent.dn()),
                         raw: None,
                     });
                 }
+                if let Some(first) = status.stray {
+                    result.notes.push(format!(
+                        "{}: {} request(s) for another SIP identity reached its address (a contact the server still holds from an earlier phone there), answered 481, first: {first}",
+                        agent.dn(),
+                        status.strays
+                    ));
+                }
             }
             // Every target, the embedded one too: what a case leaves behind
-            // is a finding of that case.
-            // The probe's own SIP stays in the teardown's events: none of
-            // it is compared, and where the one ends and the other begins
-            // is only timing.
+            // is a finding of that case. The leak check's own SIP stays in
+            // the teardown's events: none of it is compared, and where the
+            // one ends and the other begins is only timing.
             run.tear_down(&live, &mut marks).await;
             let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
             let left = leak::probe(&live, topology, profile.as_deref(), &recorder, deadline).await;
@@ -268,6 +294,11 @@ pub async fn run_case_on(
                     result.problems.push(Problem { what: e, raw: None });
                 }
             }
+            // The terminating NOTIFYs of the leak check's subscriptions,
+            // and the server's mirror of the teardown and the leak check.
+            log.settle(opts.deadlines.settle, opts.deadlines.stage)
+                .await;
+            live.catch_up(&recorder, opts.deadlines.stage).await;
             match live.source {
                 Some(Source::Hep(view)) => server_view = Some(view.finish().await),
                 Some(Source::Log(follower)) => {
@@ -405,7 +436,10 @@ impl Driving<'_> {
             // A server that does not answer is the leak check's to find.
             let _ = agent
                 .wait_for("its teardown to be answered", deadline, |s| {
-                    !s.subscribed && s.calls.iter().all(|c| matches!(c.phase, crate::ua::Phase::Ended(_)))
+                    !s.subscribed
+                        && s.calls
+                            .iter()
+                            .all(|c| matches!(c.phase, crate::ua::Phase::Ended(_)))
                 })
                 .await;
         }

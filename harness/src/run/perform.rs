@@ -33,16 +33,16 @@ pub(super) async fn perform(
         Action::Call { to } => {
             let to = live.line.user(&to).to_string();
             (
-            // A call after a seizure must know whether it was granted.
-            Some((
-                "the line-seize answer",
-                Box::new(|st| !matches!(st.seizure, Some(Seizure::Pending(_)))),
-            )),
-            Box::new(move |a| {
-                a.invite(&to);
-                Ok(())
-            }),
-        )
+                // A call after a seizure must know whether it was granted.
+                Some((
+                    "the line-seize answer",
+                    Box::new(|st| !matches!(st.seizure, Some(Seizure::Pending(_)))),
+                )),
+                Box::new(move |a| {
+                    a.invite(&to);
+                    Ok(())
+                }),
+            )
         }
         Action::Answer => (
             Some(("an incoming call to ring", phase(Phase::Ringing))),

@@ -77,9 +77,12 @@ impl Lines {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next free line, first freed first; waits while every line is
-    /// held. An error when no line is left that could ever be free.
-    pub(super) async fn take(&self, _topology: &Topology) -> Result<Identities, String> {
+    /// A free line for the `nth` case of the run: line `nth` of the pool
+    /// (counting round it) when it is free, so that which case runs on
+    /// which line does not depend on timing or `--jobs` while there are
+    /// lines enough, else the first freed. Waits while every line is held;
+    /// an error when no line is left that could ever be free.
+    pub(super) async fn take(&self, nth: usize) -> Result<Identities, String> {
         if let Some(line) = &self.inner.unbounded {
             return Ok(line.clone());
         }
@@ -91,7 +94,13 @@ impl Lines {
             returned.as_mut().enable();
             {
                 let mut st = self.lock();
-                if let Some(line) = st.free.pop_front() {
+                let want = nth % self.inner.size.max(1) + 1;
+                let at = st
+                    .free
+                    .iter()
+                    .position(|l| l.number.unwrap_or(1) == want)
+                    .unwrap_or(0);
+                if let Some(line) = st.free.remove(at) {
                     st.out += 1;
                     return Ok(line);
                 }
@@ -109,7 +118,12 @@ impl Lines {
     /// Gives a line back after its case: straight into the pool when the
     /// leak check found it idle; otherwise only once the profile's clean
     /// command has run and its state command shows nothing left.
-    pub(super) async fn give_back(&self, line: Identities, result: &CaseResult, topology: &Topology) {
+    pub(super) async fn give_back(
+        &self,
+        line: Identities,
+        result: &CaseResult,
+        topology: &Topology,
+    ) {
         if self.inner.unbounded.is_some() {
             return;
         }
@@ -138,7 +152,9 @@ impl Lines {
         };
         let cmds = &profile.line_commands;
         if cmds.clean.is_empty() || cmds.state.is_empty() {
-            return Err("the profile names no [line_commands] clean and state to make it idle again".into());
+            return Err(
+                "the profile names no [line_commands] clean and state to make it idle again".into(),
+            );
         }
         let aor = line.aor(super::line_number(topology), &profile.domain);
         super::live::command(&LineCommands::for_line(&cmds.clean, &aor))

@@ -111,6 +111,10 @@ pub struct Status {
     /// Things the server did that a correct peer would not: unknown
     /// dialogs, refused requests, unparseable headers. Reported, not fatal.
     pub problems: Vec<String>,
+    /// Requests for another SIP identity that reached this phone's
+    /// address, and the first of them.
+    pub strays: usize,
+    pub stray: Option<String>,
 }
 
 impl Status {
@@ -160,6 +164,12 @@ pub struct Agent {
     calls: Vec<Call>,
     /// The appearances the last call-info NOTIFY listed.
     told: Vec<Appearance>,
+    /// The appearance index of the latest line-seize SUBSCRIBE.
+    seized: Option<u32>,
+    /// The call-info subscription the leak check's replaced.
+    replaced: Option<Subscription>,
+    /// The current call-info subscription was unsubscribed (Expires 0).
+    unsubscribed: bool,
     status: Status,
     out: VecDeque<Transmit>,
     /// The latest non-INVITE requests with their answers.
@@ -181,6 +191,9 @@ impl Agent {
             line_seize: None,
             calls: Vec::new(),
             told: Vec::new(),
+            seized: None,
+            replaced: None,
+            unsubscribed: false,
             status: Status::default(),
             out: VecDeque::new(),
             answered: VecDeque::new(),
@@ -336,13 +349,20 @@ impl Agent {
     pub fn unseize(&mut self) {
         let (via, _) = self.via();
         let contact = self.contact();
+        // The appearance it seized, as every line-seize SUBSCRIBE names it
+        // (Kamailio refuses an unsubscribe without it, 400, and keeps the
+        // seizure).
+        let seized = self.seized.map(|i| self.appearance_header(i, None));
         if let Some(sub) = self.line_seize.as_mut().filter(|s| s.confirmed) {
-            let (b, _) = sub.dialog.request("SUBSCRIBE", &via);
-            let bytes = b
+            let (mut b, _) = sub.dialog.request("SUBSCRIBE", &via);
+            b = b
                 .header("Contact", &contact)
                 .header("Event", "line-seize")
-                .header("Expires", "0")
-                .build();
+                .header("Expires", "0");
+            if let Some(info) = &seized {
+                b = b.header("Call-Info", info);
+            }
+            let bytes = b.build();
             self.send_to_server(bytes);
         }
         self.status.seizure = None;
@@ -371,6 +391,8 @@ impl Agent {
     /// teardown like the rest of the cleanup. Returns its Call-ID, whose
     /// first NOTIFY tells the line's full state.
     pub fn probe_call_info(&mut self, line: &str) -> String {
+        // The one it replaces may still send its terminating NOTIFY.
+        self.replaced = self.call_info.take();
         self.marked(|a| a.subscribe_call_info(line))
     }
 
@@ -405,6 +427,7 @@ impl Agent {
             .build();
         let call_id = dialog.call_id.clone();
         self.call_info = Some(Subscription::new(dialog));
+        self.unsubscribed = false;
         self.send_to_server(bytes);
         call_id
     }
@@ -419,6 +442,9 @@ impl Agent {
         };
         let (via, _) = self.via();
         let contact = self.contact();
+        if self.unsubscribed {
+            return Err(self.error(action, "the call-info subscription was ended"));
+        }
         let Some(sub) = self.call_info.as_mut().filter(|s| s.confirmed) else {
             return Err(self.error(action, "no accepted call-info subscription"));
         };
@@ -428,6 +454,8 @@ impl Agent {
             .header("Event", "call-info")
             .header("Expires", &expires.to_string())
             .build();
+        // Ended once: the teardown does not unsubscribe it again.
+        self.unsubscribed = expires == 0;
         self.send_to_server(bytes);
         Ok(())
     }
@@ -444,6 +472,7 @@ impl Agent {
             .header("Call-Info", &self.appearance_header(index, None))
             .build();
         self.line_seize = Some(Subscription::new(dialog));
+        self.seized = Some(index);
         self.status.seizure = Some(Seizure::Pending(index));
         self.send_to_server(bytes);
     }
@@ -646,6 +675,28 @@ impl Agent {
         }
         let method = req.method().unwrap_or_default();
         let known = self.find_call(req.call_id());
+        if known.is_none() {
+            if let Some(user) =
+                uri_user(req.request_uri().unwrap_or_default()).filter(|u| *u != self.cfg.user)
+            {
+                // Addressed to another identity: a contact a phone of an
+                // earlier case had at this address, which the server still
+                // holds (Kamailio keeps notifying terminated subscriptions
+                // until its purge). Not this case's traffic: answered as
+                // an unknown dialog and counted, not judged.
+                let first = format!(
+                    "{} {}",
+                    req.method().unwrap_or_default(),
+                    req.request_uri().unwrap_or_default()
+                );
+                self.status.strays += 1;
+                if self.status.stray.is_none() {
+                    self.status.stray = Some(format!("{first} (for {user})"));
+                }
+                self.respond(req, peer, 481, None);
+                return;
+            }
+        }
         match (method.as_str(), known) {
             ("INVITE", None) if req.to_tag().is_none() => self.incoming_invite(req, peer),
             ("INVITE", Some(i))
@@ -817,6 +868,10 @@ impl Agent {
             }
             return;
         }
+        if self.replaced.as_ref().is_some_and(|s| s.holds(req)) {
+            self.respond(req, peer, 200, None);
+            return;
+        }
         let Some(sub) = self.call_info.as_mut().filter(|s| s.holds(req)) else {
             self.status
                 .problems
@@ -976,6 +1031,15 @@ fn with_header(bytes: &[u8], header: &str) -> Vec<u8> {
 
 /// Names the phone's DN, so that a capture tells apart the phones of a
 /// line that share one SIP user (`scacheck pcap check` reads it).
+/// The user part of a SIP URI (`sip:60970-3@127.0.0.1:5070;transport=tcp`).
+fn uri_user(uri: &str) -> Option<&str> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let (user, _) = rest.split_once('@')?;
+    (!user.is_empty()).then_some(user.split(';').next().unwrap_or(user))
+}
+
 pub fn user_agent(dn: &str) -> String {
     format!("scacheck ({dn})")
 }

@@ -124,6 +124,10 @@ struct Captured {
     /// Its latest subscription of each event package (the agent keeps one
     /// call-info and one line-seize subscription).
     subscriptions: HashMap<String, Subscription>,
+    /// The ones a later SUBSCRIBE of the package replaced (the leak
+    /// check's fresh subscription after the teardown's unsubscribe): their
+    /// late NOTIFYs (a terminating one) are still theirs, and read no more.
+    replaced: Vec<Subscription>,
     /// Calls it sent or was offered: only a call's first INVITE is read.
     calls: HashSet<String>,
     /// NOTIFYs read: a retransmission (the same bytes) is answered from
@@ -170,8 +174,12 @@ impl Captured {
             "SUBSCRIBE" => {
                 let package = msg.header("Event").and_then(EventHeader::parse);
                 if let (Some(package), Some(dialog)) = (package, opened(msg)) {
-                    self.subscriptions
-                        .insert(package.package, Subscription::new(dialog));
+                    if let Some(old) = self
+                        .subscriptions
+                        .insert(package.package, Subscription::new(dialog))
+                    {
+                        self.replaced.push(old);
+                    }
                 }
             }
             _ => {}
@@ -205,6 +213,9 @@ impl Captured {
         }
         let Some((package, sub)) = self.subscriptions.iter_mut().find(|(_, s)| s.holds(notify))
         else {
+            if self.replaced.iter().any(|s| s.holds(notify)) {
+                return Vec::new();
+            }
             return vec![outside_subscriptions(notify)];
         };
         sub.notified(notify);

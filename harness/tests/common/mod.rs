@@ -71,7 +71,7 @@ pub fn judge_capture(
         .judge(
             Path::new("capture"),
             std::slice::from_ref(p),
-            &profile.identities,
+            &profile.lines,
             &profile.deviations,
             topology,
         )

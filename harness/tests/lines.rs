@@ -1,0 +1,173 @@
+//! A real target's pool of lines, with the embedded server standing in for
+//! a shared, long-running server that hosts every line of the pool at once:
+//! cases run in parallel, each on its own line, a line is reused once its
+//! case left it clean, a leak is the finding of the case that left it and
+//! its line is never handed to another case, and nothing depends on
+//! `--jobs`.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use common::suite;
+use scacheck::outcome::{CaseResult, Verdict};
+use scacheck::reference::{Embedded, Fault};
+use scacheck::run::{run_all, Events, RunOptions, Target, DOMAIN};
+use scacheck::target::Profile;
+use scacheck::topology::Topology;
+
+/// A profile of `lines` lines (line N: `60970-N`, `60970_2-N`, `60972-N`)
+/// for a server at `address`.
+fn profile(lines: usize, address: std::net::SocketAddr, topology: &Topology) -> Profile {
+    let text = format!(
+        r#"
+name = "pool"
+address = "{address}"
+domain = "{DOMAIN}"
+capabilities = ["call-info", "line-seize", "hold", "retrieve", "private-hold", "barge-in"]
+lines = {lines}
+
+[identities]
+"60972" = "60972-{{line}}"
+"60970" = "60970-{{line}}"
+"60970_2" = "60970_2-{{line}}"
+"#
+    );
+    Profile::parse(Path::new("pool.toml"), &text, topology).unwrap()
+}
+
+/// The whole suite against one embedded server hosting a pool of `lines`
+/// lines, its events from its own feed (in its SIP users, every line's).
+fn run_pool(lines: usize, jobs: Option<usize>, fault: Option<Fault>) -> Vec<CaseResult> {
+    let (cases, topology) = suite();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let probe = profile(lines, "127.0.0.1:5060".parse().unwrap(), &topology);
+        let hosted = scacheck::line::pool_topology(&probe.lines, &topology);
+        let server = Embedded::start(IpAddr::V4(Ipv4Addr::LOCALHOST), DOMAIN, hosted, fault)
+            .await
+            .unwrap();
+        let opts = RunOptions {
+            target: Target::Remote(Arc::new(profile(lines, server.sip, &topology))),
+            events: Events::Feed(server.feed),
+            jobs,
+            ..RunOptions::default()
+        };
+        run_all(&cases, &topology, opts).await
+    })
+}
+
+/// Every event of a run by case, stage and channel, identifiers (which
+/// the server picks) masked, each channel's events sorted (order is the
+/// verdict's to check): what must not depend on how many cases ran at once.
+type Seen = Vec<(
+    String,
+    std::collections::BTreeMap<(String, String), Vec<String>>,
+)>;
+
+fn events(results: &[CaseResult]) -> Seen {
+    use scacheck::model::Value;
+    results
+        .iter()
+        .map(|r| {
+            let mut by: std::collections::BTreeMap<(String, String), Vec<String>> =
+                Default::default();
+            for (stage, o) in r.events.iter().filter(|(stage, _)| stage != "teardown") {
+                let mut event = o.event.clone();
+                for v in event.attrs.values_mut() {
+                    if let Value::Id(_) = v {
+                        *v = Value::Id("$".into());
+                    }
+                }
+                by.entry((stage.clone(), o.channel.to_string()))
+                    .or_default()
+                    .push(event.to_json_line());
+            }
+            by.values_mut().for_each(|v| v.sort());
+            (format!("{} {:?}", r.key(), r.verdict), by)
+        })
+        .collect()
+}
+
+#[test]
+fn fewer_lines_than_cases_run_every_case_alike_at_any_jobs() {
+    let parallel = run_pool(3, None, None);
+    for r in &parallel {
+        assert_eq!(
+            r.verdict,
+            Verdict::Pass,
+            "{}",
+            scacheck::report::case_text(r)
+        );
+        let line = r.line.as_deref().unwrap_or_default();
+        assert!(
+            ["line 1 (", "line 2 (", "line 3 ("]
+                .iter()
+                .any(|l| line.starts_with(l)),
+            "{}: {line:?}",
+            r.key()
+        );
+        // A case sees only its own line's events, in the golden DNs.
+        assert!(
+            r.events
+                .iter()
+                .all(|(_, o)| !o.event.to_json_line().contains("-1\"")
+                    && !o.event.to_json_line().contains("-2\"")
+                    && !o.event.to_json_line().contains("-3\"")),
+            "{}: a server user leaked into the events",
+            r.key()
+        );
+    }
+    let used: std::collections::BTreeSet<_> =
+        parallel.iter().filter_map(|r| r.line.clone()).collect();
+    assert_eq!(used.len(), 3, "every line of the pool is used: {used:?}");
+    let one_at_a_time = run_pool(3, Some(1), None);
+    assert_eq!(events(&parallel), events(&one_at_a_time));
+}
+
+/// With a line for every case, which case runs on which line does not
+/// depend on `--jobs` either: the reports name the same lines.
+#[test]
+fn with_lines_enough_each_case_has_the_same_line_at_any_jobs() {
+    let lines = |results: Vec<CaseResult>| -> Vec<(String, Option<String>)> {
+        results.into_iter().map(|r| (r.key(), r.line)).collect()
+    };
+    let parallel = lines(run_pool(16, None, None));
+    assert_eq!(parallel[0].1.as_deref(), Some("line 1 (60970-1)"));
+    assert_eq!(parallel, lines(run_pool(16, Some(1), None)));
+}
+
+#[test]
+fn a_leak_fails_its_case_and_its_line_is_not_handed_on() {
+    // The server tells the phones idle but keeps the appearance busy; the
+    // profile names no command to clean a line, so a leaky line is out.
+    let results = run_pool(2, None, Some(Fault::KeepsAppearance));
+    let leaked: Vec<&CaseResult> = results
+        .iter()
+        .filter(|r| {
+            r.verdict == Verdict::Fail
+                && r.headline()
+                    .is_some_and(|h| h.contains("leak-check") && h.contains("Appearance"))
+        })
+        .collect();
+    assert!(!leaked.is_empty(), "no case reported the leak");
+    // At most one leak per line: a line left dirty is never used again,
+    // and once no line is clean the cases left say why they could not run.
+    let lines: std::collections::BTreeSet<_> = leaked.iter().map(|r| r.line.clone()).collect();
+    assert_eq!(lines.len(), leaked.len(), "a dirty line was reused");
+    assert!(leaked.len() <= 2);
+    let stranded: Vec<&CaseResult> = results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Inconclusive)
+        .collect();
+    assert!(!stranded.is_empty());
+    for r in stranded {
+        let e = r.error.as_deref().unwrap_or_default();
+        assert!(
+            e.contains("no clean line is left") && e.contains("left dirty by"),
+            "{e}"
+        );
+    }
+}
