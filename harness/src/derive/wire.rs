@@ -227,6 +227,12 @@ impl Phone {
                 found.extend(self.seize_outcome(msg, status, cseq));
                 found.extend(self.subscribed(msg, status, cseq));
             }
+            // A transaction has one final answer: after its 2xx, a failure
+            // (to a retransmission the server handled again) refuses
+            // nothing.
+            "INVITE" if (200..300).contains(&status) => {
+                self.first(KnownEvent::InviteRefused, msg.call_id(), cseq);
+            }
             // 487 only confirms the phone's own CANCEL.
             "INVITE"
                 if status >= 300
@@ -835,6 +841,19 @@ mod tests {
             r#"{"event": "InviteRefused", "Status": 486}"#
         );
         assert_eq!(obs[0].raw, "SIP/2.0 486 Busy Here | CSeq: 1 INVITE");
+    }
+
+    /// A re-INVITE answered 200 and then, its retransmission handled again
+    /// after the call ended, 481: the transaction's answer was the 200.
+    #[test]
+    fn a_failure_after_the_2xx_of_the_same_invite_refuses_nothing() {
+        let mut d = deriver();
+        let hold = Message::parse(request("INVITE", "call", 2, "").build()).unwrap();
+        let obs: Vec<Observation> = [response(&hold, 200, &[]), response(&hold, 481, &[])]
+            .into_iter()
+            .flat_map(|raw| d.observe(&record(PHONE, Direction::Received, raw)))
+            .collect();
+        assert!(obs.is_empty(), "{obs:?}");
     }
 
     #[test]

@@ -55,6 +55,10 @@ fn line_number(topology: &Topology) -> &str {
 }
 use crate::topology::Topology;
 
+/// How long a stage waits, after the events it expects, for the ones the
+/// target is declared not to send (a quiet time: each arrival restarts it).
+pub const GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The SIP domain of the embedded target.
 pub const DOMAIN: &str = "sca.test";
 
@@ -324,7 +328,11 @@ pub async fn run_case_on(
         }
         result.mirrored = view.packets;
     }
+    // What the run itself noted (grace windows, stray requests) stays
+    // beside what the verdict's judgement notes.
+    let run_notes = std::mem::take(&mut result.notes);
     settle_verdict(&mut result);
+    result.notes.extend(run_notes);
     result.notes.extend(source_notes);
     result.duration = started.elapsed();
     result
@@ -368,6 +376,17 @@ impl Driving<'_> {
     ) -> Result<(), Undriven> {
         let (opts, log) = (self.opts, self.log);
         let mut bindings = Bindings::default();
+        let mut graced: Vec<(String, usize)> = Vec::new();
+        let result_notes = |result: &mut CaseResult, graced: &[(String, usize)]| {
+            if !graced.is_empty() {
+                let stages: Vec<String> =
+                    graced.iter().map(|(s, n)| format!("{s} ({n})")).collect();
+                result.notes.push(format!(
+                    "events declared absent were waited for {GRACE:?} after the expected ones (a late one would be an xpass), in stage {}",
+                    stages.join(", ")
+                ));
+            }
+        };
         for (stage, golden) in self.p.case.stages.iter().zip(&self.p.golden) {
             if !live.catch_up(self.recorder, opts.deadlines.stage).await {
                 // The server mirrors nothing: no stage can be judged
@@ -403,8 +422,22 @@ impl Driving<'_> {
                     .all(|(c, n)| obs.iter().filter(|o| &o.channel == c).count() >= *n)
             };
             log.wait_for(mark, opts.deadlines.stage, arrived).await;
-            log.settle(opts.deadlines.settle, opts.deadlines.stage)
-                .await;
+            // What is declared absent gets a short grace, not the stage
+            // deadline: long enough for a late one to show (an xpass).
+            let golden_counts =
+                crate::deviation::expected_counts(golden, &stage.name, &[], &result.source);
+            let absent: usize = golden_counts
+                .iter()
+                .zip(&want)
+                .map(|((_, all), (_, left))| all.saturating_sub(*left))
+                .sum();
+            let quiet = if absent > 0 {
+                graced.push((stage.name.clone(), absent));
+                GRACE.max(opts.deadlines.settle)
+            } else {
+                opts.deadlines.settle
+            };
+            log.settle(quiet, opts.deadlines.stage).await;
             result.stages.push(compare_stage(
                 &stage.name,
                 &golden.channels,
@@ -414,9 +447,11 @@ impl Driving<'_> {
                 &self.deviations,
             ));
             if let Some(e) = failed {
+                result_notes(result, &graced);
                 return Err(e);
             }
         }
+        result_notes(result, &graced);
         Ok(())
     }
 
