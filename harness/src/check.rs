@@ -446,6 +446,8 @@ pub fn check(
         .first()
         .map(|r| r.transport)
         .unwrap_or(Transport::Udp);
+    let mut stages = stages;
+    stages.extend(leak_check(p, &records, end, topology, line, deviations));
     let mut result = CaseResult::new(&p.case.id, &p.case.title, transport, source);
     result.stages = stages;
     result.problems = problems;
@@ -453,6 +455,70 @@ pub fn check(
     result.events = events;
     crate::outcome::settle_verdict(&mut result);
     result
+}
+
+/// The leak check a capture of a live run holds ([`crate::leak`]): after
+/// the teardown each line phone's fresh call-info SUBSCRIBE (a new dialog,
+/// not an unsubscribe) and the first NOTIFY of it, judged as live. Only
+/// the phones that probed are observed; a capture with no probe (one
+/// scacheck did not make) has no leak check. The server's own state is not
+/// in a capture.
+fn leak_check(
+    p: &Prepared,
+    records: &[Record],
+    end: usize,
+    topology: &Topology,
+    line: &Identities,
+    deviations: &[Deviation],
+) -> Option<crate::diff::StageResult> {
+    let parsed = |r: &Record| Message::parse(r.raw.clone()).ok();
+    let dns = line.reported_dn(topology);
+    let mut observed = Vec::new();
+    let mut channels = Vec::new();
+    for dn in topology.members_among(&p.case.parties) {
+        let probe = records[end.min(records.len())..]
+            .iter()
+            .rev()
+            .find_map(|r| {
+                let m = parsed(r).filter(|_| r.agent == dn && r.direction == Direction::Sent)?;
+                let fresh = m.is("SUBSCRIBE")
+                    && m.to_tag().is_none()
+                    && m.header("Event").is_some_and(|e| e.trim() == "call-info")
+                    && m.header("Expires").is_none_or(|e| e.trim() != "0");
+                fresh.then(|| m.call_id().to_string())
+            });
+        let Some(call_id) = probe else { continue };
+        let notify = records.iter().find_map(|r| {
+            let m = parsed(r).filter(|_| r.agent == dn && r.direction == Direction::Received)?;
+            (m.is("NOTIFY") && m.call_id() == call_id).then_some((m, r))
+        });
+        if let Some((msg, r)) = notify {
+            let raw = String::from_utf8_lossy(&r.raw).into_owned();
+            if let Ok(busy) = crate::leak::busy(&dn, &msg, &raw, &dns) {
+                observed.extend(busy);
+                channels.push(crate::model::Channel::Wire(dn.clone()));
+            }
+        }
+    }
+    if channels.is_empty() {
+        return None;
+    }
+    let golden = crate::leak::golden(&p.case, topology, false);
+    let mut seen =
+        Observability::everything("the leak check's fresh call-info SUBSCRIBEs in the capture");
+    seen.channels = Some(channels);
+    let deviations: Vec<&Deviation> = deviations
+        .iter()
+        .filter(|d| d.applies_to(&p.case.id))
+        .collect();
+    Some(crate::diff::compare_stage(
+        crate::leak::STAGE,
+        &golden.channels,
+        &observed,
+        &seen,
+        &mut crate::diff::Bindings::default(),
+        &deviations,
+    ))
 }
 
 /// A capture file read through: its SIP messages, what the reader passed
@@ -698,6 +764,41 @@ mod tests {
         let recs = records(packets, &who);
         let starts = stage_starts(p, &recs, topology, &line).expect("the case's steps");
         check(p, recs, topology, &line, &starts, &[])
+    }
+
+    /// The leak check of a live run is in its capture and judged the same:
+    /// idle after a passing run, the forgotten appearance after a server
+    /// that keeps one.
+    #[test]
+    fn a_capture_holds_its_runs_leak_check() {
+        let (p, topology, packets) = captured("inbound-answered");
+        let clean = checked(&p, &topology, &packets);
+        assert!(clean
+            .stages
+            .iter()
+            .any(|s| s.stage == crate::leak::STAGE && s.passed()));
+        let opts = crate::run::RunOptions {
+            target: crate::run::Target::Embedded {
+                fault: Some(crate::reference::Fault::KeepsAppearance),
+            },
+            ..Default::default()
+        };
+        let run = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::run::run_case(&p, &topology, opts));
+        let leaky = checked(
+            &p,
+            &topology,
+            &crate::pcap::packets_from_records(&run.records),
+        );
+        for r in [&run, &leaky] {
+            assert_eq!(r.verdict, Verdict::Fail);
+            let d = r.headline_divergence().unwrap_or_default();
+            assert!(
+                d.contains("leak-check") && d.contains("\"AppearanceState\": \"active\""),
+                "{d}"
+            );
+        }
     }
 
     /// What a live phone objects to, a capture's phone objects to: one

@@ -95,6 +95,12 @@ impl Recorder {
     pub fn snapshot(&self) -> Vec<Record> {
         self.lock().records.clone()
     }
+
+    /// The first record from index `from` on that `f` picks, without
+    /// copying the others.
+    pub fn find_since<T>(&self, from: usize, f: impl FnMut(&Record) -> Option<T>) -> Option<T> {
+        self.lock().records.iter().skip(from).find_map(f)
+    }
 }
 
 /// Sleeps until `at`, or forever when nothing is due: the timer arm of an

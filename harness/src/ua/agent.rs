@@ -106,6 +106,9 @@ pub struct Status {
     pub subscribe_answers: usize,
     /// call-info NOTIFYs received.
     pub notifies: usize,
+    /// The Call-ID of the subscription the latest call-info NOTIFY it
+    /// handled belongs to (the leak check waits for its probe's).
+    pub notified_in: Option<String>,
     pub seizure: Option<Seizure>,
     pub calls: Vec<CallView>,
     /// Things the server did that a correct peer would not: unknown
@@ -396,11 +399,10 @@ impl Agent {
         self.marked(|a| a.subscribe_call_info(line))
     }
 
-    /// Ends the leak check's subscription, marked as teardown.
-    pub fn end_probe(&mut self) {
-        self.marked(|a| {
-            let _ = a.refresh_call_info(0);
-        })
+    /// Ends the leak check's subscription, marked as teardown; says whether
+    /// there was an established one to end.
+    pub fn end_probe(&mut self) -> bool {
+        self.marked(|a| a.refresh_call_info(0).is_ok())
     }
 
     /// Does `f`, marking what it sends as teardown (see [`Agent::tear_down`]).
@@ -884,6 +886,7 @@ impl Agent {
         let established = sub.notified(req);
         self.respond(req, peer, 200, None);
         self.status.notifies += 1;
+        self.status.notified_in = Some(req.call_id().to_string());
         match reading::call_info(req) {
             Ok(told) => self.told = told,
             Err(e) => self.status.problems.push(e),
