@@ -657,6 +657,21 @@ impl Agent {
         self.out.push_back(Transmit { to: peer, bytes });
     }
 
+    /// A request in a dialog the phone does not have: answered 481, and a
+    /// problem, unless it is addressed to another SIP identity
+    /// ([`reading::stray`]): a contact an earlier case's phone had at this
+    /// address, which the server still holds. That is counted, not judged.
+    fn unknown_dialog(&mut self, req: &Message, peer: SocketAddr, problem: String) {
+        match reading::stray(req, &self.cfg.user) {
+            Some(stray) => {
+                self.status.strays += 1;
+                self.status.stray.get_or_insert(stray);
+            }
+            None => self.status.problems.push(problem),
+        }
+        self.respond(req, peer, 481, None);
+    }
+
     fn find_call(&self, call_id: &str) -> Option<usize> {
         self.calls.iter().position(|c| c.view.call_id == call_id)
     }
@@ -677,28 +692,6 @@ impl Agent {
         }
         let method = req.method().unwrap_or_default();
         let known = self.find_call(req.call_id());
-        if known.is_none() {
-            if let Some(user) =
-                uri_user(req.request_uri().unwrap_or_default()).filter(|u| *u != self.cfg.user)
-            {
-                // Addressed to another identity: a contact a phone of an
-                // earlier case had at this address, which the server still
-                // holds (Kamailio keeps notifying terminated subscriptions
-                // until its purge). Not this case's traffic: answered as
-                // an unknown dialog and counted, not judged.
-                let first = format!(
-                    "{} {}",
-                    req.method().unwrap_or_default(),
-                    req.request_uri().unwrap_or_default()
-                );
-                self.status.strays += 1;
-                if self.status.stray.is_none() {
-                    self.status.stray = Some(format!("{first} (for {user})"));
-                }
-                self.respond(req, peer, 481, None);
-                return;
-            }
-        }
         match (method.as_str(), known) {
             ("INVITE", None) if req.to_tag().is_none() => self.incoming_invite(req, peer),
             ("INVITE", Some(i))
@@ -749,11 +742,8 @@ impl Agent {
                 }
             }
             ("CANCEL", _) => {
-                self.status.problems.push(format!(
-                    "CANCEL for no ringing call (Call-ID {})",
-                    req.call_id()
-                ));
-                self.respond(req, peer, 481, None);
+                let problem = format!("CANCEL for no ringing call (Call-ID {})", req.call_id());
+                self.unknown_dialog(req, peer, problem);
             }
             ("BYE", Some(i))
                 if matches!(
@@ -765,11 +755,8 @@ impl Agent {
                 self.respond(req, peer, 200, None);
             }
             ("BYE", _) => {
-                self.status.problems.push(format!(
-                    "BYE for no established call (Call-ID {})",
-                    req.call_id()
-                ));
-                self.respond(req, peer, 481, None);
+                let problem = format!("BYE for no established call (Call-ID {})", req.call_id());
+                self.unknown_dialog(req, peer, problem);
             }
             ("NOTIFY", _) => self.notify(req, peer),
             ("OPTIONS", _) => self.respond(req, peer, 200, None),
@@ -875,10 +862,7 @@ impl Agent {
             return;
         }
         let Some(sub) = self.call_info.as_mut().filter(|s| s.holds(req)) else {
-            self.status
-                .problems
-                .push(reading::outside_subscriptions(req));
-            self.respond(req, peer, 481, None);
+            self.unknown_dialog(req, peer, reading::outside_subscriptions(req));
             return;
         };
         // A NOTIFY before the 2xx (or instead of one that was lost)
@@ -1034,15 +1018,6 @@ fn with_header(bytes: &[u8], header: &str) -> Vec<u8> {
 
 /// Names the phone's DN, so that a capture tells apart the phones of a
 /// line that share one SIP user (`scacheck pcap check` reads it).
-/// The user part of a SIP URI (`sip:60970-3@127.0.0.1:5070;transport=tcp`).
-fn uri_user(uri: &str) -> Option<&str> {
-    let rest = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("sips:"))?;
-    let (user, _) = rest.split_once('@')?;
-    (!user.is_empty()).then_some(user.split(';').next().unwrap_or(user))
-}
-
 pub fn user_agent(dn: &str) -> String {
     format!("scacheck ({dn})")
 }

@@ -52,6 +52,22 @@ pub fn outside_subscriptions(notify: &Message) -> String {
     )
 }
 
+/// A request of a dialog a phone does not have that is addressed to
+/// another SIP identity than the phone's `own` user (its Request-URI's
+/// user): traffic for a contact an earlier phone had at this address,
+/// which the server still holds (Kamailio notifies terminated
+/// subscriptions until its purge). Says what it was; `None` for a request
+/// addressed to the phone, whose unknown dialog is a problem.
+pub fn stray(req: &Message, own: &str) -> Option<String> {
+    let uri = req.request_uri().unwrap_or_default();
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let user = rest.split_once('@')?.0.split(';').next()?;
+    (!user.is_empty() && user != own)
+        .then(|| format!("{} {uri} (for {user})", req.method().unwrap_or_default()))
+}
+
 /// A subscription as its subscriber knows it.
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -133,6 +149,8 @@ struct Captured {
     /// NOTIFYs read: a retransmission (the same bytes) is answered from
     /// memory, not read again, as the agent does.
     notifies: HashSet<Vec<u8>>,
+    /// Its SIP user, as its own requests give it (From).
+    user: Option<String>,
 }
 
 impl CapturedPhones {
@@ -164,6 +182,9 @@ impl CapturedPhones {
 
 impl Captured {
     fn sent(&mut self, msg: &Message, method: &str) {
+        if self.user.is_none() {
+            self.user = msg.from().and_then(|f| f.user().map(str::to_string));
+        }
         if msg.to_tag().is_some() {
             return;
         }
@@ -213,7 +234,8 @@ impl Captured {
         }
         let Some((package, sub)) = self.subscriptions.iter_mut().find(|(_, s)| s.holds(notify))
         else {
-            if self.replaced.iter().any(|s| s.holds(notify)) {
+            let stray = self.user.as_deref().and_then(|own| stray(notify, own));
+            if stray.is_some() || self.replaced.iter().any(|s| s.holds(notify)) {
                 return Vec::new();
             }
             return vec![outside_subscriptions(notify)];

@@ -665,3 +665,39 @@ fn a_notify_with_foreign_ids_is_outside_the_subscription() {
     assert_eq!(sent(&mut a)[0].status(), Some(200));
     assert_eq!((a.status().notifies, a.status().problems.len()), (1, 3));
 }
+
+/// A request of no dialog the phone has is a problem when it is addressed
+/// to the phone, and only counted when it is for another SIP identity (a
+/// contact an earlier phone had at this address); a new call for another
+/// identity is still a call the phone takes, so nothing the server sends
+/// the phone itself is hidden.
+#[test]
+fn only_a_stranger_addressed_to_another_identity_is_a_stray() {
+    let mut a = agent();
+    let ours = in_dialog("BYE", "gone", "t1");
+    let theirs = String::from_utf8(ours.clone())
+        .unwrap()
+        .replace("BYE sip:60970@", "BYE sip:60970-8@")
+        .into_bytes();
+    a.handle(&inbound(theirs));
+    assert_eq!(sent(&mut a)[0].status(), Some(481));
+    a.handle(&inbound(ours));
+    assert_eq!(sent(&mut a)[0].status(), Some(481));
+    let s = a.status();
+    assert_eq!(s.strays, 1);
+    assert!(
+        s.stray
+            .as_deref()
+            .is_some_and(|f| f.contains("(for 60970-8)")),
+        "{s:?}"
+    );
+    assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+    assert!(s.problems[0].starts_with("BYE for no established call"));
+    // An INVITE with a Request-URI of another user still rings.
+    let other = String::from_utf8(invite("new"))
+        .unwrap()
+        .replace("INVITE sip:60970@", "INVITE sip:60970-8@")
+        .into_bytes();
+    a.handle(&inbound(other));
+    assert_eq!(sent(&mut a).last().and_then(|m| m.status()), Some(180));
+}
