@@ -387,12 +387,13 @@ pub fn check(
     let mut wire = WireDeriver::new(&members);
     // Every record's events, derived once; a stage without steps is then
     // placed as the live run ends the stage before it.
+    let rename = line.renamer(topology);
     let derived: Vec<Vec<Observation>> = records
         .iter()
         .map(|rec| {
             // The wire layer names the users it was told: in DNs, as live.
             let wire_events = wire.observe(rec).into_iter().map(|mut o| {
-                line.rename(topology, &mut o.event);
+                rename(&mut o.event);
                 o
             });
             tlib.observe(rec).into_iter().chain(wire_events).collect()

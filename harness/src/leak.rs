@@ -125,6 +125,7 @@ pub fn server_state(
     line: &Identities,
     topology: &Topology,
 ) -> Result<Vec<Observation>, String> {
+    let rename = line.renamer(topology);
     let mut out = Vec::new();
     for (i, text) in output.lines().enumerate() {
         let text = text.trim();
@@ -143,7 +144,7 @@ pub fn server_state(
             .as_object()
             .ok_or_else(|| bad("not a JSON object".into()))?;
         let (mut event, _) = Event::from_json(obj, Strictness::Lenient, &[]).map_err(bad)?;
-        line.rename(topology, &mut event);
+        rename(&mut event);
         out.push(Observation {
             channel: Channel::Dn(SERVER.into()),
             event,

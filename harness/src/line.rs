@@ -108,25 +108,18 @@ impl Identities {
     /// line's). DNs are rewritten in the channel and in every DN-valued
     /// attribute; a user the line does not know is left as it is, so a
     /// stranger still shows in the diff.
-    pub fn localize(&self, topology: &Topology, mut obs: Observation) -> Option<Observation> {
-        let dns = self.reported_dn(topology);
-        let ours = |user: &str| dns.get(user).cloned();
-        obs.channel = match obs.channel {
-            Channel::Dn(u) => Channel::Dn(ours(&u)?),
-            Channel::Wire(u) => Channel::Wire(ours(&u)?),
-            Channel::Monitoring => Channel::Monitoring,
-        };
-        let (named, mine) = rename(&dns, &mut obs.event);
-        if obs.channel == Channel::Monitoring && named && !mine {
-            return None;
-        }
-        Some(obs)
+    pub fn localize(&self, topology: &Topology, obs: Observation) -> Option<Observation> {
+        localize(&self.reported_dn(topology), obs)
     }
 
-    /// An event derived on this line's phones (whose channel is already a
-    /// DN) with the SIP users it names (OtherDN, AppearanceUri) as DNs.
-    pub fn rename(&self, topology: &Topology, event: &mut Event) {
-        rename(&self.reported_dn(topology), event);
+    /// What puts an event derived on this line's phones (whose channel is
+    /// already a DN) in DNs: the SIP users it names (OtherDN,
+    /// AppearanceUri) rewritten.
+    pub fn renamer(&self, topology: &Topology) -> impl Fn(&mut Event) + Send + 'static {
+        let dns = self.reported_dn(topology);
+        move |event| {
+            rename(&dns, event);
+        }
     }
 }
 
@@ -139,8 +132,8 @@ impl Identities {
 /// held; beyond that the oldest are dropped and counted.
 #[derive(Debug)]
 pub struct Localizer {
-    line: Identities,
-    topology: Topology,
+    /// The line's user -> DN map ([`Identities::reported_dn`]).
+    dns: BTreeMap<String, String>,
     ours: std::collections::HashSet<String>,
     theirs: std::collections::HashSet<String>,
     held: std::collections::VecDeque<(String, Observation)>,
@@ -152,10 +145,9 @@ pub struct Localizer {
 pub const HELD: usize = 4096;
 
 impl Localizer {
-    pub fn new(line: Identities, topology: Topology) -> Localizer {
+    pub fn new(line: &Identities, topology: &Topology) -> Localizer {
         Localizer {
-            line,
-            topology,
+            dns: line.reported_dn(topology),
             ours: Default::default(),
             theirs: Default::default(),
             held: Default::default(),
@@ -171,7 +163,7 @@ impl Localizer {
         };
         let names_anyone = obs.channel != Channel::Monitoring
             || obs.event.attrs.values().any(|v| matches!(v, Value::Dn(_)));
-        match self.line.localize(&self.topology, obs.clone()) {
+        match localize(&self.dns, obs) {
             Some(local) if names_anyone => {
                 let mut out = Vec::new();
                 if let Some(c) = conn {
@@ -198,8 +190,15 @@ impl Localizer {
             },
             None => {
                 if let Some(c) = conn {
-                    if !self.ours.contains(&c) && self.theirs.insert(c.clone()) {
+                    if !self.ours.contains(&c) && !self.theirs.contains(&c) {
+                        // Bounded whatever the server sends: forgetting
+                        // other lines' calls only holds their events again
+                        // (and the held ones are bounded too).
+                        if self.theirs.len() == HELD {
+                            self.theirs.clear();
+                        }
                         self.held.retain(|(h, _)| *h != c);
+                        self.theirs.insert(c);
                     }
                 }
                 Vec::new()
@@ -214,6 +213,21 @@ impl Localizer {
         self.held = rest.into();
         mine.into_iter().map(|(_, o)| o).collect()
     }
+}
+
+/// [`Identities::localize`] with the line's user -> DN map (`dns`).
+fn localize(dns: &BTreeMap<String, String>, mut obs: Observation) -> Option<Observation> {
+    let ours = |user: &str| dns.get(user).cloned();
+    obs.channel = match obs.channel {
+        Channel::Dn(u) => Channel::Dn(ours(&u)?),
+        Channel::Wire(u) => Channel::Wire(ours(&u)?),
+        Channel::Monitoring => Channel::Monitoring,
+    };
+    let (named, mine) = rename(dns, &mut obs.event);
+    if obs.channel == Channel::Monitoring && named && !mine {
+        return None;
+    }
+    Some(obs)
 }
 
 /// Rewrites every DN-valued attribute that is one of `dns`' users; says
@@ -326,7 +340,7 @@ mod tests {
     fn a_call_that_names_no_dn_goes_with_the_line_its_other_events_name() {
         use crate::model::Attr;
         let t = Topology::reference();
-        let mut l = Localizer::new(line3(), t.clone());
+        let mut l = Localizer::new(&line3(), &t);
         let created = |c: &str| {
             obs(
                 "monitoring",
@@ -362,6 +376,13 @@ mod tests {
             "another line's call is dropped"
         );
         assert!(l.held.is_empty());
+        // Whatever the server sends, what it remembers stays bounded.
+        for i in 0..HELD + 10 {
+            l.push(created(&format!("c{i}")));
+            l.push(added(&format!("t{i}"), "60970-4"));
+        }
+        assert!(l.held.len() <= HELD && l.theirs.len() <= HELD);
+        assert_eq!(l.dropped, 10);
     }
 
     #[test]

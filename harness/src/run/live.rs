@@ -110,13 +110,13 @@ pub(super) async fn start(
         _ => None,
     };
     let derived = log.clone();
-    let (names, world) = (line.clone(), topology.clone());
+    let rename = line.renamer(topology);
     let derive = move |rec: &Record| {
         let tlib_events = tlib.as_mut().map(|t| t.observe(rec)).unwrap_or_default();
         // The wire layer names the users it was told (OtherDN,
         // AppearanceUri): the golden files' DNs.
         let wire_events = wire.observe(rec).into_iter().map(|mut o| {
-            names.rename(&world, &mut o.event);
+            rename(&mut o.event);
             o
         });
         for obs in tlib_events.into_iter().chain(wire_events) {
@@ -156,7 +156,7 @@ pub(super) async fn start(
         Target::Remote(profile) => {
             // A shared server's own events cover every line, in its SIP
             // users: the case keeps its line's, in DNs.
-            let mut local = crate::line::Localizer::new(line.clone(), topology.clone());
+            let mut local = crate::line::Localizer::new(line, topology);
             let told = log.clone();
             let own = log.mapped(move |obs| {
                 let out = local.push(obs);
