@@ -448,7 +448,16 @@ pub fn check(
         .map(|r| r.transport)
         .unwrap_or(Transport::Udp);
     let mut stages = stages;
-    stages.extend(leak_check(p, &records, end, topology, line, deviations));
+    let mut problems = problems;
+    stages.extend(leak_check(
+        p,
+        &records,
+        end,
+        topology,
+        line,
+        deviations,
+        &mut problems,
+    ));
     let mut result = CaseResult::new(&p.case.id, &p.case.title, transport, source);
     result.stages = stages;
     result.problems = problems;
@@ -471,34 +480,39 @@ fn leak_check(
     topology: &Topology,
     line: &Identities,
     deviations: &[Deviation],
+    problems: &mut Vec<crate::outcome::Problem>,
 ) -> Option<crate::diff::StageResult> {
-    let parsed = |r: &Record| Message::parse(r.raw.clone()).ok();
     let dns = line.reported_dn(topology);
     let mut observed = Vec::new();
     let mut channels = Vec::new();
     for dn in topology.members_among(&p.case.parties) {
-        let probe = records[end.min(records.len())..]
+        // The last probe: the live check reads the line again while
+        // something is held, and judges the last reading.
+        let after = &records[end.min(records.len())..];
+        let Some(call_id) = after
             .iter()
             .rev()
-            .find_map(|r| {
-                let m = parsed(r).filter(|_| r.agent == dn && r.direction == Direction::Sent)?;
-                let fresh = m.is("SUBSCRIBE")
-                    && m.to_tag().is_none()
-                    && m.header("Event").is_some_and(|e| e.trim() == "call-info")
-                    && m.header("Expires").is_none_or(|e| e.trim() != "0");
-                fresh.then(|| m.call_id().to_string())
-            });
-        let Some(call_id) = probe else { continue };
-        let notify = records.iter().find_map(|r| {
-            let m = parsed(r).filter(|_| r.agent == dn && r.direction == Direction::Received)?;
-            (m.is("NOTIFY") && m.call_id() == call_id).then_some((m, r))
-        });
-        if let Some((msg, r)) = notify {
-            let raw = String::from_utf8_lossy(&r.raw).into_owned();
-            if let Ok(busy) = crate::leak::busy(&dn, &msg, &raw, &dns) {
+            .find_map(|r| crate::leak::probe_sent(r, &dn))
+        else {
+            continue;
+        };
+        let Some((msg, r)) = after
+            .iter()
+            .find_map(|r| crate::leak::probe_notify(r, &dn, &call_id).map(|m| (m, r)))
+        else {
+            continue;
+        };
+        let raw = String::from_utf8_lossy(&r.raw).into_owned();
+        match crate::leak::busy(&dn, &msg, &raw, &dns) {
+            Ok(busy) => {
                 observed.extend(busy);
                 channels.push(crate::model::Channel::Wire(dn.clone()));
             }
+            // Unreadable, so not observed: said, as live.
+            Err(e) => problems.push(crate::outcome::Problem {
+                what: format!("leak check: {dn}: {e}"),
+                raw: Some(r.raw.clone()),
+            }),
         }
     }
     if channels.is_empty() {

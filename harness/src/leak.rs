@@ -23,6 +23,7 @@ use crate::line::Identities;
 use crate::model::{Attr, Channel, Event, KnownEvent, Strictness, Value};
 use crate::observation::Observation;
 use crate::sip::headers::{ApState, AppearanceIndex};
+use crate::sip::record::{Direction, Record};
 use crate::sip::Message;
 use crate::topology::Topology;
 
@@ -114,6 +115,36 @@ pub fn busy(
     Ok(out)
 }
 
+/// The Call-ID of the leak check's probe, if `rec` is one `dn` sent: a
+/// fresh call-info SUBSCRIBE (no To-tag, not an unsubscribe).
+pub fn probe_sent(rec: &Record, dn: &str) -> Option<String> {
+    if rec.agent != dn || rec.direction != Direction::Sent || !rec.raw.starts_with(b"SUBSCRIBE ") {
+        return None;
+    }
+    let m = Message::parse(rec.raw.clone()).ok()?;
+    let fresh = m.to_tag().is_none()
+        && m.header("Event").is_some_and(|e| e.trim() == "call-info")
+        && m.header("Expires").is_none_or(|e| e.trim() != "0");
+    fresh.then(|| m.call_id().to_string())
+}
+
+/// `rec` parsed, if it is a NOTIFY `dn` received in the probe
+/// subscription `call_id`. Only a record that can be one is parsed: a
+/// server may send many others meanwhile.
+pub fn probe_notify(rec: &Record, dn: &str, call_id: &str) -> Option<Message> {
+    let candidate = rec.agent == dn
+        && rec.direction == Direction::Received
+        && rec.raw.starts_with(b"NOTIFY ")
+        && rec
+            .raw
+            .windows(call_id.len())
+            .any(|w| w == call_id.as_bytes());
+    let msg = candidate
+        .then(|| Message::parse(rec.raw.clone()).ok())
+        .flatten()?;
+    (msg.call_id() == call_id).then_some(msg)
+}
+
 /// What a `[line_commands] state` command printed, as events on the
 /// `server` channel: one JSON object per non-empty line, in the event
 /// syntax of the golden files, read leniently (an event name scacheck does
@@ -158,17 +189,7 @@ pub fn server_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn line3() -> Identities {
-        Identities {
-            number: Some(3),
-            users: BTreeMap::from([
-                ("60972".into(), "60972-3".into()),
-                ("60970".into(), "60970-3".into()),
-                ("60970_2".into(), "60970-3".into()),
-            ]),
-        }
-    }
+    use crate::line::line3;
 
     #[test]
     fn a_fresh_notify_tells_only_busy_appearances() {

@@ -40,8 +40,9 @@ impl Identities {
         self.users.get(dn).map_or(dn, String::as_str)
     }
 
-    /// The AoR of the shared line `number` (a topology line number).
-    pub fn aor(&self, number: &str, domain: &str) -> String {
+    /// The AoR of the (topology's) shared line on this line of the pool.
+    pub fn line_aor(&self, topology: &Topology, domain: &str) -> String {
+        let number = topology.lines.first().map_or("", |l| l.number.as_str());
         format!("sip:{}@{domain}", self.user(number))
     }
 
@@ -270,21 +271,24 @@ pub fn pool_topology(lines: &[Identities], topology: &Topology) -> Topology {
     out
 }
 
+/// Line 3 of a Kamailio-style pool (the line's phones share its AoR),
+/// for unit tests.
+#[cfg(test)]
+pub(crate) fn line3() -> Identities {
+    Identities {
+        number: Some(3),
+        users: BTreeMap::from([
+            ("60972".into(), "60972-3".into()),
+            ("60970".into(), "60970-3".into()),
+            ("60970_2".into(), "60970-3".into()),
+        ]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::KnownEvent;
-
-    fn line3() -> Identities {
-        Identities {
-            number: Some(3),
-            users: BTreeMap::from([
-                ("60972".into(), "60972-3".into()),
-                ("60970".into(), "60970-3".into()),
-                ("60970_2".into(), "60970-3".into()),
-            ]),
-        }
-    }
 
     fn obs(channel: &str, event: Event) -> Observation {
         Observation {
@@ -301,7 +305,7 @@ mod tests {
         let l = line3();
         assert_eq!(l.user("60970_2"), "60970-3");
         assert_eq!(l.user("unknown"), "unknown");
-        assert_eq!(l.aor("60970", "sca.test"), "sip:60970-3@sca.test");
+        assert_eq!(l.line_aor(&t, "sca.test"), "sip:60970-3@sca.test");
         assert_eq!(l.dn_of_user(&t)["60970-3"], "60970");
         assert_eq!(l.dn_of_user(&t)["60972-3"], "60972");
         assert_eq!(l.describe(&t).as_deref(), Some("line 3 (60970-3)"));

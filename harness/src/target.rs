@@ -57,6 +57,25 @@ impl LineCommands {
     }
 }
 
+impl Profile {
+    /// One of its line commands (`pick` chooses which) for `line`: the
+    /// line's AoR and the program and arguments to run, or `None` when the
+    /// profile names no such command.
+    pub fn line_command(
+        &self,
+        pick: impl Fn(&LineCommands) -> &Vec<String>,
+        line: &Identities,
+        topology: &Topology,
+    ) -> Option<(String, Vec<String>)> {
+        let command = pick(&self.line_commands);
+        if command.is_empty() {
+            return None;
+        }
+        let aor = line.line_aor(topology, &self.domain);
+        Some((aor.clone(), LineCommands::for_line(command, &aor)))
+    }
+}
+
 /// The most lines a profile may describe: each is a case's parties on the
 /// server, and a pool this large is a typo.
 pub const MAX_LINES: usize = 1000;

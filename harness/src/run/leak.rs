@@ -9,10 +9,8 @@ use std::time::Duration;
 use crate::leak;
 use crate::model::Channel;
 use crate::observation::{Observability, Observation};
-use crate::sip::record::Direction;
 use crate::sip::transport::Recorder;
-use crate::sip::Message;
-use crate::target::{LineCommands, Profile};
+use crate::target::Profile;
 use crate::topology::Topology;
 
 use super::live::{command, Live};
@@ -89,18 +87,7 @@ async fn probe_once(
         // nothing of now.
         let notify_of = || {
             recorder.find_since(from, |r| {
-                // Parsed only when it can be the one: a server may send
-                // many others meanwhile.
-                let candidate = r.agent == dn
-                    && r.direction == Direction::Received
-                    && r.raw.starts_with(b"NOTIFY ")
-                    && r.raw
-                        .windows(call_id.len())
-                        .any(|w| w == call_id.as_bytes());
-                let msg = candidate
-                    .then(|| Message::parse(r.raw.clone()).ok())
-                    .flatten()?;
-                (msg.is("NOTIFY") && msg.call_id() == call_id).then(|| (msg, r.raw.clone()))
+                leak::probe_notify(r, &dn, &call_id).map(|m| (m, r.raw.clone()))
             })
         };
         // Received, and handled by the phone.
@@ -143,16 +130,11 @@ async fn probe_once(
             ));
         }
     }
-    if let Some(state) = profile
-        .map(|p| &p.line_commands.state)
-        .filter(|c| !c.is_empty())
+    if let Some((_, state)) =
+        profile.and_then(|p| p.line_command(|c| &c.state, &live.line, topology))
     {
-        let aor = live.line.aor(
-            topology.lines.first().map_or("", |l| l.number.as_str()),
-            &profile.map(|p| p.domain.clone()).unwrap_or_default(),
-        );
         ways.push("the profile's line state command");
-        match command(&LineCommands::for_line(state, &aor)).await {
+        match command(&state).await {
             Ok(out) => match leak::server_state(&out, &live.line, topology) {
                 Ok(found) => {
                     observed.extend(found);

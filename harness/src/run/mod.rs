@@ -48,11 +48,6 @@ use crate::sip::transport::Recorder;
 use crate::suite::Prepared;
 use crate::target::Deviation;
 
-/// The number of the topology's (first) shared line, which a line's AoR
-/// is made from.
-fn line_number(topology: &Topology) -> &str {
-    topology.lines.first().map_or("", |l| l.number.as_str())
-}
 use crate::topology::Topology;
 
 /// How long a stage waits, after the events it expects, for the ones the
@@ -78,9 +73,9 @@ pub async fn run_all_reporting(
     mut done: impl FnMut(&CaseResult),
 ) -> Vec<CaseResult> {
     let lines = match &opts.target {
-        Target::Remote(profile) => pool::Lines::new(profile.lines.clone(), Some(profile.clone())),
+        Target::Remote(profile) => pool::Lines::new(profile.clone()),
         // Every case has a server of its own: one line each, all alike.
-        Target::Embedded { .. } => pool::Lines::unbounded(Identities::own(topology)),
+        Target::Embedded { .. } => pool::Lines::per_case(Identities::own(topology)),
     };
     let jobs = opts
         .jobs
@@ -204,19 +199,11 @@ pub async fn run_case_on(
     };
     // The line is brought to a known state by what the server offers for
     // it, never by a restart: other cases are using the server.
-    if let Some(clean) = profile
+    if let Some((aor, clean)) = profile
         .as_ref()
-        .map(|p| &p.line_commands.clean)
-        .filter(|c| !c.is_empty())
+        .and_then(|p| p.line_command(|c| &c.clean, line, topology))
     {
-        let aor = line.aor(
-            line_number(topology),
-            &profile
-                .as_ref()
-                .map(|p| p.domain.clone())
-                .unwrap_or_default(),
-        );
-        if let Err(e) = command(&crate::target::LineCommands::for_line(clean, &aor)).await {
+        if let Err(e) = command(&clean).await {
             result.verdict = Verdict::Inconclusive;
             result.error = Some(format!("cleaning {aor} before the case: {e}"));
             result.duration = started.elapsed();
@@ -374,19 +361,28 @@ impl Driving<'_> {
         result: &mut CaseResult,
         marks: &mut Vec<(String, usize)>,
     ) -> Result<(), Undriven> {
+        let mut graced: Vec<String> = Vec::new();
+        let driven = self.each_stage(live, result, marks, &mut graced).await;
+        if !graced.is_empty() {
+            result.notes.push(format!(
+                "events declared absent were waited for {GRACE:?} after the expected ones (a late one would be an xpass), in stage {}",
+                graced.join(", ")
+            ));
+        }
+        driven
+    }
+
+    /// [`Driving::stages`], saying in `graced` which stages waited a grace
+    /// for events declared absent, and how many.
+    async fn each_stage(
+        &self,
+        live: &live::Live,
+        result: &mut CaseResult,
+        marks: &mut Vec<(String, usize)>,
+        graced: &mut Vec<String>,
+    ) -> Result<(), Undriven> {
         let (opts, log) = (self.opts, self.log);
         let mut bindings = Bindings::default();
-        let mut graced: Vec<(String, usize)> = Vec::new();
-        let result_notes = |result: &mut CaseResult, graced: &[(String, usize)]| {
-            if !graced.is_empty() {
-                let stages: Vec<String> =
-                    graced.iter().map(|(s, n)| format!("{s} ({n})")).collect();
-                result.notes.push(format!(
-                    "events declared absent were waited for {GRACE:?} after the expected ones (a late one would be an xpass), in stage {}",
-                    stages.join(", ")
-                ));
-            }
-        };
         for (stage, golden) in self.p.case.stages.iter().zip(&self.p.golden) {
             if !live.catch_up(self.recorder, opts.deadlines.stage).await {
                 // The server mirrors nothing: no stage can be judged
@@ -432,7 +428,7 @@ impl Driving<'_> {
                 .map(|((_, all), (_, left))| all.saturating_sub(*left))
                 .sum();
             let quiet = if absent > 0 {
-                graced.push((stage.name.clone(), absent));
+                graced.push(format!("{} ({absent})", stage.name));
                 GRACE.max(opts.deadlines.settle)
             } else {
                 opts.deadlines.settle
@@ -447,11 +443,9 @@ impl Driving<'_> {
                 &self.deviations,
             ));
             if let Some(e) = failed {
-                result_notes(result, &graced);
                 return Err(e);
             }
         }
-        result_notes(result, &graced);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::line::Identities;
 use crate::outcome::CaseResult;
-use crate::target::{LineCommands, Profile};
+use crate::target::Profile;
 use crate::topology::Topology;
 
 /// A shared handle on the pool.
@@ -24,10 +24,14 @@ pub(super) struct Lines {
 struct Inner {
     state: Mutex<State>,
     returned: Notify,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A profile's pool of lines on one server.
+    Shared { size: usize, profile: Arc<Profile> },
     /// Every case gets this line (the embedded target: a server per case).
-    unbounded: Option<Identities>,
-    size: usize,
-    profile: Option<Arc<Profile>>,
+    PerCase(Identities),
 }
 
 #[derive(Default)]
@@ -40,37 +44,40 @@ struct State {
 }
 
 impl Lines {
-    pub(super) fn new(lines: Vec<Identities>, profile: Option<Arc<Profile>>) -> Lines {
-        let size = lines.len();
+    /// The profile's lines, every one free.
+    pub(super) fn new(profile: Arc<Profile>) -> Lines {
+        Lines::with(
+            profile.lines.iter().cloned().collect(),
+            Kind::Shared {
+                size: profile.lines.len(),
+                profile,
+            },
+        )
+    }
+
+    pub(super) fn per_case(line: Identities) -> Lines {
+        Lines::with(VecDeque::new(), Kind::PerCase(line))
+    }
+
+    fn with(free: VecDeque<Identities>, kind: Kind) -> Lines {
         Lines {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    free: lines.into(),
+                    free,
                     ..State::default()
                 }),
                 returned: Notify::new(),
-                unbounded: None,
-                size,
-                profile,
-            }),
-        }
-    }
-
-    pub(super) fn unbounded(line: Identities) -> Lines {
-        Lines {
-            inner: Arc::new(Inner {
-                state: Mutex::default(),
-                returned: Notify::new(),
-                unbounded: Some(line),
-                size: 0,
-                profile: None,
+                kind,
             }),
         }
     }
 
     /// How many lines the pool has (`None`: as many as there are cases).
     pub(super) fn size(&self) -> Option<usize> {
-        self.inner.unbounded.is_none().then_some(self.inner.size)
+        match &self.inner.kind {
+            Kind::Shared { size, .. } => Some(*size),
+            Kind::PerCase(_) => None,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -83,9 +90,10 @@ impl Lines {
     /// lines enough, else the first freed. Waits while every line is held;
     /// an error when no line is left that could ever be free.
     pub(super) async fn take(&self, nth: usize) -> Result<Identities, String> {
-        if let Some(line) = &self.inner.unbounded {
-            return Ok(line.clone());
-        }
+        let size = match &self.inner.kind {
+            Kind::PerCase(line) => return Ok(line.clone()),
+            Kind::Shared { size, .. } => *size,
+        };
         loop {
             let returned = self.inner.returned.notified();
             tokio::pin!(returned);
@@ -94,7 +102,7 @@ impl Lines {
             returned.as_mut().enable();
             {
                 let mut st = self.lock();
-                let want = nth % self.inner.size.max(1) + 1;
+                let want = nth % size.max(1) + 1;
                 let at = st
                     .free
                     .iter()
@@ -124,7 +132,7 @@ impl Lines {
         result: &CaseResult,
         topology: &Topology,
     ) {
-        if self.inner.unbounded.is_some() {
+        if let Kind::PerCase(_) = self.inner.kind {
             return;
         }
         let dirty = match left_behind(result) {
@@ -147,20 +155,22 @@ impl Lines {
     }
 
     async fn clean(&self, line: &Identities, topology: &Topology) -> Result<(), String> {
-        let Some(profile) = &self.inner.profile else {
+        let Kind::Shared { profile, .. } = &self.inner.kind else {
             return Err("the target offers no way to clean a line".into());
         };
-        let cmds = &profile.line_commands;
-        if cmds.clean.is_empty() || cmds.state.is_empty() {
-            return Err(
-                "the profile names no [line_commands] clean and state to make it idle again".into(),
-            );
-        }
-        let aor = line.aor(super::line_number(topology), &profile.domain);
-        super::live::command(&LineCommands::for_line(&cmds.clean, &aor))
+        let none = || {
+            "the profile names no [line_commands] clean and state to make it idle again".to_string()
+        };
+        let (_, clean) = profile
+            .line_command(|c| &c.clean, line, topology)
+            .ok_or_else(none)?;
+        let (_, state) = profile
+            .line_command(|c| &c.state, line, topology)
+            .ok_or_else(none)?;
+        super::live::command(&clean)
             .await
             .map_err(|e| e.to_string())?;
-        let out = super::live::command(&LineCommands::for_line(&cmds.state, &aor))
+        let out = super::live::command(&state)
             .await
             .map_err(|e| e.to_string())?;
         let left = crate::leak::server_state(&out, line, topology)?;
