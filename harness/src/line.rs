@@ -6,7 +6,7 @@
 //! of its pool (line 3 of Kamailio: AoR `60970-3` for the line's phones,
 //! `60972-3` for the caller). Everything a case sends goes out in its
 //! line's SIP users ([`Identities::user`]); everything a source reports in
-//! the server's users comes back in DNs ([`Identities::localize`]), and
+//! the server's users comes back in DNs ([`Localizer`]), and
 //! what belongs to another line is not the case's to see.
 
 use std::collections::BTreeMap;
@@ -103,16 +103,6 @@ impl Identities {
         }
     }
 
-    /// An observation a server reported in its SIP users, in the golden
-    /// files' DNs; `None` when it is about another line (its channel is a
-    /// user this line does not have, or it names users and none of this
-    /// line's). DNs are rewritten in the channel and in every DN-valued
-    /// attribute; a user the line does not know is left as it is, so a
-    /// stranger still shows in the diff.
-    pub fn localize(&self, topology: &Topology, obs: Observation) -> Option<Observation> {
-        localize(&self.reported_dn(topology), obs)
-    }
-
     /// What puts an event derived on this line's phones (whose channel is
     /// already a DN) in DNs: the SIP users it names (OtherDN,
     /// AppearanceUri) rewritten.
@@ -124,7 +114,7 @@ impl Identities {
     }
 }
 
-/// [`Identities::localize`] for a server's own event stream, which also
+/// The localization of a server's own event stream, which also
 /// carries call-monitoring events that name no DN (EventCallCreated, a
 /// party's state by PartyID): those belong to the line whose DNs the
 /// events of the same call (ConnID) name. Such an event is held until its
@@ -216,7 +206,12 @@ impl Localizer {
     }
 }
 
-/// [`Identities::localize`] with the line's user -> DN map (`dns`).
+/// An observation a server reported in its SIP users, in the golden
+/// files' DNs; `None` when it is about another line (its channel is a
+/// user this line does not have, or it names users and none of this
+/// line's). DNs are rewritten in the channel and in every DN-valued
+/// attribute; a user the line does not know is left as it is, so a
+/// stranger still shows in the diff. `dns`: the line's user -> DN map ([`Identities::reported_dn`]).
 fn localize(dns: &BTreeMap<String, String>, mut obs: Observation) -> Option<Observation> {
     let ours = |user: &str| dns.get(user).cloned();
     obs.channel = match obs.channel {
@@ -323,20 +318,18 @@ mod tests {
         let l = line3();
         let offered = Event::new(KnownEvent::Offered)
             .with_opt(Attr::OtherDn, Some(Value::Dn("60972-3".into())));
-        let got = l.localize(&t, obs("sca.60970-3", offered.clone())).unwrap();
+        let got = localize(&l.reported_dn(&t), obs("sca.60970-3", offered.clone())).unwrap();
         assert_eq!(got.channel, Channel::parse("sca.60970"));
         assert_eq!(got.event.attrs[&Attr::OtherDn], Value::Dn("60972".into()));
         // Another line's phone: not this case's.
-        assert!(l.localize(&t, obs("sca.60970-4", offered)).is_none());
+        assert!(localize(&l.reported_dn(&t), obs("sca.60970-4", offered)).is_none());
         // Monitoring: kept when it names one of ours, dropped when it names
         // only strangers, and a stranger beside ours is left for the diff.
         let party = |dn: &str| {
             Event::new(KnownEvent::CallPartyAdded).with_opt(Attr::Dn, Some(Value::Dn(dn.into())))
         };
-        assert!(l
-            .localize(&t, obs("monitoring", party("60972-4")))
-            .is_none());
-        let kept = l.localize(&t, obs("monitoring", party("60972-3"))).unwrap();
+        assert!(localize(&l.reported_dn(&t), obs("monitoring", party("60972-4"))).is_none());
+        let kept = localize(&l.reported_dn(&t), obs("monitoring", party("60972-3"))).unwrap();
         assert_eq!(kept.event.attrs[&Attr::Dn], Value::Dn("60972".into()));
     }
 

@@ -92,7 +92,7 @@ impl SipTlibDeriver {
     }
 
     /// The deriver for a case's parties on a topology, with `dn_of_user`
-    /// from the target (see [`crate::target::dn_of_user`]).
+    /// from the target (see [`crate::line::Identities::dn_of_user`]).
     pub fn for_case(
         parties: &[String],
         topology: &crate::topology::Topology,
