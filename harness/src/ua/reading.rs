@@ -60,10 +60,7 @@ pub fn outside_subscriptions(notify: &Message) -> String {
 /// addressed to the phone, whose unknown dialog is a problem.
 pub fn stray(req: &Message, own: &str) -> Option<String> {
     let uri = req.request_uri().unwrap_or_default();
-    let rest = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("sips:"))?;
-    let user = rest.split_once('@')?.0.split(';').next()?;
+    let user = crate::sip::NameAddr::parse(uri)?.user()?.to_string();
     (!user.is_empty() && user != own)
         .then(|| format!("{} {uri} (for {user})", req.method().unwrap_or_default()))
 }
