@@ -101,3 +101,54 @@ mod tests {
         assert!(e.starts_with("f.toml:1: invalid type"), "{e}");
     }
 }
+
+/// A path a profile names, with `${NAME}` replaced by the environment
+/// variable NAME (a file a start script writes into a state directory it
+/// exports, say: `${SCACHECK_KAMAILIO_STATE}/ca.pem`), and made relative to
+/// `base` (the profile's directory) unless it is absolute. The error says
+/// which variable is missing or what is malformed.
+pub fn expand_path(value: &str, base: &Path) -> Result<PathBuf, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("{value:?}: `${{` without a closing `}}`"))?;
+        let name = &after[..end];
+        let v = std::env::var(name)
+            .map_err(|_| format!("{value:?} names ${{{name}}}, which is not set"))?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    let path = PathBuf::from(out);
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    })
+}
+
+#[cfg(test)]
+mod expand_tests {
+    use super::*;
+
+    #[test]
+    fn paths_expand_variables_and_are_relative_to_the_profile() {
+        std::env::set_var("SCACHECK_TEST_EXPAND", "/state");
+        let base = Path::new("/profiles/k");
+        assert_eq!(
+            expand_path("${SCACHECK_TEST_EXPAND}/ca.pem", base).unwrap(),
+            PathBuf::from("/state/ca.pem")
+        );
+        assert_eq!(
+            expand_path("ca.pem", base).unwrap(),
+            PathBuf::from("/profiles/k/ca.pem")
+        );
+        let e = expand_path("${SCACHECK_TEST_UNSET_VARIABLE}/x", base).unwrap_err();
+        assert!(e.contains("SCACHECK_TEST_UNSET_VARIABLE") && e.contains("not set"), "{e}");
+        assert!(expand_path("${OPEN/x", base).unwrap_err().contains("closing"));
+    }
+}
