@@ -221,6 +221,12 @@ impl Phone {
         let (Some(status), Some((cseq, method))) = (msg.status(), msg.cseq()) else {
             return Vec::new();
         };
+        // A digest challenge is answered by the same request again in a
+        // new transaction; it refuses nothing (issue 14: challenges are not
+        // events).
+        if crate::sip::auth::Kind::of_status(status).is_some() {
+            return Vec::new();
+        }
         let mut found = Vec::new();
         match method {
             "SUBSCRIBE" => {
@@ -841,6 +847,51 @@ mod tests {
             r#"{"event": "InviteRefused", "Status": 486}"#
         );
         assert_eq!(obs[0].raw, "SIP/2.0 486 Busy Here | CSeq: 1 INVITE");
+    }
+
+    /// A 401 or 407 asks for credentials: the seizure, the subscription
+    /// and the call are decided by the answer to the request sent again.
+    #[test]
+    fn challenges_refuse_nothing() {
+        let mut d = deriver();
+        let seize = subscribe(
+            "line-seize",
+            "s1",
+            1,
+            &[("Call-Info", &format!("{TARGET};appearance-index=1"))],
+        );
+        let seize_again = subscribe(
+            "line-seize",
+            "s1",
+            2,
+            &[("Call-Info", &format!("{TARGET};appearance-index=1"))],
+        );
+        let sub = subscribe("call-info", "ci", 1, &[("Expires", "3600")]);
+        let sub_again = subscribe("call-info", "ci", 2, &[("Expires", "3600")]);
+        let call = Message::parse(request("INVITE", "out", 1, "").build()).unwrap();
+        let call_again = Message::parse(request("INVITE", "out", 2, "").build()).unwrap();
+        assert_eq!(
+            feed(
+                &mut d,
+                vec![
+                    tx(&seize),
+                    rx(response(&seize, 407, &[])),
+                    tx(&seize_again),
+                    rx(response(&seize_again, 200, &[])),
+                    tx(&sub),
+                    rx(response(&sub, 401, &[])),
+                    tx(&sub_again),
+                    rx(response(&sub_again, 200, &[])),
+                    rx(response(&call, 407, &[])),
+                    rx(response(&call_again, 486, &[])),
+                ]
+            ),
+            vec![
+                r#"{"event": "SeizeGranted", "Index": 1}"#,
+                r#"{"event": "Subscribed", "Expires": 3600}"#,
+                r#"{"event": "InviteRefused", "Status": 486}"#,
+            ]
+        );
     }
 
     /// A re-INVITE answered 200 and then, its retransmission handled again

@@ -2,6 +2,7 @@
 //! stream framing (pure), the records of what crossed the wire (pure), and
 //! the socket edge.
 
+pub mod auth;
 pub mod build;
 pub mod codec;
 pub mod dialog;

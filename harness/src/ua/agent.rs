@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::sip::auth::{self, Credentials, Keyring};
 use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{ApState, Appearance, AppearanceIndex};
@@ -29,6 +30,9 @@ pub struct AgentConfig {
     pub nonce: String,
     /// RFC 3261's T1, for its retransmissions over UDP (the driver's).
     pub t1: std::time::Duration,
+    /// What it answers a 401 or 407 with; none: a challenge ends its
+    /// script (`Status::auth_failed`).
+    pub credentials: Option<Credentials>,
 }
 
 /// Where a call is, as the script sees it.
@@ -118,6 +122,12 @@ pub struct Status {
     /// address, and the first of them.
     pub strays: usize,
     pub stray: Option<String>,
+    /// Challenges answered by sending the request again with credentials.
+    pub challenges: usize,
+    /// A challenge the phone could not answer ("authentication failed for
+    /// 60970 (user 60970-3): 401 after credentials"): every wait on the
+    /// phone ends with it, so the case is inconclusive, not hung.
+    pub auth_failed: Option<String>,
 }
 
 impl Status {
@@ -177,7 +187,36 @@ pub struct Agent {
     out: VecDeque<Transmit>,
     /// The latest non-INVITE requests with their answers.
     answered: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// The CSeq number of its latest REGISTER (one Call-ID for them all).
+    register_cseq: u32,
+    /// Its digest state, with credentials.
+    keyring: Option<Keyring>,
+    /// The latest requests sent to the server that it may challenge.
+    sent: VecDeque<Sent>,
+    /// Challenged transactions (Call-ID, CSeq) with the ACK of an INVITE's,
+    /// to answer a retransmitted challenge without a second request.
+    challenged: VecDeque<(String, u32, Option<Vec<u8>>)>,
+    /// What it sends now is its cleanup ([`Agent::tear_down`]).
+    marking: bool,
 }
+
+/// A request the server may challenge, as sent.
+#[derive(Debug)]
+struct Sent {
+    call_id: String,
+    cseq: u32,
+    method: String,
+    raw: Vec<u8>,
+    /// It answered a challenge to the request before it: another challenge
+    /// that is not `stale` means the credentials are wrong.
+    answering: bool,
+    /// How many stale challenges its chain has had.
+    stale: u8,
+}
+
+/// How many stale challenges in a row a request survives: a server that
+/// says every fresh nonce is stale is not authenticating anyone.
+const STALE_RETRIES: u8 = 3;
 
 /// How many answered requests a phone remembers: far more than can be in
 /// flight (a retransmission comes within Timer F, 32 s, of the original).
@@ -186,6 +225,7 @@ const ANSWERED: usize = 64;
 impl Agent {
     pub fn new(cfg: AgentConfig) -> Agent {
         let register_call_id = format!("reg-{}-{}@scacheck", cfg.user, cfg.nonce);
+        let cfg_keyring = cfg.credentials.clone().map(Keyring::new);
         Agent {
             cfg,
             counter: 0,
@@ -200,6 +240,11 @@ impl Agent {
             status: Status::default(),
             out: VecDeque::new(),
             answered: VecDeque::new(),
+            register_cseq: 0,
+            keyring: cfg_keyring,
+            sent: VecDeque::new(),
+            challenged: VecDeque::new(),
+            marking: false,
         }
     }
 
@@ -255,11 +300,212 @@ impl Agent {
         }
     }
 
+    /// Sends a request to the server: with the credentials of the
+    /// challenges the phone holds (RFC 3261 22.3: a phone answers later
+    /// requests to the same realm with them), and remembered, so that a
+    /// challenge to it is answered by sending it again.
     fn send_to_server(&mut self, bytes: Vec<u8>) {
-        self.out.push_back(Transmit {
-            to: self.cfg.server,
-            bytes,
+        self.send_request(bytes, false, 0);
+    }
+
+    fn send_request(&mut self, bytes: Vec<u8>, answering: bool, stale: u8) {
+        let to = self.cfg.server;
+        let Ok(msg) = Message::parse(bytes.clone()) else {
+            self.out.push_back(Transmit { to, bytes });
+            return;
+        };
+        let method = msg.method().unwrap_or_default();
+        // ACK and CANCEL are never challenged (RFC 3261 22.1): they cannot
+        // be sent again.
+        if method == "ACK" || method == "CANCEL" {
+            self.out.push_back(Transmit { to, bytes });
+            return;
+        }
+        let bytes = if self.marking && !is_marked(&bytes) {
+            with_header(&bytes, TEARDOWN_HEADER)
+        } else {
+            bytes
+        };
+        let bytes = match self.keyring.as_mut() {
+            Some(keys) => {
+                let uri = msg.request_uri().unwrap_or_default();
+                let creds = keys.authorize(&method, uri, msg.body());
+                if creds.is_empty() {
+                    bytes
+                } else {
+                    auth::resend(&bytes, None, &creds)
+                }
+            }
+            None => bytes,
+        };
+        if self.sent.len() == ANSWERED {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(Sent {
+            call_id: msg.call_id().to_string(),
+            cseq: msg.cseq().map_or(0, |(n, _)| n),
+            method,
+            raw: bytes.clone(),
+            answering,
+            stale,
         });
+        self.out.push_back(Transmit { to, bytes });
+    }
+
+    /// The dialog of a Call-ID the phone has: a call's or a subscription's.
+    fn dialog_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
+        if let Some(i) = self.find_call(call_id) {
+            return Some(&mut self.calls[i].dialog);
+        }
+        [&mut self.call_info, &mut self.line_seize, &mut self.replaced]
+            .into_iter()
+            .flatten()
+            .map(|s| &mut s.dialog)
+            .find(|d| d.call_id == call_id)
+    }
+
+    /// A 401 or 407: the challenged request is sent again with
+    /// credentials in a new transaction (new branch, next CSeq), and the
+    /// challenge of an INVITE is ACKed. Says whether the response was a
+    /// challenge to one of its requests (and so is nothing more).
+    fn challenge(&mut self, resp: &Message, code: u16) -> bool {
+        let Some((cseq, method)) = resp.cseq() else {
+            return false;
+        };
+        let call_id = resp.call_id().to_string();
+        if let Some((_, _, ack)) = self
+            .challenged
+            .iter()
+            .find(|(c, n, _)| *c == call_id && *n == cseq)
+        {
+            // The challenge again (our ACK was lost): ACK it again.
+            if let Some(bytes) = ack.clone() {
+                self.send_to_server(bytes);
+            }
+            return true;
+        }
+        let Some(at) = self
+            .sent
+            .iter()
+            .position(|s| s.call_id == call_id && s.cseq == cseq && s.method == method)
+        else {
+            return false;
+        };
+        let Some(sent) = self.sent.remove(at) else {
+            return false;
+        };
+        let call = self.find_call(&call_id);
+        let ack = match (method, call) {
+            ("INVITE", Some(i)) => {
+                let branch = Message::parse(sent.raw.clone())
+                    .ok()
+                    .and_then(|m| m.via_branch())
+                    .unwrap_or_default();
+                Some(self.failure_ack(i, resp, cseq, &branch))
+            }
+            _ => None,
+        };
+        if self.challenged.len() == ANSWERED {
+            self.challenged.pop_front();
+        }
+        self.challenged
+            .push_back((call_id.clone(), cseq, ack.clone()));
+        if let Some(bytes) = ack {
+            self.send_to_server(bytes);
+        }
+        // A call the script gave up on meanwhile is not started again.
+        if let Some(i) = call {
+            let c = &self.calls[i];
+            let initial = c.view.direction == CallDirection::Outgoing && c.invite_cseq == cseq;
+            if method == "INVITE" && initial && matches!(c.view.phase, Phase::Ended(_)) {
+                return true;
+            }
+        }
+        let answer = match self.keyring.as_mut() {
+            None => Err(format!("{code} and no credentials to answer it")),
+            Some(keys) => keys.challenged(resp).and_then(|c| {
+                if sent.answering && !c.stale {
+                    Err(format!("{code} after credentials"))
+                } else if c.stale && sent.stale >= STALE_RETRIES {
+                    Err(format!("{code} stale after {STALE_RETRIES} fresh nonces"))
+                } else {
+                    Ok(c)
+                }
+            }),
+        };
+        let challenged = match answer {
+            Ok(c) => c,
+            Err(why) => {
+                self.auth_failed(why, method, &call_id, cseq, code);
+                return true;
+            }
+        };
+        let branch = self.unique("z9hG4bK");
+        let next = if method == "REGISTER" {
+            self.register_cseq += 1;
+            self.register_cseq
+        } else {
+            match self.dialog_mut(&call_id) {
+                Some(d) => {
+                    d.next_cseq += 1;
+                    d.next_cseq - 1
+                }
+                None => cseq + 1,
+            }
+        };
+        if let Some(i) = call.filter(|_| method == "INVITE") {
+            let c = &mut self.calls[i];
+            if c.view.direction == CallDirection::Outgoing && c.invite_cseq == cseq {
+                c.invite_cseq = next;
+                c.invite_branch = branch.clone();
+            }
+            if let Some(re) = c.reinvite.as_mut().filter(|re| re.0 == cseq) {
+                re.0 = next;
+                re.1 = branch.clone();
+            }
+        }
+        self.status.challenges += 1;
+        let bytes = auth::resend(&sent.raw, Some((&branch, next)), &[]);
+        self.send_request(bytes, true, sent.stale + u8::from(challenged.stale));
+        true
+    }
+
+    /// A challenge the phone cannot answer: said once, and what waited on
+    /// the request ends as a failure would end it.
+    fn auth_failed(&mut self, why: String, method: &str, call_id: &str, cseq: u32, code: u16) {
+        let who = match self.keyring.as_ref() {
+            Some(k) if k.user() != self.cfg.dn => format!("{} (user {})", self.cfg.dn, k.user()),
+            _ => self.cfg.dn.clone(),
+        };
+        self.status
+            .auth_failed
+            .get_or_insert(format!("authentication failed for {who}: {why}"));
+        match method {
+            "REGISTER" => self.status.registered = false,
+            "INVITE" => {
+                if let Some(i) = self.find_call(call_id) {
+                    let c = &mut self.calls[i];
+                    if c.invite_cseq == cseq && !matches!(c.view.phase, Phase::Ended(_)) {
+                        c.view.phase = Phase::Ended(End::Failed(code));
+                    }
+                    if c.reinvite.as_ref().is_some_and(|re| re.0 == cseq) {
+                        c.reinvite = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The ACK of a failure response to call `i`'s INVITE with CSeq `cseq`
+    /// and Via branch `branch`: it belongs to the INVITE's transaction
+    /// (same branch, the response's To) and follows the INVITE's path.
+    fn failure_ack(&self, i: usize, resp: &Message, cseq: u32, branch: &str) -> Vec<u8> {
+        let via = self.via_with(branch);
+        let mut d = self.calls[i].dialog.clone();
+        d.remote_tag = resp.to_tag();
+        d.route.clear();
+        d.ack(cseq, &via).build()
     }
 
     fn offer(&self, direction: &str) -> Vec<u8> {
@@ -323,15 +569,17 @@ impl Agent {
 
     /// REGISTER the agent's own AoR.
     pub fn register(&mut self) {
-        self.registration(1, 3600);
+        self.registration(3600);
     }
 
     /// Removes the agent's registration (Expires 0), at the end of a case.
     pub fn unregister(&mut self) {
-        self.registration(2, 0);
+        self.registration(0);
     }
 
-    fn registration(&mut self, cseq: u32, expires: u32) {
+    fn registration(&mut self, expires: u32) {
+        self.register_cseq += 1;
+        let cseq = self.register_cseq;
         let (via, _) = self.via();
         let aor = self.aor(&self.cfg.user);
         let tag = self.unique("t");
@@ -408,9 +656,15 @@ impl Agent {
     /// Does `f`, marking what it sends as teardown (see [`Agent::tear_down`]).
     fn marked<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
         let before = self.out.len();
+        // Requests are marked as they are sent, so that one sent again
+        // after a challenge is still the cleanup; responses here.
+        self.marking = true;
         let value = f(self);
+        self.marking = false;
         for t in self.out.iter_mut().skip(before) {
-            t.bytes = with_header(&t.bytes, TEARDOWN_HEADER);
+            if !is_marked(&t.bytes) {
+                t.bytes = with_header(&t.bytes, TEARDOWN_HEADER);
+            }
         }
         value
     }
@@ -888,6 +1142,9 @@ impl Agent {
         let Some((_, method)) = resp.cseq() else {
             return;
         };
+        if auth::Kind::of_status(code).is_some() && self.challenge(resp, code) {
+            return;
+        }
         let ours = |s: &Option<Subscription>| {
             s.as_ref()
                 .is_some_and(|s| s.dialog.call_id == resp.call_id())
@@ -987,20 +1244,19 @@ impl Agent {
             (None, false) => return,
         };
         call.reinvite = None;
-        // The ACK of a failure belongs to the INVITE's transaction: same
-        // branch, and the To of the response.
-        let via = self.via_with(&branch);
-        let call = &self.calls[i];
-        let mut d = call.dialog.clone();
-        d.remote_tag = resp.to_tag();
-        d.route.clear(); // the ACK of a failure follows the INVITE's path
-        let bytes = d.ack(cseq, &via).build();
+        let bytes = self.failure_ack(i, resp, cseq, &branch);
         self.send_to_server(bytes);
     }
 }
 
 /// The header that marks what a phone sends to clean up after a case.
 pub const TEARDOWN_HEADER: &str = "X-Scacheck: teardown";
+
+fn is_marked(bytes: &[u8]) -> bool {
+    bytes
+        .windows(TEARDOWN_HEADER.len())
+        .any(|w| w == TEARDOWN_HEADER.as_bytes())
+}
 
 /// A message with one more header line after its start line.
 fn with_header(bytes: &[u8], header: &str) -> Vec<u8> {

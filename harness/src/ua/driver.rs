@@ -23,6 +23,9 @@ pub enum UaError {
         what: String,
         after: Duration,
     },
+    /// A challenge the phone could not answer (the status says which).
+    #[error("{0}")]
+    Auth(String),
     #[error("{dn}: the user agent has stopped")]
     Stopped { dn: String },
 }
@@ -141,9 +144,17 @@ impl AgentHandle {
             what: what.to_string(),
             after: deadline,
         };
-        let outcome = tokio::time::timeout(deadline, rx.wait_for(|s| pred(s)))
-            .await
-            .map(|r| r.is_ok());
+        // A phone that failed to authenticate will not get any further:
+        // every wait ends at once with why.
+        let outcome = tokio::time::timeout(
+            deadline,
+            rx.wait_for(|s| s.auth_failed.is_some() || pred(s)),
+        )
+        .await
+        .map(|r| r.is_ok());
+        if let Some(why) = self.status.borrow().auth_failed.clone() {
+            return Err(UaError::Auth(why));
+        }
         match outcome {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.stopped()),

@@ -11,7 +11,11 @@ use crate::sip::{Message, Transport};
 const SERVER: &str = "127.0.0.1:5060";
 
 fn agent() -> Agent {
-    Agent::new(AgentConfig {
+    Agent::new(config())
+}
+
+fn config() -> AgentConfig {
+    AgentConfig {
         dn: "60970".into(),
         user: "60970".into(),
         domain: "sca.test".into(),
@@ -20,7 +24,8 @@ fn agent() -> Agent {
         server: SERVER.parse().unwrap(),
         nonce: "n".into(),
         t1: crate::sip::retransmit::T1,
-    })
+        credentials: None,
+    }
 }
 
 fn inbound(bytes: Vec<u8>) -> Inbound {
@@ -280,6 +285,7 @@ async fn registering(
         server,
         nonce: "n".into(),
         t1,
+        credentials: None,
     };
     let agent = crate::ua::AgentHandle::start(endpoint, inbound, cfg);
     agent.act(|a| a.register()).await.unwrap();
@@ -700,4 +706,178 @@ fn only_a_stranger_addressed_to_another_identity_is_a_stray() {
         .into_bytes();
     a.handle(&inbound(other));
     assert_eq!(sent(&mut a).last().and_then(|m| m.status()), Some(180));
+}
+
+mod auth {
+    use super::*;
+    use crate::sip::auth::{Algorithm, Challenger, Credentials, Gate, Kind, Secret};
+
+    fn phone(password: Option<&str>) -> Agent {
+        Agent::new(AgentConfig {
+            credentials: password.map(|p| Credentials {
+                user: "60970".into(),
+                password: Secret::new(p),
+            }),
+            ..config()
+        })
+    }
+
+    fn server() -> Challenger {
+        Challenger::new(
+            "sca.test",
+            &[Algorithm::Sha256, Algorithm::Md5],
+            vec![("60970".into(), Secret::new("right"))],
+            "n",
+        )
+    }
+
+    /// The server's answer to `req`: its challenge, or `ok` when the
+    /// credentials pass.
+    fn answer(srv: &mut Challenger, req: &Message, kind: Kind, ok: u16) -> Vec<u8> {
+        match srv.check(req, kind) {
+            Gate::Pass => Builder::response_to(req, ok, Some("srv")).build(),
+            Gate::Challenge { status, headers } => headers
+                .iter()
+                .fold(Builder::response_to(req, status, Some("srv")), |b, (n, v)| {
+                    b.header(n, v)
+                })
+                .build(),
+        }
+    }
+
+    #[test]
+    fn a_challenged_register_is_sent_again_with_credentials_and_they_are_reused() {
+        let mut a = phone(Some("right"));
+        let mut srv = server();
+        a.register();
+        let first = sent(&mut a).remove(0);
+        assert_eq!(first.header("Authorization"), None);
+        a.handle(&inbound(answer(&mut srv, &first, Kind::Www, 200)));
+        let again = sent(&mut a).remove(0);
+        assert_eq!(again.cseq(), Some((2, "REGISTER")));
+        assert_ne!(again.via_branch(), first.via_branch());
+        assert!(again.header("Authorization").unwrap().contains("algorithm=SHA-256"));
+        a.handle(&inbound(answer(&mut srv, &again, Kind::Www, 200)));
+        let s = a.status();
+        assert!(s.registered && s.auth_failed.is_none() && s.problems.is_empty());
+        assert_eq!(s.challenges, 1);
+        // The next request carries the credentials at once: no challenge.
+        a.unregister();
+        let later = sent(&mut a).remove(0);
+        assert_eq!(later.cseq(), Some((3, "REGISTER")));
+        assert!(later.header("Authorization").unwrap().contains("nc=00000002"));
+        assert_eq!(srv.check(&later, Kind::Www), Gate::Pass);
+    }
+
+    #[test]
+    fn a_challenged_invite_is_acked_sent_again_and_cancelled_in_its_new_transaction() {
+        let mut a = phone(Some("right"));
+        let mut srv = server();
+        a.invite("60972");
+        let first = sent(&mut a).remove(0);
+        let challenge = answer(&mut srv, &first, Kind::Proxy, 180);
+        a.handle(&inbound(challenge.clone()));
+        let out = sent(&mut a);
+        assert_eq!(out.len(), 2, "the ACK and the INVITE again");
+        assert_eq!(out[0].method().as_deref(), Some("ACK"));
+        assert_eq!((out[0].via_branch(), out[0].cseq()), (first.via_branch(), Some((1, "ACK"))));
+        let again = &out[1];
+        assert_eq!(again.cseq(), Some((2, "INVITE")));
+        assert!(again.header("Proxy-Authorization").is_some());
+        assert_eq!(again.body(), first.body());
+        // The challenge retransmitted: the ACK again, no third INVITE.
+        a.handle(&inbound(challenge));
+        let out = sent(&mut a);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].method().as_deref(), Some("ACK"));
+        assert_eq!(a.status().calls[0].phase, Phase::Calling);
+        // A CANCEL names the INVITE that is pending: the second one.
+        a.cancel().unwrap();
+        let cancel = sent(&mut a).remove(0);
+        assert_eq!(
+            (cancel.via_branch(), cancel.cseq()),
+            (again.via_branch(), Some((2, "CANCEL")))
+        );
+        assert!(a.status().problems.is_empty() && a.status().auth_failed.is_none());
+    }
+
+    #[test]
+    fn a_second_challenge_after_credentials_fails_authentication_and_names_the_phone() {
+        for (password, want) in [
+            (Some("wrong"), "authentication failed for 60970: 401 after credentials"),
+            (None, "authentication failed for 60970: 401 and no credentials to answer it"),
+        ] {
+            let mut a = phone(password);
+            let mut srv = server();
+            a.register();
+            let mut last = sent(&mut a).remove(0);
+            for _ in 0..3 {
+                a.handle(&inbound(answer(&mut srv, &last, Kind::Www, 200)));
+                match sent(&mut a).pop() {
+                    Some(m) => last = m,
+                    None => break,
+                }
+            }
+            let s = a.status();
+            assert_eq!(s.auth_failed.as_deref(), Some(want));
+            // Inconclusive, not the server's fault: no problem is noted.
+            assert!(s.problems.is_empty() && !s.registered, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_stale_nonce_is_answered_again_and_a_held_call_is_held_after_its_challenge() {
+        let mut a = phone(Some("right"));
+        let mut srv = server();
+        a.handle(&inbound(invite("c9")));
+        sent(&mut a);
+        a.answer().unwrap();
+        let tag = sent(&mut a)[0].to_tag().unwrap();
+        let ack = String::from_utf8(in_dialog("ACK", "c9", &tag))
+            .unwrap()
+            .replace("8 ACK", "7 ACK");
+        a.handle(&inbound(ack.into_bytes()));
+        // Spend nonces until the server says stale; the phone goes on.
+        let mut stale_seen = 0;
+        for _ in 0..crate::sip::auth::NONCE_USES + 2 {
+            a.hold(false).unwrap();
+            let mut req = sent(&mut a).remove(0);
+            loop {
+                let resp = answer(&mut srv, &req, Kind::Proxy, 200);
+                let stale = String::from_utf8_lossy(&resp).contains("stale=true");
+                stale_seen += usize::from(stale);
+                a.handle(&inbound(resp));
+                let out = sent(&mut a);
+                match out.iter().find(|m| m.is("INVITE")) {
+                    Some(m) => req = m.clone(),
+                    None => break,
+                }
+            }
+            assert!(a.status().calls[0].held);
+        }
+        assert!(stale_seen > 0);
+        let s = a.status();
+        assert!(s.auth_failed.is_none() && s.problems.is_empty(), "{s:?}");
+    }
+
+    #[test]
+    fn the_cleanup_sent_again_after_a_challenge_is_still_marked() {
+        let mut a = phone(Some("right"));
+        let mut srv = server();
+        a.register();
+        let first = sent(&mut a).remove(0);
+        a.handle(&inbound(answer(&mut srv, &first, Kind::Www, 200)));
+        let again = sent(&mut a).remove(0);
+        a.handle(&inbound(answer(&mut srv, &again, Kind::Www, 200)));
+        // A fresh server nonce: the teardown's unregister is challenged.
+        let mut other = server();
+        a.tear_down();
+        let bye = sent(&mut a).remove(0);
+        assert!(String::from_utf8_lossy(bye.raw()).contains(crate::ua::agent::TEARDOWN_HEADER));
+        a.handle(&inbound(answer(&mut other, &bye, Kind::Www, 200)));
+        let resent = sent(&mut a).remove(0);
+        assert_eq!(resent.cseq().map(|c| c.1), Some("REGISTER"));
+        let text = String::from_utf8_lossy(resent.raw()).to_string();
+        assert_eq!(text.matches(crate::ua::agent::TEARDOWN_HEADER).count(), 1, "{text}");
+    }
 }
