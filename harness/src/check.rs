@@ -795,6 +795,7 @@ mod tests {
         let opts = crate::run::RunOptions {
             target: crate::run::Target::Embedded {
                 fault: Some(crate::reference::Fault::KeepsAppearance),
+                profile: None,
             },
             ..Default::default()
         };

@@ -20,6 +20,7 @@
 pub mod bless;
 pub mod case;
 pub mod check;
+pub mod credentials;
 pub mod derive;
 pub mod deviation;
 pub mod diff;

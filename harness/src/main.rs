@@ -310,8 +310,9 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let topology = Topology::reference();
     let dirs = args.inputs.dirs()?;
     let target = Target::from_flags(&args.target, args.address, args.fault.as_deref(), |path| {
-        dirs.profile(path, &topology)
+        dirs.target(path, &topology)
     })?;
+    let credentials = target.keys()?;
     let prepared = dirs.load(&topology, args.cases.as_deref(), args.bless)?;
     let transport = RunOptions::transport_for(&target, args.transport);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -324,6 +325,7 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         transport,
         events,
         jobs: args.jobs.map(usize::from),
+        credentials,
         ..RunOptions::default()
     };
     let name = opts.name();

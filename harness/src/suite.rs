@@ -198,6 +198,25 @@ impl Dirs {
     /// deviation could name.
     pub fn profile(&self, path: &Path, topology: &Topology) -> Result<Profile, SuiteError> {
         let profile = Profile::load(path, topology)?;
+        self.validated(profile, topology)
+    }
+
+    /// What a `--target` file of `scacheck run` describes: a real server's
+    /// profile (validated as [`Dirs::profile`] does) or the embedded
+    /// server's.
+    pub fn target(
+        &self,
+        path: &Path,
+        topology: &Topology,
+    ) -> Result<crate::target::Loaded, SuiteError> {
+        use crate::target::Loaded;
+        Ok(match Loaded::load(path, topology)? {
+            Loaded::Remote(p) => Loaded::Remote(self.validated(p, topology)?),
+            embedded => embedded,
+        })
+    }
+
+    fn validated(&self, profile: Profile, topology: &Topology) -> Result<Profile, SuiteError> {
         let suite = self.load(topology, None, true)?;
         let named: Vec<(&Case, &[GoldenStage])> = suite
             .iter()

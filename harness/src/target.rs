@@ -35,6 +35,109 @@ pub struct Profile {
     /// (`[line_commands]`): never a restart, other cases use the server.
     pub line_commands: LineCommands,
     pub timers: Timers,
+    /// What the phones answer challenges with (`[[credentials]]`), by
+    /// reference; read when a run starts ([`crate::credentials::Keys`]).
+    pub credentials: Vec<crate::credentials::Rule>,
+}
+
+/// A profile of the embedded server itself (`embedded = { ... }` instead
+/// of an address): the reference server, started per case as always, set
+/// up as a deployment would be. Today: it challenges with digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedProfile {
+    pub name: String,
+    pub path: PathBuf,
+    /// The algorithms it challenges with, one header each, strongest first.
+    pub challenge: Vec<crate::sip::auth::Algorithm>,
+    pub credentials: Vec<crate::credentials::Rule>,
+    /// The passwords the server expects (`embedded.expects`, the same form
+    /// as a `[[credentials]]` entry); none: the phones' own. A different
+    /// one is how a wrong password is tested.
+    pub expects: Vec<crate::credentials::Rule>,
+}
+
+/// What a `--target` file describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    Remote(Profile),
+    Embedded(EmbeddedProfile),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmbeddedProfile {
+    name: String,
+    embedded: RawEmbedded,
+    #[serde(default)]
+    credentials: Vec<Spanned<crate::credentials::RawCredentials>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmbedded {
+    challenge: Spanned<Vec<String>>,
+    #[serde(default)]
+    expects: Option<Spanned<crate::credentials::RawCredentials>>,
+}
+
+impl EmbeddedProfile {
+    fn parse(path: &Path, text: &str, topology: &Topology) -> Result<EmbeddedProfile, InputError> {
+        let raw: RawEmbeddedProfile =
+            toml::from_str(text).map_err(|e| crate::input::toml_error(path, text, &e))?;
+        let at = |offset: usize, m: String| InputError::new(path, Some(line_of(text, offset)), m);
+        let span = raw.embedded.challenge.span().start;
+        let challenge = raw
+            .embedded
+            .challenge
+            .into_inner()
+            .iter()
+            .map(|a| {
+                crate::sip::auth::Algorithm::parse(a).ok_or_else(|| {
+                    at(
+                        span,
+                        format!("challenge algorithm {a:?} is not MD5 or SHA-256"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let credentials = crate::credentials::read(path, text, raw.credentials, topology)?;
+        let expects = crate::credentials::read(
+            path,
+            text,
+            raw.embedded.expects.into_iter().collect(),
+            topology,
+        )?;
+        if !challenge.is_empty() && credentials.is_empty() {
+            return Err(at(
+                span,
+                "a challenging server needs [[credentials]] for the phones".into(),
+            ));
+        }
+        Ok(EmbeddedProfile {
+            name: raw.name,
+            path: path.to_path_buf(),
+            challenge,
+            credentials,
+            expects,
+        })
+    }
+}
+
+impl Loaded {
+    /// Reads a `--target` file: a profile of the embedded server when it
+    /// has an `embedded` table, of a real server otherwise.
+    pub fn load(path: &Path, topology: &Topology) -> Result<Loaded, InputError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(path, None, format!("cannot read: {e}")))?;
+        let embedded = toml::from_str::<toml::Table>(&text)
+            .map(|t| t.contains_key("embedded"))
+            .unwrap_or(false);
+        if embedded {
+            EmbeddedProfile::parse(path, &text, topology).map(Loaded::Embedded)
+        } else {
+            Profile::parse(path, &text, topology).map(Loaded::Remote)
+        }
+    }
 }
 
 /// The profile's optional `[line_commands]`: programs and arguments, with
@@ -133,6 +236,11 @@ struct Raw {
     reset: Option<Spanned<toml::Value>>,
     #[serde(default)]
     timers: Option<RawTimers>,
+    #[serde(default)]
+    credentials: Vec<Spanned<crate::credentials::RawCredentials>>,
+    /// Only in a profile of the embedded server: read to say so.
+    #[serde(default)]
+    embedded: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +287,14 @@ impl Profile {
                 )
             })?,
         };
+        if let Some(e) = &raw.embedded {
+            return Err(at(
+                e.span().start,
+                "a profile of the embedded server has no address, identities or deviations; \
+                 it is a --target of `scacheck run`"
+                    .into(),
+            ));
+        }
         if let Some(reset) = &raw.reset {
             return Err(at(
                 reset.span().start,
@@ -236,7 +352,9 @@ impl Profile {
                 }
             }
         };
+        let credentials = crate::credentials::read(path, text, raw.credentials, topology)?;
         Ok(Profile {
+            credentials,
             name: raw.name,
             path: path.to_path_buf(),
             address,

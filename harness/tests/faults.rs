@@ -313,7 +313,10 @@ fn each_fault_fails_exactly_the_cases_that_cover_it() {
             set.spawn(async move {
                 let _slot = slots.acquire_owned().await;
                 let opts = RunOptions {
-                    target: Target::Embedded { fault: Some(fault) },
+                    target: Target::Embedded {
+                        fault: Some(fault),
+                        profile: None,
+                    },
                     ..RunOptions::default()
                 };
                 (fault, run_all(&prepared, &topology, opts).await)

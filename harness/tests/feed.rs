@@ -23,6 +23,7 @@ async fn embedded(topology: &Topology) -> Embedded {
         DOMAIN,
         topology.clone(),
         None,
+        None,
     )
     .await
     .unwrap()
@@ -51,6 +52,7 @@ fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
         deviations: Vec::new(),
         line_commands: Default::default(),
         timers: Default::default(),
+        credentials: Vec::new(),
     }
 }
 

@@ -46,7 +46,7 @@ fn run_pool(lines: usize, jobs: Option<usize>, fault: Option<Fault>) -> Vec<Case
     rt.block_on(async {
         let probe = profile(lines, "127.0.0.1:5060".parse().unwrap(), &topology);
         let hosted = scacheck::line::pool_topology(&probe.lines, &topology);
-        let server = Embedded::start(IpAddr::V4(Ipv4Addr::LOCALHOST), DOMAIN, hosted, fault)
+        let server = Embedded::start(IpAddr::V4(Ipv4Addr::LOCALHOST), DOMAIN, hosted, fault, None)
             .await
             .unwrap();
         let opts = RunOptions {

@@ -40,6 +40,7 @@ impl Embedded {
         domain: &str,
         topology: Topology,
         fault: Option<Fault>,
+        challenger: Option<crate::sip::auth::Challenger>,
     ) -> io::Result<Embedded> {
         // The server's own view of the traffic is not part of a case's
         // capture (the user agents record every message already); it is
@@ -53,6 +54,9 @@ impl Embedded {
         let (count_tx, count_rx) = watch::channel(0usize);
 
         let mut core = Server::new(domain, sip, topology, fault);
+        if let Some(c) = challenger {
+            core = core.challenging(c);
+        }
         let server_log = log.clone();
         let server = tokio::spawn(async move {
             let mut seq = 0u64;

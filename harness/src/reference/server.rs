@@ -162,6 +162,8 @@ pub struct Server {
     /// was late) gets the same answer and changes nothing (RFC 3261
     /// 17.2.2), instead of, say, seizing again a seizure that lapsed.
     answered: VecDeque<((String, String), Vec<u8>)>,
+    /// Digest checks, when the server challenges.
+    auth: Option<crate::sip::auth::Challenger>,
 }
 
 /// How many answered non-INVITE transactions the server remembers: far
@@ -216,6 +218,40 @@ impl Server {
             out: VecDeque::new(),
             events: VecDeque::new(),
             answered: VecDeque::new(),
+            auth: None,
+        }
+    }
+
+    /// The server challenges REGISTER and SUBSCRIBE as a registrar and
+    /// notifier does (401), INVITE, re-INVITE and BYE as a proxy does
+    /// (407), and lets through only what `challenger` verifies.
+    pub fn challenging(mut self, challenger: crate::sip::auth::Challenger) -> Server {
+        self.auth = Some(challenger);
+        self
+    }
+
+    /// Whether `req` may go on; if not, its challenge has been sent.
+    fn authorized(&mut self, req: &Message, from: &Via) -> bool {
+        use crate::sip::auth::{Gate, Kind};
+        let kind = match req.method().as_deref() {
+            Some("REGISTER" | "SUBSCRIBE") => Kind::Www,
+            Some("INVITE" | "BYE") => Kind::Proxy,
+            _ => return true,
+        };
+        let Some(gate) = self.auth.as_mut().map(|a| a.check(req, kind)) else {
+            return true;
+        };
+        match gate {
+            Gate::Pass => true,
+            Gate::Challenge { status, headers } => {
+                let b = headers
+                    .iter()
+                    .fold(Builder::response_to(req, status, None), |b, (n, v)| {
+                        b.header(n, v)
+                    });
+                self.send(from, b.build());
+                false
+            }
         }
     }
 
@@ -373,6 +409,9 @@ impl Server {
                     .map(|(_, a)| a.clone())
             }) {
                 return self.send(&from, answer);
+            }
+            if !self.authorized(msg, &from) {
+                return;
             }
             let method = msg.method().unwrap_or_default();
             match method.as_str() {

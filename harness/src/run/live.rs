@@ -138,8 +138,28 @@ pub(super) async fn start(
         }
     };
     let (server, feed, domain, address) = match &opts.target {
-        Target::Embedded { fault } => {
-            let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault)
+        Target::Embedded { fault, profile } => {
+            // A challenging server knows the phones' passwords (or the
+            // ones its profile says it expects); its nonces are its own.
+            let challenger = match profile.as_ref().filter(|p| !p.challenge.is_empty()) {
+                None => None,
+                Some(p) => {
+                    let expected = match p.expects.is_empty() {
+                        true => opts.credentials.clone(),
+                        false => std::sync::Arc::new(
+                            crate::credentials::Keys::resolve(&p.expects)
+                                .map_err(|e| Undriven::Start(e.to_string()))?,
+                        ),
+                    };
+                    Some(crate::sip::auth::Challenger::new(
+                        DOMAIN,
+                        &p.challenge,
+                        expected.passwords(line, topology),
+                        &format!("{:x}", std::process::id()),
+                    ))
+                }
+            };
+            let server = Embedded::start(LOOPBACK, DOMAIN, topology.clone(), *fault, challenger)
                 .await
                 .map_err(|e| Undriven::Start(format!("embedded server: {e}")))?;
             let feed = FeedClient::connect(server.feed, opts.deadlines.setup, log.clone())
@@ -208,7 +228,7 @@ pub(super) async fn start(
             server: address,
             nonce: nonce.clone(),
             t1: opts.deadlines.t1,
-            credentials: None,
+            credentials: opts.credentials.for_phone(dn, line),
         };
         agents.push(AgentHandle::start(endpoint, inbound, cfg));
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::observe::hep::HepListener;
 use crate::reference::Fault;
 use crate::sip::Transport;
-use crate::target::Profile;
+use crate::target::{EmbeddedProfile, Loaded, Profile};
 
 /// Every wait of a run has one of these deadlines. Each is an upper bound:
 /// a wait ends as soon as what it waits for holds.
@@ -69,8 +69,12 @@ impl Deadlines {
 /// What a case runs against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A fresh embedded reference server per case, possibly with a defect.
-    Embedded { fault: Option<Fault> },
+    /// A fresh embedded reference server per case, possibly with a defect,
+    /// and set up as a profile of it says (one that challenges).
+    Embedded {
+        fault: Option<Fault>,
+        profile: Option<Arc<EmbeddedProfile>>,
+    },
     /// A real server described by a profile. Its state is shared, so each
     /// case runs on a line of the profile's pool no other running case
     /// has, tears down what it set up and is checked for leftovers.
@@ -81,8 +85,13 @@ impl Target {
     /// A short, stable name (a report table's column).
     pub fn name(&self) -> String {
         match self {
-            Target::Embedded { fault: None } => "embedded".into(),
-            Target::Embedded { fault: Some(f) } => format!("embedded+{f}"),
+            Target::Embedded { fault, profile } => {
+                let base = profile.as_ref().map_or("embedded", |p| p.name.as_str());
+                match fault {
+                    None => base.to_string(),
+                    Some(f) => format!("{base}+{f}"),
+                }
+            }
             Target::Remote(p) => p.name.clone(),
         }
     }
@@ -90,9 +99,41 @@ impl Target {
     /// How the reports name it.
     pub fn describe(&self) -> String {
         match self {
-            Target::Embedded { fault: None } => "embedded".into(),
-            Target::Embedded { fault: Some(f) } => format!("embedded (fault {f})"),
+            Target::Embedded { fault, profile } => {
+                let mut out = String::from("embedded");
+                if let Some(p) = profile.as_ref().filter(|p| !p.challenge.is_empty()) {
+                    let names: Vec<&str> = p.challenge.iter().map(|a| a.name()).collect();
+                    out.push_str(&format!(
+                        " ({}: digest challenges, {})",
+                        p.name,
+                        names.join(", ")
+                    ));
+                }
+                if let Some(f) = fault {
+                    out.push_str(&format!(" (fault {f})"));
+                }
+                out
+            }
             Target::Remote(p) => format!("{} at {}", p.name, p.address),
+        }
+    }
+
+    /// The embedded target as it always was: no defect, no profile.
+    pub fn embedded() -> Target {
+        Target::Embedded {
+            fault: None,
+            profile: None,
+        }
+    }
+
+    /// Where the phones' credentials are, as the target's profile names
+    /// them.
+    pub fn credentials(&self) -> &[crate::credentials::Rule] {
+        match self {
+            Target::Embedded { profile, .. } => {
+                profile.as_ref().map_or(&[], |p| p.credentials.as_slice())
+            }
+            Target::Remote(p) => &p.credentials,
         }
     }
 }
@@ -107,6 +148,9 @@ pub struct RunOptions {
     /// How many cases run at once (`--jobs`; default: every case on the
     /// embedded target, one per line of a profile's pool).
     pub jobs: Option<usize>,
+    /// The phones' credentials, read from the references of the target's
+    /// profile when the run started ([`Target::keys`]).
+    pub credentials: Arc<crate::credentials::Keys>,
 }
 
 /// The T-Library event source of a real target (the embedded server always
@@ -126,11 +170,12 @@ pub enum Events {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            target: Target::Embedded { fault: None },
+            target: Target::embedded(),
             transport: Transport::Udp,
             deadlines: Deadlines::default(),
             events: Events::Sip,
             jobs: None,
+            credentials: Arc::default(),
         }
     }
 }
@@ -146,6 +191,8 @@ pub enum PlanError {
     Misplaced(&'static str, &'static str),
     #[error(transparent)]
     Suite(#[from] crate::suite::SuiteError),
+    #[error(transparent)]
+    Credentials(#[from] crate::input::InputError),
 }
 
 impl Target {
@@ -156,7 +203,7 @@ impl Target {
         target: &str,
         address: Option<std::net::SocketAddr>,
         fault: Option<&str>,
-        load: impl FnOnce(&std::path::Path) -> Result<Profile, crate::suite::SuiteError>,
+        load: impl FnOnce(&std::path::Path) -> Result<Loaded, crate::suite::SuiteError>,
     ) -> Result<Target, PlanError> {
         let fault = fault
             .map(|name| Fault::parse(name).ok_or_else(|| PlanError::UnknownFault(name.into())))
@@ -168,16 +215,42 @@ impl Target {
                     "a target profile, not the embedded server",
                 ));
             }
-            return Ok(Target::Embedded { fault });
+            return Ok(Target::Embedded {
+                fault,
+                profile: None,
+            });
         }
-        if fault.is_some() {
-            return Err(PlanError::Misplaced("fault", "the embedded server only"));
+        match load(std::path::Path::new(target))? {
+            Loaded::Embedded(p) => {
+                if address.is_some() {
+                    return Err(PlanError::Misplaced(
+                        "address",
+                        "a target profile, not the embedded server",
+                    ));
+                }
+                Ok(Target::Embedded {
+                    fault,
+                    profile: Some(Arc::new(p)),
+                })
+            }
+            Loaded::Remote(_) if fault.is_some() => {
+                Err(PlanError::Misplaced("fault", "the embedded server only"))
+            }
+            Loaded::Remote(mut profile) => {
+                if let Some(a) = address {
+                    profile.address = a;
+                }
+                Ok(Target::Remote(Arc::new(profile)))
+            }
         }
-        let mut profile = load(std::path::Path::new(target))?;
-        if let Some(a) = address {
-            profile.address = a;
-        }
-        Ok(Target::Remote(Arc::new(profile)))
+    }
+
+    /// Reads the passwords the target's profile names (when the run
+    /// starts, never before: `pcap check` reads profiles without them).
+    pub fn keys(&self) -> Result<Arc<crate::credentials::Keys>, PlanError> {
+        Ok(Arc::new(crate::credentials::Keys::resolve(
+            self.credentials(),
+        )?))
     }
 }
 
@@ -276,6 +349,7 @@ mod tests {
         assert_eq!(o.name(), "embedded@tcp");
         o.target = Target::Embedded {
             fault: Some(Fault::ALL[0]),
+            profile: None,
         };
         assert!(o.name().starts_with("embedded+") && o.name().ends_with("@tcp"));
         for (spec, want) in [

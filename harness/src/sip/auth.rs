@@ -188,7 +188,10 @@ impl Keyring {
             return Err(if unreadable.is_empty() {
                 format!("{status} without a {} header", kind.challenge_header())
             } else {
-                format!("{status} with no usable challenge ({})", unreadable.join("; "))
+                format!(
+                    "{status} with no usable challenge ({})",
+                    unreadable.join("; ")
+                )
             });
         };
         let got = Challenged {
@@ -464,9 +467,11 @@ mod tests {
         let Gate::Challenge { status, headers } = gate else {
             panic!("expected a challenge, got {gate:?}");
         };
-        let b = headers.iter().fold(Builder::response_to(req, status, None), |b, (n, v)| {
-            b.header(n, v)
-        });
+        let b = headers
+            .iter()
+            .fold(Builder::response_to(req, status, None), |b, (n, v)| {
+                b.header(n, v)
+            });
         Message::parse(b.build()).unwrap()
     }
 
@@ -509,8 +514,15 @@ mod tests {
             assert!(!got.stale);
             for n in 0..NONCE_USES {
                 let again = answered(&mut keys, &first, 2 + n);
-                assert_eq!(srv.check(&again, Kind::Www), Gate::Pass, "{algorithms:?} use {n}");
-                assert!(again.header("Authorization").unwrap().contains(&format!("nc={:08x}", n + 1)));
+                assert_eq!(
+                    srv.check(&again, Kind::Www),
+                    Gate::Pass,
+                    "{algorithms:?} use {n}"
+                );
+                assert!(again
+                    .header("Authorization")
+                    .unwrap()
+                    .contains(&format!("nc={:08x}", n + 1)));
             }
             let spent = answered(&mut keys, &first, 9);
             let resp = challenge_of(srv.check(&spent, Kind::Www), &spent);
@@ -550,7 +562,10 @@ mod tests {
             .map(|(_, h)| (Kind::Proxy, h.clone()))
             .collect();
         let wrong_kind = answered(&mut proxy, &first, 4);
-        assert!(matches!(srv.check(&wrong_kind, Kind::Www), Gate::Challenge { .. }));
+        assert!(matches!(
+            srv.check(&wrong_kind, Kind::Www),
+            Gate::Challenge { .. }
+        ));
     }
 
     #[test]
@@ -559,17 +574,27 @@ mod tests {
         let mut keys = keyring("x");
         for (headers, want) in [
             (vec![], "without a WWW-Authenticate"),
-            (vec![("WWW-Authenticate", "Basic realm=\"x\"")], "not a digest challenge: Basic"),
             (
-                vec![("WWW-Authenticate", "Digest realm=\"x\", nonce=\"n\", algorithm=MD5-sess")],
+                vec![("WWW-Authenticate", "Basic realm=\"x\"")],
+                "not a digest challenge: Basic",
+            ),
+            (
+                vec![(
+                    "WWW-Authenticate",
+                    "Digest realm=\"x\", nonce=\"n\", algorithm=MD5-sess",
+                )],
                 "not supported",
             ),
             (vec![("WWW-Authenticate", "Digest nonce=\"n\"")], "realm"),
         ] {
             let b = headers
                 .iter()
-                .fold(Builder::response_to(&req, 401, None), |b, (n, v)| b.header(n, v));
-            let e = keys.challenged(&Message::parse(b.build()).unwrap()).unwrap_err();
+                .fold(Builder::response_to(&req, 401, None), |b, (n, v)| {
+                    b.header(n, v)
+                });
+            let e = keys
+                .challenged(&Message::parse(b.build()).unwrap())
+                .unwrap_err();
             assert!(e.contains(want), "{e}");
         }
         let ok = Message::parse(Builder::response_to(&req, 200, None).build()).unwrap();
@@ -578,7 +603,10 @@ mod tests {
 
     #[test]
     fn resend_keeps_the_request_but_its_transaction_and_credentials() {
-        let req = register(&[("Authorization", "Digest old".into()), ("X-Scacheck", "teardown".into())]);
+        let req = register(&[
+            ("Authorization", "Digest old".into()),
+            ("X-Scacheck", "teardown".into()),
+        ]);
         let bytes = resend(
             req.raw(),
             Some(("z9hG4bKnew", 7)),
@@ -588,7 +616,10 @@ mod tests {
         assert_eq!(m.via_branch().as_deref(), Some("z9hG4bKnew"));
         assert_eq!(m.cseq(), Some((7, "REGISTER")));
         assert_eq!(m.header("Authorization"), None);
-        assert_eq!(m.header("Proxy-Authorization"), Some("Digest username=\"u\""));
+        assert_eq!(
+            m.header("Proxy-Authorization"),
+            Some("Digest username=\"u\"")
+        );
         assert_eq!(m.header("X-Scacheck"), Some("teardown"));
         assert!(m.header("Via").unwrap().ends_with(";rport"));
         // Without a new transaction only the credentials change.

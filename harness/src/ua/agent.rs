@@ -357,11 +357,15 @@ impl Agent {
         if let Some(i) = self.find_call(call_id) {
             return Some(&mut self.calls[i].dialog);
         }
-        [&mut self.call_info, &mut self.line_seize, &mut self.replaced]
-            .into_iter()
-            .flatten()
-            .map(|s| &mut s.dialog)
-            .find(|d| d.call_id == call_id)
+        [
+            &mut self.call_info,
+            &mut self.line_seize,
+            &mut self.replaced,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| &mut s.dialog)
+        .find(|d| d.call_id == call_id)
     }
 
     /// A 401 or 407: the challenged request is sent again with

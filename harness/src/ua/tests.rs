@@ -738,9 +738,10 @@ mod auth {
             Gate::Pass => Builder::response_to(req, ok, Some("srv")).build(),
             Gate::Challenge { status, headers } => headers
                 .iter()
-                .fold(Builder::response_to(req, status, Some("srv")), |b, (n, v)| {
-                    b.header(n, v)
-                })
+                .fold(
+                    Builder::response_to(req, status, Some("srv")),
+                    |b, (n, v)| b.header(n, v),
+                )
                 .build(),
         }
     }
@@ -756,7 +757,10 @@ mod auth {
         let again = sent(&mut a).remove(0);
         assert_eq!(again.cseq(), Some((2, "REGISTER")));
         assert_ne!(again.via_branch(), first.via_branch());
-        assert!(again.header("Authorization").unwrap().contains("algorithm=SHA-256"));
+        assert!(again
+            .header("Authorization")
+            .unwrap()
+            .contains("algorithm=SHA-256"));
         a.handle(&inbound(answer(&mut srv, &again, Kind::Www, 200)));
         let s = a.status();
         assert!(s.registered && s.auth_failed.is_none() && s.problems.is_empty());
@@ -765,7 +769,10 @@ mod auth {
         a.unregister();
         let later = sent(&mut a).remove(0);
         assert_eq!(later.cseq(), Some((3, "REGISTER")));
-        assert!(later.header("Authorization").unwrap().contains("nc=00000002"));
+        assert!(later
+            .header("Authorization")
+            .unwrap()
+            .contains("nc=00000002"));
         assert_eq!(srv.check(&later, Kind::Www), Gate::Pass);
     }
 
@@ -780,7 +787,10 @@ mod auth {
         let out = sent(&mut a);
         assert_eq!(out.len(), 2, "the ACK and the INVITE again");
         assert_eq!(out[0].method().as_deref(), Some("ACK"));
-        assert_eq!((out[0].via_branch(), out[0].cseq()), (first.via_branch(), Some((1, "ACK"))));
+        assert_eq!(
+            (out[0].via_branch(), out[0].cseq()),
+            (first.via_branch(), Some((1, "ACK")))
+        );
         let again = &out[1];
         assert_eq!(again.cseq(), Some((2, "INVITE")));
         assert!(again.header("Proxy-Authorization").is_some());
@@ -804,8 +814,14 @@ mod auth {
     #[test]
     fn a_second_challenge_after_credentials_fails_authentication_and_names_the_phone() {
         for (password, want) in [
-            (Some("wrong"), "authentication failed for 60970: 401 after credentials"),
-            (None, "authentication failed for 60970: 401 and no credentials to answer it"),
+            (
+                Some("wrong"),
+                "authentication failed for 60970: 401 after credentials",
+            ),
+            (
+                None,
+                "authentication failed for 60970: 401 and no credentials to answer it",
+            ),
         ] {
             let mut a = phone(password);
             let mut srv = server();
@@ -878,6 +894,10 @@ mod auth {
         let resent = sent(&mut a).remove(0);
         assert_eq!(resent.cseq().map(|c| c.1), Some("REGISTER"));
         let text = String::from_utf8_lossy(resent.raw()).to_string();
-        assert_eq!(text.matches(crate::ua::agent::TEARDOWN_HEADER).count(), 1, "{text}");
+        assert_eq!(
+            text.matches(crate::ua::agent::TEARDOWN_HEADER).count(),
+            1,
+            "{text}"
+        );
     }
 }
