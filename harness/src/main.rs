@@ -312,7 +312,6 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let target = Target::from_flags(&args.target, args.address, args.fault.as_deref(), |path| {
         dirs.target(path, &topology)
     })?;
-    let credentials = target.keys()?;
     let prepared = dirs.load(&topology, args.cases.as_deref(), args.bless)?;
     let transport = RunOptions::transport_for(&target, args.transport);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -321,11 +320,11 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     })?;
     let described = target.describe();
     let opts = RunOptions {
+        credentials: target.keys()?,
         target,
         transport,
         events,
         jobs: args.jobs.map(usize::from),
-        credentials,
         ..RunOptions::default()
     };
     let name = opts.name();
