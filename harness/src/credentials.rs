@@ -15,9 +15,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::input::{line_of, InputError};
-use crate::line::Identities;
+use crate::line::{Identities, LINE_PLACEHOLDER};
 use crate::sip::auth::{Credentials, Secret};
-use crate::target::LINE_PLACEHOLDER;
 use crate::topology::Topology;
 
 /// One `[[credentials]]` entry as written.
@@ -251,7 +250,7 @@ mod tests {
             ),
             (
                 "[[credentials]]\ndns = [\"60970\"]\npassword_env = \"A\"\n\n[[credentials]]\ndns = [\"60970\"]\npassword_env = \"B\"\n",
-                Some("target.toml:4: DN 60970 has credentials twice"),
+                Some("target.toml:5: DN 60970 has credentials twice"),
             ),
             (
                 "[[credentials]]\ndns = [\"7\"]\npassword_env = \"A\"\n",

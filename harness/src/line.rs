@@ -11,6 +11,10 @@
 
 use std::collections::BTreeMap;
 
+/// Where a profile's identities (and credentials' users) say the line
+/// number goes.
+pub const LINE_PLACEHOLDER: &str = "{line}";
+
 use crate::model::{Channel, Event, Value};
 use crate::observation::Observation;
 use crate::topology::Topology;

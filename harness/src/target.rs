@@ -183,8 +183,7 @@ impl Profile {
 /// server, and a pool this large is a typo.
 pub const MAX_LINES: usize = 1000;
 
-/// Where a profile's identities say the line number goes.
-pub const LINE_PLACEHOLDER: &str = "{line}";
+pub use crate::line::LINE_PLACEHOLDER;
 
 /// The profile's optional `[timers]`: RFC 3261's T1 for the phones'
 /// retransmissions over UDP (which a wait for an answer follows) and the
