@@ -37,6 +37,15 @@ pub fn table(reports: &[PathBuf]) -> anyhow::Result<String> {
             .collect();
         columns.push((name, verdicts));
     }
+    // Two runs of one target (with and without authentication, say) are
+    // told apart by their directories.
+    let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+    for ((name, _), dir) in columns.iter_mut().zip(reports) {
+        if names.iter().filter(|n| *n == name).count() > 1 {
+            let base = dir.file_name().map(|d| d.to_string_lossy().into_owned());
+            *name = format!("{name} ({})", base.unwrap_or_else(|| dir.display().to_string()));
+        }
+    }
     let mut ids: Vec<&String> = columns.iter().flat_map(|(_, v)| v.keys()).collect();
     ids.sort();
     ids.dedup();
@@ -83,6 +92,14 @@ mod tests {
         assert_eq!(
             table(&paths).unwrap(),
             "| case | kamailio | kamailio@tcp |\n|---|---|---|\n| `hold-retrieve` | xfail | fail |\n"
+        );
+        // The same target twice: its columns named by their directories.
+        let twice = [paths[0].clone(), paths[0].clone()];
+        let head = table(&twice).unwrap();
+        let dir = paths[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            head.starts_with(&format!("| case | kamailio ({dir}) | kamailio ({dir}) |")),
+            "{head}"
         );
         let missing = tempfile::tempdir().unwrap();
         let err = table(&[missing.path().to_path_buf()]).unwrap_err();
