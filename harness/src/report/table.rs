@@ -43,7 +43,10 @@ pub fn table(reports: &[PathBuf]) -> anyhow::Result<String> {
     for ((name, _), dir) in columns.iter_mut().zip(reports) {
         if names.iter().filter(|n| *n == name).count() > 1 {
             let base = dir.file_name().map(|d| d.to_string_lossy().into_owned());
-            *name = format!("{name} ({})", base.unwrap_or_else(|| dir.display().to_string()));
+            *name = format!(
+                "{name} ({})",
+                base.unwrap_or_else(|| dir.display().to_string())
+            );
         }
     }
     let mut ids: Vec<&String> = columns.iter().flat_map(|(_, v)| v.keys()).collect();

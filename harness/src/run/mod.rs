@@ -285,6 +285,20 @@ pub async fn run_case_on(
                     result.problems.push(Problem { what: e, raw: None });
                 }
             }
+            // Challenges are not events; the report says they were answered.
+            let answered: Vec<String> = live
+                .agents
+                .iter()
+                .map(|a| (a.dn().to_string(), a.status().challenges))
+                .filter(|(_, n)| *n > 0)
+                .map(|(dn, n)| format!("{dn} {n}"))
+                .collect();
+            if !answered.is_empty() {
+                result.notes.push(format!(
+                    "digest challenges answered (not events; in the SIP transcript): {}",
+                    answered.join(", ")
+                ));
+            }
             // The terminating NOTIFYs of the leak check's subscriptions,
             // and the server's mirror of the teardown and the leak check.
             log.settle(opts.deadlines.settle, opts.deadlines.stage)
