@@ -148,7 +148,12 @@ mod expand_tests {
             PathBuf::from("/profiles/k/ca.pem")
         );
         let e = expand_path("${SCACHECK_TEST_UNSET_VARIABLE}/x", base).unwrap_err();
-        assert!(e.contains("SCACHECK_TEST_UNSET_VARIABLE") && e.contains("not set"), "{e}");
-        assert!(expand_path("${OPEN/x", base).unwrap_err().contains("closing"));
+        assert!(
+            e.contains("SCACHECK_TEST_UNSET_VARIABLE") && e.contains("not set"),
+            "{e}"
+        );
+        assert!(expand_path("${OPEN/x", base)
+            .unwrap_err()
+            .contains("closing"));
     }
 }
