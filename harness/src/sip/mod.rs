@@ -9,6 +9,7 @@ pub mod framing;
 pub mod headers;
 pub mod record;
 pub mod retransmit;
+pub mod tls;
 pub mod transport;
 
 pub use codec::{Message, ParseError};
