@@ -184,7 +184,7 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
     /// The transport the user agents use (default: udp, or the profile's).
-    #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp or tcp"))]
+    #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp, tcp or tls"))]
     transport: Option<Transport>,
 }
 

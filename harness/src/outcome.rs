@@ -72,8 +72,9 @@ pub struct Problem {
     pub raw: Option<Vec<u8>>,
 }
 
-/// A case's or a run's name as reports key it: `@tcp` for TCP, nothing
-/// for UDP (the default), so the transports line up in a verdict table.
+/// A case's or a run's name as reports key it: `@tcp` for TCP, `@tls` for
+/// TLS, nothing for UDP (the default), so the transports line up in a
+/// verdict table.
 pub fn keyed(name: &str, transport: Transport) -> String {
     match transport {
         Transport::Udp => name.to_string(),

@@ -15,10 +15,7 @@ fn trials() -> Result<Vec<Trial>, String> {
     let mut trials = Vec::new();
     for prepared in suite {
         for transport in [Transport::Udp, Transport::Tcp] {
-            let name = match transport {
-                Transport::Udp => prepared.case.id.clone(),
-                Transport::Tcp => format!("{}@tcp", prepared.case.id),
-            };
+            let name = scacheck::outcome::keyed(&prepared.case.id, transport);
             let (p, topology) = (prepared.clone(), topology.clone());
             trials.push(Trial::test(name, move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()

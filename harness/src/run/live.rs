@@ -208,6 +208,7 @@ pub(super) async fn start(
             server: address,
             nonce: nonce.clone(),
             t1: opts.deadlines.t1,
+            tls_uri: Default::default(),
         };
         agents.push(AgentHandle::start(endpoint, inbound, cfg));
     }

@@ -56,12 +56,12 @@ impl Deadlines {
     /// deadline) over `transport`. Over UDP a lost message is sent again
     /// at T1, 2·T1, 4·T1... until Timer B/F (64·T1) gives up: the wait lasts
     /// at least that long, or loss the timers would recover from ends the
-    /// wait first (3 s allow three sends: at 0, 0.5 and 1.5 s). TCP
-    /// retransmits below SIP: the plain deadline.
+    /// wait first (3 s allow three sends: at 0, 0.5 and 1.5 s). TCP (and
+    /// TLS over it) retransmits below SIP: the plain deadline.
     pub fn answer(&self, plain: Duration, transport: Transport) -> Duration {
         match transport {
             Transport::Udp => plain.max(crate::sip::retransmit::timeout(self.t1)),
-            Transport::Tcp => plain,
+            Transport::Tcp | Transport::Tls => plain,
         }
     }
 }
@@ -301,6 +301,7 @@ mod tests {
         assert_eq!(d.answer(d.setup, Transport::Udp), secs(32));
         assert_eq!(d.answer(d.step, Transport::Udp), secs(32));
         assert_eq!(d.answer(d.setup, Transport::Tcp), secs(3));
+        assert_eq!(d.answer(d.setup, Transport::Tls), secs(3));
         assert_eq!(d.answer(secs(60), Transport::Udp), secs(60));
         let fast = Deadlines {
             t1: Duration::from_millis(100),

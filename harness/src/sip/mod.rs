@@ -22,6 +22,8 @@ use std::fmt;
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS over TCP (RFC 3261 26.2): framed as TCP, encrypted.
+    Tls,
 }
 
 impl Transport {
@@ -29,6 +31,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -36,8 +39,15 @@ impl Transport {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Some(Transport::Udp),
             "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
             _ => None,
         }
+    }
+
+    /// Whether messages go over a connection (TCP, or TLS over TCP),
+    /// framed by Content-Length, rather than as datagrams.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 }
 
@@ -46,6 +56,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
