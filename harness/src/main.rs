@@ -318,14 +318,15 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let events = Events::parse(&args.events, &target, |at| {
         runtime.block_on(HepListener::bind(at))
     })?;
-    let described = target.describe();
     let opts = RunOptions {
         target,
         transport,
         events,
         jobs: args.jobs.map(usize::from),
         ..RunOptions::default()
-    };
+    }
+    .with_tls()?;
+    let described = opts.describe();
     let name = opts.name();
     let dir = args.output.dir();
     let mut console = report::Console::new(args.json_lines.as_deref())?;

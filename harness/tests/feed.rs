@@ -51,6 +51,7 @@ fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
         deviations: Vec::new(),
         line_commands: Default::default(),
         timers: Default::default(),
+        tls: None,
     }
 }
 

@@ -1,13 +1,16 @@
-//! What the flags of `scacheck run` become: the target, the transport, the
-//! event source and the deadlines of every wait, and the name a run's
-//! reports and verdict table give it. Parsing here is pure but for binding
-//! a HEP listener (so that a port in use is an error before anything runs).
+//! What the flags of `scacheck run` become: the target, the transport (and
+//! over TLS the phones' TLS settings), the event source and the deadlines
+//! of every wait, and the name a run's reports and verdict table give it.
+//! Parsing here is pure but for binding a HEP listener and reading a
+//! profile's CA file (so that a port in use or a bad CA is an error before
+//! anything runs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::observe::hep::HepListener;
 use crate::reference::Fault;
+use crate::sip::tls::TlsSettings;
 use crate::sip::Transport;
 use crate::target::Profile;
 
@@ -107,6 +110,10 @@ pub struct RunOptions {
     /// How many cases run at once (`--jobs`; default: every case on the
     /// embedded target, one per line of a profile's pool).
     pub jobs: Option<usize>,
+    /// The phones' TLS settings, for a run over TLS: a profile's `[tls]`
+    /// ([`RunOptions::with_tls`]). Without them the phones of the embedded
+    /// server trust the CA it makes for itself.
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 /// The T-Library event source of a real target (the embedded server always
@@ -131,6 +138,7 @@ impl Default for RunOptions {
             deadlines: Deadlines::default(),
             events: Events::Sip,
             jobs: None,
+            tls: None,
         }
     }
 }
@@ -250,6 +258,37 @@ impl RunOptions {
             Events::Hep(_) => format!("{target}+hep"),
         };
         crate::outcome::keyed(&name, self.transport)
+    }
+
+    /// These options with the phones' TLS settings a run over TLS against
+    /// a profile needs: its `[tls]`, read now (its CA file too), so that a
+    /// profile without one, or a CA file that cannot be used, is an error
+    /// before anything runs.
+    pub fn with_tls(mut self) -> Result<RunOptions, PlanError> {
+        if let (Transport::Tls, Target::Remote(profile)) = (self.transport, &self.target) {
+            let settings = profile
+                .tls_settings()
+                .map_err(|e| PlanError::Suite(e.into()))?;
+            self.tls = Some(Arc::new(settings));
+        }
+        Ok(self)
+    }
+
+    /// How the reports name what the run was against: the target, and
+    /// that the server's certificate went unchecked if it did
+    /// ([`crate::sip::tls::INSECURE`]).
+    pub fn describe(&self) -> String {
+        let target = self.target.describe();
+        match self.insecure() {
+            true => format!("{target}; {}", crate::sip::tls::INSECURE),
+            false => target,
+        }
+    }
+
+    /// Whether the run goes over TLS without checking the server's
+    /// certificate.
+    pub fn insecure(&self) -> bool {
+        self.transport == Transport::Tls && self.tls.as_ref().is_some_and(|t| t.insecure())
     }
 
     /// The transport a run uses: the one asked for, else a profile's own.
