@@ -18,10 +18,7 @@ use scacheck::sip::Transport;
 
 /// One call's messages, with its Call-ID and ports to vary.
 fn call(n: u64, transport: Transport, t0: SystemTime) -> Vec<Packet> {
-    let proto = match transport {
-        Transport::Udp => "UDP",
-        Transport::Tcp => "TCP",
-    };
+    let proto = transport.via_token();
     let port = 10_000 + (n % 50_000) as u16;
     let phone: SocketAddr = format!("127.0.0.{}:{port}", 2 + (n / 50_000) % 200)
         .parse()

@@ -604,6 +604,13 @@ impl Capture {
         let from = format!("derived from the SIP in {}", name.display());
         result.source.source = format!("T-Library events {from}");
         result.source.wire_source = format!("SCA wire layer {from}");
+        if result
+            .records
+            .iter()
+            .any(|r| crate::sip::tls::via_says_tls(&r.raw))
+        {
+            result.notes.push(crate::sip::tls::READ_AS_TCP.to_string());
+        }
         Ok((p, result))
     }
 }

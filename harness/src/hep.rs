@@ -26,6 +26,11 @@ const FAMILY_V4: u8 = 2;
 const FAMILY_V6: u8 = 10;
 const PROTO_UDP: u8 = 17;
 const PROTO_TCP: u8 = 6;
+/// What HEP agents put in the IP protocol chunk for SIP over TLS: IPPROTO_IDP,
+/// the "fake proto type" of Kamailio's siptrace (`pipport2su`), sofia-sip
+/// and reSIProcate alike (the segments are TCP; the chunk tells the SIP
+/// transport).
+const PROTO_TLS: u8 = 22;
 /// The HEP payload type of SIP.
 pub const PAYLOAD_SIP: u8 = 1;
 
@@ -51,7 +56,7 @@ pub enum HepError {
     Missing(&'static str),
     #[error("payload type {0}, not SIP")]
     NotSip(u8),
-    #[error("IP protocol {0}: only UDP and TCP are read")]
+    #[error("IP protocol {0}: only UDP, TCP and TLS (22) are read")]
     Transport(u8),
     #[error("a compressed payload (chunk 16) is not read: turn payload compression off")]
     Compressed,
@@ -70,7 +75,7 @@ impl HepError {
             HepError::Chunk { .. } => "bad chunk",
             HepError::Missing(_) => "missing chunk",
             HepError::NotSip(_) => "not SIP",
-            HepError::Transport(_) => "not UDP or TCP",
+            HepError::Transport(_) => "not UDP, TCP or TLS",
             HepError::Compressed => "compressed",
             HepError::TooLarge(_) => "too large",
         }
@@ -216,6 +221,7 @@ impl Fields {
         let transport = match self.proto.ok_or(HepError::Missing("IP protocol (2)"))? {
             PROTO_UDP => Transport::Udp,
             PROTO_TCP => Transport::Tcp,
+            PROTO_TLS => Transport::Tls,
             other => return Err(HepError::Transport(other)),
         };
         // The family chunk says which addresses to use; without it, the
@@ -283,6 +289,7 @@ pub fn encode(packet: &Packet, capture_id: u32) -> Result<Vec<u8>, HepError> {
     let proto = match packet.transport {
         Transport::Udp => PROTO_UDP,
         Transport::Tcp => PROTO_TCP,
+        Transport::Tls => PROTO_TLS,
     };
     chunk(&mut out, 2, &[proto]);
     chunk(&mut out, 7, &packet.src.port().to_be_bytes());
@@ -456,8 +463,9 @@ mod tests {
         }
 
         #[test]
-        fn round_trips(raw in proptest::collection::vec(any::<u8>(), 0..2000), sport: u16, dport: u16, tcp: bool) {
-            let mut p = packet("10.0.0.1:1", "10.0.0.2:2", if tcp { Transport::Tcp } else { Transport::Udp }, &raw);
+        fn round_trips(raw in proptest::collection::vec(any::<u8>(), 0..2000), sport: u16, dport: u16, proto in 0..3usize) {
+            let transport = [Transport::Udp, Transport::Tcp, Transport::Tls][proto];
+            let mut p = packet("10.0.0.1:1", "10.0.0.2:2", transport, &raw);
             p.src.set_port(sport);
             p.dst.set_port(dport);
             prop_assert_eq!(decode(&encode(&p, 3).unwrap(), UNIX_EPOCH).unwrap().packet, p);

@@ -184,7 +184,7 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
     /// The transport the user agents use (default: udp, or the profile's).
-    #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp or tcp"))]
+    #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp, tcp or tls"))]
     transport: Option<Transport>,
 }
 
@@ -318,15 +318,15 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let events = Events::parse(&args.events, &target, |at| {
         runtime.block_on(HepListener::bind(at))
     })?;
-    let described = target.describe();
     let opts = RunOptions {
-        credentials: target.keys()?,
         target,
         transport,
         events,
         jobs: args.jobs.map(usize::from),
         ..RunOptions::default()
-    };
+    }
+    .with_references()?;
+    let described = opts.describe();
     let name = opts.name();
     let dir = args.output.dir();
     let mut console = report::Console::new(args.json_lines.as_deref())?;

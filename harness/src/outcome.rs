@@ -72,8 +72,9 @@ pub struct Problem {
     pub raw: Option<Vec<u8>>,
 }
 
-/// A case's or a run's name as reports key it: `@tcp` for TCP, nothing
-/// for UDP (the default), so the transports line up in a verdict table.
+/// A case's or a run's name as reports key it: `@tcp` for TCP, `@tls` for
+/// TLS, nothing for UDP (the default), so the transports line up in a
+/// verdict table.
 pub fn keyed(name: &str, transport: Transport) -> String {
     match transport {
         Transport::Udp => name.to_string(),
@@ -104,6 +105,9 @@ pub struct CaseResult {
     /// The line of the target's pool the case ran on (`line 3
     /// (60970-3)`), for a target with numbered lines.
     pub line: Option<String>,
+    /// The secrets of its TLS sessions, as NSS key log lines (written as
+    /// `<case>.keys`); none over UDP and TCP.
+    pub keys: Vec<String>,
 }
 
 impl CaseResult {
@@ -126,11 +130,12 @@ impl CaseResult {
             notes: Vec::new(),
             mirrored: Vec::new(),
             line: None,
+            keys: Vec::new(),
         }
     }
 
-    /// How every report names the case: its id, and `@tcp` for a run over
-    /// TCP (a verdict table lines the transports up by it).
+    /// How every report names the case: its id, and `@tcp` or `@tls` for a
+    /// run over TCP or TLS (a verdict table lines the transports up by it).
     pub fn key(&self) -> String {
         keyed(&self.id, self.transport)
     }

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use crate::input::{line_of, InputError};
 use crate::line::Identities;
+use crate::sip::tls::{TestPki, TlsSettings, TlsUri, Trust};
 use crate::sip::Transport;
 use crate::topology::Topology;
 
@@ -38,6 +39,35 @@ pub struct Profile {
     /// What the phones answer challenges with (`[[credentials]]`), by
     /// reference; read when a run starts ([`crate::credentials::Keys`]).
     pub credentials: Vec<crate::credentials::Rule>,
+    /// How the phones speak TLS to the server (`[tls]`), needed by a run
+    /// over TLS.
+    pub tls: Option<TlsProfile>,
+}
+
+/// The profile's optional `[tls]`: how the phones check the server's
+/// certificate, how they write their URIs, and the name they check it
+/// against and send as SNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsProfile {
+    pub trust: TlsTrust,
+    /// `uri`: `transport-param` (default) or `sips`.
+    pub uri: TlsUri,
+    /// `server_name`, else the profile's domain.
+    pub server_name: String,
+    /// The table's line, for what is found wrong when it is used.
+    pub line: usize,
+}
+
+/// `ca_file` or `insecure = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// The CA certificates (PEM) the server's certificate is checked
+    /// against, as written: `${VAR}` is expanded, relative to the profile's
+    /// directory, only when a run over TLS starts (a start script's state
+    /// directory need not exist for `pcap check` to read the profile).
+    CaFile(String),
+    /// No check at all (a lab server); every report says so.
+    Insecure,
 }
 
 /// A profile of the embedded server itself (`embedded = { ... }` instead
@@ -240,6 +270,17 @@ struct Raw {
     /// Only in a profile of the embedded server: read to say so.
     #[serde(default)]
     embedded: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<Spanned<String>>,
+    insecure: Option<Spanned<bool>>,
+    uri: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -282,10 +323,20 @@ impl Profile {
             Some(t) => Transport::parse(t.get_ref()).ok_or_else(|| {
                 at(
                     t.span().start,
-                    format!("transport {:?} is not udp or tcp", t.get_ref()),
+                    format!("transport {:?} is not udp, tcp or tls", t.get_ref()),
                 )
             })?,
         };
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => Some(read_tls(t, &raw.domain, &at, text)?),
+        };
+        if let (Transport::Tls, None, Some(t)) = (transport, &tls, &raw.transport) {
+            return Err(at(
+                t.span().start,
+                format!("transport tls needs a [tls] table ({TLS_NEEDS})"),
+            ));
+        }
         if let Some(e) = &raw.embedded {
             return Err(at(
                 e.span().start,
@@ -364,7 +415,38 @@ impl Profile {
             deviations,
             line_commands,
             timers,
+            tls,
         })
+    }
+
+    /// The phones' TLS settings for a run over TLS: the `[tls]` table's
+    /// trust (its CA file read now: one that cannot be read or holds no
+    /// certificate is an error at the table's line), URIs and server name,
+    /// and a throwaway phone certificate. A profile without `[tls]` cannot
+    /// run over TLS.
+    pub fn tls_settings(&self) -> Result<TlsSettings, InputError> {
+        let Some(tls) = &self.tls else {
+            return Err(InputError::new(
+                &self.path,
+                None,
+                format!("a run over TLS needs a [tls] table in the profile ({TLS_NEEDS})"),
+            ));
+        };
+        let at = |e: crate::sip::tls::TlsError| {
+            InputError::new(&self.path, Some(tls.line), format!("[tls] {e}"))
+        };
+        let trust = match &tls.trust {
+            TlsTrust::CaFile(value) => {
+                let dir = self.path.parent().unwrap_or(Path::new(""));
+                let file = crate::input::expand_path(value, dir).map_err(|e| {
+                    InputError::new(&self.path, Some(tls.line), format!("[tls] ca_file {e}"))
+                })?;
+                Trust::ca_file(&file).map_err(at)?
+            }
+            TlsTrust::Insecure => Trust::Insecure,
+        };
+        let phones = TestPki::generate(&self.domain).map_err(at)?;
+        TlsSettings::new(trust, &tls.server_name, phones.phone_identity(), tls.uri).map_err(at)
     }
 
     /// Checks that every case, stage, channel and golden event the
@@ -385,6 +467,57 @@ impl Profile {
             checked.iter().map(|(c, g)| (c, g.as_slice())).collect();
         crate::deviation::validate(&self.path, &self.deviations, &named)
     }
+}
+
+/// What a `[tls]` table must give.
+const TLS_NEEDS: &str =
+    "ca_file = \"PATH\", the CA that signed the server's certificate, or insecure = true";
+
+/// Reads `[tls]`: exactly one of `ca_file` and `insecure = true`; `uri`
+/// and `server_name` checked; every error at its line.
+fn read_tls(
+    raw: Spanned<RawTls>,
+    domain: &str,
+    at: &impl Fn(usize, String) -> InputError,
+    text: &str,
+) -> Result<TlsProfile, InputError> {
+    let table = raw.span().start;
+    let raw = raw.into_inner();
+    let insecure = raw.insecure.as_ref().filter(|i| *i.get_ref());
+    let trust = match (&raw.ca_file, insecure) {
+        (Some(_), Some(i)) => {
+            return Err(at(
+                i.span().start,
+                "[tls] gives both ca_file and insecure = true: one or the other".into(),
+            ))
+        }
+        (None, None) => return Err(at(table, format!("[tls] needs {TLS_NEEDS}"))),
+        (None, Some(_)) => TlsTrust::Insecure,
+        (Some(f), None) => TlsTrust::CaFile(f.get_ref().clone()),
+    };
+    let uri = match &raw.uri {
+        None => TlsUri::default(),
+        Some(u) => TlsUri::parse(u.get_ref()).ok_or_else(|| {
+            at(
+                u.span().start,
+                format!("[tls] uri {:?} is not transport-param or sips", u.get_ref()),
+            )
+        })?,
+    };
+    let server_name = match &raw.server_name {
+        None => domain.to_string(),
+        Some(n) => {
+            crate::sip::tls::check_server_name(n.get_ref())
+                .map_err(|e| at(n.span().start, format!("[tls] {e}")))?;
+            n.get_ref().clone()
+        }
+    };
+    Ok(TlsProfile {
+        trust,
+        uri,
+        server_name,
+        line: line_of(text, table),
+    })
 }
 
 /// Reads the pool of lines: `[identities]` alone is one line; with
@@ -641,6 +774,127 @@ reason = "no barge-in"
             assert_eq!(e.line, Some(last + line), "{table}: {e}");
             assert!(e.message.contains(want), "{table}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_is_read_from_its_table() {
+        assert_eq!(parse(GOOD).unwrap().tls, None);
+        std::env::set_var("SCACHECK_TEST_TLS_STATE", "/state");
+        let p = parse(&format!(
+            "{GOOD}\n[tls]\nca_file = \"${{SCACHECK_TEST_TLS_STATE}}/ca.pem\"\nuri = \"sips\"\n"
+        ))
+        .unwrap();
+        let tls = p.tls.unwrap();
+        assert_eq!(
+            tls.trust,
+            TlsTrust::CaFile("${SCACHECK_TEST_TLS_STATE}/ca.pem".into())
+        );
+        // Read only when a run over TLS starts: an unset variable is an
+        // error then, naming it, and not when the profile is read.
+        let later = parse(&format!(
+            "{GOOD}\n[tls]\nca_file = \"${{SCACHECK_TEST_TLS_UNSET}}/ca.pem\"\n"
+        ))
+        .unwrap();
+        let e = later.tls_settings().unwrap_err().to_string();
+        assert!(
+            e.contains("SCACHECK_TEST_TLS_UNSET") && e.contains("not set"),
+            "{e}"
+        );
+        assert_eq!(
+            (tls.uri, tls.server_name.as_str()),
+            (TlsUri::Sips, "sca.test")
+        );
+        assert_eq!(tls.line, GOOD.lines().count() + 2);
+        // Relative to the profile; the server name may be given.
+        let p = Profile::parse(
+            Path::new("profiles/k/target.toml"),
+            &format!("{GOOD}[tls]\nca_file = \"ca.pem\"\nserver_name = \"127.0.0.1\"\n"),
+            &Topology::reference(),
+        )
+        .unwrap();
+        let tls = p.tls.clone().unwrap();
+        assert_eq!(tls.trust, TlsTrust::CaFile("ca.pem".into()));
+        let e = p.tls_settings().unwrap_err().to_string();
+        assert!(e.contains("profiles/k/ca.pem"), "{e}");
+        assert_eq!(
+            (tls.uri, tls.server_name.as_str()),
+            (TlsUri::TransportParam, "127.0.0.1")
+        );
+        let p = parse(&format!(
+            "transport = \"tls\"\n{GOOD}[tls]\ninsecure = true\n"
+        ))
+        .unwrap();
+        assert_eq!(p.transport, Transport::Tls);
+        assert_eq!(p.tls.unwrap().trust, TlsTrust::Insecure);
+    }
+
+    #[test]
+    fn bad_tls_tables_name_the_line() {
+        let last = GOOD.lines().count();
+        for (table, line, want) in [
+            ("", 1, "[tls] needs ca_file = \"PATH\""),
+            ("insecure = false", 1, "[tls] needs ca_file"),
+            (
+                "ca_file = \"ca.pem\"\ninsecure = true",
+                3,
+                "both ca_file and insecure = true",
+            ),
+            (
+                "insecure = true\nuri = \"tls\"",
+                3,
+                "uri \"tls\" is not transport-param or sips",
+            ),
+            (
+                "insecure = true\nverify = false",
+                3,
+                "unknown field `verify`",
+            ),
+            (
+                "insecure = true\nserver_name = \"a b\"",
+                3,
+                "server name \"a b\"",
+            ),
+            ("insecure = \"yes\"", 2, "invalid type"),
+        ] {
+            let e = parse(&format!("{GOOD}[tls]\n{table}\n")).unwrap_err();
+            assert_eq!(e.line, Some(last + line), "{table}: {e}");
+            assert!(e.message.contains(want), "{table}: {e}");
+        }
+        let e = parse(&format!("transport = \"tls\"\n{GOOD}")).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(
+            e.message.contains("transport tls needs a [tls] table"),
+            "{e}"
+        );
+        let e =
+            parse(&GOOD.replace("name = \"k\"", "name = \"k\"\ntransport = \"sctp\"")).unwrap_err();
+        assert!(e.message.contains("is not udp, tcp or tls"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_read_the_ca_file_when_a_run_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("target.toml");
+        let text = format!("{GOOD}[tls]\nca_file = \"ca.pem\"\n");
+        let p = Profile::parse(&profile, &text, &Topology::reference()).unwrap();
+        // Parsed without the file; the run needs it.
+        let e = p.tls_settings().unwrap_err();
+        assert_eq!(e.line, Some(GOOD.lines().count() + 1), "{e}");
+        assert!(
+            e.message.contains("ca.pem") && e.message.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+        let e = p.tls_settings().unwrap_err().to_string();
+        assert!(e.contains("no certificate in it"), "{e}");
+        TestPki::generate("sca.test")
+            .unwrap()
+            .write_ca(&dir.path().join("ca.pem"))
+            .unwrap();
+        let settings = p.tls_settings().unwrap();
+        assert!(!settings.insecure());
+        let e = parse(GOOD).unwrap().tls_settings().unwrap_err();
+        assert!(e.message.contains("needs a [tls] table"), "{e}");
     }
 
     #[test]

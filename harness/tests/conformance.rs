@@ -1,5 +1,5 @@
 //! Every case in `cases/` as a named trial against the embedded server,
-//! over UDP (`<case>`) and TCP (`<case>@tcp`):
+//! over UDP (`<case>`), TCP (`<case>@tcp`) and TLS (`<case>@tls`):
 //! `cargo test --test conformance -- answered` runs the matching ones.
 
 mod common;
@@ -14,11 +14,8 @@ fn trials() -> Result<Vec<Trial>, String> {
     let (suite, topology) = common::load()?;
     let mut trials = Vec::new();
     for prepared in suite {
-        for transport in [Transport::Udp, Transport::Tcp] {
-            let name = match transport {
-                Transport::Udp => prepared.case.id.clone(),
-                Transport::Tcp => format!("{}@tcp", prepared.case.id),
-            };
+        for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            let name = scacheck::outcome::keyed(&prepared.case.id, transport);
             let (p, topology) = (prepared.clone(), topology.clone());
             trials.push(Trial::test(name, move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()

@@ -53,6 +53,7 @@ fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
         line_commands: Default::default(),
         timers: Default::default(),
         credentials: Vec::new(),
+        tls: None,
     }
 }
 

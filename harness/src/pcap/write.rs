@@ -1,6 +1,8 @@
 //! The messages of a case as real frames: Ethernet, IPv4 or IPv6, then UDP,
 //! or TCP with a handshake per connection and consistent sequence numbers,
-//! in a classic pcap (LINKTYPE_ETHERNET, nanosecond timestamps).
+//! in a classic pcap (LINKTYPE_ETHERNET, nanosecond timestamps). SIP over
+//! TLS is written as the TCP segments it ran in, on the real ports, its
+//! SIP in clear: read back, it is TCP.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -63,7 +65,7 @@ pub fn packets_from_records(records: &[Record]) -> Vec<Packet> {
                 .position(|i| other_end(i) && packets[*i].src == src && packets[*i].dst == dst);
             let loose = || {
                 candidates.iter().position(|i| {
-                    r.transport == Transport::Tcp
+                    r.transport.is_stream()
                         && other_end(i)
                         && (packets[*i].src.port() == src.port()
                             || packets[*i].dst.port() == dst.port())
@@ -175,8 +177,10 @@ impl Wire {
                 }
                 Ok(())
             }
-            Transport::Tcp if p.raw.is_empty() => Ok(()),
-            Transport::Tcp => self.tcp(p, emit),
+            // TLS is written as the TCP it runs over, its SIP in clear (the
+            // session keys go beside the capture, see `report`).
+            Transport::Tcp | Transport::Tls if p.raw.is_empty() => Ok(()),
+            Transport::Tcp | Transport::Tls => self.tcp(p, emit),
         }
     }
 

@@ -1,5 +1,10 @@
 //! The embedded server's edge: its SIP endpoint and its event feed (JSON
 //! lines over TCP, see docs/event-feed.md). One instance per case.
+//!
+//! Its SIP port speaks UDP, TCP and TLS: each start makes a throwaway PKI
+//! ([`TestPki`]) whose server certificate it presents, and whose CA the
+//! phones of the case trust ([`Embedded::pki`]). Its own connections to
+//! phones accept any certificate (theirs are throwaway too).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +20,7 @@ use super::Fault;
 use crate::observe::feed;
 use crate::pcap::Packet;
 use crate::sip::record::Direction;
+use crate::sip::tls::{TestPki, TlsSettings, TlsUri, Trust};
 use crate::sip::transport::{sleep_until, Endpoint, Recorder};
 use crate::topology::Topology;
 
@@ -22,6 +28,9 @@ use crate::topology::Topology;
 pub struct Embedded {
     pub sip: SocketAddr,
     pub feed: SocketAddr,
+    /// The PKI of this start: its CA signed the certificate the server
+    /// presents over TLS (for its domain and 127.0.0.1).
+    pub pki: Arc<TestPki>,
     recorder: Recorder,
     tasks: Vec<AbortHandle>,
 }
@@ -46,7 +55,16 @@ impl Embedded {
         // capture (the user agents record every message already); it is
         // only mirrored, on request.
         let recorder = Recorder::default();
-        let (endpoint, mut inbound) = Endpoint::bind("server", ip, recorder.clone()).await?;
+        let pki = Arc::new(TestPki::generate(domain).map_err(io::Error::other)?);
+        let tls = TlsSettings::new(
+            Trust::Insecure,
+            domain,
+            pki.server_identity(),
+            TlsUri::default(),
+        )
+        .map_err(io::Error::other)?;
+        let (endpoint, mut inbound) =
+            Endpoint::bind_with("server", ip, recorder.clone(), Some(Arc::new(tls))).await?;
         let sip = endpoint.local_addr();
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let feed_addr = listener.local_addr()?;
@@ -126,6 +144,7 @@ impl Embedded {
         Ok(Embedded {
             sip,
             feed: feed_addr,
+            pki,
             recorder,
             tasks: vec![server.abort_handle(), feed_task.abort_handle()],
         })

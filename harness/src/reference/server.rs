@@ -344,7 +344,7 @@ impl Server {
     fn contact(&self, transport: Transport) -> String {
         match transport {
             Transport::Udp => format!("<sip:b2bua@{}>", self.local),
-            Transport::Tcp => format!("<sip:b2bua@{};transport=tcp>", self.local),
+            other => format!("<sip:b2bua@{};transport={other}>", self.local),
         }
     }
 

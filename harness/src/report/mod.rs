@@ -7,13 +7,16 @@
 //! - `<case>.sip.txt` for every case, with every SIP message and event, and
 //!   `<case>.diff` for every case that did not pass, with its findings
 //!   ([`text`]);
-//! - `<case>.pcap`, the same messages as a capture, for Wireshark; with HEP
-//!   as the event source, the server's own view as `<case>.hep.pcap`
-//!   ([`crate::pcap`]).
+//! - `<case>.pcap`, the same messages as a capture, for Wireshark (SIP
+//!   over TLS in clear, as TCP); with HEP as the event source, the
+//!   server's own view as `<case>.hep.pcap` ([`crate::pcap`]);
+//! - `<case>.keys` beside it for a case that had TLS sessions: their
+//!   secrets in the NSS key log format (`SSLKEYLOGFILE`'s), which
+//!   Wireshark decrypts a capture of the encrypted traffic with.
 //!
 //! Every output names a case by its one key, [`CaseResult::key`]: its id, with
-//! `@tcp` over TCP. [`table()`] reads summary.json back to line up the
-//! verdicts of several runs.
+//! `@tcp` over TCP, `@tls` over TLS. [`table()`] reads summary.json back to
+//! line up the verdicts of several runs.
 //!
 //! Each output is a file of its own and takes what outputs share (the key,
 //! the totals) from here; the one that uses another is [`junit`], which
@@ -62,6 +65,12 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
         let key = r.key();
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;
         crate::pcap::write_records(&dir.join(format!("{key}.pcap")), &r.records)?;
+        // Its TLS sessions' secrets, for a capture of the encrypted traffic.
+        if !r.keys.is_empty() {
+            let mut keys = r.keys.join("\n");
+            keys.push('\n');
+            std::fs::write(dir.join(format!("{key}.keys")), keys)?;
+        }
         // The server's own view, as it mirrored it: `pcap check` reads it too.
         if !r.mirrored.is_empty() {
             crate::pcap::write_packets(

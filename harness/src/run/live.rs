@@ -3,6 +3,7 @@
 //! dropped together at its end.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::derive::wire::WireDeriver;
@@ -13,7 +14,9 @@ use crate::observe::tlib_log::LogFollower;
 use crate::observe::EventLog;
 use crate::reference::Embedded;
 use crate::sip::record::Record;
+use crate::sip::tls::{TlsSettings, TlsUri};
 use crate::sip::transport::{Endpoint, Recorder};
+use crate::sip::Transport;
 use crate::suite::Prepared;
 use crate::topology::Topology;
 use crate::ua::{AgentConfig, AgentHandle, UaError};
@@ -201,6 +204,7 @@ pub(super) async fn start(
             (None, feed, profile.domain.clone(), profile.address)
         }
     };
+    let tls = phones_tls(opts, server.as_ref())?;
     // Unique across cases, transports, processes and runs: a shared real
     // server must never see a Call-ID or tag twice.
     let started = std::time::SystemTime::now()
@@ -215,7 +219,7 @@ pub(super) async fn start(
     );
     let mut agents = Vec::new();
     for dn in &p.case.parties {
-        let (endpoint, inbound) = Endpoint::bind(dn, LOOPBACK, recorder.clone())
+        let (endpoint, inbound) = Endpoint::bind_with(dn, LOOPBACK, recorder.clone(), tls.clone())
             .await
             .map_err(|e| Undriven::Start(format!("{dn}: cannot bind: {e}")))?;
         let user = line.user(dn).to_string();
@@ -229,6 +233,7 @@ pub(super) async fn start(
             nonce: nonce.clone(),
             t1: opts.deadlines.t1,
             credentials: opts.credentials.for_phone(dn, line),
+            tls_uri: tls.as_ref().map(|t| t.uri).unwrap_or_default(),
         };
         agents.push(AgentHandle::start(endpoint, inbound, cfg));
     }
@@ -238,16 +243,23 @@ pub(super) async fn start(
         agents,
         line: line.clone(),
     };
-    let setup = Undriven::Setup;
+    // A setup that fails says what the phone found wrong on the way (a
+    // TLS handshake it could not make, say): the wait alone only timed out.
+    fn setup(a: &AgentHandle) -> impl FnOnce(UaError) -> Undriven + '_ {
+        move |error| Undriven::Setup {
+            error,
+            problems: a.status().problems,
+        }
+    }
     // The phones' REGISTER and SUBSCRIBE are answers to wait for.
     let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
     for a in &live.agents {
-        a.act(|a| a.register()).await.map_err(setup)?;
+        a.act(|a| a.register()).await.map_err(setup(a))?;
     }
     for a in &live.agents {
         a.wait_for("its REGISTER to be accepted", deadline, |s| s.registered)
             .await
-            .map_err(setup)?;
+            .map_err(setup(a))?;
     }
     for a in &live.agents {
         if let Some(l) = topology.line_of(a.dn()) {
@@ -256,7 +268,7 @@ pub(super) async fn start(
                 a.subscribe_call_info(&number);
             })
             .await
-            .map_err(setup)?;
+            .map_err(setup(a))?;
         }
     }
     for a in live
@@ -279,8 +291,32 @@ pub(super) async fn start(
         let established = |s: crate::ua::Status| s.subscribed && s.notifies > 0;
         match settled {
             Err(UaError::Timeout { .. }) if established(a.status()) => {}
-            other => other.map_err(setup)?,
+            other => other.map_err(setup(a))?,
         }
     }
     Ok(live)
+}
+
+/// The phones' TLS settings for a run over TLS: the profile's (or the
+/// ones a test gives), else trust in the CA the embedded server made for
+/// itself; none over UDP or TCP.
+fn phones_tls(
+    opts: &RunOptions,
+    server: Option<&Embedded>,
+) -> Result<Option<Arc<TlsSettings>>, Undriven> {
+    if opts.transport != Transport::Tls {
+        return Ok(None);
+    }
+    match (&opts.tls, server) {
+        (Some(tls), _) => Ok(Some(tls.clone())),
+        (None, Some(server)) => {
+            let pki = &server.pki;
+            TlsSettings::new(pki.trust(), DOMAIN, pki.phone_identity(), TlsUri::default())
+                .map(|t| Some(Arc::new(t)))
+                .map_err(|e| Undriven::Start(format!("TLS: {e}")))
+        }
+        (None, None) => Err(Undriven::Start(
+            "a run over TLS needs the profile's [tls] settings".into(),
+        )),
+    }
 }

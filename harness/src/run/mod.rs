@@ -20,9 +20,13 @@ pub enum Undriven {
     /// The target or a phone could not be started.
     #[error("{0}")]
     Start(String),
-    /// A phone's registration or subscription did not complete.
-    #[error("setup: {0}")]
-    Setup(crate::ua::UaError),
+    /// A phone's registration or subscription did not complete, and what
+    /// the phone found wrong on the way (a failed send, a refusal).
+    #[error("setup: {error}{}", because(problems))]
+    Setup {
+        error: crate::ua::UaError,
+        problems: Vec<String>,
+    },
     #[error("stage {stage:?}, step at {file}:{line}: {why}")]
     Step {
         stage: String,
@@ -30,6 +34,15 @@ pub enum Undriven {
         line: usize,
         why: String,
     },
+}
+
+/// What a setup error adds after the wait that failed: the phone's own
+/// problems, which say why.
+fn because(problems: &[String]) -> String {
+    match problems.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", problems.join("; ")),
+    }
 }
 
 use std::time::Instant;
@@ -317,6 +330,13 @@ pub async fn run_case_on(
         }
     }
     collect(&mut result, &recorder, &log, &marks);
+    result.keys = recorder.key_log().lines();
+    if opts.transport == crate::sip::Transport::Tls {
+        result.notes.push(crate::sip::tls::captured(&result.key()));
+    }
+    if opts.insecure() {
+        result.notes.push(crate::sip::tls::INSECURE.to_string());
+    }
     // A server that mirrored nothing stopped the case before its first
     // stage (see `Live::catch_up`): with no stage compared, the error makes
     // it inconclusive.

@@ -1,13 +1,16 @@
-//! What the flags of `scacheck run` become: the target, the transport, the
-//! event source and the deadlines of every wait, and the name a run's
-//! reports and verdict table give it. Parsing here is pure but for binding
-//! a HEP listener (so that a port in use is an error before anything runs).
+//! What the flags of `scacheck run` become: the target, the transport (and
+//! over TLS the phones' TLS settings), the event source and the deadlines
+//! of every wait, and the name a run's reports and verdict table give it.
+//! Parsing here is pure but for binding a HEP listener and reading a
+//! profile's CA file (so that a port in use or a bad CA is an error before
+//! anything runs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::observe::hep::HepListener;
 use crate::reference::Fault;
+use crate::sip::tls::TlsSettings;
 use crate::sip::Transport;
 use crate::target::{EmbeddedProfile, Loaded, Profile};
 
@@ -56,12 +59,12 @@ impl Deadlines {
     /// deadline) over `transport`. Over UDP a lost message is sent again
     /// at T1, 2·T1, 4·T1... until Timer B/F (64·T1) gives up: the wait lasts
     /// at least that long, or loss the timers would recover from ends the
-    /// wait first (3 s allow three sends: at 0, 0.5 and 1.5 s). TCP
-    /// retransmits below SIP: the plain deadline.
+    /// wait first (3 s allow three sends: at 0, 0.5 and 1.5 s). TCP (and
+    /// TLS over it) retransmits below SIP: the plain deadline.
     pub fn answer(&self, plain: Duration, transport: Transport) -> Duration {
         match transport {
             Transport::Udp => plain.max(crate::sip::retransmit::timeout(self.t1)),
-            Transport::Tcp => plain,
+            Transport::Tcp | Transport::Tls => plain,
         }
     }
 }
@@ -151,6 +154,10 @@ pub struct RunOptions {
     /// The phones' credentials, read from the references of the target's
     /// profile when the run started ([`Target::keys`]).
     pub credentials: Arc<crate::credentials::Keys>,
+    /// The phones' TLS settings, for a run over TLS: a profile's `[tls]`
+    /// ([`RunOptions::with_references`]). Without them the phones of the embedded
+    /// server trust the CA it makes for itself.
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 /// The T-Library event source of a real target (the embedded server always
@@ -176,6 +183,7 @@ impl Default for RunOptions {
             events: Events::Sip,
             jobs: None,
             credentials: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -325,6 +333,40 @@ impl RunOptions {
         crate::outcome::keyed(&name, self.transport)
     }
 
+    /// These options with what the target's profile names by reference,
+    /// read now, when the run starts (never when a profile is only read,
+    /// as `pcap check` does), so that what cannot be read is an error
+    /// before anything runs: the phones' credentials ([`Target::keys`]),
+    /// and, over TLS against a profile, its `[tls]` settings, CA file
+    /// included (a profile without `[tls]` cannot run over TLS).
+    pub fn with_references(mut self) -> Result<RunOptions, PlanError> {
+        self.credentials = self.target.keys()?;
+        if let (Transport::Tls, Target::Remote(profile)) = (self.transport, &self.target) {
+            let settings = profile
+                .tls_settings()
+                .map_err(|e| PlanError::Suite(e.into()))?;
+            self.tls = Some(Arc::new(settings));
+        }
+        Ok(self)
+    }
+
+    /// How the reports name what the run was against: the target, and
+    /// that the server's certificate went unchecked if it did
+    /// ([`crate::sip::tls::INSECURE`]).
+    pub fn describe(&self) -> String {
+        let target = self.target.describe();
+        match self.insecure() {
+            true => format!("{target}; {}", crate::sip::tls::INSECURE),
+            false => target,
+        }
+    }
+
+    /// Whether the run goes over TLS without checking the server's
+    /// certificate.
+    pub fn insecure(&self) -> bool {
+        self.transport == Transport::Tls && self.tls.as_ref().is_some_and(|t| t.insecure())
+    }
+
     /// The transport a run uses: the one asked for, else a profile's own.
     pub fn transport_for(target: &Target, asked: Option<Transport>) -> Transport {
         match (target, asked) {
@@ -375,6 +417,7 @@ mod tests {
         assert_eq!(d.answer(d.setup, Transport::Udp), secs(32));
         assert_eq!(d.answer(d.step, Transport::Udp), secs(32));
         assert_eq!(d.answer(d.setup, Transport::Tcp), secs(3));
+        assert_eq!(d.answer(d.setup, Transport::Tls), secs(3));
         assert_eq!(d.answer(secs(60), Transport::Udp), secs(60));
         let fast = Deadlines {
             t1: Duration::from_millis(100),

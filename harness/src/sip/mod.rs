@@ -10,6 +10,7 @@ pub mod framing;
 pub mod headers;
 pub mod record;
 pub mod retransmit;
+pub mod tls;
 pub mod transport;
 
 pub use codec::{Message, ParseError};
@@ -22,6 +23,8 @@ use std::fmt;
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS over TCP (RFC 3261 26.2): framed as TCP, encrypted.
+    Tls,
 }
 
 impl Transport {
@@ -29,6 +32,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -36,8 +40,15 @@ impl Transport {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Some(Transport::Udp),
             "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
             _ => None,
         }
+    }
+
+    /// Whether messages go over a connection (TCP, or TLS over TCP),
+    /// framed by Content-Length, rather than as datagrams.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 }
 
@@ -46,6 +57,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }

@@ -3,6 +3,16 @@
 //! the raw bytes of every message sent or received (as the plain
 //! [`Record`]s of [`super::record`]). Nothing here knows SIP beyond framing
 //! and parsing.
+//!
+//! An endpoint given [`TlsSettings`] ([`Endpoint::bind_with`]) also speaks
+//! SIP over TLS: it opens TLS connections (one per peer, reused, as TCP)
+//! and accepts them on its TCP port beside plain TCP (a connection whose
+//! first byte is a TLS handshake record is TLS), presenting its identity.
+//! A connection and then its handshake each get [`CONNECT_DEADLINE`]; a
+//! handshake that fails is a [`SendError`] naming the peer and rustls'
+//! reason (one a peer opened to us, a problem recorded as received). Every TLS session's secrets go to the recorder's
+//! [`KeyLogSink`]; its messages are recorded in clear, as
+//! [`Transport::Tls`].
 
 use std::collections::HashMap;
 use std::io;
@@ -10,17 +20,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::framing::StreamFramer;
 use super::record::{Direction, Inbound, Record};
+use super::tls::{KeyLogSink, TlsSettings};
 use super::{Message, Transport};
 
-/// How long a TCP connect may take on loopback before we call it refused.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a TCP connect may take on loopback before we call it refused;
+/// a TLS handshake gets as long again.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Called with every record as it is made (a sans-IO deriver, say).
 pub type Tap = Box<dyn FnMut(&Record) + Send>;
@@ -29,6 +41,7 @@ pub type Tap = Box<dyn FnMut(&Record) + Send>;
 struct Log {
     records: Vec<Record>,
     tap: Option<Tap>,
+    keys: KeyLogSink,
 }
 
 /// Shared, append-only log of every message of a case.
@@ -96,6 +109,11 @@ impl Recorder {
         self.lock().records.clone()
     }
 
+    /// Where the endpoints recording here put their TLS sessions' secrets.
+    pub fn key_log(&self) -> KeyLogSink {
+        self.lock().keys.clone()
+    }
+
     /// The first record from index `from` on that `f` picks, without
     /// copying the others.
     pub fn find_since<T>(&self, from: usize, f: impl FnMut(&Record) -> Option<T>) -> Option<T> {
@@ -122,12 +140,43 @@ pub enum SendError {
     },
     #[error("TCP connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
+    #[error("TLS handshake with {peer} failed: {reason}")]
+    Handshake { peer: SocketAddr, reason: String },
+    #[error("TLS handshake with {0} did not finish within {CONNECT_DEADLINE:?}")]
+    HandshakeTimeout(SocketAddr),
+    #[error("TLS to {0}: this endpoint has no TLS settings")]
+    NoTls(SocketAddr),
 }
 
-/// A TCP connection's writer and its local address (an ephemeral port for
+/// A connection's writer and its local address (an ephemeral port for
 /// the connections we open: what a capture must show).
 type Connection = (mpsc::UnboundedSender<Vec<u8>>, SocketAddr);
-type Writers = Arc<Mutex<HashMap<SocketAddr, Connection>>>;
+/// Open connections by transport (TCP or TLS) and peer.
+type Writers = Arc<Mutex<HashMap<(Transport, SocketAddr), Connection>>>;
+
+/// An endpoint's TLS: its configurations for the connections it opens and
+/// accepts, and the name it checks servers against.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    fn new(settings: &TlsSettings, keys: &KeyLogSink) -> io::Result<Tls> {
+        let client = settings.client_config(keys).map_err(io::Error::other)?;
+        let server = settings.server_config(keys).map_err(io::Error::other)?;
+        Ok(Tls {
+            connector: tokio_rustls::TlsConnector::from(client),
+            acceptor: tokio_rustls::TlsAcceptor::from(server),
+            server_name: settings.server_name().clone(),
+        })
+    }
+}
+
+/// The first byte of a TLS handshake record (a ClientHello): what tells a
+/// TLS connection from plain TCP on one port.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A bound SIP endpoint. Dropping it stops all its tasks.
 pub struct Endpoint {
@@ -138,6 +187,7 @@ pub struct Endpoint {
     inbound: mpsc::UnboundedSender<Inbound>,
     recorder: Recorder,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Drop for Endpoint {
@@ -160,12 +210,27 @@ impl Endpoint {
         ip: IpAddr,
         recorder: Recorder,
     ) -> io::Result<(Endpoint, mpsc::UnboundedReceiver<Inbound>)> {
+        Self::bind_with(name, ip, recorder, None).await
+    }
+
+    /// [`Endpoint::bind`], speaking TLS too when given its settings (see
+    /// the module's doc); a configuration rustls refuses is an error.
+    pub async fn bind_with(
+        name: &str,
+        ip: IpAddr,
+        recorder: Recorder,
+        tls: Option<Arc<TlsSettings>>,
+    ) -> io::Result<(Endpoint, mpsc::UnboundedReceiver<Inbound>)> {
+        let tls = match tls {
+            Some(settings) => Some(Arc::new(Tls::new(&settings, &recorder.key_log())?)),
+            None => None,
+        };
         let mut last_err = None;
         for _ in 0..32 {
             let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
             let local = udp.local_addr()?;
             match TcpListener::bind(local).await {
-                Ok(listener) => return Ok(Self::start(name, local, udp, listener, recorder)),
+                Ok(listener) => return Ok(Self::start(name, local, udp, listener, recorder, tls)),
                 Err(e) => last_err = Some(e),
             }
         }
@@ -178,6 +243,7 @@ impl Endpoint {
         udp: UdpSocket,
         listener: TcpListener,
         recorder: Recorder,
+        tls: Option<Arc<Tls>>,
     ) -> (Endpoint, mpsc::UnboundedReceiver<Inbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let ep = Endpoint {
@@ -188,6 +254,7 @@ impl Endpoint {
             inbound: tx,
             recorder,
             tasks: Arc::default(),
+            tls,
         };
         let (udp, rec, name, inbound) = (
             ep.udp.clone(),
@@ -212,11 +279,20 @@ impl Endpoint {
                 );
             }
         });
-        let conn = ep.connector();
+        let conn = Arc::new(ep.connector());
+        let tls = ep.tls.clone();
+        let tasks = ep.tasks.clone();
         ep.spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
-                // A connection that has no local address any more is gone.
-                let _ = conn.adopt(stream, peer);
+                match &tls {
+                    // A connection that has no local address any more is gone.
+                    None => drop(conn.adopt_tcp(stream, peer)),
+                    Some(tls) => {
+                        let (conn, tls) = (conn.clone(), tls.clone());
+                        let h = tokio::spawn(async move { conn.accept(stream, peer, &tls).await });
+                        lock(&tasks).push(h.abort_handle());
+                    }
+                }
             }
         });
         (ep, rx)
@@ -224,10 +300,7 @@ impl Endpoint {
 
     fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         let h = tokio::spawn(fut);
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(h.abort_handle());
+        lock(&self.tasks).push(h.abort_handle());
     }
 
     fn connector(&self) -> Connector {
@@ -276,22 +349,11 @@ impl Endpoint {
                     .map(|_| ())
                     .map_err(io_err)
             }
-            Transport::Tcp => {
-                let existing = self
-                    .writers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&peer)
-                    .cloned();
+            Transport::Tcp | Transport::Tls => {
+                let existing = lock(&self.writers).get(&(transport, peer)).cloned();
                 let connection = match existing {
                     Some(c) if !c.0.is_closed() => Ok(c),
-                    _ => match tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(peer))
-                        .await
-                    {
-                        Err(_) => Err(SendError::ConnectTimeout(peer)),
-                        Ok(Err(e)) => Err(io_err(e)),
-                        Ok(Ok(stream)) => self.connector().adopt(stream, peer).map_err(io_err),
-                    },
+                    _ => self.connect(transport, peer).await,
                 };
                 // Recorded even when it could not be sent: what scacheck
                 // meant to send is part of the story.
@@ -312,9 +374,46 @@ impl Endpoint {
             }
         }
     }
+
+    /// Opens a connection to `peer`: TCP, and over TLS its handshake, each
+    /// within [`CONNECT_DEADLINE`].
+    async fn connect(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Result<Connection, SendError> {
+        let io_err = |source| SendError::Io {
+            transport,
+            peer,
+            source,
+        };
+        let stream = match tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(peer)).await {
+            Err(_) => return Err(SendError::ConnectTimeout(peer)),
+            Ok(Err(e)) => return Err(io_err(e)),
+            Ok(Ok(stream)) => stream,
+        };
+        if transport != Transport::Tls {
+            return self.connector().adopt_tcp(stream, peer).map_err(io_err);
+        }
+        let tls = self.tls.as_ref().ok_or(SendError::NoTls(peer))?;
+        let local = stream.local_addr().map_err(io_err)?;
+        let handshake = tls.connector.connect(tls.server_name.clone(), stream);
+        match tokio::time::timeout(CONNECT_DEADLINE, handshake).await {
+            Err(_) => Err(SendError::HandshakeTimeout(peer)),
+            Ok(Err(e)) => Err(SendError::Handshake {
+                peer,
+                reason: e.to_string(),
+            }),
+            Ok(Ok(stream)) => Ok(self.connector().adopt(stream, local, peer, Transport::Tls)),
+        }
+    }
 }
 
-/// What a TCP connection task needs from its endpoint.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a connection task (TCP or TLS) needs from its endpoint.
 struct Connector {
     name: String,
     writers: Writers,
@@ -324,19 +423,67 @@ struct Connector {
 }
 
 impl Connector {
-    /// Starts reading and writing a connection; returns its writer and
-    /// local address.
-    fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> io::Result<Connection> {
+    /// Starts reading and writing a plain TCP connection; returns its
+    /// writer and local address.
+    fn adopt_tcp(&self, stream: TcpStream, peer: SocketAddr) -> io::Result<Connection> {
         let local = stream.local_addr()?;
-        let (mut rd, mut wr) = stream.into_split();
+        Ok(self.adopt(stream, local, peer, Transport::Tcp))
+    }
+
+    /// A connection a peer opened to an endpoint that speaks TLS: TLS if
+    /// its first byte begins a handshake (then accepted within
+    /// [`CONNECT_DEADLINE`]; a handshake that fails is recorded as a
+    /// problem naming the peer), else plain TCP.
+    async fn accept(&self, stream: TcpStream, peer: SocketAddr, tls: &Tls) {
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(CONNECT_DEADLINE, stream.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1)) if first[0] == TLS_HANDSHAKE) {
+            let _ = self.adopt(stream, local, peer, Transport::Tcp);
+            return;
+        }
+        let why = match tokio::time::timeout(CONNECT_DEADLINE, tls.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                self.adopt(stream, local, peer, Transport::Tls);
+                return;
+            }
+            Ok(Err(e)) => format!("TLS handshake from {peer} failed: {e}"),
+            Err(_) => {
+                format!("TLS handshake from {peer} did not finish within {CONNECT_DEADLINE:?}")
+            }
+        };
+        self.recorder.push(
+            &self.name,
+            Direction::Received,
+            Transport::Tls,
+            local,
+            peer,
+            Vec::new(),
+            Some(why),
+        );
+    }
+
+    /// Starts reading and writing a connection (TCP, or TLS over it) whose
+    /// local address is `local`; returns its writer and that address.
+    fn adopt<S>(
+        &self,
+        stream: S,
+        local: SocketAddr,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer, (tx.clone(), local));
+        lock(&self.writers).insert((transport, peer), (tx.clone(), local));
         let writer = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
-                if wr.write_all(&bytes).await.is_err() {
+                // A TLS stream holds what it encrypted until flushed.
+                if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
             }
@@ -357,7 +504,7 @@ impl Connector {
                 }
                 while let Some(frame) = framer.next_message() {
                     match frame {
-                        Ok(raw) => deliver(&rec, &name, Transport::Tcp, local, peer, raw, &inbound),
+                        Ok(raw) => deliver(&rec, &name, transport, local, peer, raw, &inbound),
                         Err(e) => {
                             // A broken stream cannot be re-synchronised: keep
                             // what we had for the report and drop the link.
@@ -366,30 +513,27 @@ impl Connector {
                             rec.push(
                                 &name,
                                 Direction::Received,
-                                Transport::Tcp,
+                                transport,
                                 local,
                                 peer,
                                 held,
-                                Some(format!("TCP stream from {peer} dropped: {e}")),
+                                Some(format!(
+                                    "{} stream from {peer} dropped: {e}",
+                                    transport.via_token()
+                                )),
                             );
-                            writers
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(&peer);
+                            lock(&writers).remove(&(transport, peer));
                             return;
                         }
                     }
                 }
             }
-            writers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&peer);
+            lock(&writers).remove(&(transport, peer));
         });
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = lock(&self.tasks);
         tasks.push(writer.abort_handle());
         tasks.push(reader.abort_handle());
-        Ok((tx, local))
+        (tx, local)
     }
 }
 
@@ -421,5 +565,176 @@ fn deliver(
             raw,
             Some(e.to_string()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::build::Builder;
+    use crate::sip::tls::{TestPki, TlsUri, Trust};
+
+    fn options(n: u32) -> Vec<u8> {
+        Builder::request("OPTIONS", "sip:60970@127.0.0.1")
+            .header("Via", &format!("SIP/2.0/TLS 127.0.0.1:1;branch=z9hG4bK{n}"))
+            .header("From", "<sip:a@sca.test>;tag=1")
+            .header("To", "<sip:b@sca.test>")
+            .header("Call-ID", &format!("c{n}"))
+            .header("CSeq", &format!("{n} OPTIONS"))
+            .build()
+    }
+
+    async fn endpoint(
+        name: &str,
+        tls: Option<TlsSettings>,
+    ) -> (Endpoint, mpsc::UnboundedReceiver<Inbound>, Recorder) {
+        let recorder = Recorder::default();
+        let (ep, rx) = Endpoint::bind_with(
+            name,
+            "127.0.0.1".parse().unwrap(),
+            recorder.clone(),
+            tls.map(Arc::new),
+        )
+        .await
+        .unwrap();
+        (ep, rx, recorder)
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Inbound>) -> Inbound {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a message within 5 s")
+            .expect("the endpoint runs")
+    }
+
+    /// A phone checks the server against its CA and keeps the connection;
+    /// a server that opens a connection to the phone's own port (as
+    /// Kamailio does to a Contact) gets TLS there too, beside plain TCP,
+    /// and every session's secrets are logged.
+    #[tokio::test]
+    async fn tls_both_ways_with_plain_tcp_beside_it() {
+        let pki = TestPki::generate("sca.test").unwrap();
+        let phone_tls = TlsSettings::new(
+            pki.trust(),
+            "sca.test",
+            pki.phone_identity(),
+            TlsUri::default(),
+        )
+        .unwrap();
+        let server_tls = TlsSettings::new(
+            Trust::Insecure,
+            "sca.test",
+            pki.server_identity(),
+            TlsUri::default(),
+        )
+        .unwrap();
+        let (phone, mut phone_rx, phone_rec) = endpoint("60970", Some(phone_tls)).await;
+        let (server, mut server_rx, _) = endpoint("server", Some(server_tls)).await;
+
+        phone
+            .send(Transport::Tls, server.local_addr(), options(1))
+            .await
+            .unwrap();
+        let got = next(&mut server_rx).await;
+        assert_eq!(got.transport, Transport::Tls);
+        // The answer goes back over the phone's connection.
+        server
+            .send(Transport::Tls, got.peer, options(2))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut phone_rx).await.msg.call_id(), "c2");
+        // A new connection to the phone's listening port.
+        server
+            .send(Transport::Tls, phone.local_addr(), options(3))
+            .await
+            .unwrap();
+        let inbound = next(&mut phone_rx).await;
+        assert_eq!(
+            (inbound.msg.call_id(), inbound.transport),
+            ("c3", Transport::Tls)
+        );
+        // Plain TCP still works on a port that speaks TLS.
+        server
+            .send(Transport::Tcp, phone.local_addr(), options(4))
+            .await
+            .unwrap();
+        let plain = next(&mut phone_rx).await;
+        assert_eq!(
+            (plain.msg.call_id(), plain.transport),
+            ("c4", Transport::Tcp)
+        );
+        let records = phone_rec.snapshot();
+        let tls: Vec<_> = records
+            .iter()
+            .filter(|r| r.transport == Transport::Tls)
+            .collect();
+        assert_eq!(tls.len(), 3, "{records:?}");
+        assert!(tls
+            .iter()
+            .all(|r| r.problem.is_none() && r.raw.starts_with(b"OPTIONS")));
+        // Two sessions the phone took part in, five TLS 1.3 secrets each.
+        let keys = phone_rec.key_log().lines();
+        assert_eq!(keys.len(), 10, "{keys:?}");
+        assert_eq!(
+            keys.iter()
+                .filter(|l| l.starts_with("CLIENT_HANDSHAKE_TRAFFIC_SECRET "))
+                .count(),
+            2
+        );
+    }
+
+    /// A server the phone cannot verify is a clear error naming it and
+    /// rustls' reason, at once, and no connection is kept.
+    #[tokio::test]
+    async fn a_server_the_phone_cannot_verify_is_a_clear_error() {
+        let (pki, other) = (
+            TestPki::generate("sca.test").unwrap(),
+            TestPki::generate("sca.test").unwrap(),
+        );
+        let server_tls = TlsSettings::new(
+            Trust::Insecure,
+            "sca.test",
+            pki.server_identity(),
+            TlsUri::default(),
+        )
+        .unwrap();
+        let (server, _server_rx, _) = endpoint("server", Some(server_tls)).await;
+        for (trust, name, says) in [
+            (other.trust(), "sca.test", "UnknownIssuer"),
+            (
+                pki.trust(),
+                "elsewhere.test",
+                "not valid for name \"elsewhere.test\"",
+            ),
+        ] {
+            let tls =
+                TlsSettings::new(trust, name, pki.phone_identity(), TlsUri::default()).unwrap();
+            let (phone, _rx, rec) = endpoint("60970", Some(tls)).await;
+            let started = std::time::Instant::now();
+            let e = phone
+                .send(Transport::Tls, server.local_addr(), options(1))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(started.elapsed() < CONNECT_DEADLINE, "{e}");
+            assert!(
+                e.starts_with(&format!(
+                    "TLS handshake with {} failed: ",
+                    server.local_addr()
+                )),
+                "{e}"
+            );
+            assert!(e.contains(says), "{e}");
+            // What it meant to send is still recorded, not as a problem.
+            assert_eq!(rec.len(), 1);
+            assert!(rec.snapshot()[0].problem.is_none());
+        }
+        // An endpoint without TLS settings says so.
+        let (plain, _rx, _) = endpoint("60970", None).await;
+        let e = plain
+            .send(Transport::Tls, server.local_addr(), options(1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no TLS settings"), "{e}");
     }
 }

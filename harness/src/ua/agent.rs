@@ -10,6 +10,7 @@ use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{ApState, Appearance, AppearanceIndex};
 use crate::sip::record::Inbound;
+use crate::sip::tls::TlsUri;
 use crate::sip::{Message, Transport};
 
 use super::reading::{self, Subscription};
@@ -33,6 +34,8 @@ pub struct AgentConfig {
     /// What it answers a 401 or 407 with; none: a challenge ends its
     /// script (`Status::auth_failed`).
     pub credentials: Option<Credentials>,
+    /// Over TLS: `transport=tls` in its Contact, or `sips:` URIs.
+    pub tls_uri: TlsUri,
 }
 
 /// Where a call is, as the script sees it.
@@ -276,8 +279,16 @@ impl Agent {
         )
     }
 
+    /// `sips` over TLS when the profile asks for sips URIs, else `sip`.
+    fn scheme(&self) -> &'static str {
+        match (self.cfg.transport, self.cfg.tls_uri) {
+            (Transport::Tls, TlsUri::Sips) => "sips",
+            _ => "sip",
+        }
+    }
+
     fn aor(&self, user: &str) -> String {
-        format!("sip:{user}@{}", self.cfg.domain)
+        format!("{}:{user}@{}", self.scheme(), self.cfg.domain)
     }
 
     fn via_with(&self, branch: &str) -> String {
@@ -294,9 +305,12 @@ impl Agent {
     }
 
     fn contact(&self) -> String {
-        match self.cfg.transport {
-            Transport::Udp => format!("<sip:{}@{}>", self.cfg.user, self.cfg.local),
-            Transport::Tcp => format!("<sip:{}@{};transport=tcp>", self.cfg.user, self.cfg.local),
+        let (user, local) = (&self.cfg.user, self.cfg.local);
+        match (self.cfg.transport, self.scheme()) {
+            (Transport::Udp, _) => format!("<sip:{user}@{local}>"),
+            // sips: implies TLS (RFC 3261 19.1): no transport parameter.
+            (Transport::Tls, "sips") => format!("<sips:{user}@{local}>"),
+            (other, _) => format!("<sip:{user}@{local};transport={other}>"),
         }
     }
 
@@ -587,16 +601,19 @@ impl Agent {
         let (via, _) = self.via();
         let aor = self.aor(&self.cfg.user);
         let tag = self.unique("t");
-        let bytes = Builder::request("REGISTER", &format!("sip:{}", self.cfg.domain))
-            .header("Via", &via)
-            .header("From", &format!("<{aor}>;tag={tag}"))
-            .header("To", &format!("<{aor}>"))
-            .header("Call-ID", &self.register_call_id)
-            .header("CSeq", &format!("{cseq} REGISTER"))
-            .header("Contact", &self.contact())
-            .header("Expires", &expires.to_string())
-            .header("User-Agent", &user_agent(&self.cfg.dn))
-            .build();
+        let bytes = Builder::request(
+            "REGISTER",
+            &format!("{}:{}", self.scheme(), self.cfg.domain),
+        )
+        .header("Via", &via)
+        .header("From", &format!("<{aor}>;tag={tag}"))
+        .header("To", &format!("<{aor}>"))
+        .header("Call-ID", &self.register_call_id)
+        .header("CSeq", &format!("{cseq} REGISTER"))
+        .header("Contact", &self.contact())
+        .header("Expires", &expires.to_string())
+        .header("User-Agent", &user_agent(&self.cfg.dn))
+        .build();
         self.send_to_server(bytes);
     }
 

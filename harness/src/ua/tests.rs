@@ -25,6 +25,7 @@ fn config() -> AgentConfig {
         nonce: "n".into(),
         t1: crate::sip::retransmit::T1,
         credentials: None,
+        tls_uri: Default::default(),
     }
 }
 
@@ -286,6 +287,7 @@ async fn registering(
         nonce: "n".into(),
         t1,
         credentials: None,
+        tls_uri: Default::default(),
     };
     let agent = crate::ua::AgentHandle::start(endpoint, inbound, cfg);
     agent.act(|a| a.register()).await.unwrap();
@@ -898,6 +900,108 @@ mod auth {
             text.matches(crate::ua::agent::TEARDOWN_HEADER).count(),
             1,
             "{text}"
+        );
+    }
+}
+
+/// A phone over TLS that writes its URIs as `uri` says.
+fn tls_agent(uri: crate::sip::tls::TlsUri) -> Agent {
+    let mut a = agent();
+    let mut cfg = a.config().clone();
+    cfg.transport = Transport::Tls;
+    cfg.tls_uri = uri;
+    a = Agent::new(cfg);
+    a
+}
+
+/// Over TLS a phone says so in its Via and its Contact, as the profile
+/// chose: `transport=tls` with `sip:` URIs, or `sips:` everywhere.
+#[test]
+fn over_tls_the_via_contact_and_uris_say_tls() {
+    use crate::sip::tls::TlsUri;
+    for (uri, contact, scheme) in [
+        (
+            TlsUri::TransportParam,
+            "<sip:60970@127.0.0.1:6000;transport=tls>",
+            "sip",
+        ),
+        (TlsUri::Sips, "<sips:60970@127.0.0.1:6000>", "sips"),
+    ] {
+        let mut a = tls_agent(uri);
+        a.register();
+        a.subscribe_call_info("60970");
+        a.invite("60972");
+        let out = sent(&mut a);
+        let (reg, sub, inv) = (&out[0], &out[1], &out[2]);
+        for m in &out {
+            assert!(
+                m.header("Via")
+                    .unwrap()
+                    .starts_with("SIP/2.0/TLS 127.0.0.1:6000;"),
+                "{:?}",
+                m.header("Via")
+            );
+            assert_eq!(m.header("Contact"), Some(contact), "{uri:?}");
+            assert_eq!(
+                m.header("From").unwrap().split(';').next(),
+                Some(format!("<{scheme}:60970@sca.test>").as_str())
+            );
+        }
+        assert_eq!(
+            reg.request_uri(),
+            Some(format!("{scheme}:sca.test").as_str())
+        );
+        assert_eq!(
+            sub.request_uri(),
+            Some(format!("{scheme}:60970@sca.test").as_str())
+        );
+        assert_eq!(
+            inv.request_uri(),
+            Some(format!("{scheme}:60972@sca.test").as_str())
+        );
+    }
+    // UDP and TCP are as they were, whatever the TLS choice.
+    let mut a = agent();
+    let mut cfg = a.config().clone();
+    cfg.tls_uri = TlsUri::Sips;
+    a = Agent::new(cfg.clone());
+    a.register();
+    assert_eq!(
+        sent(&mut a)[0].header("Contact"),
+        Some("<sip:60970@127.0.0.1:6000>")
+    );
+    cfg.transport = Transport::Tcp;
+    a = Agent::new(cfg);
+    a.register();
+    assert_eq!(
+        sent(&mut a)[0].header("Contact"),
+        Some("<sip:60970@127.0.0.1:6000;transport=tcp>")
+    );
+}
+
+/// A proxy that records a TLS route: the dialog's requests carry it as
+/// their Route, and still go to the outbound server.
+#[test]
+fn a_record_route_over_tls_is_followed_through_the_outbound_server() {
+    let mut a = tls_agent(crate::sip::tls::TlsUri::TransportParam);
+    a.invite("60972");
+    let inv = sent(&mut a).remove(0);
+    let rr = "<sip:127.0.0.1:5061;transport=tls;lr>";
+    let ok = Builder::response_to(&inv, 200, Some("r1"))
+        .header("Record-Route", rr)
+        .header("Contact", "<sip:60972@127.0.0.1:7000;transport=tls>")
+        .build();
+    a.handle(&inbound(ok));
+    a.hangup().unwrap();
+    let out: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(out.len(), 2, "ACK and BYE");
+    for t in out {
+        assert_eq!(t.to, SERVER.parse::<SocketAddr>().unwrap());
+        let m = Message::parse(t.bytes).unwrap();
+        assert_eq!(m.header("Route"), Some(rr), "{}", m.start_line());
+        assert_eq!(
+            m.request_uri(),
+            Some("sip:60972@127.0.0.1:7000;transport=tls")
         );
     }
 }
