@@ -211,7 +211,7 @@ impl Dirs {
     ) -> Result<crate::target::Loaded, SuiteError> {
         use crate::target::Loaded;
         Ok(match Loaded::load(path, topology)? {
-            Loaded::Remote(p) => Loaded::Remote(self.validated(p, topology)?),
+            Loaded::Remote(p) => Loaded::Remote(Box::new(self.validated(*p, topology)?)),
             embedded => embedded,
         })
     }

@@ -89,7 +89,7 @@ pub struct EmbeddedProfile {
 /// What a `--target` file describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
-    Remote(Profile),
+    Remote(Box<Profile>),
     Embedded(EmbeddedProfile),
 }
 
@@ -165,7 +165,7 @@ impl Loaded {
         if embedded {
             EmbeddedProfile::parse(path, &text, topology).map(Loaded::Embedded)
         } else {
-            Profile::parse(path, &text, topology).map(Loaded::Remote)
+            Profile::parse(path, &text, topology).map(|p| Loaded::Remote(Box::new(p)))
         }
     }
 }

@@ -248,7 +248,7 @@ impl Target {
                 if let Some(a) = address {
                     profile.address = a;
                 }
-                Ok(Target::Remote(Arc::new(profile)))
+                Ok(Target::Remote(Arc::new(*profile)))
             }
         }
     }
