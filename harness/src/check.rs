@@ -609,6 +609,9 @@ impl Capture {
             .iter()
             .any(|r| crate::sip::tls::via_says_tls(&r.raw))
         {
+            // Keyed as the run over TLS was (`<case>@tls`), so that a
+            // capture of it lines up with it in a table or a comparison.
+            result.transport = Transport::Tls;
             result.notes.push(crate::sip::tls::READ_AS_TCP.to_string());
         }
         Ok((p, result))

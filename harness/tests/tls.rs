@@ -128,7 +128,7 @@ fn the_suite_over_tls_judges_every_case_as_over_udp_and_its_captures_alike() {
     assert!(stdout.contains("detected case: hold-retrieve"), "{stdout}");
     let checked_verdicts = verdicts(&checked);
     assert_eq!(
-        checked_verdicts.get("hold-retrieve@tcp"),
+        checked_verdicts.get("hold-retrieve"),
         over_tls.get("hold-retrieve"),
         "{checked_verdicts:?}"
     );
@@ -294,20 +294,34 @@ fn a_phone_with_the_wrong_ca_or_name_is_inconclusive_naming_the_tls_failure() {
 fn a_run_over_tls_needs_the_profiles_tls_table() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
-    let out = scacheck(&[
-        "run",
-        "--target",
-        "fixtures/targets/kamailio/target.toml",
-        "--transport",
-        "tls",
-        "--report-dir",
-        report.to_str().unwrap(),
-    ]);
+    // The Kamailio profile without its [tls] table.
+    let kamailio = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/targets/kamailio/target.toml"),
+    )
+    .unwrap();
+    let without = kamailio.replace(
+        "[tls]\nca_file = \"${SCACHECK_KAMAILIO_STATE}/ca.pem\"\n",
+        "",
+    );
+    assert_ne!(
+        without, kamailio,
+        "the profile has a [tls] table to take out"
+    );
+    let profile = dir.path().join("target.toml");
+    std::fs::write(&profile, without).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
+        .args(["run", "--target"])
+        .arg(&profile)
+        .args(["--transport", "tls", "--report-dir"])
+        .arg(&report)
+        .env("SCACHECK_KAMAILIO_PASSWORD", "unused")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("fixtures/targets/kamailio/target.toml")
-            && stderr.contains("needs a [tls] table"),
+        stderr.contains(&profile.display().to_string()) && stderr.contains("needs a [tls] table"),
         "{stderr}"
     );
     assert!(!report.exists());
