@@ -290,6 +290,18 @@ fn settled_starts(
     out
 }
 
+/// The phones a capture showed, for people: `60970 at 127.0.0.1:25081,
+/// 60972 at 127.0.0.1:25085`, or `none`.
+pub fn phones_in_words(who: &BTreeMap<SocketAddr, String>) -> String {
+    if who.is_empty() {
+        return "none".into();
+    }
+    who.iter()
+        .map(|(addr, dn)| format!("{dn} at {addr}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Why a capture could not be given a case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Detection {
@@ -329,7 +341,7 @@ pub fn detect<'a>(
         .collect();
     let Some(best) = candidates.iter().map(|(p, _)| weight(p)).max() else {
         return Err(Detection::NoFlow {
-            phones: format!("{who:?}"),
+            phones: phones_in_words(who),
         });
     };
     candidates.retain(|(p, _)| weight(p) == best);
@@ -551,7 +563,7 @@ impl Capture {
     /// and where it broke off.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "capture: {} SIP messages; skipped: {:?}\n",
+            "capture: {} SIP messages; {}\n",
             self.packets.len(),
             self.skipped
         );
@@ -740,6 +752,18 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn phones_are_listed_in_words() {
+        let mut who = BTreeMap::new();
+        assert_eq!(super::phones_in_words(&who), "none");
+        who.insert("127.0.0.1:25081".parse().unwrap(), "60970".to_string());
+        who.insert("127.0.0.1:25085".parse().unwrap(), "60972".to_string());
+        assert_eq!(
+            super::phones_in_words(&who),
+            "60970 at 127.0.0.1:25081, 60972 at 127.0.0.1:25085"
+        );
+    }
+
     use super::*;
     use crate::outcome::Verdict;
     use crate::sip::build::Builder;

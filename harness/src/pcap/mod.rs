@@ -141,6 +141,66 @@ pub struct Skipped {
     pub unframed: u64,
 }
 
+impl std::fmt::Display for Skipped {
+    /// In words, only what is not zero: `nothing skipped`, or `skipped 3
+    /// non-SIP messages, 1 truncated packet`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts = [
+            (self.non_ip, "frame without IP", "frames without IP"),
+            (
+                self.other_transport,
+                "packet neither UDP nor TCP",
+                "packets neither UDP nor TCP",
+            ),
+            (self.non_sip, "non-SIP message", "non-SIP messages"),
+            (
+                self.malformed,
+                "malformed frame or block",
+                "malformed frames or blocks",
+            ),
+            (self.truncated, "truncated packet", "truncated packets"),
+            (self.empty, "empty packet", "empty packets"),
+            (self.oversize, "oversize block", "oversize blocks"),
+            (
+                self.fragments_incomplete,
+                "IP datagram with missing fragments",
+                "IP datagrams with missing fragments",
+            ),
+            (
+                self.tcp_retransmitted,
+                "retransmitted TCP segment",
+                "retransmitted TCP segments",
+            ),
+            (self.tcp_gaps, "gap in a TCP stream", "gaps in TCP streams"),
+            (
+                self.tcp_incomplete,
+                "TCP stream ending inside a message",
+                "TCP streams ending inside a message",
+            ),
+            (
+                self.flows_evicted,
+                "TCP flow dropped at the flow limit",
+                "TCP flows dropped at the flow limit",
+            ),
+            (
+                self.unframed,
+                "unframeable stream message",
+                "unframeable stream messages",
+            ),
+        ];
+        let said: Vec<String> = counts
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+            .collect();
+        if said.is_empty() {
+            f.write_str("nothing skipped")
+        } else {
+            write!(f, "skipped {}", said.join(", "))
+        }
+    }
+}
+
 /// Bounds that keep the reader's memory proportional to the live flows,
 /// never to the file size.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1283,3 +1283,20 @@ proptest! {
         prop_assert_eq!(got.skipped, Skipped::default());
     }
 }
+
+#[test]
+fn what_was_skipped_is_said_in_words_and_only_what_is_not_zero() {
+    use crate::pcap::Skipped;
+    assert_eq!(Skipped::default().to_string(), "nothing skipped");
+    let s = Skipped {
+        non_sip: 3,
+        truncated: 1,
+        tcp_gaps: 2,
+        ..Skipped::default()
+    };
+    assert_eq!(
+        s.to_string(),
+        "skipped 3 non-SIP messages, 1 truncated packet, 2 gaps in TCP streams"
+    );
+    assert!(!s.to_string().contains("Skipped {"));
+}
