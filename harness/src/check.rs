@@ -7,7 +7,11 @@
 //!   source address of its REGISTER and the address in its Contact. A SIP
 //!   user shared by several DNs (the two phones of a Kamailio line) goes to
 //!   the DN its User-Agent names (scacheck's phones say `scacheck (DN)`),
-//!   else to those DNs in topology order, first to register first.
+//!   else to those DNs in topology order, first to register first. A
+//!   capture whose REGISTERs find no line phone (a field capture, whose
+//!   phones registered before it began) is read by its SCA signalling
+//!   instead ([`crate::discover`]): who subscribes to the line, who calls
+//!   it or is called from it.
 //! - **Where a stage begins.** At the message its first step sends (an
 //!   INVITE for `call`, the 2xx for `answer`, a line-seize SUBSCRIBE for
 //!   `seize`...). A stage without steps begins as the live run ends the
@@ -32,6 +36,7 @@ use crate::case::{Action, Step};
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::derive::wire::WireDeriver;
 use crate::diff::{compare_stage, Bindings};
+use crate::discover::contact_addr;
 use crate::line::Identities;
 use crate::observation::{Observability, Observation};
 use crate::outcome::CaseResult;
@@ -112,11 +117,33 @@ pub fn endpoints(
     map
 }
 
-/// `sip:user@127.0.0.1:5070;transport=tcp` -> 127.0.0.1:5070.
-fn contact_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.split_once(':')?.1;
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    host.split(';').next()?.parse().ok()
+/// The line a capture shows and who each of its endpoints is: by the
+/// REGISTERs of the target's SIP users ([`line_of`], [`endpoints`]) when
+/// they find a line phone, else by the SCA signalling itself
+/// ([`crate::discover`]), where a target's line (of `lines`) that names
+/// every party found as the capture does gives its identities (and its
+/// number). Neither: the REGISTERs' (empty) answer.
+pub fn phones(
+    messages: &[Packet],
+    lines: &[Identities],
+    topology: &Topology,
+) -> (Identities, BTreeMap<SocketAddr, String>) {
+    let line = line_of(messages, lines, topology);
+    let who = endpoints(messages, topology, &line.users);
+    if who.values().any(|dn| topology.line_of(dn).is_some()) {
+        return (line, who);
+    }
+    match crate::discover::discover(messages, topology) {
+        Some(found) => {
+            let line = lines
+                .iter()
+                .find(|l| found.fits(l, topology))
+                .cloned()
+                .unwrap_or(found.identities);
+            (line, found.who)
+        }
+        None => (line, who),
+    }
 }
 
 /// The records a live run's user agents would have made of these messages.
@@ -291,16 +318,20 @@ fn settled_starts(
 }
 
 /// The phones a capture showed, for people: `60970 at 127.0.0.1:25081,
-/// 60972 at 127.0.0.1:25085`, or `none`.
+/// 60972 at 127.0.0.1:25085`, or `none` and why.
 pub fn phones_in_words(who: &BTreeMap<SocketAddr, String>) -> String {
     if who.is_empty() {
-        return "none".into();
+        return format!("none: {NO_PHONES}");
     }
     who.iter()
         .map(|(addr, dn)| format!("{dn} at {addr}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Why a capture shows no phones, in words.
+pub const NO_PHONES: &str = "no REGISTER names one of the target's SIP users, \
+and no call-info or line-seize SUBSCRIBE shows a shared line's phones";
 
 /// Why a capture could not be given a case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -595,7 +626,8 @@ impl Capture {
     }
 
     /// A capture judged as a run: the phones found by the identities of the
-    /// target's line the capture registers (of `lines`), the flow detected among `suite` by its structure (give a
+    /// target's line the capture registers (of `lines`), else by its SCA
+    /// signalling ([`phones`]), the flow detected among `suite` by its structure (give a
     /// suite of one case to name it), events derived from the phones' SIP
     /// and compared with the target's declared deviations. `name` is the
     /// file, for the report's sources.
@@ -607,8 +639,7 @@ impl Capture {
         deviations: &[Deviation],
         topology: &Topology,
     ) -> Result<(&'a Prepared, CaseResult), Detection> {
-        let line = line_of(&self.packets, lines, topology);
-        let who = endpoints(&self.packets, topology, &line.users);
+        let (line, who) = phones(&self.packets, lines, topology);
         let recs = records(&self.packets, &who);
         let (p, starts) = detect(suite, &recs, &who, topology, &line)?;
         let mut result = check(p, recs, topology, &line, &starts, deviations);
@@ -755,7 +786,7 @@ mod tests {
     #[test]
     fn phones_are_listed_in_words() {
         let mut who = BTreeMap::new();
-        assert_eq!(super::phones_in_words(&who), "none");
+        assert!(super::phones_in_words(&who).starts_with("none: no REGISTER"));
         who.insert("127.0.0.1:25081".parse().unwrap(), "60970".to_string());
         who.insert("127.0.0.1:25085".parse().unwrap(), "60972".to_string());
         assert_eq!(

@@ -24,6 +24,7 @@ pub mod credentials;
 pub mod derive;
 pub mod deviation;
 pub mod diff;
+pub mod discover;
 pub mod golden;
 pub mod hep;
 pub mod input;
