@@ -731,6 +731,48 @@ fn each_kamailio_capture_is_detected_as_its_own_case() {
     }
 }
 
+/// A capture of phones scacheck did not make (no REGISTER, no User-Agent:
+/// fixtures/captures/foreign/) is detected without a profile, its phones
+/// found by their SCA signalling; a capture with no phones at all says why.
+#[test]
+fn pcap_check_finds_foreign_phones_without_a_profile() {
+    let report = tempfile::tempdir().unwrap();
+    for id in ["hold-retrieve", "outbound-call"] {
+        let path = root().join(format!("fixtures/captures/foreign/{id}.pcap"));
+        let out = scacheck(&[
+            "pcap",
+            "check",
+            path.to_str().unwrap(),
+            "--report-dir",
+            report.path().to_str().unwrap(),
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains(&format!("detected case: {id}\n")),
+            "{id}: {stdout}{}",
+            text(&out.stderr)
+        );
+        // Without the profile's deviations Kamailio fails, in DNs.
+        assert_eq!(out.status.code(), Some(1), "{id}: {stdout}");
+        assert!(!stdout.contains("60970-"), "{id}: {stdout}");
+    }
+    // A pcap header and nothing else.
+    let empty = report.path().join("empty.pcap");
+    let mut header = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    header.extend([2u8, 0, 4, 0]);
+    header.extend([0u8; 8]);
+    header.extend(65535u32.to_le_bytes());
+    header.extend(1u32.to_le_bytes());
+    std::fs::write(&empty, header).unwrap();
+    let out = scacheck(&["pcap", "check", empty.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("phones found: none: no REGISTER names one of the target's SIP users, and no call-info or line-seize SUBSCRIBE"),
+        "{stderr}"
+    );
+}
+
 /// Installed, the binary has no checkout beside it: the suite travels
 /// with it, and `run` and `pcap check` work from any directory.
 #[test]

@@ -78,3 +78,57 @@ pub fn judge_capture(
         .unwrap_or_else(|e| panic!("{}: {e}", p.case.id));
     result
 }
+
+/// A capture as a foreign phone's would be (`fixtures/captures/foreign/`):
+/// no REGISTER, no response to one, no `User-Agent` header, so that
+/// nothing but the SCA signalling says who the phones are. Only header
+/// lines go; the bodies, and so Content-Length, are untouched.
+#[allow(dead_code)]
+pub fn foreign(packets: &[Packet]) -> Vec<Packet> {
+    packets
+        .iter()
+        .filter(|p| !about_register(&p.raw))
+        .map(|p| Packet {
+            raw: without_user_agent(&p.raw),
+            ..p.clone()
+        })
+        .collect()
+}
+
+/// The header section's lines (the start line first), and where the body
+/// begins.
+fn head(raw: &[u8]) -> (Vec<&[u8]>, usize) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 2);
+    (raw[..end].split(|b| *b == b'\n').collect(), end)
+}
+
+/// A REGISTER, or a response to one (its CSeq's method).
+fn about_register(raw: &[u8]) -> bool {
+    let (lines, _) = head(raw);
+    lines.iter().any(|l| {
+        let l = String::from_utf8_lossy(l);
+        l.starts_with("REGISTER ")
+            || l.split_once(':').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("CSeq")
+                    && value.split_whitespace().nth(1) == Some("REGISTER")
+            })
+    })
+}
+
+fn without_user_agent(raw: &[u8]) -> Vec<u8> {
+    let (lines, end) = head(raw);
+    let mut out = Vec::with_capacity(raw.len());
+    for line in lines.iter().filter(|l| !l.is_empty()) {
+        let name = line.split(|b| *b == b':').next().unwrap_or_default();
+        if line.contains(&b':') && name.trim_ascii().eq_ignore_ascii_case(b"User-Agent") {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(&raw[end..]);
+    out
+}

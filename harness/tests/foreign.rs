@@ -1,0 +1,124 @@
+//! Captures scacheck did not make: phones that registered before the
+//! capture began and do not say who they are. Every recorded Kamailio
+//! capture made so ([`common::foreign`]: no REGISTER, no User-Agent) is
+//! still its own case, found by its SCA signalling alone; with the
+//! Kamailio profile it gets the verdict of the capture as recorded.
+
+mod common;
+
+use std::path::Path;
+
+use scacheck::check::Capture;
+use scacheck::line::Identities;
+use scacheck::outcome::CaseResult;
+use scacheck::pcap::{write_packets, Packet, Reader};
+use scacheck::suite::Prepared;
+use scacheck::topology::Topology;
+
+/// The captures `fixtures/captures/foreign/` keeps, made by
+/// [`common::foreign`] of Kamailio's.
+const KEPT: [&str; 2] = ["hold-retrieve", "outbound-call"];
+
+/// A capture judged against the whole suite (the flow detected).
+fn detected<'a>(
+    suite: &'a [Prepared],
+    packets: Vec<Packet>,
+    lines: &[Identities],
+    deviations: &[scacheck::deviation::Deviation],
+    topology: &Topology,
+) -> (&'a Prepared, CaseResult) {
+    let capture = Capture {
+        packets,
+        skipped: Default::default(),
+        broken: None,
+    };
+    capture
+        .judge(Path::new("foreign"), suite, lines, deviations, topology)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn foreign_phones_are_found_by_their_sca_signalling() {
+    let (suite, topology) = common::suite();
+    let (profile, captures) = common::kamailio_captures(&suite, &topology);
+    assert!(captures.len() >= 14);
+    let embedded = [Identities::own(&topology)];
+    for (p, packets) in &captures {
+        let id = &p.case.id;
+        let recorded = common::judge_capture(p, packets, &topology, &profile);
+        let foreign = common::foreign(packets);
+        assert!(foreign.len() < packets.len(), "{id}: no REGISTER dropped");
+        assert!(foreign
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.raw).contains("User-Agent")));
+        // With the profile: its line, and the recorded verdict.
+        let (q, with) = detected(
+            &suite,
+            foreign.clone(),
+            &profile.lines,
+            &profile.deviations,
+            &topology,
+        );
+        assert_eq!(&q.case.id, id);
+        assert_eq!(
+            with.verdict,
+            recorded.verdict,
+            "{id}: {:?}",
+            with.headline()
+        );
+        assert_eq!(with.line, recorded.line, "{id}");
+        let passed = |r: &CaseResult| -> Vec<(String, bool)> {
+            r.stages
+                .iter()
+                .map(|s| (s.stage.clone(), s.passed()))
+                .collect()
+        };
+        assert_eq!(passed(&with), passed(&recorded), "{id}");
+        // Without one: the same case, its events in DNs.
+        let (q, without) = detected(&suite, foreign, &embedded, &[], &topology);
+        assert_eq!(&q.case.id, id);
+        assert_eq!(without.line, None);
+        assert!(!without.events.is_empty(), "{id}");
+        for (_, o) in &without.events {
+            let said = format!("{:?}", o.event);
+            assert!(
+                !said.contains("60970-") && !said.contains("60972-"),
+                "{id}: a SIP user, not a DN: {said}"
+            );
+        }
+        let channels: std::collections::BTreeSet<String> = without
+            .events
+            .iter()
+            .map(|(_, o)| format!("{:?}", o.channel))
+            .collect();
+        for dn in &p.case.parties {
+            assert!(
+                channels.iter().any(|c| c.contains(&format!("\"{dn}\""))),
+                "{id}: nothing on {dn}: {channels:?}"
+            );
+        }
+    }
+}
+
+/// The kept files are what [`common::foreign`] makes of Kamailio's now.
+/// `SCACHECK_WRITE_FOREIGN=1 cargo test --test foreign` writes them again.
+#[test]
+fn the_kept_foreign_captures_are_made_of_kamailios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for id in KEPT {
+        let from = root.join(format!("fixtures/captures/kamailio/{id}.pcap"));
+        let mut reader = Reader::open(&from).unwrap();
+        let packets: Vec<Packet> = std::iter::from_fn(|| reader.next_packet().unwrap()).collect();
+        let mut made = Vec::new();
+        write_packets(&mut made, &common::foreign(&packets)).unwrap();
+        let kept = root.join(format!("fixtures/captures/foreign/{id}.pcap"));
+        if std::env::var_os("SCACHECK_WRITE_FOREIGN").is_some() {
+            std::fs::write(&kept, &made).unwrap();
+        }
+        let on_disk = std::fs::read(&kept).unwrap_or_else(|e| panic!("{kept:?}: {e}"));
+        assert!(
+            on_disk == made,
+            "{id}: stale; SCACHECK_WRITE_FOREIGN=1 remakes it"
+        );
+    }
+}
