@@ -120,6 +120,37 @@ pub fn bless_all(
     Ok(said)
 }
 
+/// Why `scacheck golden accept/reject` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    #[error("CI is set: golden files are not changed in CI")]
+    Ci,
+    #[error(transparent)]
+    Suite(#[from] crate::suite::SuiteError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `scacheck golden`: with no `settle`, every pending file as a diff (one
+/// string); else accept (true) or reject the pending files of one case, or
+/// of all. Returns the lines to print.
+pub fn command(
+    dirs: &crate::suite::Dirs,
+    topology: &crate::topology::Topology,
+    settle_what: Option<(Option<String>, bool)>,
+) -> Result<Vec<String>, GoldenError> {
+    let Some((id, accept)) = settle_what else {
+        return Ok(vec![review_all(&dirs.golden)
+            .trim_end_matches('\n')
+            .to_string()]);
+    };
+    if in_ci() {
+        return Err(GoldenError::Ci);
+    }
+    let case = id.map(|id| dirs.case(&id, topology, true)).transpose()?;
+    Ok(settle(&selected(&dirs.golden, case.as_ref()), accept)?)
+}
+
 /// Every pending golden file under `golden_root`, sorted.
 pub fn pending(golden_root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

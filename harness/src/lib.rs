@@ -36,6 +36,7 @@ pub mod observe;
 pub mod outcome;
 pub mod pcap;
 pub mod reference;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod sip;

@@ -120,14 +120,18 @@ enum PcapCommand {
     /// Check a pcap or pcapng file: find the phones, derive the events,
     /// split them into the case's stages and report exactly like a run.
     Check(PcapArgs),
+    /// Make a capture into a case (`--id ID`): each phone's actions as its
+    /// steps, goldens recorded from what the captured server did.
+    Case(PcapArgs),
 }
 
 #[derive(clap::Args)]
 struct PcapArgs {
     /// The capture (pcap or pcapng).
     file: PathBuf,
-    /// The case the capture shows (default: detected, and reported).
-    #[arg(long = "case", value_name = "ID")]
+    /// The case the capture shows (default: detected, and reported); for
+    /// `pcap case`, the new case's id.
+    #[arg(long = "case", alias = "id", value_name = "ID")]
     case_id: Option<String>,
     /// `embedded` (DNs are SIP users) or a target profile (its identities
     /// map DNs to SIP users; its deviations apply).
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
             true
         }),
         Command::Pcap(PcapCommand::Check(args)) => pcap_check(args),
+        Command::Pcap(PcapCommand::Case(args)) => pcap_case(args),
         Command::Log(LogCommand::Check(args)) => log_check(args),
         Command::Golden(args) => golden(args).map(|()| true),
         Command::Run(args) => run(args),
@@ -242,12 +247,22 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     if args.case_id.is_none() {
         println!("detected case: {}", p.case.id);
     }
-    finish(
-        &args.output,
-        &name,
-        &format!("capture {}", args.file.display()),
-        &result,
-    )
+    let described = format!("capture {}", args.file.display());
+    finish(&args.output, &name, &described, &result)
+}
+
+/// Makes a capture into a case of the suite's directories.
+fn pcap_case(args: PcapArgs) -> anyhow::Result<bool> {
+    let topology = Topology::reference();
+    let dirs = args.inputs.dirs()?;
+    let id = args.case_id.context("pcap case needs --id ID")?;
+    let (_, lines, _) = dirs.judged_as(&args.target, &topology)?;
+    let capture = scacheck::check::Capture::read(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let name = args.file.display().to_string();
+    let made = scacheck::replay::record_case(&capture, &name, &id, &dirs, &lines, &topology)?;
+    print!("{made}");
+    Ok(true)
 }
 
 /// Writes a checked case's report and prints its line; whether its verdict
@@ -270,36 +285,19 @@ fn log_check(args: LogArgs) -> anyhow::Result<bool> {
         scacheck::check::judge_log(&String::from_utf8_lossy(&bytes), file, &p, &topology)
             .with_context(|| format!("reading {}", file.display()))?;
     println!("log: {events} events; {skipped}");
-    finish(
-        &args.output,
-        "log",
-        &format!("log {}", file.display()),
-        &result,
-    )
+    let described = format!("log {}", file.display());
+    finish(&args.output, "log", &described, &result)
 }
 
 /// The pending-golden workflow.
 fn golden(args: GoldenArgs) -> anyhow::Result<()> {
-    use scacheck::bless;
-    let topology = Topology::reference();
-    let dirs = args.inputs.dirs()?;
-    let (id, accept) = match &args.action {
-        GoldenAction::Review => {
-            print!("{}", bless::review_all(&dirs.golden));
-            return Ok(());
-        }
-        GoldenAction::Accept { case } => (case, true),
-        GoldenAction::Reject { case } => (case, false),
+    let settle = match args.action {
+        GoldenAction::Review => None,
+        GoldenAction::Accept { case } => Some((case, true)),
+        GoldenAction::Reject { case } => Some((case, false)),
     };
-    anyhow::ensure!(
-        !bless::in_ci(),
-        "CI is set: golden files are not changed in CI"
-    );
-    let case = id
-        .as_ref()
-        .map(|id| dirs.case(id, &topology, true))
-        .transpose()?;
-    for line in bless::settle(&bless::selected(&dirs.golden, case.as_ref()), accept)? {
+    let dirs = args.inputs.dirs()?;
+    for line in scacheck::bless::command(&dirs, &Topology::reference(), settle)? {
         println!("{line}");
     }
     Ok(())

@@ -1,0 +1,284 @@
+//! What each phone of a capture did, in the case step vocabulary, pure:
+//! records in (a capture's, with the parties' DNs as agents), steps out,
+//! each with the record it was read from and the server message the phone
+//! had received just before (its cause). What the phones did that the
+//! vocabulary cannot say, or that cannot be read, is listed, never guessed.
+//!
+//! Not actions: the setup (REGISTER, each phone's first call-info
+//! SUBSCRIBE), retransmissions, a request sent again after a digest
+//! challenge, answers to NOTIFYs, a 487 after a CANCEL, a 482 to a phone's
+//! own forked INVITE, taking a call over by Replaces (answered at once, the
+//! replaced call ended), and scacheck's marked cleanup. A phone's last
+//! unsubscribe in a capture without that mark is an action: nothing tells
+//! it from a cleanup, and the server's answer to it is what it did.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::case::Action;
+use crate::line::Identities;
+use crate::sip::headers::{appearances, ApState, AppearanceIndex};
+use crate::sip::record::{Direction, Record};
+use crate::sip::Message;
+use crate::topology::Topology;
+
+/// One recovered action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub actor: String,
+    pub action: Action,
+    /// The index of the record that shows it.
+    pub at: usize,
+    /// The start line of what the actor received just before, if anything.
+    pub cause: Option<String>,
+}
+
+/// The actions of a capture, and what could not be recovered from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub actions: Vec<Recovered>,
+    pub unrecovered: Vec<String>,
+}
+
+/// Reads the actions of `records`: the phones' own requests and answers.
+pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Recovery {
+    let dn_of = line.dn_of_user(topology);
+    let mut out = Recovery::default();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    // (agent, Call-ID, method) of requests already read, with the CSeq of
+    // the latest: one sent again after its challenge is the same action.
+    let mut latest: HashMap<(String, String, String), u32> = HashMap::new();
+    let mut challenged: HashSet<(String, u32)> = HashSet::new();
+    let mut subscribed: HashSet<String> = HashSet::new();
+    let mut incoming: HashSet<(String, String)> = HashSet::new();
+    let mut cancelled: HashSet<(String, String)> = HashSet::new();
+    let mut answered: HashSet<(String, String)> = HashSet::new();
+    // Calls a phone takes over or gives up by itself: an INVITE with
+    // Replaces (RFC 3891) is answered at once and the call it names ended
+    // with a BYE, as scacheck's phones and real ones do.
+    let mut replacing: HashSet<(String, String)> = HashSet::new();
+    let mut replaced: HashSet<(String, String)> = HashSet::new();
+    // What each phone was last told of each appearance.
+    let mut told: HashMap<String, BTreeMap<u32, ApState>> = HashMap::new();
+    let mut cause: HashMap<String, String> = HashMap::new();
+    for (at, rec) in records.iter().enumerate() {
+        if !topology.knows(&rec.agent) || rec.problem.is_some() {
+            continue;
+        }
+        let Ok(msg) = Message::parse(rec.raw.clone()) else {
+            out.unrecovered
+                .push(format!("record #{at} of {}: not a SIP message", rec.agent));
+            continue;
+        };
+        let agent = rec.agent.clone();
+        let call_id = msg.call_id().to_string();
+        if rec.direction == Direction::Received {
+            if !seen.insert(rec.raw.clone()) {
+                continue;
+            }
+            if matches!(msg.status(), Some(401 | 407)) {
+                if let Some((n, _)) = msg.cseq() {
+                    challenged.insert((call_id.clone(), n));
+                }
+            }
+            match msg.method().as_deref() {
+                Some("INVITE") if msg.to_tag().is_none() => {
+                    incoming.insert((agent.clone(), call_id.clone()));
+                    if let Some(old) = msg.header("Replaces").and_then(|r| r.split(';').next()) {
+                        replacing.insert((agent.clone(), call_id.clone()));
+                        replaced.insert((agent.clone(), old.trim().to_string()));
+                    }
+                }
+                Some("CANCEL") => {
+                    cancelled.insert((agent.clone(), call_id.clone()));
+                }
+                Some("NOTIFY") => {
+                    if let Ok(aps) = appearances(msg.headers("Call-Info")) {
+                        let mine = told.entry(agent.clone()).or_default();
+                        for ap in aps {
+                            if let (AppearanceIndex::Index(i), Some(state)) = (ap.index, ap.state) {
+                                mine.insert(i, state);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            cause.insert(agent, msg.start_line().to_string());
+            continue;
+        }
+        // Sent by the phone: its own bytes again are a retransmission.
+        if !seen.insert([agent.as_bytes(), &rec.raw].concat()) {
+            continue;
+        }
+        if String::from_utf8_lossy(&rec.raw).contains(crate::ua::agent::TEARDOWN_HEADER) {
+            continue;
+        }
+        let found = if msg.is_request() {
+            let method = msg.method().unwrap_or_default();
+            let cseq = msg.cseq().map_or(0, |(n, _)| n);
+            let key = (agent.clone(), call_id.clone(), method.clone());
+            let again = latest
+                .insert(key, cseq)
+                .is_some_and(|before| challenged.contains(&(call_id.clone(), before)));
+            if again || (method == "BYE" && replaced.contains(&(agent.clone(), call_id.clone()))) {
+                continue;
+            }
+            let mut ctx = Context {
+                dn_of: &dn_of,
+                topology,
+                subscribed: &mut subscribed,
+                unrecovered: &mut out.unrecovered,
+            };
+            request_action(&msg, &agent, told.get(&agent), at, &mut ctx)
+        } else {
+            let key = (agent.clone(), call_id.clone());
+            match (msg.status(), msg.cseq()) {
+                (Some(code), Some((_, "INVITE")))
+                    if incoming.contains(&key) && code >= 200 && answered.insert(key.clone()) =>
+                {
+                    match code {
+                        200..=299 if replacing.contains(&key) => None,
+                        200..=299 => Some(Action::Answer),
+                        // The answer to a CANCEL, and a phone refusing its
+                        // own INVITE forked back to it, are not choices.
+                        487 if cancelled.contains(&key) => None,
+                        482 => None,
+                        300..=699 => Some(Action::Refuse { code }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        };
+        if let Some(action) = found {
+            out.actions.push(Recovered {
+                actor: agent.clone(),
+                action,
+                at,
+                cause: cause.get(&agent).cloned(),
+            });
+        }
+    }
+    out
+}
+
+/// What reading a phone's request needs beyond the request.
+struct Context<'a> {
+    dn_of: &'a BTreeMap<String, String>,
+    topology: &'a Topology,
+    /// The phones whose setup subscription has been read.
+    subscribed: &'a mut HashSet<String>,
+    unrecovered: &'a mut Vec<String>,
+}
+
+/// The action a request the phone sent shows, if it shows one.
+fn request_action(
+    msg: &Message,
+    agent: &str,
+    told: Option<&BTreeMap<u32, ApState>>,
+    at: usize,
+    ctx: &mut Context,
+) -> Option<Action> {
+    let Context {
+        dn_of,
+        topology,
+        subscribed,
+        unrecovered,
+    } = ctx;
+    let method = msg.method().unwrap_or_default();
+    let initial = msg.to_tag().is_none();
+    let index = || {
+        appearances(msg.headers("Call-Info")).ok().and_then(|aps| {
+            aps.into_iter().find_map(|a| match a.index {
+                AppearanceIndex::Index(i) => Some(i),
+                AppearanceIndex::All => None,
+            })
+        })
+    };
+    let expires = msg
+        .header("Expires")
+        .and_then(|e| e.trim().parse::<u32>().ok());
+    let package = msg
+        .header("Event")
+        .and_then(crate::sip::headers::EventHeader::parse)
+        .map(|e| e.package);
+    let not_said = |what: &str| format!("record #{at}: {agent} {what}: no step says it");
+    match (method.as_str(), initial) {
+        ("REGISTER", _) => None,
+        ("INVITE", true) => {
+            let to = msg.to().and_then(|t| t.user().map(str::to_string))?;
+            let to_dn = dn_of.get(&to).cloned().unwrap_or(to);
+            let own_line = topology.line_of(agent).is_some_and(|l| l.number == to_dn);
+            if !own_line {
+                return Some(Action::Call { to: to_dn });
+            }
+            // An INVITE to the phone's own line: a retrieve of a held
+            // appearance, a barge-in on an active one.
+            let Some(i) = index() else {
+                unrecovered.push(not_said("invites its own line without an appearance"));
+                return None;
+            };
+            // Told nothing of it: idle, and the INVITE a retrieve of an
+            // idle appearance (which a server refuses).
+            match told.and_then(|t| t.get(&i)) {
+                None | Some(ApState::Idle | ApState::Held | ApState::HeldPrivate) => {
+                    Some(Action::Retrieve { index: i })
+                }
+                Some(_) => Some(Action::Barge { index: i }),
+            }
+        }
+        ("INVITE", false) => {
+            let body = String::from_utf8_lossy(msg.body());
+            let holding = body.contains("a=sendonly")
+                || body.contains("a=inactive")
+                || body.contains("c=IN IP4 0.0.0.0");
+            if holding {
+                let private = msg
+                    .headers("Call-Info")
+                    .any(|v| v.to_ascii_lowercase().contains("held-private"));
+                Some(Action::Hold { private })
+            } else {
+                unrecovered.push(not_said("resumes its own held call"));
+                None
+            }
+        }
+        ("BYE", _) => Some(Action::Hangup),
+        ("CANCEL", _) => Some(Action::Cancel),
+        ("SUBSCRIBE", true) if package.as_deref() == Some("line-seize") => {
+            match (index(), expires) {
+                (Some(index), Some(e)) if e > 0 => Some(Action::Seize { index, expires: e }),
+                (Some(index), None) => Some(Action::Seize {
+                    index,
+                    expires: crate::case::DEFAULT_SEIZE_EXPIRES,
+                }),
+                _ => {
+                    unrecovered.push(not_said("seizes no numbered appearance"));
+                    None
+                }
+            }
+        }
+        ("SUBSCRIBE", true) if package.as_deref() == Some("call-info") => {
+            if subscribed.insert(agent.to_string()) {
+                None // the setup's subscription
+            } else {
+                unrecovered.push(not_said("subscribes to call-info again in a new dialog"));
+                None
+            }
+        }
+        ("SUBSCRIBE", false) if package.as_deref() == Some("call-info") => match expires {
+            Some(0) => Some(Action::Unsubscribe),
+            _ => Some(Action::Refresh),
+        },
+        ("SUBSCRIBE", false) if package.as_deref() == Some("line-seize") => {
+            if expires != Some(0) {
+                unrecovered.push(not_said("refreshes its seizure"));
+            }
+            None
+        }
+        ("ACK", _) | ("PRACK", _) => None,
+        (other, _) => {
+            unrecovered.push(not_said(&format!("sends {other}")));
+            None
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! A capture made into a case (`scacheck pcap case`): the phones and line
+//! found in it ([`crate::check::phones`]), what each phone did
+//! ([`actions`]), a case file with one stage per action, and goldens
+//! recorded from the capture itself: per stage, the SCA wire layer the
+//! captured server told each phone. The T-Library channels are written
+//! unasserted, with why: a server's own events include ones SIP cannot show,
+//! so goldens read from SIP would fail a server that publishes them (a
+//! false fail); `--bless` against such a server records them.
+//! The case then runs like any other, and `--bless` and `golden review`
+//! work on it as usual. Nothing existing is overwritten.
+
+pub mod actions;
+
+use std::path::{Path, PathBuf};
+
+use crate::case::{Action, Case};
+use crate::check::Capture;
+use crate::input::InputError;
+use crate::line::Identities;
+use crate::suite::Prepared;
+use crate::topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the capture shows no phones: {0}")]
+    NoPhones(String),
+    #[error("the capture shows no action of a phone that a case step can say{}", unrecovered(.0))]
+    NoAction(Vec<String>),
+    #[error("{0} exists already: a recorded case never overwrites")]
+    Exists(PathBuf),
+    #[error("case id {0:?}: use letters, digits and '-' only")]
+    BadId(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn unrecovered(what: &[String]) -> String {
+    if what.is_empty() {
+        String::new()
+    } else {
+        format!(" (not recovered: {})", what.join("; "))
+    }
+}
+
+/// What [`record_case`] wrote.
+#[derive(Debug)]
+pub struct Recorded {
+    pub case: PathBuf,
+    pub golden: Vec<PathBuf>,
+    /// The actions, in order, as the case says them.
+    pub steps: Vec<String>,
+    /// What the phones did that no step says.
+    pub unrecovered: Vec<String>,
+}
+
+impl std::fmt::Display for Recorded {
+    /// What `scacheck pcap case` prints: what it wrote, the steps, and
+    /// what it could not recover.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "case: {} ({} steps)",
+            self.case.display(),
+            self.steps.len()
+        )?;
+        for s in &self.steps {
+            writeln!(f, "  {s}")?;
+        }
+        writeln!(f, "goldens: {} stage directories", self.golden.len())?;
+        for n in &self.unrecovered {
+            writeln!(f, "not recovered: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The name a step's action has in a case file.
+fn action_name(a: &Action) -> &'static str {
+    match a {
+        Action::Call { .. } => "call",
+        Action::Answer => "answer",
+        Action::Refuse { .. } => "refuse",
+        Action::Hangup => "hangup",
+        Action::Cancel => "cancel",
+        Action::Seize { .. } => "seize",
+        Action::Hold { .. } => "hold",
+        Action::Retrieve { .. } => "retrieve",
+        Action::Barge { .. } => "barge",
+        Action::Refresh => "refresh",
+        Action::Unsubscribe => "unsubscribe",
+    }
+}
+
+/// A step as a case file writes it.
+fn step_toml(actor: &str, a: &Action) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let args = match a {
+        Action::Call { to } => format!(", to = {}", q(to)),
+        Action::Refuse { code } => format!(", code = {code}"),
+        Action::Seize { index, expires } => format!(", index = {index}, expires = {expires}"),
+        Action::Hold { private: true } => ", private = true".into(),
+        Action::Retrieve { index } | Action::Barge { index } => format!(", index = {index}"),
+        _ => String::new(),
+    };
+    format!(
+        "{{ actor = {}, action = {}{args} }}",
+        q(actor),
+        q(action_name(a))
+    )
+}
+
+/// What the case needs of a server for these actions.
+fn requires(actions: &[actions::Recovered]) -> Vec<&'static str> {
+    let mut out = vec!["call-info"];
+    for a in actions {
+        let need = match a.action {
+            Action::Seize { .. } => "line-seize",
+            Action::Hold { private: true } => "private-hold",
+            Action::Hold { private: false } => "hold",
+            Action::Retrieve { .. } => "retrieve",
+            Action::Barge { .. } => "barge-in",
+            _ => continue,
+        };
+        if !out.contains(&need) {
+            out.push(need);
+        }
+    }
+    out
+}
+
+/// Writes `cases_dir/ID.toml` and its goldens under `golden_root` from
+/// `capture` (named `source` in what is written), its phones found by the
+/// target's `lines` or by its own signalling.
+pub fn record_case(
+    capture: &Capture,
+    source: &str,
+    id: &str,
+    dirs: &crate::suite::Dirs,
+    lines: &[Identities],
+    topology: &Topology,
+) -> Result<Recorded, ReplayError> {
+    let (cases_dir, golden_root) = (dirs.cases.as_path(), dirs.golden.as_path());
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(ReplayError::BadId(id.to_string()));
+    }
+    let (line, who) = crate::check::phones(&capture.packets, lines, topology);
+    if who.is_empty() {
+        return Err(ReplayError::NoPhones(crate::check::phones_in_words(&who)));
+    }
+    let records = crate::check::records(&capture.packets, &who);
+    let recovery = actions::recover(&records, topology, &line);
+    if recovery.actions.is_empty() {
+        return Err(ReplayError::NoAction(recovery.unrecovered));
+    }
+    let parties: Vec<String> = topology
+        .dns()
+        .into_iter()
+        .filter(|dn| who.values().any(|w| w == dn))
+        .map(str::to_string)
+        .collect();
+    let case_path = cases_dir.join(format!("{id}.toml"));
+    if case_path.exists() {
+        return Err(ReplayError::Exists(case_path));
+    }
+    let golden_of = |n: usize, a: &Action| format!("{id}-{n}-{}", action_name(a));
+    for (n, a) in recovery.actions.iter().enumerate() {
+        let dir = golden_root.join(golden_of(n + 1, &a.action));
+        if dir.exists() {
+            return Err(ReplayError::Exists(dir));
+        }
+    }
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let list = |v: &[&str]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
+    let mut text = format!(
+        "# Recorded from {source} by `scacheck pcap case`: one stage per action a\n\
+         # phone took in the capture, its goldens what the captured server did.\n\
+         title = {}\nparties = [{}]\nrequires = [{}]\n",
+        q(&format!("Recorded from {source}")),
+        list(&parties.iter().map(String::as_str).collect::<Vec<_>>()),
+        list(&requires(&recovery.actions)),
+    );
+    for n in &recovery.unrecovered {
+        text.push_str(&format!("# not recovered: {n}\n"));
+    }
+    let mut steps = Vec::new();
+    for (n, a) in recovery.actions.iter().enumerate() {
+        let step = step_toml(&a.actor, &a.action);
+        let after = a
+            .cause
+            .as_deref()
+            .map(|c| format!(", after {c}"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\n[[stage]]\nname = {}\ncovers = {}\ngolden = {}\nsteps = [\n    {step},\n]\n",
+            q(&format!("{}-{}", n + 1, action_name(&a.action))),
+            q(&format!("{source}, record #{}{after}", a.at)),
+            q(&golden_of(n + 1, &a.action)),
+        ));
+        steps.push(step);
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReplayError::Io { path, source }
+    };
+    std::fs::create_dir_all(cases_dir).map_err(io(cases_dir))?;
+    std::fs::write(&case_path, &text).map_err(io(&case_path))?;
+    let written = write_goldens(
+        &case_path,
+        golden_root,
+        &records,
+        &line,
+        topology,
+        &recovery,
+    );
+    if written.is_err() {
+        // Nothing half-written stays behind.
+        let _ = std::fs::remove_file(&case_path);
+    }
+    Ok(Recorded {
+        case: case_path,
+        golden: written?,
+        steps,
+        unrecovered: recovery.unrecovered,
+    })
+}
+
+/// The goldens of the recorded case: each stage's events as the capture
+/// shows them (through the bless path, so they read back as any golden),
+/// a channel SIP cannot show unasserted.
+fn write_goldens(
+    case_path: &Path,
+    golden_root: &Path,
+    records: &[crate::sip::record::Record],
+    line: &Identities,
+    topology: &Topology,
+    recovery: &actions::Recovery,
+) -> Result<Vec<PathBuf>, ReplayError> {
+    let case = Case::load(case_path, topology)?;
+    let p = Prepared::new_recording(case, golden_root, topology)?;
+    let starts: Vec<usize> = recovery.actions.iter().map(|a| a.at).collect();
+    let result = crate::check::check(&p, records.to_vec(), topology, line, &starts, &[]);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReplayError::Io { path, source }
+    };
+    crate::bless::bless(&p, &result, golden_root).map_err(io(golden_root))?;
+    let pending = crate::bless::selected(golden_root, Some(&p));
+    crate::bless::settle(&pending, true).map_err(io(golden_root))?;
+    let mut dirs = Vec::new();
+    for (stage, golden) in p.case.stages.iter().zip(&p.golden) {
+        let dir = golden_root.join(&stage.golden);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        for (channel, _) in &golden.channels {
+            // The wire layer is what the capture shows in full. A server's
+            // T-Library channels also carry events SIP cannot show (a
+            // seizure's EventPrivateInfo, a conference's EventPartyAdded,
+            // call monitoring), and SIP's reading of flows the reference
+            // does not cover is not the server's: asserted from SIP, they
+            // would fail a server that publishes its own events.
+            let why = match channel {
+                crate::model::Channel::Wire(_) if result.source.sees_channel(channel) => continue,
+                crate::model::Channel::Wire(_) => format!(
+                    "recorded from a capture: {} does not show {channel}",
+                    result.source.source_of(channel)
+                ),
+                _ => format!(
+                    "recorded from a capture: its SIP does not show every T-Library event of \
+                     {channel}; to assert it, delete this file and run the case with --bless \
+                     against a server that publishes its events"
+                ),
+            };
+            {
+                let file = crate::golden::channel_file(&dir, channel);
+                let marker = serde_json::json!({ crate::golden::UNASSERTED_KEY: why });
+                std::fs::write(&file, format!("{marker}\n")).map_err(io(&file))?;
+            }
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}

@@ -1,0 +1,174 @@
+//! A capture made into a case (`scacheck pcap case`, issue 15): the steps
+//! recovered from scacheck's own capture of every case are that case's
+//! steps; the recorded case passes against the server it was recorded
+//! from, and fails where a seeded fault changes what the phones are told.
+
+mod common;
+use common::suite;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use scacheck::run::{run_all, RunOptions};
+
+fn scacheck(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scacheck"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("scacheck runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn the_steps_recovered_from_each_cases_capture_are_its_steps() {
+    let (prepared, topology) = suite();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let live = rt.block_on(run_all(&prepared, &topology, RunOptions::default()));
+    let mut errors = Vec::new();
+    for (p, run) in prepared.iter().zip(&live) {
+        let capture = scacheck::check::Capture {
+            packets: scacheck::pcap::packets_from_records(&run.records),
+            skipped: Default::default(),
+            broken: None,
+        };
+        let (line, who) = scacheck::check::phones(&capture.packets, &[], &topology);
+        let records = scacheck::check::records(&capture.packets, &who);
+        let got: Vec<(String, scacheck::case::Action)> =
+            scacheck::replay::actions::recover(&records, &topology, &line)
+                .actions
+                .into_iter()
+                .map(|a| (a.actor, a.action))
+                .collect();
+        let want: Vec<(String, scacheck::case::Action)> = p
+            .case
+            .stages
+            .iter()
+            .flat_map(|s| &s.steps)
+            .map(|s| (s.actor.clone(), s.action.clone()))
+            .collect();
+        if got != want {
+            errors.push(format!(
+                "{}:\n  recovered {got:?}\n  case      {want:?}",
+                p.case.id
+            ));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// A copy of the repository's suite to record into.
+fn tree() -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = |from: &Path, to: &Path| {
+        let out = Command::new("cp")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    copy(&root.join("cases"), &dir.path().join("cases"));
+    copy(&root.join("fixtures/golden"), &dir.path().join("golden"));
+    let cases = dir.path().join("cases").display().to_string();
+    let golden = dir.path().join("golden").display().to_string();
+    (dir, cases, golden)
+}
+
+#[test]
+fn a_recorded_case_passes_where_it_was_recorded_and_fails_with_a_fault_it_exercises() {
+    let (dir, cases, golden) = tree();
+    let dirs = [
+        "--cases-dir",
+        cases.as_str(),
+        "--golden-dir",
+        golden.as_str(),
+    ];
+    let report = dir.path().join("first").display().to_string();
+    let mut first = vec!["run", "--cases", "hold-retrieve", "--report-dir", &report];
+    first.extend(dirs);
+    assert_eq!(scacheck(&first).status.code(), Some(0));
+    let pcap = format!("{report}/hold-retrieve.pcap");
+    let mut make = vec!["pcap", "case", &pcap, "--id", "recorded-hold"];
+    make.extend(dirs);
+    let out = scacheck(&make);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("4 steps"), "{}", text(&out));
+    let case = std::fs::read_to_string(format!("{cases}/recorded-hold.toml")).unwrap();
+    assert!(case.contains("action = \"retrieve\", index = 1"), "{case}");
+    // The T-Library channels are left to a server's own events, with why.
+    let dn = std::fs::read_to_string(format!("{golden}/recorded-hold-1-call/60970.jsonl")).unwrap();
+    assert!(dn.contains("unasserted"), "{dn}");
+    let wire = std::fs::read_to_string(format!("{golden}/recorded-hold-3-hold/sca.60970_2.jsonl"))
+        .unwrap();
+    assert!(wire.contains("\"AppearanceState\": \"held\""), "{wire}");
+
+    let run = |fault: Option<&str>| {
+        let report = dir.path().join("again").display().to_string();
+        let mut args = vec!["run", "--cases", "recorded-hold", "--report-dir", &report];
+        args.extend(dirs);
+        if let Some(f) = fault {
+            args.extend(["--fault", f]);
+        }
+        scacheck(&args)
+    };
+    let passed = run(None);
+    assert_eq!(passed.status.code(), Some(0), "{}", text(&passed));
+    let caught = run(Some("hold-not-notified"));
+    assert_eq!(caught.status.code(), Some(1), "{}", text(&caught));
+    assert!(text(&caught).contains("FAIL"), "{}", text(&caught));
+
+    // Nothing is overwritten.
+    let again = scacheck(&make);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("exists already"), "{}", text(&again));
+}
+
+#[test]
+fn captures_that_show_no_phone_action_are_refused_with_exit_2() {
+    let (dir, cases, golden) = tree();
+    let dirs = [
+        "--cases-dir",
+        cases.as_str(),
+        "--golden-dir",
+        golden.as_str(),
+    ];
+    let garbage = dir.path().join("garbage.pcap");
+    std::fs::write(&garbage, b"not a capture at all").unwrap();
+    // A capture of SIP with no SCA: one OPTIONS and its answer.
+    let plain = dir.path().join("plain.pcap");
+    let options = b"OPTIONS sip:sca.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\nFrom: <sip:a@sca.test>;tag=1\r\nTo: <sip:sca.test>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let packet = scacheck::pcap::Packet {
+        time: std::time::SystemTime::UNIX_EPOCH,
+        transport: scacheck::sip::Transport::Udp,
+        src: "127.0.0.1:5070".parse().unwrap(),
+        dst: "127.0.0.1:5060".parse().unwrap(),
+        raw: options.to_vec(),
+    };
+    scacheck::pcap::write_packets(std::fs::File::create(&plain).unwrap(), &[packet]).unwrap();
+    for (file, want) in [(&garbage, "reading"), (&plain, "no phones")] {
+        let f = file.display().to_string();
+        let mut args = vec!["pcap", "case", &f, "--id", "x"];
+        args.extend(dirs);
+        let out = scacheck(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(want), "{}", text(&out));
+        assert!(!Path::new(&format!("{cases}/x.toml")).exists());
+    }
+    let out = scacheck(&[
+        "pcap",
+        "case",
+        "fixtures/captures/foreign/hold-retrieve.pcap",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--id"), "{}", text(&out));
+}
