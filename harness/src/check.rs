@@ -661,6 +661,68 @@ impl Capture {
     }
 }
 
+/// What `scacheck pcap check` found: what it says before the report (what
+/// the capture held, the case it detected), the name and description the
+/// report gives the check, and the judged case.
+#[derive(Debug)]
+pub struct Checked {
+    pub said: String,
+    pub name: String,
+    pub described: String,
+    pub result: CaseResult,
+}
+
+/// Why `scacheck pcap check` judged nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFileError {
+    #[error(transparent)]
+    Suite(#[from] crate::suite::SuiteError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: crate::pcap::PcapError,
+    },
+    #[error("{context}: {source}")]
+    Detect { context: String, source: Detection },
+}
+
+/// `scacheck pcap check`: reads `file`, judges it as case `case_id` (or
+/// the case its structure shows, never chosen by its verdict) of the suite
+/// in `dirs`, its phones and deviations those of `target`.
+pub fn check_file(
+    file: &std::path::Path,
+    case_id: Option<&str>,
+    dirs: &crate::suite::Dirs,
+    target: &str,
+    topology: &Topology,
+) -> Result<Checked, CheckFileError> {
+    let (name, lines, deviations) = dirs.judged_as(target, topology)?;
+    let capture = Capture::read(file).map_err(|source| CheckFileError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let mut said = capture.summary();
+    let suite = match case_id {
+        Some(id) => vec![dirs.case(id, topology, false)?],
+        None => dirs.load(topology, None, false)?,
+    };
+    let (p, result) = capture
+        .judge(file, &suite, &lines, &deviations, topology)
+        .map_err(|source| CheckFileError::Detect {
+            context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
+            source,
+        })?;
+    if case_id.is_none() {
+        said.push_str(&format!("detected case: {}\n", p.case.id));
+    }
+    Ok(Checked {
+        said,
+        name,
+        described: format!("capture {}", file.display()),
+        result,
+    })
+}
+
 /// A server log judged against a case: its T-Library channels (a log
 /// holds no SIP wire layer), every stage in order ([`check_events`]), what
 /// the reader passed over noted. Also returns how many events it read and

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use scacheck::observe::hep::HepListener;
 use scacheck::outcome::CaseResult;
 use scacheck::reference::Fault;
+use scacheck::replay::ReplayTree;
 use scacheck::report;
 use scacheck::run::{run_all_reporting, Events, RunOptions, Target};
 use scacheck::sip::Transport;
@@ -123,6 +124,13 @@ enum PcapCommand {
     /// Make a capture into a case (`--id ID`): each phone's actions as its
     /// steps, goldens recorded from what the captured server did.
     Case(PcapArgs),
+    /// Re-drive a target with a capture: its flow made into a case, judged
+    /// against what the captured server did and its reference case's goldens.
+    Replay {
+        file: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -163,7 +171,7 @@ struct RunArgs {
     /// Override the profile's server address (IP:port).
     #[arg(long, value_name = "IP:PORT")]
     address: Option<std::net::SocketAddr>,
-    /// Only cases whose id matches: a substring, or a pattern with '*'.
+    /// Only cases whose id matches: a substring or a pattern with '*' (several: a,b).
     #[arg(long, value_name = "PATTERN")]
     cases: Option<String>,
     #[command(flatten)]
@@ -211,6 +219,7 @@ fn main() -> ExitCode {
         }),
         Command::Pcap(PcapCommand::Check(args)) => pcap_check(args),
         Command::Pcap(PcapCommand::Case(args)) => pcap_case(args),
+        Command::Pcap(PcapCommand::Replay { file, run }) => pcap_replay(&file, run),
         Command::Log(LogCommand::Check(args)) => log_check(args),
         Command::Golden(args) => golden(args).map(|()| true),
         Command::Run(args) => run(args),
@@ -226,29 +235,11 @@ fn main() -> ExitCode {
 
 /// Checks a capture; returns whether its verdict is an expected one.
 fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
-    let topology = Topology::reference();
     let dirs = args.inputs.dirs()?;
-    let (name, lines, deviations) = dirs.judged_as(&args.target, &topology)?;
-    let capture = scacheck::check::Capture::read(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    print!("{}", capture.summary());
-    let suite = match &args.case_id {
-        Some(id) => vec![dirs.case(id, &topology, false)?],
-        None => dirs.load(&topology, None, false)?,
-    };
-    // The flow: the given case, or the one the capture's structure shows
-    // (never chosen by its verdict).
-    let (p, result) = capture
-        .judge(&args.file, &suite, &lines, &deviations, &topology)
-        .with_context(|| match &args.case_id {
-            Some(c) => format!("case {c}"),
-            None => "detecting the flow".to_string(),
-        })?;
-    if args.case_id.is_none() {
-        println!("detected case: {}", p.case.id);
-    }
-    let described = format!("capture {}", args.file.display());
-    finish(&args.output, &name, &described, &result)
+    let (file, case) = (&args.file, args.case_id.as_deref());
+    let c = scacheck::check::check_file(file, case, &dirs, &args.target, &Topology::reference())?;
+    print!("{}", c.said);
+    finish(&args.output, &c.name, &c.described, &c.result)
 }
 
 /// Makes a capture into a case of the suite's directories.
@@ -263,6 +254,17 @@ fn pcap_case(args: PcapArgs) -> anyhow::Result<bool> {
     let made = scacheck::replay::record_case(&capture, &name, &id, &dirs, &lines, &topology)?;
     print!("{made}");
     Ok(true)
+}
+
+/// Runs a capture's flow, made into a case, and its reference case.
+fn pcap_replay(file: &std::path::Path, mut args: RunArgs) -> anyhow::Result<bool> {
+    let dirs = args.inputs.dirs()?;
+    let tree = ReplayTree::make(file, &dirs, &args.target, &Topology::reference())?;
+    print!("{tree}");
+    args.inputs.cases_dir = Some(tree.dirs.cases.clone());
+    args.inputs.golden_dir = Some(tree.dirs.golden.clone());
+    args.cases = Some(tree.cases());
+    run(args)
 }
 
 /// Writes a checked case's report and prints its line; whether its verdict

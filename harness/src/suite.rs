@@ -294,8 +294,13 @@ impl Prepared {
     }
 }
 
-/// Does a case id match the user's pattern?
+/// Does a case id match the user's pattern: a substring, a pattern with
+/// `*`, or several of these separated by commas (any one matching)?
 pub fn matches(pattern: &str, id: &str) -> bool {
+    pattern.split(',').any(|p| matches_one(p.trim(), id))
+}
+
+fn matches_one(pattern: &str, id: &str) -> bool {
     if !pattern.contains('*') {
         return id.contains(pattern);
     }
@@ -328,6 +333,9 @@ mod tests {
         assert!(matches("*-answered", "inbound-answered"));
         assert!(matches("in*ed", "inbound-answered"));
         assert!(!matches("out*", "inbound-answered"));
+        assert!(matches("barge-in,inbound-*", "inbound-answered"));
+        assert!(matches("barge-in, hold-retrieve", "hold-retrieve"));
+        assert!(!matches("barge-in,hold-retrieve", "inbound-answered"));
         assert!(!matches("inbound-*-x", "inbound-answered"));
         assert!(!matches("ab*ba", "aba"));
     }

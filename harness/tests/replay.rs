@@ -172,3 +172,63 @@ fn captures_that_show_no_phone_action_are_refused_with_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--id"), "{}", text(&out));
 }
+
+#[test]
+fn a_replay_judges_the_flow_against_the_captured_server_and_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    // Kamailio's flow on the embedded server: what the reference asks of
+    // it holds, what Kamailio did does not (the embedded server tells the
+    // phones an alerting state, Kamailio told them nothing).
+    let report = dir.path().join("kamailio").display().to_string();
+    let out = scacheck(&[
+        "pcap",
+        "replay",
+        "fixtures/captures/foreign/hold-retrieve.pcap",
+        "--report-dir",
+        &report,
+    ]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("reference case hold-retrieve"), "{said}");
+    let verdicts = |dir: &str| -> Vec<(String, String)> {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/summary.json")).unwrap())
+                .unwrap();
+        let mut v: Vec<(String, String)> = s["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().into(),
+                    c["verdict"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        verdicts(&report),
+        vec![
+            ("hold-retrieve".to_string(), "pass".to_string()),
+            ("replay-hold-retrieve".to_string(), "fail".to_string())
+        ]
+    );
+    assert!(said.contains("AppearanceState\": \"alerting\""), "{said}");
+    // The embedded server's own flow replayed on it: both hold.
+    let first = dir.path().join("first").display().to_string();
+    let out = scacheck(&["run", "--cases", "barge-in", "--report-dir", &first]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let again = dir.path().join("again").display().to_string();
+    let pcap = format!("{first}/barge-in.pcap");
+    let out = scacheck(&["pcap", "replay", &pcap, "--report-dir", &again]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        verdicts(&again),
+        vec![
+            ("barge-in".to_string(), "pass".to_string()),
+            ("replay-barge-in".to_string(), "pass".to_string())
+        ]
+    );
+}

@@ -32,6 +32,10 @@ pub enum ReplayError {
     BadId(String),
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error(transparent)]
+    Suite(#[from] crate::suite::SuiteError),
+    #[error("reading {path}: {why}")]
+    Read { path: PathBuf, why: String },
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
@@ -283,4 +287,138 @@ fn write_goldens(
         dirs.push(dir);
     }
     Ok(dirs)
+}
+
+/// A capture ready to re-drive a target with (`scacheck pcap replay`): a
+/// copy of the suite in a directory of its own, removed when this is
+/// dropped, holding the capture made into a case (judged against what the
+/// captured server did) beside the reference case the capture's flow is,
+/// if it is one (judged against the reference's goldens). A run of
+/// [`ReplayTree::cases`] on [`ReplayTree::dirs`] judges the flow both ways.
+#[derive(Debug)]
+pub struct ReplayTree {
+    pub dirs: crate::suite::Dirs,
+    root: PathBuf,
+    pub id: String,
+    pub recorded: Recorded,
+    /// The reference case the capture shows, or why it shows none.
+    pub reference: Result<String, String>,
+}
+
+impl Drop for ReplayTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl ReplayTree {
+    /// Reads `file`, copies the suite of `dirs` and records the capture
+    /// into the copy as case `replay-<file stem>`, its phones found with
+    /// `target`'s identities (`embedded` or a profile path).
+    pub fn make(
+        file: &Path,
+        dirs: &crate::suite::Dirs,
+        target: &str,
+        topology: &Topology,
+    ) -> Result<ReplayTree, ReplayError> {
+        let (_, lines, deviations) = dirs.judged_as(target, topology)?;
+        let capture = Capture::read(file).map_err(|e| ReplayError::Read {
+            path: file.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let root =
+            std::env::temp_dir().join(format!("scacheck-replay-{}-{stamp:x}", std::process::id()));
+        let copy = crate::suite::Dirs {
+            cases: root.join("cases"),
+            golden: root.join("golden"),
+        };
+        let copied = copy_tree(&dirs.cases, &copy.cases)
+            .and_then(|()| copy_tree(&dirs.golden, &copy.golden))
+            .map_err(|source| ReplayError::Io {
+                path: root.clone(),
+                source,
+            });
+        if let Err(e) = copied {
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(e);
+        }
+        let stem: String = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let id = format!("replay-{stem}");
+        let name = file.display().to_string();
+        let recorded = match record_case(&capture, &name, &id, &copy, &lines, topology) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        };
+        let reference = dirs
+            .load(topology, None, false)
+            .map_err(|e| e.to_string())
+            .and_then(|suite| {
+                capture
+                    .judge(file, &suite, &lines, &deviations, topology)
+                    .map(|(p, _)| p.case.id.clone())
+                    .map_err(|e| e.to_string())
+            });
+        Ok(ReplayTree {
+            dirs: copy,
+            root,
+            id,
+            recorded,
+            reference,
+        })
+    }
+
+    /// The `--cases` pattern of the run: the recorded case and the
+    /// reference case, if there is one.
+    pub fn cases(&self) -> String {
+        match &self.reference {
+            Ok(reference) => format!("{},{reference}", self.id),
+            Err(_) => self.id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReplayTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.recorded)?;
+        writeln!(
+            f,
+            "replay: case {} is judged against what the captured server did",
+            self.id
+        )?;
+        match &self.reference {
+            Ok(r) => writeln!(
+                f,
+                "replay: the capture's flow is reference case {r}, judged against its goldens"
+            ),
+            Err(why) => writeln!(f, "replay: no reference case to judge it against: {why}"),
+        }
+    }
+}
+
+/// Copies a directory tree (the suite: small text files).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
