@@ -39,13 +39,41 @@ pub enum Action {
     /// hold says `held-private` in Call-Info.
     Hold { private: bool },
     /// INVITE the actor's own line for a held appearance.
-    Retrieve { index: u32 },
+    Retrieve { index: Index },
     /// INVITE the actor's own line for an active appearance.
-    Barge { index: u32 },
+    Barge { index: Index },
     /// Refresh the call-info subscription.
     Refresh,
     /// End the call-info subscription (Expires 0).
     Unsubscribe,
+}
+
+/// Which appearance a retrieve or barge-in names: a number, or the one the
+/// line last told the phone is in a state (`index = "held"`), so that a
+/// case recorded from a capture follows whichever appearance the server
+/// picks instead of the number that server once picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    Number(u32),
+    Told(crate::model::ApState),
+}
+
+impl Index {
+    /// How a case file writes it.
+    pub fn to_toml(self) -> String {
+        match self {
+            Index::Number(n) => n.to_string(),
+            Index::Told(state) => format!("\"{}\"", state.as_str()),
+        }
+    }
+}
+
+/// A step's `index` as written: a number, or an appearance state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawIndex {
+    Number(u32),
+    Told(String),
 }
 
 impl Action {
@@ -137,7 +165,7 @@ struct RawStep {
     action: String,
     to: Option<String>,
     code: Option<u16>,
-    index: Option<u32>,
+    index: Option<RawIndex>,
     expires: Option<u32>,
     private: Option<bool>,
 }
@@ -256,10 +284,24 @@ impl Case {
                     )));
                 }
                 let needs = |arg: &str| step_err(format!("action {:?} needs {arg:?}", step.action));
-                let index = || {
-                    step.index
-                        .filter(|i| *i > 0)
-                        .ok_or_else(|| needs("index (1 or more)"))
+                let index = || match &step.index {
+                    Some(RawIndex::Number(i)) if *i > 0 => Ok(*i),
+                    _ => Err(needs("index (1 or more)")),
+                };
+                // A retrieve or barge-in may name the appearance by what
+                // the line told the phone of it.
+                let joined = || {
+                    match &step.index {
+                    Some(RawIndex::Told(state)) => crate::model::ApState::parse(state)
+                        .filter(|s| *s != crate::model::ApState::Idle)
+                        .map(Index::Told)
+                        .ok_or_else(|| {
+                            step_err(format!(
+                                "index {state:?} is neither a number nor an appearance state other than idle"
+                            ))
+                        }),
+                    _ => index().map(Index::Number),
+                }
                 };
                 let action = match step.action.as_str() {
                     "call" => {
@@ -286,8 +328,8 @@ impl Case {
                     "hold" => Action::Hold {
                         private: step.private.unwrap_or(false),
                     },
-                    "retrieve" => Action::Retrieve { index: index()? },
-                    "barge" => Action::Barge { index: index()? },
+                    "retrieve" => Action::Retrieve { index: joined()? },
+                    "barge" => Action::Barge { index: joined()? },
                     "refresh" => Action::Refresh,
                     _ => Action::Unsubscribe,
                 };
@@ -337,6 +379,33 @@ impl Case {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_join_names_its_appearance_by_number_or_by_what_the_line_told() {
+        let case = |index: &str| {
+            let text = format!(
+                "title = \"t\"\nparties = [\"60970\", \"60970_2\"]\n[[stage]]\nname = \"s\"\ncovers = \"c\"\ngolden = \"g\"\nsteps = [{{ actor = \"60970_2\", action = \"retrieve\", index = {index} }}]\n"
+            );
+            Case::parse(Path::new("c.toml"), &text, &Topology::reference())
+        };
+        let action = |c: Case| c.stages[0].steps[0].action.clone();
+        assert_eq!(
+            action(case("2").unwrap()),
+            Action::Retrieve {
+                index: Index::Number(2)
+            }
+        );
+        assert_eq!(
+            action(case("\"held-private\"").unwrap()),
+            Action::Retrieve {
+                index: Index::Told(crate::model::ApState::HeldPrivate)
+            }
+        );
+        for bad in ["\"idle\"", "\"parked\"", "0"] {
+            let e = case(bad).unwrap_err().to_string();
+            assert!(e.contains("c.toml:7"), "{bad}: {e}");
+        }
+    }
+
     use super::*;
 
     const GOOD: &str = r#"

@@ -9,6 +9,7 @@ use common::suite;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use scacheck::case::{Action, Index};
 use scacheck::run::{run_all, RunOptions};
 
 fn scacheck(args: &[&str]) -> Output {
@@ -54,7 +55,28 @@ fn the_steps_recovered_from_each_cases_capture_are_its_steps() {
             .flat_map(|s| &s.steps)
             .map(|s| (s.actor.clone(), s.action.clone()))
             .collect();
-        if got != want {
+        // A retrieve or barge-in recovered from a capture names the
+        // appearance by what the line told the phone; the case, by number.
+        let same = got.len() == want.len()
+            && got.iter().zip(&want).all(|((ga, g), (wa, w))| {
+                ga == wa
+                    && match (g, w) {
+                        (
+                            Action::Retrieve {
+                                index: Index::Told(_),
+                            },
+                            Action::Retrieve { .. },
+                        )
+                        | (
+                            Action::Barge {
+                                index: Index::Told(_),
+                            },
+                            Action::Barge { .. },
+                        ) => true,
+                        _ => g == w,
+                    }
+            });
+        if !same {
             errors.push(format!(
                 "{}:\n  recovered {got:?}\n  case      {want:?}",
                 p.case.id
@@ -104,7 +126,11 @@ fn a_recorded_case_passes_where_it_was_recorded_and_fails_with_a_fault_it_exerci
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("4 steps"), "{}", text(&out));
     let case = std::fs::read_to_string(format!("{cases}/recorded-hold.toml")).unwrap();
-    assert!(case.contains("action = \"retrieve\", index = 1"), "{case}");
+    // Bound to what the line told the phone: the held appearance.
+    assert!(
+        case.contains("action = \"retrieve\", index = \"held\""),
+        "{case}"
+    );
     // The T-Library channels are left to a server's own events, with why.
     let dn = std::fs::read_to_string(format!("{golden}/recorded-hold-1-call/60970.jsonl")).unwrap();
     assert!(dn.contains("unasserted"), "{dn}");

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::case::Action;
+use crate::case::{Action, Index};
 use crate::line::Identities;
 use crate::sip::headers::{appearances, ApState, AppearanceIndex};
 use crate::sip::record::{Direction, Record};
@@ -220,11 +220,18 @@ fn request_action(
             };
             // Told nothing of it: idle, and the INVITE a retrieve of an
             // idle appearance (which a server refuses).
-            match told.and_then(|t| t.get(&i)) {
-                None | Some(ApState::Idle | ApState::Held | ApState::HeldPrivate) => {
-                    Some(Action::Retrieve { index: i })
-                }
-                Some(_) => Some(Action::Barge { index: i }),
+            // Bound to what the line told the phone, not to the number:
+            // a server may put the call on another appearance.
+            match told.and_then(|t| t.get(&i)).copied() {
+                None | Some(ApState::Idle) => Some(Action::Retrieve {
+                    index: Index::Number(i),
+                }),
+                Some(state @ (ApState::Held | ApState::HeldPrivate)) => Some(Action::Retrieve {
+                    index: Index::Told(state),
+                }),
+                Some(state) => Some(Action::Barge {
+                    index: Index::Told(state),
+                }),
             }
         }
         ("INVITE", false) => {

@@ -108,7 +108,9 @@ fn step_toml(actor: &str, a: &Action) -> String {
         Action::Refuse { code } => format!(", code = {code}"),
         Action::Seize { index, expires } => format!(", index = {index}, expires = {expires}"),
         Action::Hold { private: true } => ", private = true".into(),
-        Action::Retrieve { index } | Action::Barge { index } => format!(", index = {index}"),
+        Action::Retrieve { index } | Action::Barge { index } => {
+            format!(", index = {}", index.to_toml())
+        }
         _ => String::new(),
     };
     format!(

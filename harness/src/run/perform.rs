@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::case::{Action, Step};
+use crate::case::{Action, Index, Step};
 use crate::topology::Topology;
 use crate::ua::{CallDirection, Phase, Seizure};
 
@@ -80,13 +80,35 @@ pub(super) async fn perform(
             Some(("an established call", phase(Phase::Confirmed))),
             Box::new(move |a| a.hold(private)),
         ),
-        Action::Retrieve { index } | Action::Barge { index } => (
-            None,
-            Box::new(move |a| {
-                a.join_appearance(&line, index);
-                Ok(())
-            }),
-        ),
+        Action::Retrieve { index } | Action::Barge { index } => match index {
+            Index::Number(index) => (
+                None,
+                Box::new(move |a| {
+                    a.join_appearance(&line, index);
+                    Ok(())
+                }),
+            ),
+            // The appearance the line told the phone is in that state,
+            // whichever number the server gave it.
+            Index::Told(state) => (
+                Some((
+                    "the line to tell it an appearance in the state the step names",
+                    Box::new(move |st| st.told.iter().any(|(_, s)| *s == state)),
+                )),
+                Box::new(move |a| {
+                    let told = a.status().told;
+                    let Some(&(index, _)) = told.iter().find(|(_, s)| *s == state) else {
+                        return Err(ScriptError {
+                            dn: a.config().dn.clone(),
+                            action: "join an appearance",
+                            why: format!("the line told it no appearance is {state}"),
+                        });
+                    };
+                    a.join_appearance(&line, index);
+                    Ok(())
+                }),
+            ),
+        },
         action @ (Action::Refresh | Action::Unsubscribe) => {
             let expires = if action == Action::Refresh { 3600 } else { 0 };
             (

@@ -127,6 +127,9 @@ pub struct Status {
     pub stray: Option<String>,
     /// Challenges answered by sending the request again with credentials.
     pub challenges: usize,
+    /// What the line's latest call-info NOTIFY told it: each numbered
+    /// appearance with its state.
+    pub told: Vec<(u32, ApState)>,
     /// A challenge the phone could not answer ("authentication failed for
     /// 60970 (user 60970-3): 401 after credentials"): every wait on the
     /// phone ends with it, so the case is inconclusive, not hung.
@@ -258,6 +261,14 @@ impl Agent {
     pub fn status(&self) -> Status {
         let mut s = self.status.clone();
         s.calls = self.calls.iter().map(|c| c.view.clone()).collect();
+        s.told = self
+            .told
+            .iter()
+            .filter_map(|a| match (a.index, a.state) {
+                (AppearanceIndex::Index(i), Some(state)) => Some((i, state)),
+                _ => None,
+            })
+            .collect();
         s
     }
 
