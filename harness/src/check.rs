@@ -669,7 +669,8 @@ pub struct Checked {
     pub said: String,
     pub name: String,
     pub described: String,
-    pub result: CaseResult,
+    /// One per flow: a capture of several lines holds a flow per line.
+    pub results: Vec<CaseResult>,
 }
 
 /// Why `scacheck pcap check` judged nothing.
@@ -706,21 +707,102 @@ pub fn check_file(
         Some(id) => vec![dirs.case(id, topology, false)?],
         None => dirs.load(topology, None, false)?,
     };
-    let (p, result) = capture
-        .judge(file, &suite, &lines, &deviations, topology)
-        .map_err(|source| CheckFileError::Detect {
-            context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
-            source,
-        })?;
-    if case_id.is_none() {
-        said.push_str(&format!("detected case: {}\n", p.case.id));
+    let flows = by_line(&capture.packets, &lines);
+    let detect = |source| CheckFileError::Detect {
+        context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
+        source,
+    };
+    let mut results = Vec::new();
+    if flows.len() <= 1 {
+        let (p, result) = capture
+            .judge(file, &suite, &lines, &deviations, topology)
+            .map_err(detect)?;
+        if case_id.is_none() {
+            said.push_str(&format!("detected case: {}\n", p.case.id));
+        }
+        results.push(result);
+    } else {
+        said.push_str(&format!("{} flows, one per line\n", flows.len()));
+        for (line, packets) in flows {
+            let one = Capture {
+                packets,
+                skipped: Default::default(),
+                broken: None,
+            };
+            let found = one.judge(
+                file,
+                &suite,
+                std::slice::from_ref(&line),
+                &deviations,
+                topology,
+            );
+            let named = line.describe(topology).unwrap_or_else(|| "the line".into());
+            match found {
+                Ok((p, mut result)) => {
+                    said.push_str(&format!("{named}: detected case {}\n", p.case.id));
+                    // Two flows of one case each keep their own files.
+                    result.id = format!("{}@{}", p.case.id, line_key(&line));
+                    results.push(result);
+                }
+                Err(e) => said.push_str(&format!("{named}: no case: {e}\n")),
+            }
+        }
+        if results.is_empty() {
+            return Err(detect(Detection::NoFlow {
+                phones: "none in any line's flow".into(),
+            }));
+        }
     }
     Ok(Checked {
         said,
         name,
         described: format!("capture {}", file.display()),
-        result,
+        results,
     })
+}
+
+/// A line's short name in a report key: `line-3`.
+fn line_key(line: &Identities) -> String {
+    line.number.map_or("line".into(), |n| format!("line-{n}"))
+}
+
+/// A capture's messages split by the line of the target's pool they are
+/// about (a user of the line in their From, To or Request-URI), in
+/// capture order; a message of no line goes nowhere. One line or none
+/// found: the capture is one flow (an empty result).
+pub fn by_line(messages: &[Packet], lines: &[Identities]) -> Vec<(Identities, Vec<Packet>)> {
+    if lines.len() < 2 {
+        return Vec::new();
+    }
+    let mut owner: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        for user in l.users.values() {
+            owner.insert(user.as_str(), i);
+        }
+    }
+    let mut flows: BTreeMap<usize, Vec<Packet>> = BTreeMap::new();
+    for m in messages {
+        let Ok(msg) = Message::parse(m.raw.clone()) else {
+            continue;
+        };
+        let users = [
+            msg.from().and_then(|a| a.user().map(str::to_string)),
+            msg.to().and_then(|a| a.user().map(str::to_string)),
+            msg.request_uri()
+                .and_then(crate::sip::uri_user)
+                .map(str::to_string),
+        ];
+        if let Some(i) = users.iter().flatten().find_map(|u| owner.get(u.as_str())) {
+            flows.entry(*i).or_default().push(m.clone());
+        }
+    }
+    if flows.len() < 2 {
+        return Vec::new();
+    }
+    flows
+        .into_iter()
+        .map(|(i, packets)| (lines[i].clone(), packets))
+        .collect()
 }
 
 /// A server log judged against a case: its T-Library channels (a log
@@ -845,6 +927,48 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_capture_is_split_by_the_line_its_messages_are_about() {
+        let line = |n: usize| Identities {
+            number: Some(n),
+            users: [
+                ("60970", format!("60970-{n}")),
+                ("60970_2", format!("60970-{n}")),
+                ("60972", format!("60972-{n}")),
+            ]
+            .into_iter()
+            .map(|(d, u)| (d.to_string(), u))
+            .collect(),
+        };
+        let packet = |from: &str, to: &str| Packet {
+            time: std::time::SystemTime::UNIX_EPOCH,
+            transport: crate::sip::Transport::Udp,
+            src: "127.0.0.1:5070".parse().unwrap(),
+            dst: "127.0.0.1:5060".parse().unwrap(),
+            raw: crate::sip::build::Builder::request("OPTIONS", &format!("sip:{to}@sca.test"))
+                .header("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx")
+                .header("From", &format!("<sip:{from}@sca.test>;tag=1"))
+                .header("To", &format!("<sip:{to}@sca.test>"))
+                .header("Call-ID", "c")
+                .header("CSeq", "1 OPTIONS")
+                .build(),
+        };
+        let lines = [line(1), line(2)];
+        let messages = [
+            packet("60972-1", "60970-1"),
+            packet("60972-2", "60970-2"),
+            packet("stranger", "nobody"),
+            packet("60970-1", "60972-1"),
+        ];
+        let flows = super::by_line(&messages, &lines);
+        let sizes: Vec<(Option<usize>, usize)> =
+            flows.iter().map(|(l, p)| (l.number, p.len())).collect();
+        assert_eq!(sizes, vec![(Some(1), 2), (Some(2), 1)]);
+        // One line in the capture, or one in the pool: one flow, as before.
+        assert!(super::by_line(&messages[..1], &lines).is_empty());
+        assert!(super::by_line(&messages, &lines[..1]).is_empty());
+    }
+
     #[test]
     fn phones_are_listed_in_words() {
         let mut who = BTreeMap::new();

@@ -122,3 +122,78 @@ fn the_kept_foreign_captures_are_made_of_kamailios() {
         );
     }
 }
+
+/// Every recorded Kamailio capture (each ran on a line of its own) in one
+/// file, in time order: `pcap check` splits it into a flow per line and
+/// gives each the case and verdict its own capture has.
+#[test]
+fn a_capture_of_every_flow_on_its_own_line_is_split_into_its_flows() {
+    use scacheck::pcap::{write_packets, Packet, Reader};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut all: Vec<Packet> = Vec::new();
+    let mut want = std::collections::BTreeMap::new();
+    let captures = root.join("fixtures/captures/kamailio");
+    let mut names: Vec<_> = std::fs::read_dir(&captures)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    names.sort();
+    let profile = root.join("fixtures/targets/kamailio/target.toml");
+    let check = |file: &std::path::Path, report: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
+            .args(["pcap", "check"])
+            .arg(file)
+            .arg("--target")
+            .arg(&profile)
+            .arg("--report-dir")
+            .arg(report)
+            .current_dir(root)
+            .output()
+            .unwrap()
+    };
+    let verdicts = |report: &std::path::Path| -> Vec<(String, String)> {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
+                .unwrap();
+        s["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().into(),
+                    c["verdict"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    for (n, path) in names.iter().enumerate() {
+        let mut reader = Reader::open(path).unwrap();
+        while let Some(p) = reader.next_packet().unwrap() {
+            all.push(p);
+        }
+        let report = dir.path().join(format!("one-{n}"));
+        check(path, &report);
+        let (id, verdict) = verdicts(&report).remove(0);
+        want.insert(id, verdict);
+    }
+    all.sort_by_key(|p| p.time);
+    let merged = dir.path().join("all.pcap");
+    write_packets(std::fs::File::create(&merged).unwrap(), &all).unwrap();
+    let report = dir.path().join("merged");
+    let out = check(&merged, &report);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains(&format!("{} flows, one per line", names.len())),
+        "{said}"
+    );
+    let got: std::collections::BTreeMap<String, String> = verdicts(&report)
+        .into_iter()
+        .map(|(id, v)| (id.split('@').next().unwrap().to_string(), v))
+        .collect();
+    assert_eq!(got, want, "{said}");
+    assert_eq!(want.len(), names.len());
+}

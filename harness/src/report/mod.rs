@@ -89,8 +89,24 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
 /// The report of one checked case (a capture, a log), and what the
 /// console says of it: the case's line and where the report went.
 pub fn write_one(dir: &Path, name: &str, described: &str, r: &CaseResult) -> io::Result<String> {
-    write(dir, name, described, std::slice::from_ref(r))?;
-    Ok(format!("{}\nreport: {}\n", console_line(r), dir.display()))
+    write_checked(dir, name, described, std::slice::from_ref(r))
+}
+
+/// [`write_one`] for the flows of one capture: a report of them all, a
+/// console line each.
+pub fn write_checked(
+    dir: &Path,
+    name: &str,
+    described: &str,
+    results: &[CaseResult],
+) -> io::Result<String> {
+    write(dir, name, described, results)?;
+    let mut said: String = results
+        .iter()
+        .map(|r| format!("{}\n", console_line(r)))
+        .collect();
+    said.push_str(&format!("report: {}\n", dir.display()));
+    Ok(said)
 }
 
 /// The report directory a command was given, else `reports/<UTC timestamp>/`.
