@@ -196,4 +196,33 @@ fn a_capture_of_every_flow_on_its_own_line_is_split_into_its_flows() {
         .collect();
     assert_eq!(got, want, "{said}");
     assert_eq!(want.len(), names.len());
+    // A case is made of one flow: several are refused, naming them.
+    for (from, to) in [("cases", "cases"), ("fixtures/golden", "golden")] {
+        let copied = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(root.join(from))
+            .arg(dir.path().join(to))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
+        .args(["pcap", "case"])
+        .arg(&merged)
+        .args(["--id", "merged", "--target"])
+        .arg(&profile)
+        .args(["--cases-dir"])
+        .arg(dir.path().join("cases"))
+        .args(["--golden-dir"])
+        .arg(dir.path().join("golden"))
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("holds {} flows", names.len())),
+        "{err}"
+    );
+    assert!(!dir.path().join("cases/merged.toml").exists());
 }

@@ -26,6 +26,8 @@ pub enum ReplayError {
     NoPhones(String),
     #[error("the capture shows no action of a phone that a case step can say{}", unrecovered(.0))]
     NoAction(Vec<String>),
+    #[error("the capture holds {} flows, one per line ({}): `pcap check` judges each; a case is made of a capture of one flow", .0.len(), .0.join(", "))]
+    SeveralFlows(Vec<String>),
     #[error("{0} exists already: a recorded case never overwrites")]
     Exists(PathBuf),
     #[error("case id {0:?}: use letters, digits and '-' only")]
@@ -153,6 +155,14 @@ pub fn record_case(
     let (cases_dir, golden_root) = (dirs.cases.as_path(), dirs.golden.as_path());
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(ReplayError::BadId(id.to_string()));
+    }
+    let flows = crate::check::by_line(&capture.packets, lines);
+    if flows.len() > 1 {
+        let named = flows
+            .iter()
+            .map(|(l, _)| l.describe(topology).unwrap_or_default())
+            .collect();
+        return Err(ReplayError::SeveralFlows(named));
     }
     let (line, who) = crate::check::phones(&capture.packets, lines, topology);
     if who.is_empty() {
