@@ -26,8 +26,6 @@ pub enum ReplayError {
     NoPhones(String),
     #[error("the capture shows no action of a phone that a case step can say{}", unrecovered(.0))]
     NoAction(Vec<String>),
-    #[error("the capture holds {} flows, one per line ({}): `pcap check` judges each; a case is made of a capture of one flow", .0.len(), .0.join(", "))]
-    SeveralFlows(Vec<String>),
     #[error("{0} exists already: a recorded case never overwrites")]
     Exists(PathBuf),
     #[error("case id {0:?}: use letters, digits and '-' only")]
@@ -141,10 +139,109 @@ fn requires(actions: &[actions::Recovered]) -> Vec<&'static str> {
     out
 }
 
+/// What [`record_case`] wrote: a case per flow, and the flows it could
+/// make none of, with why.
+#[derive(Debug)]
+pub struct Recordings {
+    pub cases: Vec<Recorded>,
+    pub skipped: Vec<String>,
+}
+
+impl std::fmt::Display for Recordings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for r in &self.cases {
+            write!(f, "{r}")?;
+        }
+        for s in &self.skipped {
+            writeln!(f, "no case made: {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The flows of a capture: one per line of the pool it holds (each with
+/// that line alone as what its phones are found by), or the capture whole.
+fn flows_of(capture: &Capture, lines: &[Identities]) -> Vec<(Option<Identities>, Capture)> {
+    let split = crate::check::by_line(&capture.packets, lines);
+    if split.is_empty() {
+        let whole = Capture {
+            packets: capture.packets.clone(),
+            skipped: capture.skipped.clone(),
+            broken: capture.broken.clone(),
+        };
+        return vec![(None, whole)];
+    }
+    split
+        .into_iter()
+        .map(|(line, packets)| {
+            let one = Capture {
+                packets,
+                skipped: Default::default(),
+                broken: None,
+            };
+            (Some(line), one)
+        })
+        .collect()
+}
+
+/// The id of a flow's case: `ID`, or `ID-line-N` when the capture holds a
+/// flow per line.
+fn flow_id(id: &str, line: Option<&Identities>) -> String {
+    match line.and_then(|l| l.number) {
+        Some(n) => format!("{id}-line-{n}"),
+        None => id.to_string(),
+    }
+}
+
 /// Writes `cases_dir/ID.toml` and its goldens under `golden_root` from
 /// `capture` (named `source` in what is written), its phones found by the
-/// target's `lines` or by its own signalling.
+/// target's `lines` or by its own signalling; a capture of several lines
+/// of the pool gives a case per line, `ID-line-N` (a line whose flow shows
+/// no phone's action is skipped, with why).
 pub fn record_case(
+    capture: &Capture,
+    source: &str,
+    id: &str,
+    dirs: &crate::suite::Dirs,
+    lines: &[Identities],
+    topology: &Topology,
+) -> Result<Recordings, ReplayError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(ReplayError::BadId(id.to_string()));
+    }
+    let flows = flows_of(capture, lines);
+    // Nothing is written when any flow's case exists already.
+    for (line, _) in &flows {
+        let path = dirs
+            .cases
+            .join(format!("{}.toml", flow_id(id, line.as_ref())));
+        if path.exists() {
+            return Err(ReplayError::Exists(path));
+        }
+    }
+    let several = flows.len() > 1;
+    let mut out = Recordings {
+        cases: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (line, flow) in flows {
+        let named = flow_id(id, line.as_ref());
+        let pool = line.map_or_else(|| lines.to_vec(), |l| vec![l]);
+        match record_one(&flow, source, &named, dirs, &pool, topology) {
+            Ok(r) => out.cases.push(r),
+            Err(e @ (ReplayError::NoPhones(_) | ReplayError::NoAction(_))) if several => {
+                out.skipped.push(format!("{named}: {e}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if out.cases.is_empty() {
+        return Err(ReplayError::NoAction(out.skipped));
+    }
+    Ok(out)
+}
+
+fn record_one(
     capture: &Capture,
     source: &str,
     id: &str,
@@ -153,17 +250,6 @@ pub fn record_case(
     topology: &Topology,
 ) -> Result<Recorded, ReplayError> {
     let (cases_dir, golden_root) = (dirs.cases.as_path(), dirs.golden.as_path());
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(ReplayError::BadId(id.to_string()));
-    }
-    let flows = crate::check::by_line(&capture.packets, lines);
-    if flows.len() > 1 {
-        let named = flows
-            .iter()
-            .map(|(l, _)| l.describe(topology).unwrap_or_default())
-            .collect();
-        return Err(ReplayError::SeveralFlows(named));
-    }
     let (line, who) = crate::check::phones(&capture.packets, lines, topology);
     if who.is_empty() {
         return Err(ReplayError::NoPhones(crate::check::phones_in_words(&who)));
@@ -311,10 +397,10 @@ fn write_goldens(
 pub struct ReplayTree {
     pub dirs: crate::suite::Dirs,
     root: PathBuf,
-    pub id: String,
-    pub recorded: Recorded,
-    /// The reference case the capture shows, or why it shows none.
-    pub reference: Result<String, String>,
+    pub recorded: Recordings,
+    /// Each flow's recorded case id, with the reference case its flow
+    /// is, or why it is none.
+    pub flows: Vec<(String, Result<String, String>)>,
 }
 
 impl Drop for ReplayTree {
@@ -374,49 +460,65 @@ impl ReplayTree {
                 return Err(e);
             }
         };
-        let reference = dirs
-            .load(topology, None, false)
-            .map_err(|e| e.to_string())
-            .and_then(|suite| {
-                capture
-                    .judge(file, &suite, &lines, &deviations, topology)
+        let suite = dirs.load(topology, None, false).map_err(|e| e.to_string());
+        let mut flows = Vec::new();
+        for (line, flow) in flows_of(&capture, &lines) {
+            let named = flow_id(&id, line.as_ref());
+            if !recorded
+                .cases
+                .iter()
+                .any(|r| r.case.file_stem().is_some_and(|s| s == named.as_str()))
+            {
+                continue;
+            }
+            let pool = line.map_or_else(|| lines.clone(), |l| vec![l]);
+            let reference = suite.clone().and_then(|suite| {
+                flow.judge(file, &suite, &pool, &deviations, topology)
                     .map(|(p, _)| p.case.id.clone())
                     .map_err(|e| e.to_string())
             });
+            flows.push((named, reference));
+        }
         Ok(ReplayTree {
             dirs: copy,
             root,
-            id,
             recorded,
-            reference,
+            flows,
         })
     }
 
-    /// The `--cases` pattern of the run: the recorded case and the
-    /// reference case, if there is one.
+    /// The `--cases` pattern of the run: every flow's recorded case and
+    /// the reference cases they are.
     pub fn cases(&self) -> String {
-        match &self.reference {
-            Ok(reference) => format!("{},{reference}", self.id),
-            Err(_) => self.id.clone(),
+        let mut ids: Vec<&str> = self.flows.iter().map(|(id, _)| id.as_str()).collect();
+        for (_, reference) in &self.flows {
+            if let Ok(r) = reference {
+                if !ids.contains(&r.as_str()) {
+                    ids.push(r);
+                }
+            }
         }
+        ids.join(",")
     }
 }
 
 impl std::fmt::Display for ReplayTree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.recorded)?;
-        writeln!(
-            f,
-            "replay: case {} is judged against what the captured server did",
-            self.id
-        )?;
-        match &self.reference {
-            Ok(r) => writeln!(
+        for (id, reference) in &self.flows {
+            writeln!(
                 f,
-                "replay: the capture's flow is reference case {r}, judged against its goldens"
-            ),
-            Err(why) => writeln!(f, "replay: no reference case to judge it against: {why}"),
+                "replay: case {id} is judged against what the captured server did"
+            )?;
+            match reference {
+                Ok(r) => writeln!(
+                    f,
+                    "replay: its flow is reference case {r}, judged against its goldens"
+                )?,
+                Err(why) => writeln!(f, "replay: no reference case to judge it against: {why}")?,
+            }
         }
+        Ok(())
     }
 }
 
