@@ -43,7 +43,9 @@ pub struct Recovery {
 pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Recovery {
     let dn_of = line.dn_of_user(topology);
     let mut out = Recovery::default();
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    // Messages seen, by a hash of their bytes (with the phone's DN for its
+    // own): a copy of every message would double a capture's memory.
+    let mut seen: HashSet<u64> = HashSet::new();
     // (agent, Call-ID, method) of requests already read, with the CSeq of
     // the latest: one sent again after its challenge is the same action.
     let mut latest: HashMap<(String, String, String), u32> = HashMap::new();
@@ -72,7 +74,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
         let agent = rec.agent.clone();
         let call_id = msg.call_id().to_string();
         if rec.direction == Direction::Received {
-            if !seen.insert(rec.raw.clone()) {
+            if !seen.insert(digest(&[&rec.raw])) {
                 continue;
             }
             if matches!(msg.status(), Some(401 | 407)) {
@@ -107,7 +109,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
             continue;
         }
         // Sent by the phone: its own bytes again are a retransmission.
-        if !seen.insert([agent.as_bytes(), &rec.raw].concat()) {
+        if !seen.insert(digest(&[agent.as_bytes(), &rec.raw])) {
             continue;
         }
         if String::from_utf8_lossy(&rec.raw).contains(crate::ua::agent::TEARDOWN_HEADER) {
@@ -288,4 +290,12 @@ fn request_action(
             None
         }
     }
+}
+
+/// A hash of byte strings, for telling a retransmission from a new message.
+fn digest(parts: &[&[u8]]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
 }
