@@ -604,6 +604,32 @@ impl Capture {
         out
     }
 
+    /// Its flows: one per line of the pool it holds ([`by_line`]), each
+    /// with that line alone as what its phones are found by, or itself
+    /// whole (no line given).
+    pub fn flows(&self, lines: &[Identities]) -> Vec<(Option<Identities>, Capture)> {
+        let split = by_line(&self.packets, lines);
+        if split.is_empty() {
+            let whole = Capture {
+                packets: self.packets.clone(),
+                skipped: self.skipped.clone(),
+                broken: self.broken.clone(),
+            };
+            return vec![(None, whole)];
+        }
+        split
+            .into_iter()
+            .map(|(line, packets)| {
+                let one = Capture {
+                    packets,
+                    skipped: Default::default(),
+                    broken: None,
+                };
+                (Some(line), one)
+            })
+            .collect()
+    }
+
     pub fn read(path: &std::path::Path) -> Result<Capture, crate::pcap::PcapError> {
         let mut reader = crate::pcap::Reader::open(path)?;
         let mut packets = Vec::new();
@@ -707,51 +733,46 @@ pub fn check_file(
         Some(id) => vec![dirs.case(id, topology, false)?],
         None => dirs.load(topology, None, false)?,
     };
-    let flows = by_line(&capture.packets, &lines);
     let detect = |source| CheckFileError::Detect {
         context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
         source,
     };
-    let mut results = Vec::new();
-    if flows.len() <= 1 {
-        let (p, result) = capture
-            .judge(file, &suite, &lines, &deviations, topology)
-            .map_err(detect)?;
-        if case_id.is_none() {
-            said.push_str(&format!("detected case: {}\n", p.case.id));
-        }
-        results.push(result);
-    } else {
+    let flows = capture.flows(&lines);
+    let several = flows.len() > 1;
+    if several {
         said.push_str(&format!("{} flows, one per line\n", flows.len()));
-        for (line, packets) in flows {
-            let one = Capture {
-                packets,
-                skipped: Default::default(),
-                broken: None,
-            };
-            let found = one.judge(
-                file,
-                &suite,
-                std::slice::from_ref(&line),
-                &deviations,
-                topology,
-            );
-            let named = line.describe(topology).unwrap_or_else(|| "the line".into());
-            match found {
-                Ok((p, mut result)) => {
-                    said.push_str(&format!("{named}: detected case {}\n", p.case.id));
-                    // Two flows of one case each keep their own files.
-                    result.id = format!("{}@{}", p.case.id, line_key(&line));
-                    results.push(result);
-                }
-                Err(e) => said.push_str(&format!("{named}: no case: {e}\n")),
+    }
+    let mut results = Vec::new();
+    for (line, one) in flows {
+        let pool = line.clone().map_or_else(|| lines.clone(), |l| vec![l]);
+        let found = one.judge(file, &suite, &pool, &deviations, topology);
+        let (p, mut result) = match (found, &line) {
+            (Ok(found), _) => found,
+            (Err(e), None) => return Err(detect(e)),
+            (Err(e), Some(l)) => {
+                let named = l.describe(topology).unwrap_or_default();
+                said.push_str(&format!("{named}: no case: {e}\n"));
+                continue;
+            }
+        };
+        match &line {
+            None if case_id.is_none() => {
+                said.push_str(&format!("detected case: {}\n", p.case.id));
+            }
+            None => {}
+            Some(l) => {
+                let named = l.describe(topology).unwrap_or_default();
+                said.push_str(&format!("{named}: detected case {}\n", p.case.id));
+                // Two flows of one case each keep their own files.
+                result.id = format!("{}@{}", p.case.id, line_key(l));
             }
         }
-        if results.is_empty() {
-            return Err(detect(Detection::NoFlow {
-                phones: "none in any line's flow".into(),
-            }));
-        }
+        results.push(result);
+    }
+    if results.is_empty() {
+        return Err(detect(Detection::NoFlow {
+            phones: "none in any line's flow".into(),
+        }));
     }
     Ok(Checked {
         said,

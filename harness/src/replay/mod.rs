@@ -51,6 +51,12 @@ fn unrecovered(what: &[String]) -> String {
     }
 }
 
+/// The error of an I/O failure on `path`, for `map_err`.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError {
+    let path = path.to_path_buf();
+    move |source| ReplayError::Io { path, source }
+}
+
 /// What [`record_case`] wrote.
 #[derive(Debug)]
 pub struct Recorded {
@@ -159,31 +165,6 @@ impl std::fmt::Display for Recordings {
     }
 }
 
-/// The flows of a capture: one per line of the pool it holds (each with
-/// that line alone as what its phones are found by), or the capture whole.
-fn flows_of(capture: &Capture, lines: &[Identities]) -> Vec<(Option<Identities>, Capture)> {
-    let split = crate::check::by_line(&capture.packets, lines);
-    if split.is_empty() {
-        let whole = Capture {
-            packets: capture.packets.clone(),
-            skipped: capture.skipped.clone(),
-            broken: capture.broken.clone(),
-        };
-        return vec![(None, whole)];
-    }
-    split
-        .into_iter()
-        .map(|(line, packets)| {
-            let one = Capture {
-                packets,
-                skipped: Default::default(),
-                broken: None,
-            };
-            (Some(line), one)
-        })
-        .collect()
-}
-
 /// The id of a flow's case: `ID`, or `ID-line-N` when the capture holds a
 /// flow per line.
 fn flow_id(id: &str, line: Option<&Identities>) -> String {
@@ -209,7 +190,7 @@ pub fn record_case(
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(ReplayError::BadId(id.to_string()));
     }
-    let flows = flows_of(capture, lines);
+    let flows = capture.flows(lines);
     // Nothing is written when any flow's case exists already.
     for (line, _) in &flows {
         let path = dirs
@@ -305,12 +286,8 @@ fn record_one(
         ));
         steps.push(step);
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ReplayError::Io { path, source }
-    };
-    std::fs::create_dir_all(cases_dir).map_err(io(cases_dir))?;
-    std::fs::write(&case_path, &text).map_err(io(&case_path))?;
+    std::fs::create_dir_all(cases_dir).map_err(io_error(cases_dir))?;
+    std::fs::write(&case_path, &text).map_err(io_error(&case_path))?;
     let written = write_goldens(
         &case_path,
         golden_root,
@@ -346,17 +323,13 @@ fn write_goldens(
     let p = Prepared::new_recording(case, golden_root, topology)?;
     let starts: Vec<usize> = recovery.actions.iter().map(|a| a.at).collect();
     let result = crate::check::check(&p, records.to_vec(), topology, line, &starts, &[]);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ReplayError::Io { path, source }
-    };
-    crate::bless::bless(&p, &result, golden_root).map_err(io(golden_root))?;
+    crate::bless::bless(&p, &result, golden_root).map_err(io_error(golden_root))?;
     let pending = crate::bless::selected(golden_root, Some(&p));
-    crate::bless::settle(&pending, true).map_err(io(golden_root))?;
+    crate::bless::settle(&pending, true).map_err(io_error(golden_root))?;
     let mut dirs = Vec::new();
     for (stage, golden) in p.case.stages.iter().zip(&p.golden) {
         let dir = golden_root.join(&stage.golden);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         for (channel, _) in &golden.channels {
             // The wire layer is what the capture shows in full. A server's
             // T-Library channels also carry events SIP cannot show (a
@@ -379,7 +352,7 @@ fn write_goldens(
             {
                 let file = crate::golden::channel_file(&dir, channel);
                 let marker = serde_json::json!({ crate::golden::UNASSERTED_KEY: why });
-                std::fs::write(&file, format!("{marker}\n")).map_err(io(&file))?;
+                std::fs::write(&file, format!("{marker}\n")).map_err(io_error(&file))?;
             }
         }
         dirs.push(dir);
@@ -462,7 +435,7 @@ impl ReplayTree {
         };
         let suite = dirs.load(topology, None, false).map_err(|e| e.to_string());
         let mut flows = Vec::new();
-        for (line, flow) in flows_of(&capture, &lines) {
+        for (line, flow) in capture.flows(&lines) {
             let named = flow_id(&id, line.as_ref());
             if !recorded
                 .cases
