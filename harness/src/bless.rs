@@ -79,7 +79,11 @@ pub fn bless(
     if result.verdict != Verdict::Fail && !recording {
         return Ok(written);
     }
+    let exchanged = unblessable(p, result);
     for (stage, outcome) in p.case.stages.iter().zip(&result.stages) {
+        if exchanged.contains(&stage.name) {
+            continue;
+        }
         let dir = golden_root.join(&stage.golden);
         // A channel that differed, or one a new stage has no file for yet
         // (recording a new case writes every channel, empty ones too).
@@ -95,6 +99,13 @@ pub fn bless(
         }
     }
     Ok(written)
+}
+
+/// The stages of `result` that [`bless`] leaves alone: those read with the
+/// racing phones exchanged ([`crate::race`]), whose observed events are
+/// the other phone's part.
+fn unblessable(p: &Prepared, result: &CaseResult) -> Vec<String> {
+    crate::race::exchanged_stages(&p.case.stages, &p.golden, &result.events)
 }
 
 /// `--bless` after a run: [`bless`] for every case, in order (an error
@@ -113,6 +124,14 @@ pub fn bless_all(
         let written = bless(p, r, golden_root)
             .map_err(|e| std::io::Error::new(e.kind(), format!("blessing {}: {e}", r.id)))?;
         said.extend(written.iter().map(|f| format!("pending: {}", f.display())));
+        let skipped = unblessable(p, r);
+        if !skipped.is_empty() && r.verdict == Verdict::Fail {
+            said.push(format!(
+                "{}: stage {} not blessed: a race there (or before) was won by another phone than the golden's, so what was observed is not in the golden's roles; bless a run that the golden's winner wins",
+                r.id,
+                skipped.join(", ")
+            ));
+        }
     }
     said.push(
         "review with `scacheck golden review`, then `scacheck golden accept` or `reject`".into(),

@@ -35,6 +35,9 @@ pub enum Action {
     Cancel,
     /// Seize an appearance of the actor's line (line-seize SUBSCRIBE).
     Seize { index: u32, expires: u32 },
+    /// Release the actor's granted seizure (line-seize SUBSCRIBE, Expires
+    /// 0).
+    Release,
     /// Put the established call on hold (re-INVITE a=sendonly); a private
     /// hold says `held-private` in Call-Info.
     Hold { private: bool },
@@ -82,6 +85,7 @@ impl Action {
         matches!(
             self,
             Action::Seize { .. }
+                | Action::Release
                 | Action::Retrieve { .. }
                 | Action::Barge { .. }
                 | Action::Refresh
@@ -98,6 +102,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("hangup", &[]),
     ("cancel", &[]),
     ("seize", &["index", "expires"]),
+    ("release", &[]),
     ("hold", &["private"]),
     ("retrieve", &["index"]),
     ("barge", &["index"]),
@@ -124,6 +129,9 @@ pub struct Stage {
     /// The golden directory (under fixtures/golden) of what it must cause.
     pub golden: String,
     pub steps: Vec<Step>,
+    /// Its steps are fired at once, not one after the other (`together =
+    /// true`): a race, each step by a different phone.
+    pub together: bool,
     pub line: usize,
 }
 
@@ -136,6 +144,10 @@ pub struct Case {
     /// What the case needs of a server (see [`CAPABILITIES`]).
     pub requires: Vec<String>,
     pub stages: Vec<Stage>,
+    /// What the report says of the case whatever its verdict (`notes =
+    /// [...]`): a case recorded from a capture lists what could not be
+    /// recovered from it.
+    pub notes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +157,8 @@ struct RawCase {
     parties: Spanned<Vec<String>>,
     #[serde(default)]
     requires: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    notes: Vec<String>,
     stage: Vec<Spanned<RawStage>>,
 }
 
@@ -156,6 +170,8 @@ struct RawStage {
     golden: String,
     #[serde(default)]
     steps: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    together: bool,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +341,7 @@ impl Case {
                         index: index()?,
                         expires: step.expires.unwrap_or(DEFAULT_SEIZE_EXPIRES),
                     },
+                    "release" => Action::Release,
                     "hold" => Action::Hold {
                         private: step.private.unwrap_or(false),
                     },
@@ -345,11 +362,26 @@ impl Case {
                     line: line_of(text, at),
                 });
             }
+            if s.together {
+                let mut actors: Vec<&str> = steps.iter().map(|s| s.actor.as_str()).collect();
+                actors.sort();
+                actors.dedup();
+                if steps.len() < 2 || actors.len() < steps.len() {
+                    return Err(err(
+                        at,
+                        format!(
+                            "stage {:?} is `together` (a race): it needs two or more steps, each by a different phone",
+                            s.name
+                        ),
+                    ));
+                }
+            }
             stages.push(Stage {
                 name: s.name,
                 covers: s.covers,
                 golden: s.golden,
                 steps,
+                together: s.together,
                 line: line_of(text, at),
             });
         }
@@ -360,6 +392,7 @@ impl Case {
             parties,
             requires,
             stages,
+            notes: raw.notes,
         })
     }
 

@@ -190,7 +190,17 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
         Action::Refuse { .. } => invite_response(false),
         Action::Hangup => msg.is("BYE"),
         Action::Cancel => msg.is("CANCEL"),
-        Action::Seize { .. } => msg.is("SUBSCRIBE") && package().as_deref() == Some("line-seize"),
+        Action::Seize { .. } => {
+            msg.is("SUBSCRIBE")
+                && msg.to_tag().is_none()
+                && package().as_deref() == Some("line-seize")
+        }
+        Action::Release => {
+            msg.is("SUBSCRIBE")
+                && msg.to_tag().is_some()
+                && package().as_deref() == Some("line-seize")
+                && msg.header("Expires").is_some_and(|e| e.trim() == "0")
+        }
         Action::Hold { private } => {
             let says_private = msg.headers("Call-Info").any(|c| c.contains("held-private"));
             msg.is("INVITE") && msg.to_tag().is_some() && says_private == *private
@@ -227,11 +237,38 @@ pub fn stage_starts(
     let steps_end = teardown_start(records, 0);
     let mut starts = Vec::new();
     let mut from = 0;
+    // The phones of the latest race: a step after it that the case gives
+    // one of them may be the other's, whichever won ([`crate::race`]).
+    let mut racing: Vec<String> = Vec::new();
+    let fits = |step: &Step, racing: &[String], i: usize| {
+        let rec = &records[i];
+        if racing.contains(&step.actor) && racing.contains(&rec.agent) {
+            let as_sent = Step {
+                actor: rec.agent.clone(),
+                ..step.clone()
+            };
+            return triggers(&as_sent, rec, topology, line);
+        }
+        triggers(step, rec, topology, line)
+    };
     for stage in &p.case.stages {
+        if stage.together {
+            // Fired at once: the capture shows them in either order, each
+            // by its own phone; the stage begins at the first of them.
+            let at: Vec<usize> = stage
+                .steps
+                .iter()
+                .map(|step| {
+                    (from..steps_end).find(|&i| triggers(step, &records[i], topology, line))
+                })
+                .collect::<Option<_>>()?;
+            starts.push(*at.iter().min()?);
+            from = at.iter().max()? + 1;
+            racing = stage.steps.iter().map(|s| s.actor.clone()).collect();
+            continue;
+        }
         let start = match stage.steps.first() {
-            Some(first) => {
-                (from..steps_end).find(|&i| triggers(first, &records[i], topology, line))?
-            }
+            Some(first) => (from..steps_end).find(|&i| fits(first, &racing, i))?,
             // A response belongs to its request's stage, however late it
             // comes (a loaded server may answer the previous stage's last
             // request after more than the quiet time).
@@ -241,7 +278,7 @@ pub fn stage_starts(
         // Every later step of the stage must be there too, in order.
         let mut at = start;
         for step in stage.steps.iter().skip(1) {
-            at = (at..steps_end).find(|&i| triggers(step, &records[i], topology, line))?;
+            at = (at..steps_end).find(|&i| fits(step, &racing, i))?;
         }
         starts.push(start);
         from = start + 1;
@@ -476,7 +513,7 @@ pub fn check(
             }));
         }
     }
-    let stages = compare_stages(p, &events, &source, deviations);
+    let (stages, races) = compare_stages(p, &events, &source, deviations);
     let problems = objections
         .into_iter()
         .chain(records.iter().filter_map(|r| {
@@ -506,6 +543,8 @@ pub fn check(
     result.problems = problems;
     result.records = records;
     result.events = events;
+    result.notes.extend(p.case.notes.iter().cloned());
+    result.notes.extend(races.iter().map(|r| r.to_string()));
     crate::outcome::settle_verdict(&mut result);
     result
 }
@@ -857,19 +896,23 @@ pub fn judge_log(
 
 /// Compares events already attributed to stages (a capture's, or a run's
 /// `CaseResult::events`) with the case's golden stages, given the
-/// deviations the target declares (those of other cases are ignored).
+/// deviations the target declares (those of other cases are ignored), and
+/// the races its `together` stages showed ([`crate::race`]).
 pub fn compare_stages(
     p: &Prepared,
     events: &[(String, Observation)],
     source: &Observability,
     deviations: &[Deviation],
-) -> Vec<crate::diff::StageResult> {
+) -> (Vec<crate::diff::StageResult>, Vec<crate::race::Race>) {
     let deviations: Vec<&Deviation> = deviations
         .iter()
         .filter(|d| d.applies_to(&p.case.id))
         .collect();
     let mut bindings = Bindings::default();
-    p.case
+    let mut roles = crate::race::Roles::default();
+    let mut races = Vec::new();
+    let stages = p
+        .case
         .stages
         .iter()
         .zip(&p.golden)
@@ -879,16 +922,13 @@ pub fn compare_stages(
                 .filter(|(s, _)| *s == stage.name)
                 .map(|(_, o)| o.clone())
                 .collect();
-            compare_stage(
-                &stage.name,
-                &golden.channels,
-                &observed,
-                source,
-                &mut bindings,
-                &deviations,
-            )
+            let (compared, race) =
+                roles.compare(stage, golden, &observed, source, &mut bindings, &deviations);
+            races.extend(race);
+            compared
         })
-        .collect()
+        .collect();
+    (stages, races)
 }
 
 /// A finished case judged again against other golden stages (`p`'s) from
@@ -896,7 +936,8 @@ pub fn compare_stages(
 /// verdict. What a mutation test of the goldens runs per mutant.
 pub fn rejudge(p: &Prepared, judged: &CaseResult, deviations: &[Deviation]) -> CaseResult {
     let mut r = judged.clone();
-    r.stages = compare_stages(p, &r.events, &r.source, deviations);
+    // The races were noted when it was first judged.
+    (r.stages, _) = compare_stages(p, &r.events, &r.source, deviations);
     crate::outcome::settle_verdict(&mut r);
     r
 }

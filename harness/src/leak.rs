@@ -71,6 +71,7 @@ pub fn with_stage(
         covers: "every case: the line is left idle".into(),
         golden: String::new(),
         steps: Vec::new(),
+        together: false,
         line: 0,
     });
     let mut stages = golden.to_vec();

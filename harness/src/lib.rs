@@ -35,6 +35,7 @@ pub mod observation;
 pub mod observe;
 pub mod outcome;
 pub mod pcap;
+pub mod race;
 pub mod reference;
 pub mod replay;
 pub mod report;

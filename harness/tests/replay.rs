@@ -42,40 +42,52 @@ fn the_steps_recovered_from_each_cases_capture_are_its_steps() {
         };
         let (line, who) = scacheck::check::phones(&capture.packets, &[], &topology);
         let records = scacheck::check::records(&capture.packets, &who);
-        let got: Vec<(String, scacheck::case::Action)> =
-            scacheck::replay::actions::recover(&records, &topology, &line)
-                .actions
-                .into_iter()
-                .map(|a| (a.actor, a.action))
-                .collect();
-        let want: Vec<(String, scacheck::case::Action)> = p
-            .case
-            .stages
-            .iter()
-            .flat_map(|s| &s.steps)
-            .map(|s| (s.actor.clone(), s.action.clone()))
-            .collect();
+        // A stage each: an action, or the actions fired together (a race),
+        // which the capture may show in either order.
+        let mut got: Vec<Vec<(String, Action)>> = Vec::new();
+        for a in scacheck::replay::actions::recover(&records, &topology, &line).actions {
+            match got.last_mut() {
+                Some(group) if a.concurrent => group.push((a.actor, a.action)),
+                _ => got.push(vec![(a.actor, a.action)]),
+            }
+        }
+        let mut want: Vec<Vec<(String, Action)>> = Vec::new();
+        for s in &p.case.stages {
+            let steps = s.steps.iter().map(|s| (s.actor.clone(), s.action.clone()));
+            if s.together {
+                want.push(steps.collect());
+            } else {
+                want.extend(steps.map(|s| vec![s]));
+            }
+        }
+        for group in got.iter_mut().chain(want.iter_mut()) {
+            group.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         // A retrieve or barge-in recovered from a capture names the
         // appearance by what the line told the phone; the case, by number.
+        let step_same = |(ga, g): &(String, Action), (wa, w): &(String, Action)| {
+            ga == wa
+                && match (g, w) {
+                    (
+                        Action::Retrieve {
+                            index: Index::Told(_),
+                        },
+                        Action::Retrieve { .. },
+                    )
+                    | (
+                        Action::Barge {
+                            index: Index::Told(_),
+                        },
+                        Action::Barge { .. },
+                    ) => true,
+                    _ => g == w,
+                }
+        };
         let same = got.len() == want.len()
-            && got.iter().zip(&want).all(|((ga, g), (wa, w))| {
-                ga == wa
-                    && match (g, w) {
-                        (
-                            Action::Retrieve {
-                                index: Index::Told(_),
-                            },
-                            Action::Retrieve { .. },
-                        )
-                        | (
-                            Action::Barge {
-                                index: Index::Told(_),
-                            },
-                            Action::Barge { .. },
-                        ) => true,
-                        _ => g == w,
-                    }
-            });
+            && got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.len() == w.len() && g.iter().zip(w).all(|(g, w)| step_same(g, w)));
         if !same {
             errors.push(format!(
                 "{}:\n  recovered {got:?}\n  case      {want:?}",
@@ -256,5 +268,72 @@ fn a_replay_judges_the_flow_against_the_captured_server_and_the_reference() {
             ("barge-in".to_string(), "pass".to_string()),
             ("replay-barge-in".to_string(), "pass".to_string())
         ]
+    );
+}
+
+#[test]
+fn a_seize_race_in_a_capture_is_replayed_as_a_race_and_the_report_names_each_winner() {
+    let (dir, cases, golden) = tree();
+    let dirs = [
+        "--cases-dir",
+        cases.as_str(),
+        "--golden-dir",
+        golden.as_str(),
+    ];
+    let report = dir.path().join("first").display().to_string();
+    let mut first = vec!["run", "--cases", "seize-race", "--report-dir", &report];
+    first.extend(dirs);
+    assert_eq!(scacheck(&first).status.code(), Some(0));
+    let pcap = format!("{report}/seize-race.pcap");
+    let mut make = vec!["pcap", "case", &pcap, "--id", "recorded-race"];
+    make.extend(dirs);
+    let out = scacheck(&make);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let case = std::fs::read_to_string(format!("{cases}/recorded-race.toml")).unwrap();
+    // Each of the three races is one stage of two seizures fired together.
+    assert_eq!(case.matches("together = true").count(), 3, "{case}");
+    assert_eq!(case.matches("action = \"seize\"").count(), 6, "{case}");
+    assert!(case.contains("name = \"1-seize-race\""), "{case}");
+
+    let run = |fault: Option<&str>| {
+        let report = dir.path().join("again").display().to_string();
+        let mut args = vec!["run", "--cases", "recorded-race", "--report-dir", &report];
+        args.extend(dirs);
+        if let Some(f) = fault {
+            args.extend(["--fault", f]);
+        }
+        let out = scacheck(&args);
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{report}/summary.json")).unwrap(),
+        )
+        .unwrap();
+        (out, summary["cases"][0].clone())
+    };
+    let (passed, case) = run(None);
+    assert_eq!(passed.status.code(), Some(0), "{}", text(&passed));
+    let winners: Vec<&str> = case["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.contains("line-seize race"))
+        .collect();
+    assert_eq!(winners.len(), 3, "{winners:?}");
+    assert!(
+        winners
+            .iter()
+            .all(|n| n.contains("won by 60970 ") || n.contains("won by 60970_2 ")),
+        "{winners:?}"
+    );
+    // Both seizures granted: no single winner, and the race fails.
+    let (caught, case) = run(Some("double-seize"));
+    assert_eq!(caught.status.code(), Some(1), "{}", text(&caught));
+    assert!(
+        case["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("won by no single phone")),
+        "{case}"
     );
 }

@@ -30,6 +30,12 @@ pub struct Recovered {
     pub at: usize,
     /// The start line of what the actor received just before, if anything.
     pub cause: Option<String>,
+    /// Sent before the server had said anything since the previous action,
+    /// by another phone than the actions it is concurrent with: the server
+    /// could not have answered the one before it reached them, so the
+    /// phones raced (two seizures within a few milliseconds), and the
+    /// replay fires them together.
+    pub concurrent: bool,
 }
 
 /// The actions of a capture, and what could not be recovered from it.
@@ -62,6 +68,10 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
     // What each phone was last told of each appearance.
     let mut told: HashMap<String, BTreeMap<u32, ApState>> = HashMap::new();
     let mut cause: HashMap<String, String> = HashMap::new();
+    // The phones of the latest group of concurrent actions, and whether
+    // the server has said anything since its last.
+    let mut racing: Vec<String> = Vec::new();
+    let mut heard = false;
     for (at, rec) in records.iter().enumerate() {
         if !topology.knows(&rec.agent) || rec.problem.is_some() {
             continue;
@@ -77,6 +87,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
             if !seen.insert(digest(&[&rec.raw])) {
                 continue;
             }
+            heard = true;
             if matches!(msg.status(), Some(401 | 407)) {
                 if let Some((n, _)) = msg.cseq() {
                     challenged.insert((call_id.clone(), n));
@@ -153,11 +164,18 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
             }
         };
         if let Some(action) = found {
+            let concurrent = !heard && !out.actions.is_empty() && !racing.contains(&agent);
+            if !concurrent {
+                racing.clear();
+            }
+            racing.push(agent.clone());
+            heard = false;
             out.actions.push(Recovered {
                 actor: agent.clone(),
                 action,
                 at,
                 cause: cause.get(&agent).cloned(),
+                concurrent,
             });
         }
     }
@@ -279,10 +297,12 @@ fn request_action(
             _ => Some(Action::Refresh),
         },
         ("SUBSCRIBE", false) if package.as_deref() == Some("line-seize") => {
-            if expires != Some(0) {
+            if expires == Some(0) {
+                Some(Action::Release)
+            } else {
                 unrecovered.push(not_said("refreshes its seizure"));
+                None
             }
-            None
         }
         ("ACK", _) | ("PRACK", _) => None,
         (other, _) => {

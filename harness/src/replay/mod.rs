@@ -98,6 +98,7 @@ fn action_name(a: &Action) -> &'static str {
         Action::Hangup => "hangup",
         Action::Cancel => "cancel",
         Action::Seize { .. } => "seize",
+        Action::Release => "release",
         Action::Hold { .. } => "hold",
         Action::Retrieve { .. } => "retrieve",
         Action::Barge { .. } => "barge",
@@ -126,12 +127,34 @@ fn step_toml(actor: &str, a: &Action) -> String {
     )
 }
 
+/// The stages of a recorded case: an action each, or a group of
+/// concurrent ones (a race, `together`), each named for its action
+/// (`seize-race` for a group).
+fn stages(actions: &[actions::Recovered]) -> Vec<(String, Vec<&actions::Recovered>)> {
+    let mut out: Vec<(String, Vec<&actions::Recovered>)> = Vec::new();
+    for a in actions {
+        match out.last_mut() {
+            Some((_, group)) if a.concurrent => group.push(a),
+            _ => out.push((String::new(), vec![a])),
+        }
+    }
+    for (name, group) in &mut out {
+        let first = action_name(&group[0].action);
+        *name = match group.len() {
+            1 => first.to_string(),
+            _ if group.iter().all(|a| action_name(&a.action) == first) => format!("{first}-race"),
+            _ => "race".to_string(),
+        };
+    }
+    out
+}
+
 /// What the case needs of a server for these actions.
 fn requires(actions: &[actions::Recovered]) -> Vec<&'static str> {
     let mut out = vec!["call-info"];
     for a in actions {
         let need = match a.action {
-            Action::Seize { .. } => "line-seize",
+            Action::Seize { .. } | Action::Release => "line-seize",
             Action::Hold { private: true } => "private-hold",
             Action::Hold { private: false } => "hold",
             Action::Retrieve { .. } => "retrieve",
@@ -250,9 +273,10 @@ fn record_one(
     if case_path.exists() {
         return Err(ReplayError::Exists(case_path));
     }
-    let golden_of = |n: usize, a: &Action| format!("{id}-{n}-{}", action_name(a));
-    for (n, a) in recovery.actions.iter().enumerate() {
-        let dir = golden_root.join(golden_of(n + 1, &a.action));
+    let stages = stages(&recovery.actions);
+    let golden_of = |n: usize, name: &str| format!("{id}-{n}-{name}");
+    for (n, (name, _)) in stages.iter().enumerate() {
+        let dir = golden_root.join(golden_of(n + 1, name));
         if dir.exists() {
             return Err(ReplayError::Exists(dir));
         }
@@ -267,24 +291,45 @@ fn record_one(
         list(&parties.iter().map(String::as_str).collect::<Vec<_>>()),
         list(&requires(&recovery.actions)),
     );
-    for n in &recovery.unrecovered {
-        text.push_str(&format!("# not recovered: {n}\n"));
+    if !recovery.unrecovered.is_empty() {
+        // In the report of every run of the case, not only in this file.
+        text.push_str("notes = [\n");
+        for n in &recovery.unrecovered {
+            text.push_str(&format!(
+                "    {},\n",
+                q(&format!("not recovered from the capture: {n}"))
+            ));
+        }
+        text.push_str("]\n");
     }
     let mut steps = Vec::new();
-    for (n, a) in recovery.actions.iter().enumerate() {
-        let step = step_toml(&a.actor, &a.action);
-        let after = a
+    for (n, (name, group)) in stages.iter().enumerate() {
+        let first = group[0];
+        let after = first
             .cause
             .as_deref()
             .map(|c| format!(", after {c}"))
             .unwrap_or_default();
+        let together = if group.len() > 1 {
+            "# The capture shows these sent before the server could answer the first.\ntogether = true\n"
+        } else {
+            ""
+        };
+        let written: Vec<String> = group
+            .iter()
+            .map(|a| step_toml(&a.actor, &a.action))
+            .collect();
         text.push_str(&format!(
-            "\n[[stage]]\nname = {}\ncovers = {}\ngolden = {}\nsteps = [\n    {step},\n]\n",
-            q(&format!("{}-{}", n + 1, action_name(&a.action))),
-            q(&format!("{source}, record #{}{after}", a.at)),
-            q(&golden_of(n + 1, &a.action)),
+            "\n[[stage]]\nname = {}\ncovers = {}\ngolden = {}\n{together}steps = [\n{}]\n",
+            q(&format!("{}-{name}", n + 1)),
+            q(&format!("{source}, record #{}{after}", first.at)),
+            q(&golden_of(n + 1, name)),
+            written
+                .iter()
+                .map(|w| format!("    {w},\n"))
+                .collect::<String>(),
         ));
-        steps.push(step);
+        steps.extend(written);
     }
     std::fs::create_dir_all(cases_dir).map_err(io_error(cases_dir))?;
     std::fs::write(&case_path, &text).map_err(io_error(&case_path))?;
@@ -321,7 +366,10 @@ fn write_goldens(
 ) -> Result<Vec<PathBuf>, ReplayError> {
     let case = Case::load(case_path, topology)?;
     let p = Prepared::new_recording(case, golden_root, topology)?;
-    let starts: Vec<usize> = recovery.actions.iter().map(|a| a.at).collect();
+    let starts: Vec<usize> = stages(&recovery.actions)
+        .iter()
+        .map(|(_, group)| group[0].at)
+        .collect();
     let result = crate::check::check(&p, records.to_vec(), topology, line, &starts, &[]);
     crate::bless::bless(&p, &result, golden_root).map_err(io_error(golden_root))?;
     let pending = crate::bless::selected(golden_root, Some(&p));

@@ -48,7 +48,7 @@ fn because(problems: &[String]) -> String {
 use std::time::Instant;
 
 use live::{command, start, Source};
-use perform::perform;
+use perform::{perform, perform_together};
 
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::diff::{compare_stage, Bindings};
@@ -201,6 +201,7 @@ pub async fn run_case_on(
         source(p, topology, &opts, line),
     );
     result.line = line.describe(topology);
+    result.notes.extend(p.case.notes.iter().cloned());
     if let Some(why) = unclaimed(p, &opts.target) {
         result.verdict = Verdict::Skipped;
         result.notes.push(why);
@@ -417,6 +418,7 @@ impl Driving<'_> {
     ) -> Result<(), Undriven> {
         let (opts, log) = (self.opts, self.log);
         let mut bindings = Bindings::default();
+        let mut roles = crate::race::Roles::default();
         for (stage, golden) in self.p.case.stages.iter().zip(&self.p.golden) {
             if !live.catch_up(self.recorder, opts.deadlines.stage).await {
                 // The server mirrors nothing: no stage can be judged
@@ -426,39 +428,55 @@ impl Driving<'_> {
             let mark = log.len();
             marks.push((stage.name.clone(), mark));
             let mut failed = None;
-            for step in &stage.steps {
-                let deadline = opts.deadlines.answer(opts.deadlines.step, opts.transport);
-                if let Err(why) = perform(live, self.topology, step, deadline).await {
-                    failed = Some(Undriven::Step {
-                        stage: stage.name.clone(),
-                        file: self.p.case.path.display().to_string(),
-                        line: step.line,
-                        why,
-                    });
-                    break;
+            let deadline = opts.deadlines.answer(opts.deadlines.step, opts.transport);
+            let undriven = |step: &crate::case::Step, why| Undriven::Step {
+                stage: stage.name.clone(),
+                file: self.p.case.path.display().to_string(),
+                line: step.line,
+                why,
+            };
+            let steps = roles.steps(&stage.steps);
+            if stage.together {
+                if let Err((n, why)) = perform_together(live, self.topology, &steps, deadline).await
+                {
+                    failed = Some(undriven(&steps[n], why));
+                }
+            } else {
+                for step in &steps {
+                    if let Err(why) = perform(live, self.topology, step, deadline).await {
+                        failed = Some(undriven(step, why));
+                        break;
+                    }
                 }
             }
             // Wait for what the target is expected to send: the golden
             // with its declared deviations applied, never for what it is
             // declared not to send.
-            let want = crate::deviation::expected_counts(
-                golden,
-                &stage.name,
-                &self.deviations,
-                &result.source,
-            );
+            // A race's golden is read for its winner as soon as the
+            // events name it ([`crate::race`]).
+            let want = |obs: &[Observation]| {
+                let read = roles.read(stage, golden, &self.deviations, obs);
+                crate::deviation::expected_counts(
+                    &read.golden,
+                    &stage.name,
+                    &read.deviations(),
+                    &result.source,
+                )
+            };
             let arrived = |obs: &[Observation]| {
-                want.iter()
+                want(obs)
+                    .iter()
                     .all(|(c, n)| obs.iter().filter(|o| &o.channel == c).count() >= *n)
             };
             log.wait_for(mark, opts.deadlines.stage, arrived).await;
             // What is declared absent gets a short grace, not the stage
             // deadline: long enough for a late one to show (an xpass).
+            let read = roles.read(stage, golden, &self.deviations, &log.since(mark));
             let golden_counts =
-                crate::deviation::expected_counts(golden, &stage.name, &[], &result.source);
+                crate::deviation::expected_counts(&read.golden, &stage.name, &[], &result.source);
             let absent: usize = golden_counts
                 .iter()
-                .zip(&want)
+                .zip(&want(&log.since(mark)))
                 .map(|((_, all), (_, left))| all.saturating_sub(*left))
                 .sum();
             let quiet = if absent > 0 {
@@ -468,14 +486,16 @@ impl Driving<'_> {
                 opts.deadlines.settle
             };
             log.settle(quiet, opts.deadlines.stage).await;
-            result.stages.push(compare_stage(
-                &stage.name,
-                &golden.channels,
+            let (compared, race) = roles.compare(
+                stage,
+                golden,
                 &log.since(mark),
                 &result.source,
                 &mut bindings,
                 &self.deviations,
-            ));
+            );
+            result.stages.push(compared);
+            result.notes.extend(race.map(|r| r.to_string()));
             if let Some(e) = failed {
                 return Err(e);
             }

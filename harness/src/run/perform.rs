@@ -1,13 +1,24 @@
 //! The steps of a case: each waits (with a deadline) for the state it
-//! needs, then one phone acts.
+//! needs, then one phone acts. The steps of a stage marked `together` are
+//! made ready one by one and then fired at once, each phone in its own
+//! task, so that the server receives them closer together than it could
+//! answer the first (a race).
 
 use std::time::Duration;
 
 use crate::case::{Action, Index, Step};
 use crate::topology::Topology;
-use crate::ua::{CallDirection, Phase, Seizure};
+use crate::ua::{Agent, AgentHandle, CallDirection, Phase, ScriptError, Seizure, Status};
 
 use super::live::Live;
+
+type Act = Box<dyn FnOnce(&mut Agent) -> Result<(), ScriptError> + Send>;
+
+/// A step whose phone is ready for it: what is left is to act.
+struct Armed<'a> {
+    agent: &'a AgentHandle,
+    act: Act,
+}
 
 /// Carries out one step, first waiting (with a deadline) for the state it
 /// needs: a phone can only answer once an INVITE has reached it.
@@ -17,9 +28,53 @@ pub(super) async fn perform(
     step: &Step,
     deadline: Duration,
 ) -> Result<(), String> {
-    use crate::ua::{Agent, ScriptError, Status};
+    let Armed { agent, act } = arm(live, topology, step, deadline).await?;
+    settle(agent.act(act).await)
+}
+
+/// Carries out steps at once: each waits for what it needs in turn, then
+/// every phone is given its order before any is awaited. The first step
+/// that cannot be made ready or carried out is the error (the others that
+/// were fired still act).
+pub(super) async fn perform_together(
+    live: &Live,
+    topology: &Topology,
+    steps: &[Step],
+    deadline: Duration,
+) -> Result<(), (usize, String)> {
+    let mut armed = Vec::new();
+    for (n, step) in steps.iter().enumerate() {
+        armed.push(
+            arm(live, topology, step, deadline)
+                .await
+                .map_err(|e| (n, e))?,
+        );
+    }
+    let mut fired = Vec::new();
+    for (n, Armed { agent, act }) in armed.into_iter().enumerate() {
+        fired.push((n, agent.order(act).map_err(|e| (n, e.to_string()))?));
+    }
+    let mut first = Ok(());
+    for (n, pending) in fired {
+        if let (Err(e), Ok(())) = (settle(pending.await), &first) {
+            first = Err((n, e));
+        }
+    }
+    first
+}
+
+fn settle(acted: Result<Result<(), ScriptError>, crate::ua::UaError>) -> Result<(), String> {
+    acted.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
+/// Waits (with a deadline) for what `step` needs, and returns its act.
+async fn arm<'a>(
+    live: &'a Live,
+    topology: &Topology,
+    step: &Step,
+    deadline: Duration,
+) -> Result<Armed<'a>, String> {
     type Ready = Box<dyn Fn(&Status) -> bool + Send + Sync>;
-    type Act = Box<dyn FnOnce(&mut Agent) -> Result<(), ScriptError> + Send>;
     let agent = live.agent(&step.actor)?;
     // The case names DNs; the phones dial their line's SIP users.
     let line = topology
@@ -76,6 +131,16 @@ pub(super) async fn perform(
                 Ok(())
             }),
         ),
+        Action::Release => (
+            Some((
+                "a granted seizure",
+                Box::new(|st| matches!(st.seizure, Some(Seizure::Granted(_)))),
+            )),
+            Box::new(|a| {
+                a.unseize();
+                Ok(())
+            }),
+        ),
         Action::Hold { private } => (
             Some(("an established call", phase(Phase::Confirmed))),
             Box::new(move |a| a.hold(private)),
@@ -126,9 +191,5 @@ pub(super) async fn perform(
             .await
             .map_err(|e| e.to_string())?;
     }
-    agent
-        .act(act)
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    Ok(Armed { agent, act })
 }

@@ -112,13 +112,24 @@ impl AgentHandle {
         &self,
         f: impl FnOnce(&mut Agent) -> T + Send + 'static,
     ) -> Result<T, UaError> {
+        self.order(f)?.await
+    }
+
+    /// Hands `f` to the agent's task at once, before anything is awaited,
+    /// and returns what waits for its result: several phones given orders
+    /// back to back act concurrently (a race of two seizures), each in its
+    /// own task.
+    pub fn order<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Agent) -> T + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = Result<T, UaError>> + '_, UaError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Box::new(move |a: &mut Agent| {
                 let _ = tx.send(f(a));
             }))
             .map_err(|_| self.stopped())?;
-        rx.await.map_err(|_| self.stopped())
+        Ok(async move { rx.await.map_err(|_| self.stopped()) })
     }
 
     fn stopped(&self) -> UaError {

@@ -1,0 +1,442 @@
+//! A race judged: a stage whose steps are fired `together` by different
+//! phones. Which of two phones seizing the same appearance at once wins is
+//! the server's to decide, and either outcome is right so long as exactly
+//! one wins and every phone is then told the winner's seizure. The golden
+//! of such a stage is written for one winner (the one its capture or its
+//! author saw). So before the stage is compared, the winner is read from
+//! what was observed, never from which comparison passes: the racing phone
+//! whose wire channel shows `SeizeGranted`. If exactly one racing phone won
+//! in the golden and exactly one other one won in what was observed, the
+//! golden is read with those two phones' DNs exchanged (their channels, and
+//! every DN-valued attribute); everything else is compared as written. Any
+//! other outcome (no winner, two winners) leaves the golden as it is, and
+//! the stage fails on it.
+//!
+//! Only seizures race so far: the winner of other concurrent actions (two
+//! answers at once) is not read, and their stage is compared as written.
+
+use std::borrow::Cow;
+
+use crate::case::{Action, Stage};
+use crate::golden::Expectation;
+use crate::model::{Channel, EventName, KnownEvent, Value};
+use crate::observation::Observation;
+
+/// What a race stage showed: its phones, and who won in the golden and in
+/// what was observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Race {
+    pub stage: String,
+    pub actors: Vec<String>,
+    pub expected: Option<String>,
+    pub observed: Option<String>,
+}
+
+impl std::fmt::Display for Race {
+    /// What a case's notes say of it: `stage 2-seize: a line-seize race of
+    /// 60970 and 60970_2, won by 60970_2 (the golden's winner: 60970)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = |w: &Option<String>| w.clone().unwrap_or_else(|| "no single phone".into());
+        write!(
+            f,
+            "stage {}: a line-seize race of {}, won by {} (the golden's winner: {})",
+            self.stage,
+            self.actors.join(" and "),
+            who(&self.observed),
+            who(&self.expected),
+        )
+    }
+}
+
+fn granted(channel: &Channel, name: &EventName, actors: &[String]) -> Option<String> {
+    match (channel, name) {
+        (Channel::Wire(dn), EventName::Known(KnownEvent::SeizeGranted)) if actors.contains(dn) => {
+            Some(dn.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The one phone of `actors` that won, if exactly one did.
+fn single(mut winners: Vec<String>) -> Option<String> {
+    winners.sort();
+    winners.dedup();
+    (winners.len() == 1).then(|| winners.remove(0))
+}
+
+/// The race `stage` shows: who won in its golden and in what was
+/// observed (None: the stage is not a race of seizures).
+pub fn race(
+    stage: &Stage,
+    expected: &[(Channel, Expectation)],
+    observed: &[Observation],
+) -> Option<Race> {
+    let seizes = |s: &crate::case::Step| matches!(s.action, Action::Seize { .. });
+    if !stage.together || !stage.steps.iter().all(seizes) {
+        return None;
+    }
+    let actors: Vec<String> = stage.steps.iter().map(|s| s.actor.clone()).collect();
+    let golden_winner = single(
+        expected
+            .iter()
+            .filter_map(|(c, e)| match e {
+                Expectation::Events(events) => Some((c, events)),
+                Expectation::Unasserted(_) => None,
+            })
+            .flat_map(|(c, events)| {
+                events
+                    .iter()
+                    .filter_map(|e| granted(c, &e.event.name, &actors))
+            })
+            .collect(),
+    );
+    let observed_winner = single(
+        observed
+            .iter()
+            .filter_map(|o| granted(&o.channel, &o.event.name, &actors))
+            .collect(),
+    );
+    Some(Race {
+        stage: stage.name.clone(),
+        actors,
+        expected: golden_winner,
+        observed: observed_winner,
+    })
+}
+
+/// The golden of a lone race `stage` as it is to be compared with
+/// `observed` ([`Roles::compare`] without stages before it).
+pub fn align<'a>(
+    stage: &Stage,
+    expected: &'a [(Channel, Expectation)],
+    observed: &[Observation],
+) -> (Cow<'a, [(Channel, Expectation)]>, Option<Race>) {
+    let race = race(stage, expected, observed);
+    match race.as_ref().and_then(Race::exchange) {
+        Some((a, b)) => (Cow::Owned(exchanged(expected, a, b)), race.clone()),
+        None => (Cow::Borrowed(expected), race),
+    }
+}
+
+impl Race {
+    /// The golden's winner and the observed one, when each is one phone
+    /// and they differ.
+    fn exchange(&self) -> Option<(&str, &str)> {
+        match (&self.expected, &self.observed) {
+            (Some(a), Some(b)) if a != b => Some((a, b)),
+            _ => None,
+        }
+    }
+}
+
+/// Which golden phone each racing phone stands for, carried from stage to
+/// stage as [`crate::diff::Bindings`] carries IDs: the stages after a race
+/// are written for its golden winner (the winner's seizure expires, the
+/// winner dials), so they are read with the same exchange, until the next
+/// race decides again.
+#[derive(Debug, Clone, Default)]
+pub struct Roles {
+    exchange: Option<(String, String)>,
+}
+
+/// A stage's golden and the deviations declared on it, as they are to be
+/// compared with what has been observed in it so far ([`Roles::read`]).
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub golden: crate::golden::GoldenStage,
+    pub deviations: Vec<crate::deviation::Deviation>,
+    pub race: Option<Race>,
+    exchange: Option<(String, String)>,
+}
+
+impl Read {
+    pub fn deviations(&self) -> Vec<&crate::deviation::Deviation> {
+        self.deviations.iter().collect()
+    }
+}
+
+impl Roles {
+    /// The phone that takes a step the case gives `actor`: the steps after
+    /// a race are written for its golden winner too (the winner releases
+    /// its seizure, the winner dials).
+    pub fn actor<'a>(&'a self, actor: &'a str) -> &'a str {
+        match &self.exchange {
+            Some((a, b)) if actor == a => b,
+            Some((a, b)) if actor == b => a,
+            _ => actor,
+        }
+    }
+
+    /// `steps` as [`Roles::actor`] has them taken.
+    pub fn steps(&self, steps: &[crate::case::Step]) -> Vec<crate::case::Step> {
+        steps
+            .iter()
+            .map(|s| crate::case::Step {
+                actor: self.actor(&s.actor).to_string(),
+                ..s.clone()
+            })
+            .collect()
+    }
+
+    /// `golden` and `deviations` read with the exchange the latest race
+    /// decided, or the one `stage` decides if it is a race and `observed`
+    /// (what it has shown so far) names its winner. Also what waiting for
+    /// a race stage's events counts with: until the winner is known, the
+    /// golden as written.
+    pub fn read(
+        &self,
+        stage: &Stage,
+        golden: &crate::golden::GoldenStage,
+        deviations: &[&crate::deviation::Deviation],
+        observed: &[Observation],
+    ) -> Read {
+        let race = race(stage, &golden.channels, observed);
+        let exchange = match &race {
+            Some(r) => r.exchange().map(|(a, b)| (a.to_string(), b.to_string())),
+            None => self.exchange.clone(),
+        };
+        let mut read = Read {
+            golden: golden.clone(),
+            deviations: deviations.iter().map(|d| (*d).clone()).collect(),
+            race,
+            exchange,
+        };
+        if let Some((a, b)) = &read.exchange {
+            read.golden.channels = exchanged(&golden.channels, a, b);
+            for d in &mut read.deviations {
+                for c in &mut d.channels {
+                    *c = swap_channel(c, a, b);
+                }
+            }
+        }
+        read
+    }
+
+    /// A stage compared as [`crate::diff::compare_stage`] does, its golden
+    /// and deviations first [`Roles::read`]; the exchange it decided holds
+    /// for the stages after it. Returns the race it showed, if it is one.
+    pub fn compare(
+        &mut self,
+        stage: &Stage,
+        golden: &crate::golden::GoldenStage,
+        observed: &[Observation],
+        seen: &crate::observation::Observability,
+        bindings: &mut crate::diff::Bindings,
+        deviations: &[&crate::deviation::Deviation],
+    ) -> (crate::diff::StageResult, Option<Race>) {
+        let read = self.read(stage, golden, deviations, observed);
+        self.exchange = read.exchange.clone();
+        let result = crate::diff::compare_stage(
+            &stage.name,
+            &read.golden.channels,
+            observed,
+            seen,
+            bindings,
+            &read.deviations(),
+        );
+        (result, read.race)
+    }
+}
+
+/// The names of the stages of `case` that are read with an exchange
+/// (their race, or one before them, was won by another phone than the
+/// golden's), given each stage's events.
+pub fn exchanged_stages(
+    stages: &[Stage],
+    golden: &[crate::golden::GoldenStage],
+    events: &[(String, Observation)],
+) -> Vec<String> {
+    let mut roles = Roles::default();
+    let mut out = Vec::new();
+    for (stage, golden) in stages.iter().zip(golden) {
+        let observed: Vec<Observation> = events
+            .iter()
+            .filter(|(s, _)| *s == stage.name)
+            .map(|(_, o)| o.clone())
+            .collect();
+        let read = roles.read(stage, golden, &[], &observed);
+        roles.exchange = read.exchange.clone();
+        if read.exchange.is_some() {
+            out.push(stage.name.clone());
+        }
+    }
+    out
+}
+
+/// `channel` with DNs `a` and `b` exchanged.
+fn swap_channel(channel: &Channel, a: &str, b: &str) -> Channel {
+    let swap = |dn: &str| -> String {
+        if dn == a {
+            b.to_string()
+        } else if dn == b {
+            a.to_string()
+        } else {
+            dn.to_string()
+        }
+    };
+    match channel {
+        Channel::Dn(dn) => Channel::Dn(swap(dn)),
+        Channel::Wire(dn) => Channel::Wire(swap(dn)),
+        Channel::Monitoring => Channel::Monitoring,
+    }
+}
+
+/// `expected` with DNs `a` and `b` exchanged everywhere they are named.
+fn exchanged(expected: &[(Channel, Expectation)], a: &str, b: &str) -> Vec<(Channel, Expectation)> {
+    let swap = |dn: &str| -> String {
+        if dn == a {
+            b.to_string()
+        } else if dn == b {
+            a.to_string()
+        } else {
+            dn.to_string()
+        }
+    };
+    let swapped: Vec<(Channel, Expectation)> = expected
+        .iter()
+        .map(|(channel, e)| {
+            let channel = swap_channel(channel, a, b);
+            let e = match e {
+                Expectation::Unasserted(why) => Expectation::Unasserted(why.clone()),
+                Expectation::Events(events) => Expectation::Events(
+                    events
+                        .iter()
+                        .map(|x| {
+                            let mut x = x.clone();
+                            for v in x.event.attrs.values_mut() {
+                                if let Value::Dn(dn) = v {
+                                    *dn = swap(dn);
+                                }
+                            }
+                            x
+                        })
+                        .collect(),
+                ),
+            };
+            (channel, e)
+        })
+        .collect();
+    // In the golden's channel order.
+    let mut out: Vec<(Channel, Expectation)> = expected
+        .iter()
+        .filter_map(|(c, _)| swapped.iter().find(|(s, _)| s == c).cloned())
+        .collect();
+    for s in swapped {
+        if !out.iter().any(|(c, _)| *c == s.0) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::Step;
+    use crate::golden::Expected;
+    use crate::model::Event;
+
+    fn stage(together: bool) -> Stage {
+        let seize = |actor: &str| Step {
+            actor: actor.into(),
+            action: Action::Seize {
+                index: 1,
+                expires: 15,
+            },
+            line: 1,
+        };
+        Stage {
+            name: "race".into(),
+            covers: String::new(),
+            golden: "g".into(),
+            steps: vec![seize("60970"), seize("60970_2")],
+            together,
+            line: 1,
+        }
+    }
+
+    fn events(names: &[KnownEvent]) -> Expectation {
+        Expectation::Events(
+            names
+                .iter()
+                .map(|n| Expected {
+                    event: Event::new(*n),
+                    path: "g".into(),
+                    line: 1,
+                })
+                .collect(),
+        )
+    }
+
+    fn golden() -> Vec<(Channel, Expectation)> {
+        vec![
+            (Channel::Dn("60970".into()), events(&[])),
+            (
+                Channel::Wire("60970".into()),
+                events(&[KnownEvent::SeizeGranted, KnownEvent::Appearance]),
+            ),
+            (
+                Channel::Wire("60970_2".into()),
+                events(&[KnownEvent::SeizeRefused, KnownEvent::Appearance]),
+            ),
+        ]
+    }
+
+    fn seen(channel: &str, name: KnownEvent) -> Observation {
+        Observation {
+            channel: Channel::parse(channel),
+            event: Event::new(name),
+            raw: String::new(),
+            within: None,
+        }
+    }
+
+    #[test]
+    fn the_observed_winner_decides_which_phone_the_golden_grants() {
+        let golden = golden();
+        let observed = [
+            seen("sca.60970", KnownEvent::SeizeRefused),
+            seen("sca.60970_2", KnownEvent::SeizeGranted),
+        ];
+        let (aligned, race) = align(&stage(true), &golden, &observed);
+        let race = race.unwrap();
+        assert_eq!(race.observed.as_deref(), Some("60970_2"));
+        assert_eq!(race.expected.as_deref(), Some("60970"));
+        assert!(race.to_string().contains("won by 60970_2"), "{race}");
+        let of = |dn: &str| {
+            aligned
+                .iter()
+                .find(|(c, _)| *c == Channel::Wire(dn.into()))
+                .map(|(_, e)| e.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            of("60970_2"),
+            events(&[KnownEvent::SeizeGranted, KnownEvent::Appearance])
+        );
+        assert_eq!(
+            of("60970"),
+            events(&[KnownEvent::SeizeRefused, KnownEvent::Appearance])
+        );
+        // The T-Library channel moves with its phone.
+        assert!(aligned
+            .iter()
+            .any(|(c, _)| *c == Channel::Dn("60970_2".into())));
+    }
+
+    #[test]
+    fn no_single_winner_or_no_race_leaves_the_golden_as_written() {
+        let golden = golden();
+        let both = [
+            seen("sca.60970", KnownEvent::SeizeGranted),
+            seen("sca.60970_2", KnownEvent::SeizeGranted),
+        ];
+        let (aligned, race) = align(&stage(true), &golden, &both);
+        assert_eq!(&*aligned, &golden[..]);
+        assert_eq!(race.unwrap().observed, None);
+        let won = [seen("sca.60970_2", KnownEvent::SeizeGranted)];
+        let (aligned, race) = align(&stage(false), &golden, &won);
+        assert_eq!(&*aligned, &golden[..]);
+        assert!(race.is_none());
+    }
+}
