@@ -47,29 +47,22 @@ fn check(file: &Path, profile: &Path, report: &Path) {
     };
     let topology = scacheck::topology::Topology::reference();
     let start = Instant::now();
-    let checked = scacheck::check::check_file(
-        file,
-        None,
-        &dirs,
-        &profile.display().to_string(),
-        &topology,
-    )
-    .expect("check the capture");
+    let checked =
+        scacheck::check::check_file(file, None, &dirs, &profile.display().to_string(), &topology)
+            .expect("check the capture");
     let judged = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(report);
-    scacheck::report::write_checked(report, &checked.name, &checked.described, &checked.results)
-        .expect("write the report");
+    checked.write_report(report).expect("write the report");
     let secs = start.elapsed().as_secs_f64();
     let mut verdicts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for r in &checked.results {
-        *verdicts.entry(r.verdict.as_str()).or_default() += 1;
+    for counts in checked.tally.by_case.values() {
+        for (v, n) in counts {
+            *verdicts.entry(v).or_default() += n;
+        }
     }
+    *verdicts.entry("no-case").or_default() += checked.tally.no_case;
     let verdicts: Vec<String> = verdicts.iter().map(|(v, n)| format!("{v}={n}")).collect();
-    println!(
-        "{secs} {judged} {} {}",
-        peak_rss_mib(),
-        verdicts.join(",")
-    );
+    println!("{secs} {judged} {} {}", peak_rss_mib(), verdicts.join(","));
 }
 
 fn main() {
@@ -138,7 +131,11 @@ fn main() {
     }
     let line = String::from_utf8_lossy(&out.stdout);
     let mut f = line.split_whitespace();
-    let mut num = || f.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let mut num = || {
+        f.next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     let (secs, judged, rss) = (num(), num(), num());
     let verdicts = line.split_whitespace().nth(3).unwrap_or("none").to_string();
     let (report_bytes, report_files) = dir_size(&report);

@@ -593,15 +593,7 @@ impl Capture {
     /// What the console says of it: how many messages, what was skipped,
     /// and where it broke off.
     pub fn summary(&self) -> String {
-        let mut out = format!(
-            "capture: {} SIP messages; {}\n",
-            self.packets.len(),
-            self.skipped
-        );
-        if let Some(e) = &self.broken {
-            out.push_str(&format!("capture ends early: {e}\n"));
-        }
-        out
+        summary(self.packets.len(), &self.skipped, self.broken.as_deref())
     }
 
     /// Its flows: one per line of the pool it holds ([`by_line`]), each
@@ -687,6 +679,16 @@ impl Capture {
     }
 }
 
+/// What the console says of a capture read: how many messages, what was
+/// skipped, and where it broke off.
+fn summary(messages: usize, skipped: &crate::pcap::Skipped, broken: Option<&str>) -> String {
+    let mut out = format!("capture: {messages} SIP messages; {skipped}\n");
+    if let Some(e) = broken {
+        out.push_str(&format!("capture ends early: {e}\n"));
+    }
+    out
+}
+
 /// What `scacheck pcap check` found: what it says before the report (what
 /// the capture held, the case it detected), the name and description the
 /// report gives the check, and the judged case.
@@ -695,8 +697,101 @@ pub struct Checked {
     pub said: String,
     pub name: String,
     pub described: String,
-    /// One per flow: a capture of several lines holds a flow per line.
+    /// One per flow kept for the report: a capture of several lines holds
+    /// a flow per line and per registration lifetime ([`crate::flows`]);
+    /// at most [`KEPT`], those with an unexpected verdict first.
     pub results: Vec<CaseResult>,
+    /// Every flow judged, kept or not.
+    pub tally: Tally,
+}
+
+/// How many judged flows a report holds in full (its files each); the
+/// others are counted in [`Tally`] only.
+pub const KEPT: usize = 200;
+/// How many flows the console names one by one.
+pub const SAID: usize = 50;
+
+/// Every flow of a capture judged: counts by case and verdict, the flows
+/// no case fitted, and how many the report left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub flows: usize,
+    pub by_case: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    pub no_case: usize,
+    pub left_out: usize,
+    pub unexpected: usize,
+}
+
+impl Tally {
+    fn count(&mut self, r: &CaseResult, case: &str) {
+        self.flows += 1;
+        *self
+            .by_case
+            .entry(case.to_string())
+            .or_default()
+            .entry(r.verdict.as_str())
+            .or_default() += 1;
+        if !r.verdict.expected() {
+            self.unexpected += 1;
+        }
+    }
+
+    /// For people: a line per case, its verdicts counted.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "{} flows judged ({} in the report, {} counted only), {} with no case\n",
+            self.flows,
+            self.flows - self.left_out,
+            self.left_out,
+            self.no_case
+        );
+        for (case, verdicts) in &self.by_case {
+            let counts: Vec<String> = verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            out.push_str(&format!("{case}: {}\n", counts.join(", ")));
+        }
+        out
+    }
+}
+
+impl Checked {
+    /// One judged case (a log's), as a report of one.
+    pub fn one(name: &str, described: &str, result: CaseResult) -> Checked {
+        let mut tally = Tally::default();
+        tally.count(&result, &result.id.clone());
+        Checked {
+            said: String::new(),
+            name: name.into(),
+            described: described.into(),
+            results: vec![result],
+            tally,
+        }
+    }
+
+    /// Were all the flows' verdicts expected ones (those left out of the
+    /// report too)?
+    pub fn expected(&self) -> bool {
+        self.tally.unexpected == 0 && self.results.iter().all(|r| r.verdict.expected())
+    }
+
+    /// The report ([`crate::report::write_checked`]) of the flows kept, and
+    /// `flows.txt`, the tally of them all, when there were several; what the
+    /// console says of it.
+    pub fn write_report(&self, dir: &std::path::Path) -> std::io::Result<String> {
+        let mut said =
+            crate::report::write_checked(dir, &self.name, &self.described, &self.results)?;
+        if self.tally.flows > 1 {
+            std::fs::write(dir.join("flows.txt"), self.tally.text())?;
+            let first = self
+                .tally
+                .text()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            said.push_str(&format!("{first}: {}\n", dir.join("flows.txt").display()));
+        }
+        Ok(said)
+    }
 }
 
 /// Why `scacheck pcap check` judged nothing.
@@ -713,9 +808,116 @@ pub enum CheckFileError {
     Detect { context: String, source: Detection },
 }
 
+/// The flows judged so far, as few kept as the report holds.
+struct Judging<'a> {
+    file: &'a std::path::Path,
+    suite: &'a [Prepared],
+    lines: &'a [Identities],
+    deviations: &'a [Deviation],
+    topology: &'a Topology,
+    case_id: Option<&'a str>,
+    /// By (line, flow of the line), for the report's order.
+    kept: Vec<((usize, usize), CaseResult)>,
+    tally: Tally,
+    said: Vec<String>,
+    lines_seen: std::collections::BTreeSet<usize>,
+}
+
+impl Judging<'_> {
+    fn say(&mut self, what: String) {
+        if self.said.len() < SAID {
+            self.said.push(what);
+        }
+    }
+
+    /// Keeps `r` if the report has room, or if its verdict is unexpected
+    /// and an expected one can make room.
+    fn keep(&mut self, at: (usize, usize), r: CaseResult) {
+        if self.kept.len() >= KEPT {
+            let evict = (!r.verdict.expected())
+                .then(|| self.kept.iter().rposition(|(_, k)| k.verdict.expected()))
+                .flatten();
+            match evict {
+                Some(i) => {
+                    self.kept.remove(i);
+                }
+                None => {
+                    self.tally.left_out += 1;
+                    return;
+                }
+            }
+            self.tally.left_out += 1;
+        }
+        self.kept.push((at, r));
+    }
+
+    fn flow(&mut self, flow: crate::flows::Flow, whole: Option<Capture>) -> Result<(), Detection> {
+        let (line, nth, packets) = match flow {
+            crate::flows::Flow::Whole(_) => {
+                let capture = whole.expect("the whole capture");
+                let found = capture.judge(
+                    self.file,
+                    self.suite,
+                    self.lines,
+                    self.deviations,
+                    self.topology,
+                )?;
+                let (p, result) = found;
+                if self.case_id.is_none() {
+                    self.say(format!("detected case: {}", p.case.id));
+                }
+                self.tally.count(&result, &p.case.id);
+                self.keep((0, 0), result);
+                return Ok(());
+            }
+            crate::flows::Flow::Line { line, nth, packets } => (line, nth, packets),
+        };
+        self.lines_seen.insert(line);
+        let l = &self.lines[line];
+        let one = Capture {
+            packets,
+            skipped: Default::default(),
+            broken: None,
+        };
+        let named = l.describe(self.topology).unwrap_or_default();
+        let found = one.judge(
+            self.file,
+            self.suite,
+            std::slice::from_ref(l),
+            self.deviations,
+            self.topology,
+        );
+        match found {
+            Ok((p, mut result)) => {
+                let flow = if nth > 1 {
+                    format!(" flow {nth}")
+                } else {
+                    String::new()
+                };
+                self.say(format!("{named}{flow}: detected case {}", p.case.id));
+                // Two flows of one case each keep their own files.
+                result.id = match nth {
+                    1 => format!("{}@{}", p.case.id, line_key(l)),
+                    n => format!("{}@{}.{n}", p.case.id, line_key(l)),
+                };
+                self.tally.count(&result, &p.case.id);
+                self.keep((line, nth), result);
+            }
+            Err(e) => {
+                self.tally.no_case += 1;
+                self.say(format!("{named}: no case: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `scacheck pcap check`: reads `file`, judges it as case `case_id` (or
 /// the case its structure shows, never chosen by its verdict) of the suite
-/// in `dirs`, its phones and deviations those of `target`.
+/// in `dirs`, its phones and deviations those of `target`. Read as a
+/// stream, split into flows as it goes ([`crate::flows`]), each judged as
+/// it closes and forgotten but for its verdict ([`Tally`]) and, up to
+/// [`KEPT`] of them, its result.
 pub fn check_file(
     file: &std::path::Path,
     case_id: Option<&str>,
@@ -724,11 +926,11 @@ pub fn check_file(
     topology: &Topology,
 ) -> Result<Checked, CheckFileError> {
     let (name, lines, deviations) = dirs.judged_as(target, topology)?;
-    let capture = Capture::read(file).map_err(|source| CheckFileError::Read {
+    let read_error = |source| CheckFileError::Read {
         path: file.to_path_buf(),
         source,
-    })?;
-    let mut said = capture.summary();
+    };
+    let mut reader = crate::pcap::Reader::open(file).map_err(read_error)?;
     let suite = match case_id {
         Some(id) => vec![dirs.case(id, topology, false)?],
         None => dirs.load(topology, None, false)?,
@@ -737,48 +939,88 @@ pub fn check_file(
         context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
         source,
     };
-    let flows = capture.flows(&lines);
-    let several = flows.len() > 1;
-    if several {
-        said.push_str(&format!("{} flows, one per line\n", flows.len()));
-    }
-    let mut results = Vec::new();
-    for (line, one) in flows {
-        let pool = line.clone().map_or_else(|| lines.clone(), |l| vec![l]);
-        let found = one.judge(file, &suite, &pool, &deviations, topology);
-        let (p, mut result) = match (found, &line) {
-            (Ok(found), _) => found,
-            (Err(e), None) => return Err(detect(e)),
-            (Err(e), Some(l)) => {
-                let named = l.describe(topology).unwrap_or_default();
-                said.push_str(&format!("{named}: no case: {e}\n"));
-                continue;
+    let mut judging = Judging {
+        file,
+        suite: &suite,
+        lines: &lines,
+        deviations: &deviations,
+        topology,
+        case_id,
+        kept: Vec::new(),
+        tally: Tally::default(),
+        said: Vec::new(),
+        lines_seen: Default::default(),
+    };
+    let mut splitter = crate::flows::Splitter::new(&lines);
+    let mut count = 0usize;
+    let mut broken = None;
+    loop {
+        match reader.next_packet() {
+            Ok(Some(p)) => {
+                count += 1;
+                for flow in splitter.push(p) {
+                    judging.flow(flow, None).map_err(detect)?;
+                }
             }
-        };
-        match &line {
-            None if case_id.is_none() => {
-                said.push_str(&format!("detected case: {}\n", p.case.id));
-            }
-            None => {}
-            Some(l) => {
-                let named = l.describe(topology).unwrap_or_default();
-                said.push_str(&format!("{named}: detected case {}\n", p.case.id));
-                // Two flows of one case each keep their own files.
-                result.id = format!("{}@{}", p.case.id, line_key(l));
+            Ok(None) => break,
+            Err(e) => {
+                broken = Some(e.to_string());
+                break;
             }
         }
-        results.push(result);
     }
-    if results.is_empty() {
+    let skipped = reader.skipped().clone();
+    let mut said = summary(count, &skipped, broken.as_deref());
+    for flow in splitter.finish() {
+        let found = match flow {
+            crate::flows::Flow::Whole(packets) => {
+                let whole = Capture {
+                    packets,
+                    skipped: skipped.clone(),
+                    broken: broken.clone(),
+                };
+                judging.flow(crate::flows::Flow::Whole(Vec::new()), Some(whole))
+            }
+            line => judging.flow(line, None),
+        };
+        found.map_err(detect)?;
+    }
+    let Judging {
+        mut kept,
+        tally,
+        said: lines_said,
+        lines_seen,
+        ..
+    } = judging;
+    if tally.flows + tally.no_case > 1 {
+        let flows = tally.flows + tally.no_case;
+        said.push_str(&match flows == lines_seen.len() {
+            true => format!("{flows} flows, one per line\n"),
+            false => format!(
+                "{flows} flows on {} lines, by line and registration\n",
+                lines_seen.len()
+            ),
+        });
+    }
+    for line in &lines_said {
+        said.push_str(line);
+        said.push('\n');
+    }
+    if lines_said.len() >= SAID {
+        said.push_str("(the console names the first flows only; flows.txt counts them all)\n");
+    }
+    if kept.is_empty() {
         return Err(detect(Detection::NoFlow {
             phones: "none in any line's flow".into(),
         }));
     }
+    kept.sort_by_key(|(at, _)| *at);
     Ok(Checked {
         said,
         name,
         described: format!("capture {}", file.display()),
-        results,
+        results: kept.into_iter().map(|(_, r)| r).collect(),
+        tally,
     })
 }
 

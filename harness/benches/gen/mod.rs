@@ -73,7 +73,10 @@ fn template(path: &Path) -> Option<Template> {
         .find_map(|l| l.strip_prefix("Call-ID: "))?
         .trim()
         .to_string();
-    let after = call_id.split_once("-60972-").or(call_id.split_once("-60970-"))?.1;
+    let after = call_id
+        .split_once("-60972-")
+        .or(call_id.split_once("-60970-"))?
+        .1;
     let line: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
     let token = call_id
         .split_once("-udp-")?
