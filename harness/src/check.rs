@@ -60,6 +60,7 @@ pub const STAGE_WAIT: Duration = Duration::from_secs(2);
 pub fn line_of(messages: &[Packet], lines: &[Identities], topology: &Topology) -> Identities {
     let registered: std::collections::BTreeSet<String> = messages
         .iter()
+        .filter(|m| m.raw.starts_with(b"REGISTER "))
         .filter_map(|m| Message::parse(m.raw.clone()).ok())
         .filter(|msg| msg.is("REGISTER"))
         .filter_map(|msg| msg.to().and_then(|t| t.user().map(str::to_string)))
@@ -83,6 +84,9 @@ pub fn endpoints(
 ) -> BTreeMap<SocketAddr, String> {
     let mut map: BTreeMap<SocketAddr, String> = BTreeMap::new();
     for m in messages {
+        if !m.raw.starts_with(b"REGISTER ") || map.contains_key(&m.src) {
+            continue;
+        }
         let Ok(msg) = Message::parse(m.raw.clone()) else {
             continue;
         };
@@ -161,6 +165,20 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
     if rec.agent != step.actor || rec.direction != Direction::Sent {
         return false;
     }
+    // What the step sends starts so; nothing else is parsed.
+    let start: &[u8] = match &step.action {
+        Action::Call { .. }
+        | Action::Hold { .. }
+        | Action::Retrieve { .. }
+        | Action::Barge { .. } => b"INVITE ",
+        Action::Answer | Action::Refuse { .. } => b"SIP/2.0 ",
+        Action::Hangup => b"BYE ",
+        Action::Cancel => b"CANCEL ",
+        Action::Seize { .. } | Action::Refresh | Action::Unsubscribe => b"SUBSCRIBE ",
+    };
+    if !rec.raw.starts_with(start) {
+        return false;
+    }
     let Ok(msg) = Message::parse(rec.raw.clone()) else {
         return false;
     };
@@ -224,7 +242,18 @@ pub fn stage_starts(
     // What a run sends to clean up is no step of its flow: an outbound
     // call's teardown BYE is not the `hangup` of a longer case. (A stage
     // without steps may still begin there: it then saw nothing.)
-    let steps_end = teardown_start(records, 0);
+    stage_starts_before(p, records, topology, line, teardown_start(records, 0))
+}
+
+/// [`stage_starts`] given where the teardown begins (found once for every
+/// candidate case of a capture).
+fn stage_starts_before(
+    p: &Prepared,
+    records: &[Record],
+    topology: &Topology,
+    line: &Identities,
+    steps_end: usize,
+) -> Option<Vec<usize>> {
     let mut starts = Vec::new();
     let mut from = 0;
     for stage in &p.case.stages {
@@ -365,10 +394,11 @@ pub fn detect<'a>(
             .map(|s| s.steps.len() + 1)
             .sum::<usize>()
     };
+    let steps_end = teardown_start(records, 0);
     let mut candidates: Vec<(&Prepared, Vec<usize>)> = suite
         .iter()
         .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
-        .filter_map(|p| stage_starts(p, records, topology, line).map(|s| (p, s)))
+        .filter_map(|p| stage_starts_before(p, records, topology, line, steps_end).map(|s| (p, s)))
         .collect();
     let Some(best) = candidates.iter().map(|(p, _)| weight(p)).max() else {
         return Err(Detection::NoFlow {
@@ -389,8 +419,11 @@ pub fn detect<'a>(
 /// time as long as the settle window, that holds the first unregistration
 /// (the live run starts its teardown once the last stage has settled).
 fn teardown_start(records: &[Record], after: usize) -> usize {
+    // Only a REGISTER is parsed to see if it unregisters, and only a
+    // message naming the header to see if it is marked.
     let unregister = |r: &Record| {
         r.direction == Direction::Sent
+            && r.raw.starts_with(b"REGISTER")
             && Message::parse(r.raw.clone()).is_ok_and(|m| {
                 m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
             })
@@ -398,10 +431,11 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
     // scacheck's phones mark their cleanup; for other captures, the burst
     // rule below.
     let marked = |r: &Record| {
-        Message::parse(r.raw.clone()).is_ok_and(|m| {
-            m.header("X-Scacheck")
-                .is_some_and(|v| v.trim() == "teardown")
-        })
+        names_header(&r.raw, b"x-scacheck")
+            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+                m.header("X-Scacheck")
+                    .is_some_and(|v| v.trim() == "teardown")
+            })
     };
     if let Some(first) = (after..records.len()).find(|&i| marked(&records[i])) {
         return first;
@@ -413,6 +447,13 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
         start -= 1;
     }
     start
+}
+
+/// Do the bytes hold `name` (lower case) in any case? Never false for a
+/// message that has the header.
+fn names_header(raw: &[u8], name: &[u8]) -> bool {
+    raw.windows(name.len())
+        .any(|w| w.eq_ignore_ascii_case(name))
 }
 
 /// Derives, attributes and compares: the verdict of a capture for a case.
