@@ -9,7 +9,12 @@
 //! messages per second, peak memory (the child's VmHWM), report size, flows
 //! judged by verdict; with tshark or sngrep installed, their time on the
 //! same file and the ratios. Aim: a million messages per second, under
-//! 64 MiB, memory not growing with the file.
+//! 64 MiB, memory not growing with the file. Measured (2 shared cores, the
+//! first streaming version): 1 002 940 messages, 534 MiB, 12 707 flows
+//! judged (1 814 pass, 10 893 xfail) in 48.7 s = 20 600 messages/s, peak
+//! 53 MiB as for a 50 000-message file, report 41 MiB (200 flows + flows.txt):
+//! memory is flat, speed is 50 times short of the aim (each flow's
+//! messages are still parsed by every deriver, about four times over).
 
 mod gen;
 
