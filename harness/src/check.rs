@@ -60,6 +60,7 @@ pub const STAGE_WAIT: Duration = Duration::from_secs(2);
 pub fn line_of(messages: &[Packet], lines: &[Identities], topology: &Topology) -> Identities {
     let registered: std::collections::BTreeSet<String> = messages
         .iter()
+        .filter(|m| m.raw.starts_with(b"REGISTER "))
         .filter_map(|m| Message::parse(m.raw.clone()).ok())
         .filter(|msg| msg.is("REGISTER"))
         .filter_map(|msg| msg.to().and_then(|t| t.user().map(str::to_string)))
@@ -83,6 +84,9 @@ pub fn endpoints(
 ) -> BTreeMap<SocketAddr, String> {
     let mut map: BTreeMap<SocketAddr, String> = BTreeMap::new();
     for m in messages {
+        if !m.raw.starts_with(b"REGISTER ") || map.contains_key(&m.src) {
+            continue;
+        }
         let Ok(msg) = Message::parse(m.raw.clone()) else {
             continue;
         };
@@ -161,6 +165,20 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
     if rec.agent != step.actor || rec.direction != Direction::Sent {
         return false;
     }
+    // What the step sends starts so; nothing else is parsed.
+    let start: &[u8] = match &step.action {
+        Action::Call { .. }
+        | Action::Hold { .. }
+        | Action::Retrieve { .. }
+        | Action::Barge { .. } => b"INVITE ",
+        Action::Answer | Action::Refuse { .. } => b"SIP/2.0 ",
+        Action::Hangup => b"BYE ",
+        Action::Cancel => b"CANCEL ",
+        Action::Seize { .. } | Action::Refresh | Action::Unsubscribe => b"SUBSCRIBE ",
+    };
+    if !rec.raw.starts_with(start) {
+        return false;
+    }
     let Ok(msg) = Message::parse(rec.raw.clone()) else {
         return false;
     };
@@ -234,7 +252,18 @@ pub fn stage_starts(
     // What a run sends to clean up is no step of its flow: an outbound
     // call's teardown BYE is not the `hangup` of a longer case. (A stage
     // without steps may still begin there: it then saw nothing.)
-    let steps_end = teardown_start(records, 0);
+    stage_starts_before(p, records, topology, line, teardown_start(records, 0))
+}
+
+/// [`stage_starts`] given where the teardown begins (found once for every
+/// candidate case of a capture).
+fn stage_starts_before(
+    p: &Prepared,
+    records: &[Record],
+    topology: &Topology,
+    line: &Identities,
+    steps_end: usize,
+) -> Option<Vec<usize>> {
     let mut starts = Vec::new();
     let mut from = 0;
     // The phones of the latest race: a step after it that the case gives
@@ -402,10 +431,11 @@ pub fn detect<'a>(
             .map(|s| s.steps.len() + 1)
             .sum::<usize>()
     };
+    let steps_end = teardown_start(records, 0);
     let mut candidates: Vec<(&Prepared, Vec<usize>)> = suite
         .iter()
         .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
-        .filter_map(|p| stage_starts(p, records, topology, line).map(|s| (p, s)))
+        .filter_map(|p| stage_starts_before(p, records, topology, line, steps_end).map(|s| (p, s)))
         .collect();
     let Some(best) = candidates.iter().map(|(p, _)| weight(p)).max() else {
         return Err(Detection::NoFlow {
@@ -426,8 +456,11 @@ pub fn detect<'a>(
 /// time as long as the settle window, that holds the first unregistration
 /// (the live run starts its teardown once the last stage has settled).
 fn teardown_start(records: &[Record], after: usize) -> usize {
+    // Only a REGISTER is parsed to see if it unregisters, and only a
+    // message naming the header to see if it is marked.
     let unregister = |r: &Record| {
         r.direction == Direction::Sent
+            && r.raw.starts_with(b"REGISTER")
             && Message::parse(r.raw.clone()).is_ok_and(|m| {
                 m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
             })
@@ -435,10 +468,11 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
     // scacheck's phones mark their cleanup; for other captures, the burst
     // rule below.
     let marked = |r: &Record| {
-        Message::parse(r.raw.clone()).is_ok_and(|m| {
-            m.header("X-Scacheck")
-                .is_some_and(|v| v.trim() == "teardown")
-        })
+        names_header(&r.raw, b"x-scacheck")
+            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+                m.header("X-Scacheck")
+                    .is_some_and(|v| v.trim() == "teardown")
+            })
     };
     if let Some(first) = (after..records.len()).find(|&i| marked(&records[i])) {
         return first;
@@ -450,6 +484,13 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
         start -= 1;
     }
     start
+}
+
+/// Do the bytes hold `name` (lower case) in any case? Never false for a
+/// message that has the header.
+fn names_header(raw: &[u8], name: &[u8]) -> bool {
+    raw.windows(name.len())
+        .any(|w| w.eq_ignore_ascii_case(name))
 }
 
 /// Derives, attributes and compares: the verdict of a capture for a case.
@@ -632,15 +673,7 @@ impl Capture {
     /// What the console says of it: how many messages, what was skipped,
     /// and where it broke off.
     pub fn summary(&self) -> String {
-        let mut out = format!(
-            "capture: {} SIP messages; {}\n",
-            self.packets.len(),
-            self.skipped
-        );
-        if let Some(e) = &self.broken {
-            out.push_str(&format!("capture ends early: {e}\n"));
-        }
-        out
+        summary(self.packets.len(), &self.skipped, self.broken.as_deref())
     }
 
     /// Its flows: one per line of the pool it holds ([`by_line`]), each
@@ -726,6 +759,16 @@ impl Capture {
     }
 }
 
+/// What the console says of a capture read: how many messages, what was
+/// skipped, and where it broke off.
+fn summary(messages: usize, skipped: &crate::pcap::Skipped, broken: Option<&str>) -> String {
+    let mut out = format!("capture: {messages} SIP messages; {skipped}\n");
+    if let Some(e) = broken {
+        out.push_str(&format!("capture ends early: {e}\n"));
+    }
+    out
+}
+
 /// What `scacheck pcap check` found: what it says before the report (what
 /// the capture held, the case it detected), the name and description the
 /// report gives the check, and the judged case.
@@ -734,8 +777,101 @@ pub struct Checked {
     pub said: String,
     pub name: String,
     pub described: String,
-    /// One per flow: a capture of several lines holds a flow per line.
+    /// One per flow kept for the report: a capture of several lines holds
+    /// a flow per line and per registration lifetime ([`crate::flows`]);
+    /// at most [`KEPT`], those with an unexpected verdict first.
     pub results: Vec<CaseResult>,
+    /// Every flow judged, kept or not.
+    pub tally: Tally,
+}
+
+/// How many judged flows a report holds in full (its files each); the
+/// others are counted in [`Tally`] only.
+pub const KEPT: usize = 200;
+/// How many flows the console names one by one.
+pub const SAID: usize = 50;
+
+/// Every flow of a capture judged: counts by case and verdict, the flows
+/// no case fitted, and how many the report left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub flows: usize,
+    pub by_case: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    pub no_case: usize,
+    pub left_out: usize,
+    pub unexpected: usize,
+}
+
+impl Tally {
+    fn count(&mut self, r: &CaseResult, case: &str) {
+        self.flows += 1;
+        *self
+            .by_case
+            .entry(case.to_string())
+            .or_default()
+            .entry(r.verdict.as_str())
+            .or_default() += 1;
+        if !r.verdict.expected() {
+            self.unexpected += 1;
+        }
+    }
+
+    /// For people: a line per case, its verdicts counted.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "{} flows judged ({} in the report, {} counted only), {} with no case\n",
+            self.flows,
+            self.flows - self.left_out,
+            self.left_out,
+            self.no_case
+        );
+        for (case, verdicts) in &self.by_case {
+            let counts: Vec<String> = verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            out.push_str(&format!("{case}: {}\n", counts.join(", ")));
+        }
+        out
+    }
+}
+
+impl Checked {
+    /// One judged case (a log's), as a report of one.
+    pub fn one(name: &str, described: &str, result: CaseResult) -> Checked {
+        let mut tally = Tally::default();
+        tally.count(&result, &result.id.clone());
+        Checked {
+            said: String::new(),
+            name: name.into(),
+            described: described.into(),
+            results: vec![result],
+            tally,
+        }
+    }
+
+    /// Were all the flows' verdicts expected ones (those left out of the
+    /// report too)?
+    pub fn expected(&self) -> bool {
+        self.tally.unexpected == 0 && self.results.iter().all(|r| r.verdict.expected())
+    }
+
+    /// The report ([`crate::report::write_checked`]) of the flows kept, and
+    /// `flows.txt`, the tally of them all, when there were several; what the
+    /// console says of it.
+    pub fn write_report(&self, dir: &std::path::Path) -> std::io::Result<String> {
+        let mut said =
+            crate::report::write_checked(dir, &self.name, &self.described, &self.results)?;
+        if self.tally.flows > 1 {
+            std::fs::write(dir.join("flows.txt"), self.tally.text())?;
+            let first = self
+                .tally
+                .text()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            said.push_str(&format!("{first}: {}\n", dir.join("flows.txt").display()));
+        }
+        Ok(said)
+    }
 }
 
 /// Why `scacheck pcap check` judged nothing.
@@ -752,9 +888,116 @@ pub enum CheckFileError {
     Detect { context: String, source: Detection },
 }
 
+/// The flows judged so far, as few kept as the report holds.
+struct Judging<'a> {
+    file: &'a std::path::Path,
+    suite: &'a [Prepared],
+    lines: &'a [Identities],
+    deviations: &'a [Deviation],
+    topology: &'a Topology,
+    case_id: Option<&'a str>,
+    /// By (line, flow of the line), for the report's order.
+    kept: Vec<((usize, usize), CaseResult)>,
+    tally: Tally,
+    said: Vec<String>,
+    lines_seen: std::collections::BTreeSet<usize>,
+}
+
+impl Judging<'_> {
+    fn say(&mut self, what: String) {
+        if self.said.len() < SAID {
+            self.said.push(what);
+        }
+    }
+
+    /// Keeps `r` if the report has room, or if its verdict is unexpected
+    /// and an expected one can make room.
+    fn keep(&mut self, at: (usize, usize), r: CaseResult) {
+        if self.kept.len() >= KEPT {
+            let evict = (!r.verdict.expected())
+                .then(|| self.kept.iter().rposition(|(_, k)| k.verdict.expected()))
+                .flatten();
+            match evict {
+                Some(i) => {
+                    self.kept.remove(i);
+                }
+                None => {
+                    self.tally.left_out += 1;
+                    return;
+                }
+            }
+            self.tally.left_out += 1;
+        }
+        self.kept.push((at, r));
+    }
+
+    fn flow(&mut self, flow: crate::flows::Flow, whole: Option<Capture>) -> Result<(), Detection> {
+        let (line, nth, packets) = match flow {
+            crate::flows::Flow::Whole(_) => {
+                let capture = whole.expect("the whole capture");
+                let found = capture.judge(
+                    self.file,
+                    self.suite,
+                    self.lines,
+                    self.deviations,
+                    self.topology,
+                )?;
+                let (p, result) = found;
+                if self.case_id.is_none() {
+                    self.say(format!("detected case: {}", p.case.id));
+                }
+                self.tally.count(&result, &p.case.id);
+                self.keep((0, 0), result);
+                return Ok(());
+            }
+            crate::flows::Flow::Line { line, nth, packets } => (line, nth, packets),
+        };
+        self.lines_seen.insert(line);
+        let l = &self.lines[line];
+        let one = Capture {
+            packets,
+            skipped: Default::default(),
+            broken: None,
+        };
+        let named = l.describe(self.topology).unwrap_or_default();
+        let found = one.judge(
+            self.file,
+            self.suite,
+            std::slice::from_ref(l),
+            self.deviations,
+            self.topology,
+        );
+        match found {
+            Ok((p, mut result)) => {
+                let flow = if nth > 1 {
+                    format!(" flow {nth}")
+                } else {
+                    String::new()
+                };
+                self.say(format!("{named}{flow}: detected case {}", p.case.id));
+                // Two flows of one case each keep their own files.
+                result.id = match nth {
+                    1 => format!("{}@{}", p.case.id, line_key(l)),
+                    n => format!("{}@{}.{n}", p.case.id, line_key(l)),
+                };
+                self.tally.count(&result, &p.case.id);
+                self.keep((line, nth), result);
+            }
+            Err(e) => {
+                self.tally.no_case += 1;
+                self.say(format!("{named}: no case: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `scacheck pcap check`: reads `file`, judges it as case `case_id` (or
 /// the case its structure shows, never chosen by its verdict) of the suite
-/// in `dirs`, its phones and deviations those of `target`.
+/// in `dirs`, its phones and deviations those of `target`. Read as a
+/// stream, split into flows as it goes ([`crate::flows`]), each judged as
+/// it closes and forgotten but for its verdict ([`Tally`]) and, up to
+/// [`KEPT`] of them, its result.
 pub fn check_file(
     file: &std::path::Path,
     case_id: Option<&str>,
@@ -763,11 +1006,11 @@ pub fn check_file(
     topology: &Topology,
 ) -> Result<Checked, CheckFileError> {
     let (name, lines, deviations) = dirs.judged_as(target, topology)?;
-    let capture = Capture::read(file).map_err(|source| CheckFileError::Read {
+    let read_error = |source| CheckFileError::Read {
         path: file.to_path_buf(),
         source,
-    })?;
-    let mut said = capture.summary();
+    };
+    let mut reader = crate::pcap::Reader::open(file).map_err(read_error)?;
     let suite = match case_id {
         Some(id) => vec![dirs.case(id, topology, false)?],
         None => dirs.load(topology, None, false)?,
@@ -776,48 +1019,88 @@ pub fn check_file(
         context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
         source,
     };
-    let flows = capture.flows(&lines);
-    let several = flows.len() > 1;
-    if several {
-        said.push_str(&format!("{} flows, one per line\n", flows.len()));
-    }
-    let mut results = Vec::new();
-    for (line, one) in flows {
-        let pool = line.clone().map_or_else(|| lines.clone(), |l| vec![l]);
-        let found = one.judge(file, &suite, &pool, &deviations, topology);
-        let (p, mut result) = match (found, &line) {
-            (Ok(found), _) => found,
-            (Err(e), None) => return Err(detect(e)),
-            (Err(e), Some(l)) => {
-                let named = l.describe(topology).unwrap_or_default();
-                said.push_str(&format!("{named}: no case: {e}\n"));
-                continue;
+    let mut judging = Judging {
+        file,
+        suite: &suite,
+        lines: &lines,
+        deviations: &deviations,
+        topology,
+        case_id,
+        kept: Vec::new(),
+        tally: Tally::default(),
+        said: Vec::new(),
+        lines_seen: Default::default(),
+    };
+    let mut splitter = crate::flows::Splitter::new(&lines);
+    let mut count = 0usize;
+    let mut broken = None;
+    loop {
+        match reader.next_packet() {
+            Ok(Some(p)) => {
+                count += 1;
+                for flow in splitter.push(p) {
+                    judging.flow(flow, None).map_err(detect)?;
+                }
             }
-        };
-        match &line {
-            None if case_id.is_none() => {
-                said.push_str(&format!("detected case: {}\n", p.case.id));
-            }
-            None => {}
-            Some(l) => {
-                let named = l.describe(topology).unwrap_or_default();
-                said.push_str(&format!("{named}: detected case {}\n", p.case.id));
-                // Two flows of one case each keep their own files.
-                result.id = format!("{}@{}", p.case.id, line_key(l));
+            Ok(None) => break,
+            Err(e) => {
+                broken = Some(e.to_string());
+                break;
             }
         }
-        results.push(result);
     }
-    if results.is_empty() {
+    let skipped = reader.skipped().clone();
+    let mut said = summary(count, &skipped, broken.as_deref());
+    for flow in splitter.finish() {
+        let found = match flow {
+            crate::flows::Flow::Whole(packets) => {
+                let whole = Capture {
+                    packets,
+                    skipped: skipped.clone(),
+                    broken: broken.clone(),
+                };
+                judging.flow(crate::flows::Flow::Whole(Vec::new()), Some(whole))
+            }
+            line => judging.flow(line, None),
+        };
+        found.map_err(detect)?;
+    }
+    let Judging {
+        mut kept,
+        tally,
+        said: lines_said,
+        lines_seen,
+        ..
+    } = judging;
+    if tally.flows + tally.no_case > 1 {
+        let flows = tally.flows + tally.no_case;
+        said.push_str(&match flows == lines_seen.len() {
+            true => format!("{flows} flows, one per line\n"),
+            false => format!(
+                "{flows} flows on {} lines, by line and registration\n",
+                lines_seen.len()
+            ),
+        });
+    }
+    for line in &lines_said {
+        said.push_str(line);
+        said.push('\n');
+    }
+    if lines_said.len() >= SAID {
+        said.push_str("(the console names the first flows only; flows.txt counts them all)\n");
+    }
+    if kept.is_empty() {
         return Err(detect(Detection::NoFlow {
             phones: "none in any line's flow".into(),
         }));
     }
+    kept.sort_by_key(|(at, _)| *at);
     Ok(Checked {
         said,
         name,
         described: format!("capture {}", file.display()),
-        results,
+        results: kept.into_iter().map(|(_, r)| r).collect(),
+        tally,
     })
 }
 

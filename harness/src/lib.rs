@@ -25,6 +25,7 @@ pub mod derive;
 pub mod deviation;
 pub mod diff;
 pub mod discover;
+pub mod flows;
 pub mod golden;
 pub mod hep;
 pub mod input;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use scacheck::check::Checked;
 use scacheck::observe::hep::HepListener;
-use scacheck::outcome::CaseResult;
 use scacheck::reference::Fault;
 use scacheck::replay::ReplayTree;
 use scacheck::report;
@@ -239,7 +239,7 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
     let (file, case) = (&args.file, args.case_id.as_deref());
     let c = scacheck::check::check_file(file, case, &dirs, &args.target, &Topology::reference())?;
     print!("{}", c.said);
-    finish(&args.output, &c.name, &c.described, &c.results)
+    finish(&args.output, &c)
 }
 
 /// Makes a capture into a case of the suite's directories.
@@ -267,14 +267,14 @@ fn pcap_replay(file: &std::path::Path, mut args: RunArgs) -> anyhow::Result<bool
     run(args)
 }
 
-/// Writes a checked case's report and prints its line; whether its verdict
-/// is an expected one.
-fn finish(output: &Output, name: &str, described: &str, r: &[CaseResult]) -> anyhow::Result<bool> {
+/// Writes a check's report and prints its lines; whether all is expected.
+fn finish(output: &Output, c: &Checked) -> anyhow::Result<bool> {
     let dir = output.dir();
-    let said = report::write_checked(&dir, name, described, r)
+    let said = c
+        .write_report(&dir)
         .with_context(|| format!("writing the report to {}", dir.display()))?;
     print!("{said}");
-    Ok(r.iter().all(|r| r.verdict.expected()))
+    Ok(c.expected())
 }
 
 /// Checks a server log; returns whether its verdict is an expected one.
@@ -288,7 +288,7 @@ fn log_check(args: LogArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("reading {}", file.display()))?;
     println!("log: {events} events; {skipped}");
     let described = format!("log {}", file.display());
-    finish(&args.output, "log", &described, &[result])
+    finish(&args.output, &Checked::one("log", &described, result))
 }
 
 /// The pending-golden workflow.

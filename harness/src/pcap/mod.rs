@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use read::Reader;
-pub use write::{packets_from_records, write_packets, write_records};
+pub use write::{packets_from_records, write_packets, write_records, PacketWriter};
 
 use crate::sip::Transport;
 

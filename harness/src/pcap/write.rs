@@ -104,29 +104,57 @@ pub fn packets_from_records(records: &[Record]) -> Vec<Packet> {
 /// too long for an IP datagram (its send fails). Times before 1970 or past
 /// 2106 are clamped to what pcap can hold.
 pub fn write_packets<W: Write>(out: W, packets: &[Packet]) -> io::Result<()> {
-    let header = PcapHeader {
-        version_major: 2,
-        version_minor: 4,
-        ts_correction: 0,
-        ts_accuracy: 0,
-        snaplen: SNAPLEN,
-        datalink: DataLink::ETHERNET,
-        ts_resolution: TsResolution::NanoSecond,
-        endianness: Endianness::Little,
-    };
-    let mut writer = PcapWriter::with_header(BufWriter::new(out), header).map_err(io_error)?;
-    let mut wire = Wire::default();
+    let mut writer = PacketWriter::new(out)?;
     for p in packets {
+        writer.write(p)?;
+    }
+    writer.finish()
+}
+
+/// [`write_packets`] one message at a time, for a capture too big to hold
+/// (the benchmark's generator writes a million messages through it).
+pub struct PacketWriter<W: Write> {
+    writer: PcapWriter<BufWriter<W>>,
+    wire: Wire,
+}
+
+impl<W: Write> PacketWriter<W> {
+    /// Writes the file header.
+    pub fn new(out: W) -> io::Result<PacketWriter<W>> {
+        let header = PcapHeader {
+            version_major: 2,
+            version_minor: 4,
+            ts_correction: 0,
+            ts_accuracy: 0,
+            snaplen: SNAPLEN,
+            datalink: DataLink::ETHERNET,
+            ts_resolution: TsResolution::NanoSecond,
+            endianness: Endianness::Little,
+        };
+        let writer = PcapWriter::with_header(BufWriter::new(out), header).map_err(io_error)?;
+        Ok(PacketWriter {
+            writer,
+            wire: Wire::default(),
+        })
+    }
+
+    /// One message, as its frames.
+    pub fn write(&mut self, p: &Packet) -> io::Result<()> {
         let ts = pcap_timestamp(p.time);
-        wire.frames(p, &mut |frame: &[u8]| {
+        let writer = &mut self.writer;
+        self.wire.frames(p, &mut |frame: &[u8]| {
             let len = frame.len() as u32;
             writer
                 .write_packet(&PcapPacket::new(ts, len, frame))
                 .map(drop)
                 .map_err(io_error)
-        })?;
+        })
     }
-    writer.into_writer().flush()
+
+    /// Flushes what is buffered.
+    pub fn finish(self) -> io::Result<()> {
+        self.writer.into_writer().flush()
+    }
 }
 
 fn io_error(e: pcap_file::PcapError) -> io::Error {

@@ -81,6 +81,18 @@ pub(crate) fn content_length(head: &[u8]) -> Result<usize, FramingError> {
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             continue;
         }
+        // Most lines are some other header, told by their ASCII name alone
+        // (a pcap check reads a million messages); a name that is not ASCII
+        // is read as text, as any other line.
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        if line[..colon].is_ascii() {
+            let name = line[..colon].trim_ascii();
+            if !name.eq_ignore_ascii_case(b"content-length") && !name.eq_ignore_ascii_case(b"l") {
+                continue;
+            }
+        }
         let line = String::from_utf8_lossy(line);
         let Some((name, value)) = line.split_once(':') else {
             continue;
