@@ -174,7 +174,9 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
         Action::Answer | Action::Refuse { .. } => b"SIP/2.0 ",
         Action::Hangup => b"BYE ",
         Action::Cancel => b"CANCEL ",
-        Action::Seize { .. } | Action::Refresh | Action::Unsubscribe => b"SUBSCRIBE ",
+        Action::Seize { .. } | Action::Release | Action::Refresh | Action::Unsubscribe => {
+            b"SUBSCRIBE "
+        }
     };
     if !rec.raw.starts_with(start) {
         return false;
@@ -676,28 +678,38 @@ impl Capture {
         summary(self.packets.len(), &self.skipped, self.broken.as_deref())
     }
 
-    /// Its flows: one per line of the pool it holds ([`by_line`]), each
-    /// with that line alone as what its phones are found by, or itself
-    /// whole (no line given).
-    pub fn flows(&self, lines: &[Identities]) -> Vec<(Option<Identities>, Capture)> {
-        let split = by_line(&self.packets, lines);
-        if split.is_empty() {
-            let whole = Capture {
-                packets: self.packets.clone(),
-                skipped: self.skipped.clone(),
-                broken: self.broken.clone(),
-            };
-            return vec![(None, whole)];
+    /// Its flows, split as `pcap check` splits a capture as it reads it
+    /// ([`crate::flows`]: by line of the pool, then by registration
+    /// lifetime), each with its line alone as what its phones are found
+    /// by; or itself whole (one line or none).
+    pub fn flows(&self, lines: &[Identities]) -> Vec<Split> {
+        let mut splitter = crate::flows::Splitter::new(lines);
+        let mut flows = Vec::new();
+        for p in &self.packets {
+            flows.extend(splitter.push(p.clone()));
         }
-        split
+        flows.extend(splitter.finish());
+        flows
             .into_iter()
-            .map(|(line, packets)| {
-                let one = Capture {
-                    packets,
-                    skipped: Default::default(),
-                    broken: None,
-                };
-                (Some(line), one)
+            .map(|flow| match flow {
+                crate::flows::Flow::Whole(packets) => Split {
+                    line: None,
+                    nth: 1,
+                    capture: Capture {
+                        packets,
+                        skipped: self.skipped.clone(),
+                        broken: self.broken.clone(),
+                    },
+                },
+                crate::flows::Flow::Line { line, nth, packets } => Split {
+                    line: Some(lines[line].clone()),
+                    nth,
+                    capture: Capture {
+                        packets,
+                        skipped: Default::default(),
+                        broken: None,
+                    },
+                },
             })
             .collect()
     }
@@ -767,6 +779,32 @@ fn summary(messages: usize, skipped: &crate::pcap::Skipped, broken: Option<&str>
         out.push_str(&format!("capture ends early: {e}\n"));
     }
     out
+}
+
+/// One flow of a capture ([`Capture::flows`]).
+#[derive(Debug)]
+pub struct Split {
+    /// Its line of the pool (None: the capture whole).
+    pub line: Option<Identities>,
+    /// Which of its line's flows it is, from 1.
+    pub nth: usize,
+    pub capture: Capture,
+}
+
+impl Split {
+    /// Its short name in a report key or a case id: `line-3`, `line-3.2`
+    /// for the line's second flow; None for a capture judged whole.
+    pub fn key(&self) -> Option<String> {
+        self.line.as_ref().map(|l| flow_key(l, self.nth))
+    }
+}
+
+/// A flow's short name: `line-3`, or `line-3.2` for its line's second.
+pub fn flow_key(line: &Identities, nth: usize) -> String {
+    match nth {
+        1 => line_key(line),
+        n => format!("{}.{n}", line_key(line)),
+    }
 }
 
 /// What `scacheck pcap check` found: what it says before the report (what
@@ -976,10 +1014,7 @@ impl Judging<'_> {
                 };
                 self.say(format!("{named}{flow}: detected case {}", p.case.id));
                 // Two flows of one case each keep their own files.
-                result.id = match nth {
-                    1 => format!("{}@{}", p.case.id, line_key(l)),
-                    n => format!("{}@{}.{n}", p.case.id, line_key(l)),
-                };
+                result.id = format!("{}@{}", p.case.id, flow_key(l, nth));
                 self.tally.count(&result, &p.case.id);
                 self.keep((line, nth), result);
             }
@@ -1107,45 +1142,6 @@ pub fn check_file(
 /// A line's short name in a report key: `line-3`.
 fn line_key(line: &Identities) -> String {
     line.number.map_or("line".into(), |n| format!("line-{n}"))
-}
-
-/// A capture's messages split by the line of the target's pool they are
-/// about (a user of the line in their From, To or Request-URI), in
-/// capture order; a message of no line goes nowhere. One line or none
-/// found: the capture is one flow (an empty result).
-pub fn by_line(messages: &[Packet], lines: &[Identities]) -> Vec<(Identities, Vec<Packet>)> {
-    if lines.len() < 2 {
-        return Vec::new();
-    }
-    let mut owner: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (i, l) in lines.iter().enumerate() {
-        for user in l.users.values() {
-            owner.insert(user.as_str(), i);
-        }
-    }
-    let mut flows: BTreeMap<usize, Vec<Packet>> = BTreeMap::new();
-    for m in messages {
-        let Ok(msg) = Message::parse(m.raw.clone()) else {
-            continue;
-        };
-        let users = [
-            msg.from().and_then(|a| a.user().map(str::to_string)),
-            msg.to().and_then(|a| a.user().map(str::to_string)),
-            msg.request_uri()
-                .and_then(crate::sip::uri_user)
-                .map(str::to_string),
-        ];
-        if let Some(i) = users.iter().flatten().find_map(|u| owner.get(u.as_str())) {
-            flows.entry(*i).or_default().push(m.clone());
-        }
-    }
-    if flows.len() < 2 {
-        return Vec::new();
-    }
-    flows
-        .into_iter()
-        .map(|(i, packets)| (lines[i].clone(), packets))
-        .collect()
 }
 
 /// A server log judged against a case: its T-Library channels (a log
@@ -1305,13 +1301,26 @@ mod tests {
             packet("stranger", "nobody"),
             packet("60970-1", "60972-1"),
         ];
-        let flows = super::by_line(&messages, &lines);
-        let sizes: Vec<(Option<usize>, usize)> =
-            flows.iter().map(|(l, p)| (l.number, p.len())).collect();
-        assert_eq!(sizes, vec![(Some(1), 2), (Some(2), 1)]);
-        // One line in the capture, or one in the pool: one flow, as before.
-        assert!(super::by_line(&messages[..1], &lines).is_empty());
-        assert!(super::by_line(&messages, &lines[..1]).is_empty());
+        let capture = |messages: &[Packet]| Capture {
+            packets: messages.to_vec(),
+            skipped: Default::default(),
+            broken: None,
+        };
+        let flows = capture(&messages).flows(&lines);
+        let sizes: Vec<(Option<String>, usize)> = flows
+            .iter()
+            .map(|f| (f.key(), f.capture.packets.len()))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![(Some("line-1".into()), 2), (Some("line-2".into()), 1)]
+        );
+        // One line in the capture, or one in the pool: one flow, whole.
+        let whole = capture(&messages[..1]).flows(&lines);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].key(), None);
+        let whole = capture(&messages).flows(&lines[..1]);
+        assert_eq!((whole.len(), whole[0].capture.packets.len()), (1, 4));
     }
 
     #[test]

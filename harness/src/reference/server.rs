@@ -567,8 +567,11 @@ impl Server {
             let tag = self.seizures[i].sub.dialog.local_tag.clone();
             self.accept_subscription(req, &from, 200, &tag, expires);
             if expires == 0 {
+                // Released by the phone: nothing lapsed, so no reason
+                // (RFC 6665 names none for an unsubscribe; `timeout` says
+                // it was not refreshed).
                 let s = self.seizures.remove(i);
-                self.end_seizure(s, "timeout");
+                self.end_seizure(s, None);
             } else {
                 self.seizures[i].until = now + Duration::from_secs(expires.into());
             }
@@ -632,15 +635,19 @@ impl Server {
         }
     }
 
-    fn end_seizure(&mut self, mut s: Seizure, reason: &str) {
+    fn end_seizure<'a>(&mut self, mut s: Seizure, reason: impl Into<Option<&'a str>>) {
         let via = s.sub.via.clone();
+        let state = match reason.into() {
+            Some(reason) => format!("terminated;reason={reason}"),
+            None => "terminated".to_string(),
+        };
         self.request_in(
             &mut s.sub.dialog,
             &via,
             "NOTIFY",
             &[
                 ("Event", "line-seize".into()),
-                ("Subscription-State", format!("terminated;reason={reason}")),
+                ("Subscription-State", state),
             ],
         );
     }

@@ -189,10 +189,10 @@ impl std::fmt::Display for Recordings {
 }
 
 /// The id of a flow's case: `ID`, or `ID-line-N` when the capture holds a
-/// flow per line.
-fn flow_id(id: &str, line: Option<&Identities>) -> String {
-    match line.and_then(|l| l.number) {
-        Some(n) => format!("{id}-line-{n}"),
+/// flow per line (`ID-line-N-K` for a line's K-th flow).
+fn flow_id(id: &str, flow: &crate::check::Split) -> String {
+    match flow.key() {
+        Some(key) => format!("{id}-{}", key.replace('.', "-")),
         None => id.to_string(),
     }
 }
@@ -215,10 +215,8 @@ pub fn record_case(
     }
     let flows = capture.flows(lines);
     // Nothing is written when any flow's case exists already.
-    for (line, _) in &flows {
-        let path = dirs
-            .cases
-            .join(format!("{}.toml", flow_id(id, line.as_ref())));
+    for flow in &flows {
+        let path = dirs.cases.join(format!("{}.toml", flow_id(id, flow)));
         if path.exists() {
             return Err(ReplayError::Exists(path));
         }
@@ -228,10 +226,10 @@ pub fn record_case(
         cases: Vec::new(),
         skipped: Vec::new(),
     };
-    for (line, flow) in flows {
-        let named = flow_id(id, line.as_ref());
-        let pool = line.map_or_else(|| lines.to_vec(), |l| vec![l]);
-        match record_one(&flow, source, &named, dirs, &pool, topology) {
+    for flow in flows {
+        let named = flow_id(id, &flow);
+        let pool = flow.line.map_or_else(|| lines.to_vec(), |l| vec![l]);
+        match record_one(&flow.capture, source, &named, dirs, &pool, topology) {
             Ok(r) => out.cases.push(r),
             Err(e @ (ReplayError::NoPhones(_) | ReplayError::NoAction(_))) if several => {
                 out.skipped.push(format!("{named}: {e}"));
@@ -483,8 +481,9 @@ impl ReplayTree {
         };
         let suite = dirs.load(topology, None, false).map_err(|e| e.to_string());
         let mut flows = Vec::new();
-        for (line, flow) in capture.flows(&lines) {
-            let named = flow_id(&id, line.as_ref());
+        for split in capture.flows(&lines) {
+            let named = flow_id(&id, &split);
+            let (line, flow) = (split.line, split.capture);
             if !recorded
                 .cases
                 .iter()
