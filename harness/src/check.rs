@@ -250,7 +250,7 @@ pub fn stage_starts(
     records: &[Record],
     topology: &Topology,
     line: &Identities,
-) -> Option<Vec<usize>> {
+) -> Option<Placed> {
     // What a run sends to clean up is no step of its flow: an outbound
     // call's teardown BYE is not the `hangup` of a longer case. (A stage
     // without steps may still begin there: it then saw nothing.)
@@ -265,8 +265,10 @@ fn stage_starts_before(
     topology: &Topology,
     line: &Identities,
     steps_end: usize,
-) -> Option<Vec<usize>> {
+) -> Option<Placed> {
     let mut starts = Vec::new();
+    let mut last_step = None;
+    let mut steps = Vec::new();
     let mut from = 0;
     // The phones of the latest race: a step after it that the case gives
     // one of them may be the other's, whichever won ([`crate::race`]).
@@ -293,8 +295,17 @@ fn stage_starts_before(
                     (from..steps_end).find(|&i| triggers(step, &records[i], topology, line))
                 })
                 .collect::<Option<_>>()?;
-            starts.push(*at.iter().min()?);
-            from = at.iter().max()? + 1;
+            let (first, last) = (*at.iter().min()?, *at.iter().max()?);
+            // A race only if the capture shows one: the steps within
+            // [`crate::actions::RACE_WINDOW`] of each other.
+            let gap = records[last].at.duration_since(records[first].at);
+            if gap.map_or(true, |g| g > crate::actions::RACE_WINDOW) {
+                return None;
+            }
+            starts.push(first);
+            steps.extend(&at);
+            from = last + 1;
+            last_step = Some(last);
             racing = stage.steps.iter().map(|s| s.actor.clone()).collect();
             continue;
         }
@@ -308,13 +319,50 @@ fn stage_starts_before(
         };
         // Every later step of the stage must be there too, in order.
         let mut at = start;
+        if !stage.steps.is_empty() {
+            steps.push(start);
+        }
         for step in stage.steps.iter().skip(1) {
             at = (at..steps_end).find(|&i| fits(step, &racing, i))?;
+            steps.push(at);
+        }
+        if !stage.steps.is_empty() {
+            last_step = Some(at);
         }
         starts.push(start);
         from = start + 1;
     }
-    Some(starts)
+    Some(Placed {
+        starts,
+        last_step,
+        steps,
+    })
+}
+
+/// Where a case's flow lies in a capture's records: where each stage
+/// begins, the record of its last step (None: it has none), and the
+/// record of each step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub starts: Vec<usize>,
+    pub last_step: Option<usize>,
+    pub steps: Vec<usize>,
+}
+
+impl Placed {
+    /// Does the case account for every action the phones took from its
+    /// first step to its last (`acted`: the records of the actions
+    /// [`crate::actions::recover`] reads)? A flow with an action between
+    /// that no step takes is another flow, however many steps it shares.
+    fn accounts_for(&self, acted: &[usize]) -> bool {
+        let (Some(first), Some(last)) = (self.steps.iter().min(), self.last_step) else {
+            return true;
+        };
+        acted
+            .iter()
+            .filter(|a| (*first..=last).contains(*a))
+            .all(|a| self.steps.contains(a))
+    }
 }
 
 /// Does a quiet time as long as the live settle window come before
@@ -414,6 +462,86 @@ pub enum Detection {
     Ambiguous { cases: Vec<String> },
 }
 
+/// How specific a case's flow is: its steps and stages.
+fn weight(p: &Prepared) -> usize {
+    p.case
+        .stages
+        .iter()
+        .map(|s| s.steps.len() + 1)
+        .sum::<usize>()
+}
+
+/// [`detect`] with the line's two phones as `who` names them, and, when
+/// nothing in the capture says which is which (no REGISTER whose
+/// User-Agent names a DN, as scacheck's phones' do), also the other way
+/// round: two phones of one line are labels the capture does not fix, and
+/// the flow is the more specific of the two readings (the first, of
+/// equals). Returns the case, where its flow lies, and the records made
+/// with the reading chosen.
+fn detect_either_way<'a>(
+    messages: &[Packet],
+    suite: &'a [Prepared],
+    who: BTreeMap<SocketAddr, String>,
+    topology: &Topology,
+    line: &Identities,
+) -> Result<(&'a Prepared, Placed, Vec<Record>), Detection> {
+    let mut readings = vec![who];
+    if let (Some([a, b]), false) = (
+        topology.lines.first().map(|l| l.members.as_slice()),
+        named_by_user_agent(messages),
+    ) {
+        let other: BTreeMap<SocketAddr, String> = readings[0]
+            .iter()
+            .map(|(addr, dn)| {
+                let dn = if dn == a {
+                    b.clone()
+                } else if dn == b {
+                    a.clone()
+                } else {
+                    dn.clone()
+                };
+                (*addr, dn)
+            })
+            .collect();
+        if other != readings[0] {
+            readings.push(other);
+        }
+    }
+    let mut best: Option<(&Prepared, Placed, Vec<Record>)> = None;
+    let mut first_error = None;
+    for who in &readings {
+        let recs = records(messages, who);
+        match detect(suite, &recs, who, topology, line) {
+            Ok((p, placed)) if best.as_ref().is_none_or(|(b, _, _)| weight(p) > weight(b)) => {
+                best = Some((p, placed, recs));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    best.ok_or_else(|| {
+        first_error.unwrap_or_else(|| Detection::NoFlow {
+            phones: phones_in_words(&readings[0]),
+        })
+    })
+}
+
+/// Does a REGISTER of the capture name its phone's DN in its User-Agent
+/// (scacheck's phones do)?
+fn named_by_user_agent(messages: &[Packet]) -> bool {
+    messages
+        .iter()
+        .filter(|m| m.raw.starts_with(b"REGISTER "))
+        .filter_map(|m| Message::parse(m.raw.clone()).ok())
+        .any(|msg| {
+            msg.header("User-Agent")
+                .and_then(crate::ua::agent::dn_in_user_agent)
+                .is_some()
+        })
+}
+
 /// The case a capture shows, chosen by its structure alone: among the
 /// cases whose parties are all among the capture's phones and whose every
 /// step appears in it, in order, the one with the most steps and stages
@@ -425,19 +553,18 @@ pub fn detect<'a>(
     who: &BTreeMap<SocketAddr, String>,
     topology: &Topology,
     line: &Identities,
-) -> Result<(&'a Prepared, Vec<usize>), Detection> {
-    let weight = |p: &Prepared| {
-        p.case
-            .stages
-            .iter()
-            .map(|s| s.steps.len() + 1)
-            .sum::<usize>()
-    };
+) -> Result<(&'a Prepared, Placed), Detection> {
     let steps_end = teardown_start(records, 0);
-    let mut candidates: Vec<(&Prepared, Vec<usize>)> = suite
+    let acted: Vec<usize> = crate::actions::recover(records, topology, line)
+        .actions
+        .iter()
+        .map(|a| a.at)
+        .collect();
+    let mut candidates: Vec<(&Prepared, Placed)> = suite
         .iter()
         .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
         .filter_map(|p| stage_starts_before(p, records, topology, line, steps_end).map(|s| (p, s)))
+        .filter(|(_, placed)| placed.accounts_for(&acted))
         .collect();
     let Some(best) = candidates.iter().map(|(p, _)| weight(p)).max() else {
         return Err(Detection::NoFlow {
@@ -458,17 +585,54 @@ pub fn detect<'a>(
 /// time as long as the settle window, that holds the first unregistration
 /// (the live run starts its teardown once the last stage has settled).
 fn teardown_start(records: &[Record], after: usize) -> usize {
-    // Only a REGISTER is parsed to see if it unregisters, and only a
-    // message naming the header to see if it is marked.
-    let unregister = |r: &Record| {
-        r.direction == Direction::Sent
-            && r.raw.starts_with(b"REGISTER")
-            && Message::parse(r.raw.clone()).is_ok_and(|m| {
-                m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
-            })
+    teardown_marked(records, after).unwrap_or_else(|| teardown_by_unregistration(records, after))
+}
+
+/// Where the teardown of a capture judged as a case begins: as
+/// [`teardown_start`] says, or, in a capture that does not mark it (a
+/// field capture), earlier if a phone acts after the case's last step
+/// (`last_step`) in a way no step of it says: the first such action
+/// ([`crate::actions::recover`]: hanging up the call the flow left up,
+/// ending its subscriptions) is the flow's own teardown, not part of its
+/// last stage. Then also what the report notes of it: what was cut off is
+/// not compared, and it says so.
+fn flow_end(
+    records: &[Record],
+    after: usize,
+    last_step: Option<usize>,
+    topology: &Topology,
+    line: &Identities,
+) -> (usize, Option<String>) {
+    if let Some(marked) = teardown_marked(records, after) {
+        return (marked, None);
+    }
+    let unregistered = teardown_by_unregistration(records, after);
+    let Some(last) = last_step else {
+        return (unregistered, None);
     };
-    // scacheck's phones mark their cleanup; for other captures, the burst
-    // rule below.
+    let actions = crate::actions::recover(records, topology, line).actions;
+    let later: Vec<&crate::actions::Recovered> = actions
+        .iter()
+        .filter(|a| a.at > last && a.at >= after && a.at < unregistered)
+        .collect();
+    let Some(first) = later.first() else {
+        return (unregistered, None);
+    };
+    let note = format!(
+        "the capture goes on after the case's last step: from record #{} ({} {}) on, {} action{} of the phones that no step of the case takes {} read as the flow's own teardown, and not compared",
+        first.at,
+        first.actor,
+        crate::actions::name(&first.action),
+        later.len(),
+        if later.len() == 1 { "" } else { "s" },
+        if later.len() == 1 { "is" } else { "are" },
+    );
+    (first.at, Some(note))
+}
+
+/// The first record of a marked teardown (`X-Scacheck: teardown`).
+fn teardown_marked(records: &[Record], after: usize) -> Option<usize> {
+    // Only a message naming the header is parsed to see if it is marked.
     let marked = |r: &Record| {
         names_header(&r.raw, b"x-scacheck")
             && Message::parse(r.raw.clone()).is_ok_and(|m| {
@@ -476,9 +640,20 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
                     .is_some_and(|v| v.trim() == "teardown")
             })
     };
-    if let Some(first) = (after..records.len()).find(|&i| marked(&records[i])) {
-        return first;
-    }
+    (after..records.len()).find(|&i| marked(&records[i]))
+}
+
+/// The burst of messages, without a quiet time as long as the settle
+/// window, that holds the first unregistration; the end if none.
+fn teardown_by_unregistration(records: &[Record], after: usize) -> usize {
+    // Only a REGISTER is parsed to see if it unregisters.
+    let unregister = |r: &Record| {
+        r.direction == Direction::Sent
+            && r.raw.starts_with(b"REGISTER")
+            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+                m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
+            })
+    };
     let Some(mut start) = (after..records.len()).find(|&i| unregister(&records[i])) else {
         return records.len();
     };
@@ -501,7 +676,7 @@ pub fn check(
     records: Vec<Record>,
     topology: &Topology,
     line: &Identities,
-    starts: &[usize],
+    placed: &Placed,
     deviations: &[Deviation],
 ) -> CaseResult {
     let members = topology.members_among(&p.case.parties);
@@ -522,8 +697,14 @@ pub fn check(
             tlib.observe(rec).into_iter().chain(wire_events).collect()
         })
         .collect();
-    let starts = &settled_starts(p, &records, starts, &derived, &source, deviations);
-    let end = teardown_start(&records, starts.last().copied().unwrap_or(0));
+    let starts = &settled_starts(p, &records, &placed.starts, &derived, &source, deviations);
+    let (end, cut) = flow_end(
+        &records,
+        starts.last().copied().unwrap_or(0),
+        placed.last_step,
+        topology,
+        line,
+    );
     let stage_of = |i: usize| -> String {
         if i >= end {
             return "teardown".into();
@@ -586,9 +767,11 @@ pub fn check(
     result.problems = problems;
     result.records = records;
     result.events = events;
+    crate::outcome::settle_verdict(&mut result);
+    // Beside what the verdict's judgement notes, as a live run's.
     result.notes.extend(p.case.notes.iter().cloned());
     result.notes.extend(races.iter().map(|r| r.to_string()));
-    crate::outcome::settle_verdict(&mut result);
+    result.notes.extend(cut);
     result
 }
 
@@ -750,9 +933,8 @@ impl Capture {
         topology: &Topology,
     ) -> Result<(&'a Prepared, CaseResult), Detection> {
         let (line, who) = phones(&self.packets, lines, topology);
-        let recs = records(&self.packets, &who);
-        let (p, starts) = detect(suite, &recs, &who, topology, &line)?;
-        let mut result = check(p, recs, topology, &line, &starts, deviations);
+        let (p, placed, recs) = detect_either_way(&self.packets, suite, who, topology, &line)?;
+        let mut result = check(p, recs, topology, &line, &placed, deviations);
         result.line = line.describe(topology);
         let from = format!("derived from the SIP in {}", name.display());
         result.source.source = format!("T-Library events {from}");
@@ -924,6 +1106,34 @@ pub enum CheckFileError {
     },
     #[error("{context}: {source}")]
     Detect { context: String, source: Detection },
+    /// A log that cannot be read as one.
+    #[error("reading {path}: {why}")]
+    Log {
+        path: std::path::PathBuf,
+        why: String,
+    },
+}
+
+/// `scacheck log check`: the server log in `file` judged as case
+/// `case_id` of the suite in `dirs` ([`judge_log`]).
+pub fn check_log_file(
+    file: &std::path::Path,
+    case_id: &str,
+    dirs: &crate::suite::Dirs,
+    topology: &Topology,
+) -> Result<Checked, CheckFileError> {
+    let failed = |why: String| CheckFileError::Log {
+        path: file.to_path_buf(),
+        why,
+    };
+    let bytes = std::fs::read(file).map_err(|e| failed(e.to_string()))?;
+    let p = dirs.case(case_id, topology, false)?;
+    let (result, events, skipped) = judge_log(&String::from_utf8_lossy(&bytes), file, &p, topology)
+        .map_err(|e| failed(e.to_string()))?;
+    let described = format!("log {}", file.display());
+    let mut checked = Checked::one("log", &described, result);
+    checked.said = format!("log: {events} events; {skipped}\n");
+    Ok(checked)
 }
 
 /// The flows judged so far, as few kept as the report holds.

@@ -12,7 +12,8 @@
 //! - **The party outside the line.** An initial INVITE towards the line's
 //!   user from a user that is none of the line's names its caller (at its
 //!   source, unless that is the server or a line phone, and at its
-//!   Contact); an initial INVITE the server sends on to an address that is
+//!   Contact; an INVITE with two Vias or more was relayed, and comes from
+//!   a server); an initial INVITE the server sends on to an address that is
 //!   no line phone, To a user that is none of the line's, names the callee
 //!   a line phone called (at that address). They are the topology's plain
 //!   DNs, in the order they first appear.
@@ -162,12 +163,17 @@ pub fn discover(packets: &[Packet], topology: &Topology) -> Option<Found> {
         let (Some(from), Some(to)) = (user_of(msg.from()), user_of(msg.to())) else {
             continue;
         };
-        let (user, at) = if to == line_user && !line_users.contains(&from) {
+        // A proxy adds its Via: an INVITE with two or more was relayed,
+        // its source a server, whatever port it sends from (over TCP a
+        // server opens connections to phones from ports of its own).
+        let vias: usize = msg.headers("Via").map(|v| v.split(',').count()).sum();
+        let relayed = vias >= 2 || servers.contains(&m.src);
+        let (user, at) = if to == line_user && !line_users.contains(&from) && !relayed {
             // A call to the line: its caller, where it sends from.
             let contact = msg.contact_uri().and_then(|c| contact_addr(&c));
             let at = [Some(m.src), contact].into_iter().flatten().filter(outside);
             (from, at.collect::<Vec<_>>())
-        } else if !line_users.contains(&to) && servers.contains(&m.src) && outside(&m.dst) {
+        } else if !line_users.contains(&to) && relayed && outside(&m.dst) {
             // A line phone's call, sent on to its callee.
             (to, vec![m.dst])
         } else {

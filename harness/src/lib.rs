@@ -17,6 +17,7 @@
 //! - [`run`]: one case end to end; [`report`]: what a run writes, a file
 //!   per output.
 
+pub mod actions;
 pub mod bless;
 pub mod case;
 pub mod check;

@@ -126,11 +126,18 @@ enum PcapCommand {
     Case(PcapArgs),
     /// Re-drive a target with a capture: its flow made into a case, judged
     /// against what the captured server did and its reference case's goldens.
-    Replay {
-        file: PathBuf,
-        #[command(flatten)]
-        run: RunArgs,
-    },
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    file: PathBuf,
+    /// The profile of the server the capture was made on, whose lines and
+    /// users it shows (default: the target's).
+    #[arg(long, value_name = "embedded|PROFILE")]
+    captured_on: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(clap::Args)]
@@ -219,7 +226,7 @@ fn main() -> ExitCode {
         }),
         Command::Pcap(PcapCommand::Check(args)) => pcap_check(args),
         Command::Pcap(PcapCommand::Case(args)) => pcap_case(args),
-        Command::Pcap(PcapCommand::Replay { file, run }) => pcap_replay(&file, run),
+        Command::Pcap(PcapCommand::Replay(args)) => pcap_replay(args),
         Command::Log(LogCommand::Check(args)) => log_check(args),
         Command::Golden(args) => golden(args).map(|()| true),
         Command::Run(args) => run(args),
@@ -244,22 +251,19 @@ fn pcap_check(args: PcapArgs) -> anyhow::Result<bool> {
 
 /// Makes a capture into a case of the suite's directories.
 fn pcap_case(args: PcapArgs) -> anyhow::Result<bool> {
-    let topology = Topology::reference();
-    let dirs = args.inputs.dirs()?;
+    let (dirs, topology) = (args.inputs.dirs()?, Topology::reference());
     let id = args.case_id.context("pcap case needs --id ID")?;
-    let (_, lines, _) = dirs.judged_as(&args.target, &topology)?;
-    let capture = scacheck::check::Capture::read(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    let name = args.file.display().to_string();
-    let made = scacheck::replay::record_case(&capture, &name, &id, &dirs, &lines, &topology)?;
+    let made = scacheck::replay::record_file(&args.file, &id, &dirs, &args.target, &topology)?;
     print!("{made}");
     Ok(true)
 }
 
 /// Runs a capture's flow, made into a case, and its reference case.
-fn pcap_replay(file: &std::path::Path, mut args: RunArgs) -> anyhow::Result<bool> {
+fn pcap_replay(r: ReplayArgs) -> anyhow::Result<bool> {
+    let mut args = r.run;
     let dirs = args.inputs.dirs()?;
-    let tree = ReplayTree::make(file, &dirs, &args.target, &Topology::reference())?;
+    let on = r.captured_on.as_deref().unwrap_or(&args.target);
+    let tree = ReplayTree::make(&r.file, &dirs, on, &Topology::reference())?;
     print!("{tree}");
     args.inputs.cases_dir = Some(tree.dirs.cases.clone());
     args.inputs.golden_dir = Some(tree.dirs.golden.clone());
@@ -279,16 +283,11 @@ fn finish(output: &Output, c: &Checked) -> anyhow::Result<bool> {
 
 /// Checks a server log; returns whether its verdict is an expected one.
 fn log_check(args: LogArgs) -> anyhow::Result<bool> {
-    let topology = Topology::reference();
-    let file = &args.file;
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let p = args.inputs.dirs()?.case(&args.case_id, &topology, false)?;
-    let (result, events, skipped) =
-        scacheck::check::judge_log(&String::from_utf8_lossy(&bytes), file, &p, &topology)
-            .with_context(|| format!("reading {}", file.display()))?;
-    println!("log: {events} events; {skipped}");
-    let described = format!("log {}", file.display());
-    finish(&args.output, &Checked::one("log", &described, result))
+    let dirs = args.inputs.dirs()?;
+    let c =
+        scacheck::check::check_log_file(&args.file, &args.case_id, &dirs, &Topology::reference())?;
+    print!("{}", c.said);
+    finish(&args.output, &c)
 }
 
 /// The pending-golden workflow.

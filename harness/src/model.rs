@@ -133,6 +133,9 @@ vocabulary! {
         InviteRefused => "InviteRefused",
         Subscribed => "Subscribed",
         SubscriptionEnded => "SubscriptionEnded",
+        // The server's own state after a case (the leak check's `server`
+        // channel): a subscription it still holds.
+        Subscription => "Subscription",
     }
 }
 

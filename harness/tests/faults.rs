@@ -51,6 +51,7 @@ const SEIZING: &[&str] = &[
     "outbound-abandoned",
     "outbound-call",
     "outbound-hangup-answered",
+    "seize-after-release",
     "seize-busy",
     "seize-expiry",
 ];
@@ -178,6 +179,10 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
                 ("seize-busy", diff("refused", "sca.60970_2", "SeizeRefused")),
                 // Both granted: no single winner, the golden as written.
                 ("seize-race", diff("race-1", "sca.60970_2", "SeizeRefused")),
+                (
+                    "seize-after-release",
+                    diff("refused", "sca.60970", "SeizeRefused"),
+                ),
             ],
         ),
         (

@@ -9,7 +9,7 @@
 //! The case then runs like any other, and `--bless` and `golden review`
 //! work on it as usual. Nothing existing is overwritten.
 
-pub mod actions;
+use crate::actions;
 
 use std::path::{Path, PathBuf};
 
@@ -89,24 +89,6 @@ impl std::fmt::Display for Recorded {
     }
 }
 
-/// The name a step's action has in a case file.
-fn action_name(a: &Action) -> &'static str {
-    match a {
-        Action::Call { .. } => "call",
-        Action::Answer => "answer",
-        Action::Refuse { .. } => "refuse",
-        Action::Hangup => "hangup",
-        Action::Cancel => "cancel",
-        Action::Seize { .. } => "seize",
-        Action::Release => "release",
-        Action::Hold { .. } => "hold",
-        Action::Retrieve { .. } => "retrieve",
-        Action::Barge { .. } => "barge",
-        Action::Refresh => "refresh",
-        Action::Unsubscribe => "unsubscribe",
-    }
-}
-
 /// A step as a case file writes it.
 fn step_toml(actor: &str, a: &Action) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
@@ -123,7 +105,7 @@ fn step_toml(actor: &str, a: &Action) -> String {
     format!(
         "{{ actor = {}, action = {}{args} }}",
         q(actor),
-        q(action_name(a))
+        q(actions::name(a))
     )
 }
 
@@ -139,10 +121,10 @@ fn stages(actions: &[actions::Recovered]) -> Vec<(String, Vec<&actions::Recovere
         }
     }
     for (name, group) in &mut out {
-        let first = action_name(&group[0].action);
+        let first = actions::name(&group[0].action);
         *name = match group.len() {
             1 => first.to_string(),
-            _ if group.iter().all(|a| action_name(&a.action) == first) => format!("{first}-race"),
+            _ if group.iter().all(|a| actions::name(&a.action) == first) => format!("{first}-race"),
             _ => "race".to_string(),
         };
     }
@@ -195,6 +177,24 @@ fn flow_id(id: &str, flow: &crate::check::Split) -> String {
         Some(key) => format!("{id}-{}", key.replace('.', "-")),
         None => id.to_string(),
     }
+}
+
+/// `scacheck pcap case`: [`record_case`] of the capture in `file`, its
+/// phones found by the lines of `target` (`embedded` or a profile).
+pub fn record_file(
+    file: &Path,
+    id: &str,
+    dirs: &crate::suite::Dirs,
+    target: &str,
+    topology: &Topology,
+) -> Result<Recordings, ReplayError> {
+    let (_, lines, _) = dirs.judged_as(target, topology)?;
+    let capture = Capture::read(file).map_err(|e| ReplayError::Read {
+        path: file.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let name = file.display().to_string();
+    record_case(&capture, &name, id, dirs, &lines, topology)
 }
 
 /// Writes `cases_dir/ID.toml` and its goldens under `golden_root` from
@@ -364,11 +364,15 @@ fn write_goldens(
 ) -> Result<Vec<PathBuf>, ReplayError> {
     let case = Case::load(case_path, topology)?;
     let p = Prepared::new_recording(case, golden_root, topology)?;
-    let starts: Vec<usize> = stages(&recovery.actions)
-        .iter()
-        .map(|(_, group)| group[0].at)
-        .collect();
-    let result = crate::check::check(&p, records.to_vec(), topology, line, &starts, &[]);
+    let placed = crate::check::Placed {
+        starts: stages(&recovery.actions)
+            .iter()
+            .map(|(_, group)| group[0].at)
+            .collect(),
+        last_step: recovery.actions.last().map(|a| a.at),
+        steps: recovery.actions.iter().map(|a| a.at).collect(),
+    };
+    let result = crate::check::check(&p, records.to_vec(), topology, line, &placed, &[]);
     crate::bless::bless(&p, &result, golden_root).map_err(io_error(golden_root))?;
     let pending = crate::bless::selected(golden_root, Some(&p));
     crate::bless::settle(&pending, true).map_err(io_error(golden_root))?;
@@ -431,14 +435,15 @@ impl Drop for ReplayTree {
 impl ReplayTree {
     /// Reads `file`, copies the suite of `dirs` and records the capture
     /// into the copy as case `replay-<file stem>`, its phones found with
-    /// `target`'s identities (`embedded` or a profile path).
+    /// the identities of `captured_on` (`embedded` or a profile path: the
+    /// server the capture was made on).
     pub fn make(
         file: &Path,
         dirs: &crate::suite::Dirs,
-        target: &str,
+        captured_on: &str,
         topology: &Topology,
     ) -> Result<ReplayTree, ReplayError> {
-        let (_, lines, deviations) = dirs.judged_as(target, topology)?;
+        let (_, lines, deviations) = dirs.judged_as(captured_on, topology)?;
         let capture = Capture::read(file).map_err(|e| ReplayError::Read {
             path: file.to_path_buf(),
             why: e.to_string(),

@@ -30,13 +30,21 @@ pub struct Recovered {
     pub at: usize,
     /// The start line of what the actor received just before, if anything.
     pub cause: Option<String>,
-    /// Sent before the server had said anything since the previous action,
-    /// by another phone than the actions it is concurrent with: the server
-    /// could not have answered the one before it reached them, so the
-    /// phones raced (two seizures within a few milliseconds), and the
-    /// replay fires them together.
+    /// Sent within [`RACE_WINDOW`] of the previous action, another phone's
+    /// (and of the first of a group of such actions, by phones all
+    /// different), and either the same action (two seizures, two answers)
+    /// or by a phone the server had said nothing to since then: the phones
+    /// raced, and the replay fires them together. (What the server says in
+    /// the instant between two seizures sent at once, the first one's
+    /// NOTIFY to the other phone, does not make the second its answer; a
+    /// retrieve told `held` is another action, and is.)
     pub concurrent: bool,
 }
+
+/// How close together two phones' actions must be to be a race: a few
+/// milliseconds, well under any phone's reaction to what it is told (an
+/// action later than this that nothing caused is the phone's own choice).
+pub const RACE_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The actions of a capture, and what could not be recovered from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,10 +76,10 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
     // What each phone was last told of each appearance.
     let mut told: HashMap<String, BTreeMap<u32, ApState>> = HashMap::new();
     let mut cause: HashMap<String, String> = HashMap::new();
-    // The phones of the latest group of concurrent actions, and whether
-    // the server has said anything since its last.
+    // The phones of the latest group of concurrent actions, and those the
+    // server has said anything to since it began.
     let mut racing: Vec<String> = Vec::new();
-    let mut heard = false;
+    let mut heard: HashSet<String> = HashSet::new();
     for (at, rec) in records.iter().enumerate() {
         if !topology.knows(&rec.agent) || rec.problem.is_some() {
             continue;
@@ -87,7 +95,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
             if !seen.insert(digest(&[&rec.raw])) {
                 continue;
             }
-            heard = true;
+            heard.insert(agent.clone());
             if matches!(msg.status(), Some(401 | 407)) {
                 if let Some((n, _)) = msg.cseq() {
                     challenged.insert((call_id.clone(), n));
@@ -164,12 +172,22 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
             }
         };
         if let Some(action) = found {
-            let concurrent = !heard && !out.actions.is_empty() && !racing.contains(&agent);
+            let previous = out.actions.last();
+            let soon = previous.is_some_and(|a: &Recovered| {
+                rec.at
+                    .duration_since(records[a.at].at)
+                    .is_ok_and(|gap| gap <= RACE_WINDOW)
+            });
+            let same = previous.is_some_and(|a| name(&a.action) == name(&action));
+            let concurrent = soon
+                && !racing.is_empty()
+                && !racing.contains(&agent)
+                && (same || !heard.contains(&agent));
             if !concurrent {
                 racing.clear();
+                heard.clear();
             }
             racing.push(agent.clone());
-            heard = false;
             out.actions.push(Recovered {
                 actor: agent.clone(),
                 action,
@@ -309,6 +327,24 @@ fn request_action(
             unrecovered.push(not_said(&format!("sends {other}")));
             None
         }
+    }
+}
+
+/// The name a step's action has in a case file.
+pub fn name(a: &Action) -> &'static str {
+    match a {
+        Action::Call { .. } => "call",
+        Action::Answer => "answer",
+        Action::Refuse { .. } => "refuse",
+        Action::Hangup => "hangup",
+        Action::Cancel => "cancel",
+        Action::Seize { .. } => "seize",
+        Action::Release => "release",
+        Action::Hold { .. } => "hold",
+        Action::Retrieve { .. } => "retrieve",
+        Action::Barge { .. } => "barge",
+        Action::Refresh => "refresh",
+        Action::Unsubscribe => "unsubscribe",
     }
 }
 
