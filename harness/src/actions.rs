@@ -39,6 +39,8 @@ pub struct Recovered {
     /// NOTIFY to the other phone, does not make the second its answer; a
     /// retrieve told `held` is another action, and is.)
     pub concurrent: bool,
+    /// Marked by scacheck's phone as a step of a race.
+    pub marked: bool,
 }
 
 /// How close together two phones' actions must be to be a race: a few
@@ -179,10 +181,13 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                     .is_ok_and(|gap| gap <= RACE_WINDOW)
             });
             let same = previous.is_some_and(|a| name(&a.action) == name(&action));
-            let concurrent = soon
-                && !racing.is_empty()
+            // scacheck's phones mark a race's steps: so read, whatever
+            // the timing of a loaded machine.
+            let together = crate::ua::agent::is_marked(&rec.raw, crate::ua::agent::TOGETHER_HEADER);
+            let marked_race = together && previous.is_some_and(|a| a.marked);
+            let concurrent = !racing.is_empty()
                 && !racing.contains(&agent)
-                && (same || !heard.contains(&agent));
+                && (marked_race || (soon && (same || !heard.contains(&agent))));
             if !concurrent {
                 racing.clear();
                 heard.clear();
@@ -194,6 +199,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                 at,
                 cause: cause.get(&agent).cloned(),
                 concurrent,
+                marked: together,
             });
         }
     }

@@ -298,8 +298,13 @@ fn stage_starts_before(
             let (first, last) = (*at.iter().min()?, *at.iter().max()?);
             // A race only if the capture shows one: the steps within
             // [`crate::actions::RACE_WINDOW`] of each other.
+            // (scacheck's phones mark a race's steps, so a loaded
+            // machine's run is still read as one.)
             let gap = records[last].at.duration_since(records[first].at);
-            if gap.map_or(true, |g| g > crate::actions::RACE_WINDOW) {
+            let marked = at.iter().all(|&i| {
+                crate::ua::agent::is_marked(&records[i].raw, crate::ua::agent::TOGETHER_HEADER)
+            });
+            if !marked && gap.map_or(true, |g| g > crate::actions::RACE_WINDOW) {
                 return None;
             }
             starts.push(first);
@@ -1099,12 +1104,13 @@ impl Checked {
 pub enum CheckFileError {
     #[error(transparent)]
     Suite(#[from] crate::suite::SuiteError),
-    #[error("reading {path}: {source}")]
+    // The source is the error's cause: said once, after the context.
+    #[error("reading {path}")]
     Read {
         path: std::path::PathBuf,
         source: crate::pcap::PcapError,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Detect { context: String, source: Detection },
     /// A log that cannot be read as one.
     #[error("reading {path}: {why}")]

@@ -52,6 +52,7 @@ pub(super) async fn perform_together(
     }
     let mut fired = Vec::new();
     for (n, Armed { agent, act }) in armed.into_iter().enumerate() {
+        let act = move |a: &mut Agent| a.together(act);
         fired.push((n, agent.order(act).map_err(|e| (n, e.to_string()))?));
     }
     let mut first = Ok(());

@@ -203,7 +203,9 @@ pub struct Agent {
     /// to answer a retransmitted challenge without a second request.
     challenged: VecDeque<(String, u32, Option<Vec<u8>>)>,
     /// What it sends now is its cleanup ([`Agent::tear_down`]).
-    marking: bool,
+    /// The mark what it sends now carries ([`TEARDOWN_HEADER`],
+    /// [`TOGETHER_HEADER`]), if any.
+    marking: Option<&'static str>,
 }
 
 /// A request the server may challenge, as sent.
@@ -250,7 +252,7 @@ impl Agent {
             keyring: cfg_keyring,
             sent: VecDeque::new(),
             challenged: VecDeque::new(),
-            marking: false,
+            marking: None,
         }
     }
 
@@ -346,10 +348,9 @@ impl Agent {
             self.out.push_back(Transmit { to, bytes });
             return;
         }
-        let bytes = if self.marking && !is_marked(&bytes) {
-            with_header(&bytes, TEARDOWN_HEADER)
-        } else {
-            bytes
+        let bytes = match self.marking {
+            Some(mark) if !is_marked(&bytes, mark) => with_header(&bytes, mark),
+            _ => bytes,
         };
         let bytes = match self.keyring.as_mut() {
             Some(keys) => {
@@ -687,15 +688,26 @@ impl Agent {
 
     /// Does `f`, marking what it sends as teardown (see [`Agent::tear_down`]).
     fn marked<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.marked_as(TEARDOWN_HEADER, f)
+    }
+
+    /// Does `f`, one of a race's steps fired together, marking what it
+    /// sends so (a capture of the run then says it was a race, however
+    /// far apart a loaded machine sent them).
+    pub fn together<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.marked_as(TOGETHER_HEADER, f)
+    }
+
+    fn marked_as<T>(&mut self, mark: &'static str, f: impl FnOnce(&mut Self) -> T) -> T {
         let before = self.out.len();
         // Requests are marked as they are sent, so that one sent again
-        // after a challenge is still the cleanup; responses here.
-        self.marking = true;
+        // after a challenge is still marked; responses here.
+        self.marking = Some(mark);
         let value = f(self);
-        self.marking = false;
+        self.marking = None;
         for t in self.out.iter_mut().skip(before) {
-            if !is_marked(&t.bytes) {
-                t.bytes = with_header(&t.bytes, TEARDOWN_HEADER);
+            if !is_marked(&t.bytes, mark) {
+                t.bytes = with_header(&t.bytes, mark);
             }
         }
         value
@@ -1284,10 +1296,12 @@ impl Agent {
 /// The header that marks what a phone sends to clean up after a case.
 pub const TEARDOWN_HEADER: &str = "X-Scacheck: teardown";
 
-fn is_marked(bytes: &[u8]) -> bool {
-    bytes
-        .windows(TEARDOWN_HEADER.len())
-        .any(|w| w == TEARDOWN_HEADER.as_bytes())
+/// The header that marks what a phone sends as a step of a race.
+pub const TOGETHER_HEADER: &str = "X-Scacheck: together";
+
+/// Does the message carry `mark`?
+pub fn is_marked(bytes: &[u8], mark: &str) -> bool {
+    bytes.windows(mark.len()).any(|w| w == mark.as_bytes())
 }
 
 /// A message with one more header line after its start line.
