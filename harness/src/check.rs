@@ -181,7 +181,7 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
     if !rec.raw.starts_with(start) {
         return false;
     }
-    let Ok(msg) = Message::parse(rec.raw.clone()) else {
+    let Ok(msg) = rec.message() else {
         return false;
     };
     let invite_response = |ok: bool| {
@@ -463,7 +463,7 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
     let unregister = |r: &Record| {
         r.direction == Direction::Sent
             && r.raw.starts_with(b"REGISTER")
-            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+            && r.message().is_ok_and(|m| {
                 m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
             })
     };
@@ -471,7 +471,7 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
     // rule below.
     let marked = |r: &Record| {
         names_header(&r.raw, b"x-scacheck")
-            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+            && r.message().is_ok_and(|m| {
                 m.header("X-Scacheck")
                     .is_some_and(|v| v.trim() == "teardown")
             })
@@ -760,7 +760,7 @@ impl Capture {
         if result
             .records
             .iter()
-            .any(|r| crate::sip::tls::via_says_tls(&r.raw))
+            .any(|r| r.message().is_ok_and(crate::sip::tls::message_says_tls))
         {
             // Keyed as the run over TLS was (`<case>@tls`), so that a
             // capture of it lines up with it in a table or a comparison.
@@ -950,7 +950,12 @@ impl Judging<'_> {
 
     /// Keeps `r` if the report has room, or if its verdict is unexpected
     /// and an expected one can make room.
-    fn keep(&mut self, at: (usize, usize), r: CaseResult) {
+    fn keep(&mut self, at: (usize, usize), mut r: CaseResult) {
+        // A kept flow's messages are held as bytes only: parsed, they
+        // would hold the report's flows several times over in memory.
+        for rec in &mut r.records {
+            rec.parsed = Default::default();
+        }
         if self.kept.len() >= KEPT {
             let evict = (!r.verdict.expected())
                 .then(|| self.kept.iter().rposition(|(_, k)| k.verdict.expected()))

@@ -11,7 +11,6 @@ use similar::{ChangeTag, TextDiff};
 use crate::outcome::{CaseResult, Verdict};
 use crate::sip::headers::appearances;
 use crate::sip::record::Direction;
-use crate::sip::Message;
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -179,7 +178,7 @@ fn ladder(out: &mut String, r: &CaseResult) {
             let _ = write!(out, "<td>{cell}</td>");
         }
         let raw = String::from_utf8_lossy(&rec.raw);
-        let states = Message::parse(rec.raw.clone())
+        let states = crate::sip::Message::parse(rec.raw.clone())
             .ok()
             .filter(|m| m.is("NOTIFY"))
             .and_then(|m| appearances(m.headers("Call-Info")).ok())
@@ -245,6 +244,7 @@ mod tests {
             peer: "127.0.0.1:2".parse().unwrap(),
             raw: hostile,
             problem: Some("unparseable <script>".into()),
+            parsed: Default::default(),
         }];
         r.notes = vec!["<script>alert(4)</script>".into()];
         let html = report("n<script>", "t<script>", &[r]);

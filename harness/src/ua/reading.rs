@@ -157,7 +157,7 @@ impl CapturedPhones {
         if rec.problem.is_some() {
             return Vec::new();
         }
-        let Ok(msg) = Message::parse(rec.raw.clone()) else {
+        let Ok(msg) = rec.message() else {
             return Vec::new();
         };
         let phone = self.phones.entry(rec.agent.clone()).or_default();
