@@ -926,12 +926,79 @@ pub enum CheckFileError {
     Detect { context: String, source: Detection },
 }
 
-/// The flows judged so far, as few kept as the report holds.
-struct Judging<'a> {
+/// What every flow of a capture is judged against: shared, read only, by
+/// the threads that judge ([`check_file`]).
+struct Judge<'a> {
     file: &'a std::path::Path,
     suite: &'a [Prepared],
     lines: &'a [Identities],
     deviations: &'a [Deviation],
+    topology: &'a Topology,
+}
+
+/// A flow judged, not yet counted: its case and result, or why no case.
+enum Judged<'a> {
+    /// The capture judged whole (one line, or none).
+    Whole(Result<(&'a Prepared, CaseResult), Detection>),
+    /// Flow `nth` of line `line` of the pool.
+    Line {
+        line: usize,
+        nth: usize,
+        found: Result<(&'a Prepared, CaseResult), Detection>,
+    },
+}
+
+impl<'a> Judge<'a> {
+    /// Judges one flow (`whole`: the capture, for a [`crate::flows::Flow::Whole`]).
+    fn judge(&self, flow: crate::flows::Flow, whole: Option<Capture>) -> Judged<'a> {
+        // A judged flow's messages are held as bytes only: parsed, they
+        // would hold a report's flows several times over in memory.
+        let unparsed = |found: Result<(&'a Prepared, CaseResult), Detection>| {
+            found.map(|(p, mut r)| {
+                for rec in &mut r.records {
+                    rec.parsed = Default::default();
+                }
+                (p, r)
+            })
+        };
+        match flow {
+            crate::flows::Flow::Whole(_) => {
+                let capture = whole.expect("the whole capture");
+                Judged::Whole(unparsed(capture.judge(
+                    self.file,
+                    self.suite,
+                    self.lines,
+                    self.deviations,
+                    self.topology,
+                )))
+            }
+            crate::flows::Flow::Line { line, nth, packets } => {
+                let one = Capture {
+                    packets,
+                    skipped: Default::default(),
+                    broken: None,
+                };
+                let found = one.judge(
+                    self.file,
+                    self.suite,
+                    std::slice::from_ref(&self.lines[line]),
+                    self.deviations,
+                    self.topology,
+                );
+                Judged::Line {
+                    line,
+                    nth,
+                    found: unparsed(found),
+                }
+            }
+        }
+    }
+}
+
+/// The flows judged so far, counted in the order they closed, as few kept
+/// as the report holds.
+struct Judging<'a> {
+    lines: &'a [Identities],
     topology: &'a Topology,
     case_id: Option<&'a str>,
     /// By (line, flow of the line), for the report's order.
@@ -950,12 +1017,7 @@ impl Judging<'_> {
 
     /// Keeps `r` if the report has room, or if its verdict is unexpected
     /// and an expected one can make room.
-    fn keep(&mut self, at: (usize, usize), mut r: CaseResult) {
-        // A kept flow's messages are held as bytes only: parsed, they
-        // would hold the report's flows several times over in memory.
-        for rec in &mut r.records {
-            rec.parsed = Default::default();
-        }
+    fn keep(&mut self, at: (usize, usize), r: CaseResult) {
         if self.kept.len() >= KEPT {
             let evict = (!r.verdict.expected())
                 .then(|| self.kept.iter().rposition(|(_, k)| k.verdict.expected()))
@@ -974,18 +1036,12 @@ impl Judging<'_> {
         self.kept.push((at, r));
     }
 
-    fn flow(&mut self, flow: crate::flows::Flow, whole: Option<Capture>) -> Result<(), Detection> {
-        let (line, nth, packets) = match flow {
-            crate::flows::Flow::Whole(_) => {
-                let capture = whole.expect("the whole capture");
-                let found = capture.judge(
-                    self.file,
-                    self.suite,
-                    self.lines,
-                    self.deviations,
-                    self.topology,
-                )?;
-                let (p, result) = found;
+    /// Counts a judged flow; a capture judged whole that shows no case is
+    /// the check's error.
+    fn count(&mut self, judged: Judged) -> Result<(), Detection> {
+        let (line, nth, found) = match judged {
+            Judged::Whole(found) => {
+                let (p, result) = found?;
                 if self.case_id.is_none() {
                     self.say(format!("detected case: {}", p.case.id));
                 }
@@ -993,23 +1049,11 @@ impl Judging<'_> {
                 self.keep((0, 0), result);
                 return Ok(());
             }
-            crate::flows::Flow::Line { line, nth, packets } => (line, nth, packets),
+            Judged::Line { line, nth, found } => (line, nth, found),
         };
         self.lines_seen.insert(line);
         let l = &self.lines[line];
-        let one = Capture {
-            packets,
-            skipped: Default::default(),
-            broken: None,
-        };
         let named = l.describe(self.topology).unwrap_or_default();
-        let found = one.judge(
-            self.file,
-            self.suite,
-            std::slice::from_ref(l),
-            self.deviations,
-            self.topology,
-        );
         match found {
             Ok((p, mut result)) => {
                 let flow = if nth > 1 {
@@ -1029,6 +1073,105 @@ impl Judging<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// How many flows may wait to be judged, per judging thread: what bounds
+/// the memory of a capture read faster than it is judged.
+const QUEUED_PER_THREAD: usize = 2;
+
+/// Flows judged on threads of their own while the capture is read on,
+/// counted in the order they closed (so that the report, the console and
+/// the tally are those of judging them one by one). At most
+/// [`QUEUED_PER_THREAD`] flows per thread wait, and as many are judged at
+/// once as there are threads: memory stays bounded by the live flows.
+struct Pipeline<'a> {
+    jobs: Option<std::sync::mpsc::SyncSender<(u64, crate::flows::Flow, Option<Capture>)>>,
+    done: std::sync::mpsc::Receiver<(u64, Judged<'a>)>,
+    /// Judged ahead of a flow that closed before them.
+    waiting: BTreeMap<u64, Judged<'a>>,
+    sent: u64,
+    counted: u64,
+    failed: Option<Detection>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// `threads` threads of `scope` judging with `judge`.
+    fn start<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        judge: &'s Judge<'a>,
+        threads: usize,
+    ) -> Pipeline<'a>
+    where
+        'a: 's,
+    {
+        let (jobs, queue) = std::sync::mpsc::sync_channel(threads * QUEUED_PER_THREAD);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let (finished, done) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let (queue, finished) = (queue.clone(), finished.clone());
+            scope.spawn(move || loop {
+                let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((seq, flow, whole)) = job else { break };
+                if finished.send((seq, judge.judge(flow, whole))).is_err() {
+                    break;
+                }
+            });
+        }
+        Pipeline {
+            jobs: Some(jobs),
+            done,
+            waiting: BTreeMap::new(),
+            sent: 0,
+            counted: 0,
+            failed: None,
+        }
+    }
+
+    /// Hands a closed flow to the judging threads (waiting while they are
+    /// [`QUEUED_PER_THREAD`] behind), and counts what they finished.
+    fn push(&mut self, judging: &mut Judging, flow: crate::flows::Flow, whole: Option<Capture>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send((self.sent, flow, whole)).is_ok());
+        if !sent {
+            // Every thread is gone (one panicked): the scope says why.
+            self.jobs = None;
+            return;
+        }
+        self.sent += 1;
+        while let Ok((seq, judged)) = self.done.try_recv() {
+            self.arrived(judging, seq, judged);
+        }
+    }
+
+    fn arrived(&mut self, judging: &mut Judging, seq: u64, judged: Judged<'a>) {
+        self.waiting.insert(seq, judged);
+        while let Some(judged) = self.waiting.remove(&self.counted) {
+            self.counted += 1;
+            if self.failed.is_none() {
+                if let Err(e) = judging.count(judged) {
+                    self.failed = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Waits for every flow handed over, and counts them: the first error
+    /// of a capture judged whole, if one was.
+    fn finish(mut self, judging: &mut Judging) -> Result<(), Detection> {
+        self.jobs = None;
+        while let Ok((seq, judged)) = self.done.recv() {
+            self.arrived(judging, seq, judged);
+        }
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1059,11 +1202,15 @@ pub fn check_file(
         context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
         source,
     };
-    let mut judging = Judging {
+    let judge = Judge {
         file,
         suite: &suite,
         lines: &lines,
         deviations: &deviations,
+        topology,
+    };
+    let mut judging = Judging {
+        lines: &lines,
         topology,
         case_id,
         kept: Vec::new(),
@@ -1071,40 +1218,48 @@ pub fn check_file(
         said: Vec::new(),
         lines_seen: Default::default(),
     };
+    // The capture is read and split here while its closed flows are
+    // judged on other threads, as many as there are cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut splitter = crate::flows::Splitter::new(&lines);
     let mut count = 0usize;
     let mut broken = None;
-    loop {
-        match reader.next_packet() {
-            Ok(Some(p)) => {
-                count += 1;
-                for flow in splitter.push(p) {
-                    judging.flow(flow, None).map_err(detect)?;
+    let (skipped, judged) = std::thread::scope(|scope| {
+        let mut pipeline = Pipeline::start(scope, &judge, threads);
+        loop {
+            match reader.next_packet() {
+                Ok(Some(p)) => {
+                    count += 1;
+                    for flow in splitter.push(p) {
+                        pipeline.push(&mut judging, flow, None);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e.to_string());
+                    break;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                broken = Some(e.to_string());
-                break;
+        }
+        let skipped = reader.skipped().clone();
+        for flow in splitter.finish() {
+            match flow {
+                crate::flows::Flow::Whole(packets) => {
+                    let whole = Capture {
+                        packets,
+                        skipped: skipped.clone(),
+                        broken: broken.clone(),
+                    };
+                    let flow = crate::flows::Flow::Whole(Vec::new());
+                    pipeline.push(&mut judging, flow, Some(whole));
+                }
+                line => pipeline.push(&mut judging, line, None),
             }
         }
-    }
-    let skipped = reader.skipped().clone();
+        (skipped, pipeline.finish(&mut judging))
+    });
+    judged.map_err(detect)?;
     let mut said = summary(count, &skipped, broken.as_deref());
-    for flow in splitter.finish() {
-        let found = match flow {
-            crate::flows::Flow::Whole(packets) => {
-                let whole = Capture {
-                    packets,
-                    skipped: skipped.clone(),
-                    broken: broken.clone(),
-                };
-                judging.flow(crate::flows::Flow::Whole(Vec::new()), Some(whole))
-            }
-            line => judging.flow(line, None),
-        };
-        found.map_err(detect)?;
-    }
     let Judging {
         mut kept,
         tally,
