@@ -37,6 +37,19 @@ pre{margin:0;white-space:pre-wrap;font:12px/1.3 monospace}.ladder td{font:12px m
 
 /// The whole report.
 pub fn report(name: &str, target: &str, results: &[CaseResult]) -> String {
+    let mut out = Vec::new();
+    let _ = write_report(&mut out, name, target, results);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`report`] written to `w` a case at a time (a report of a busy
+/// capture's flows is megabytes: not held whole).
+pub fn write_report(
+    mut w: impl std::io::Write,
+    name: &str,
+    target: &str,
+    results: &[CaseResult],
+) -> std::io::Result<()> {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -62,10 +75,12 @@ pub fn report(name: &str, target: &str, results: &[CaseResult]) -> String {
     }
     out.push_str("</table>\n");
     for r in results {
+        w.write_all(out.as_bytes())?;
+        out.clear();
         case_section(&mut out, r);
     }
     out.push_str("</body></html>\n");
-    out
+    w.write_all(out.as_bytes())
 }
 
 fn case_section(out: &mut String, r: &CaseResult) {
