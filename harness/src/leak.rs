@@ -140,9 +140,7 @@ pub fn probe_notify(rec: &Record, dn: &str, call_id: &str) -> Option<Message> {
             .raw
             .windows(call_id.len())
             .any(|w| w == call_id.as_bytes());
-    let msg = candidate
-        .then(|| rec.message().ok().cloned())
-        .flatten()?;
+    let msg = candidate.then(|| rec.message().ok().cloned()).flatten()?;
     (msg.call_id() == call_id).then_some(msg)
 }
 

@@ -71,9 +71,15 @@ impl Record {
     /// [`Record::problem`] says), parsed the first time only: the derivers,
     /// the phones' reading and a capture check's detection all ask.
     pub fn message(&self) -> Result<&Message, &ParseError> {
-        let parsed = self.parsed.0.get_or_init(|| Message::parse(self.raw.clone()));
+        let parsed = self
+            .parsed
+            .0
+            .get_or_init(|| Message::parse(self.raw.clone()));
         if let Ok(m) = parsed {
-            debug_assert!(m.raw() == self.raw, "a record's raw changed after it was parsed");
+            debug_assert!(
+                m.raw() == self.raw,
+                "a record's raw changed after it was parsed"
+            );
         }
         parsed.as_ref()
     }
