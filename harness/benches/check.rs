@@ -33,6 +33,22 @@ fn peak_rss_mib() -> f64 {
     kb / 1024.0
 }
 
+/// The CPU time this process used, user and system, in seconds (the
+/// clock ticks of /proc/self/stat, 100 a second on Linux).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command's closing parenthesis: utime is the
+    // 12th of them, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
 fn dir_size(dir: &Path) -> (u64, usize) {
     let mut total = (0, 0);
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -67,7 +83,12 @@ fn check(file: &Path, profile: &Path, report: &Path) {
     }
     *verdicts.entry("no-case").or_default() += checked.tally.no_case;
     let verdicts: Vec<String> = verdicts.iter().map(|(v, n)| format!("{v}={n}")).collect();
-    println!("{secs} {judged} {} {}", peak_rss_mib(), verdicts.join(","));
+    println!(
+        "{secs} {judged} {} {} {}",
+        peak_rss_mib(),
+        cpu_secs(),
+        verdicts.join(",")
+    );
 }
 
 fn main() {
@@ -141,12 +162,18 @@ fn main() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(f64::NAN)
     };
-    let (secs, judged, rss) = (num(), num(), num());
-    let verdicts = line.split_whitespace().nth(3).unwrap_or("none").to_string();
+    let (secs, judged, rss, cpu) = (num(), num(), num(), num());
+    let verdicts = line.split_whitespace().nth(4).unwrap_or("none").to_string();
     let (report_bytes, report_files) = dir_size(&report);
     println!(
         "scacheck pcap check: {secs:.2} s ({judged:.2} s judging, the rest the report) = {:.0} messages/s, peak memory {rss:.0} MiB",
         count as f64 / secs
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "CPU time {cpu:.2} s on {cores} cores ({:.1} cores busy; {:.0} messages per CPU second)",
+        cpu / secs,
+        count as f64 / cpu
     );
     println!(
         "report: {report_files} files, {:.1} MiB; flows by verdict: {verdicts}",

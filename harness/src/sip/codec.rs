@@ -160,31 +160,31 @@ impl Message {
     }
 
     pub fn from(&self) -> Option<super::NameAddr> {
-        self.from_header().cloned()
+        self.parsed_from().cloned()
     }
 
     pub fn to(&self) -> Option<super::NameAddr> {
-        self.to_header().cloned()
+        self.parsed_to().cloned()
     }
 
-    fn from_header(&self) -> Option<&super::NameAddr> {
+    fn parsed_from(&self) -> Option<&super::NameAddr> {
         self.from
             .get_or_init(|| super::NameAddr::parse(self.header("From")?))
             .as_ref()
     }
 
-    fn to_header(&self) -> Option<&super::NameAddr> {
+    fn parsed_to(&self) -> Option<&super::NameAddr> {
         self.to
             .get_or_init(|| super::NameAddr::parse(self.header("To")?))
             .as_ref()
     }
 
     pub fn from_tag(&self) -> Option<String> {
-        self.from_header()?.param("tag").map(str::to_string)
+        self.parsed_from()?.param("tag").map(str::to_string)
     }
 
     pub fn to_tag(&self) -> Option<String> {
-        self.to_header()?.param("tag").map(str::to_string)
+        self.parsed_to()?.param("tag").map(str::to_string)
     }
 
     /// The branch of the topmost Via.

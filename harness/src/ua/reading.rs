@@ -163,13 +163,13 @@ impl CapturedPhones {
         let phone = self.phones.entry(rec.agent.clone()).or_default();
         match (rec.direction, msg.method().as_deref()) {
             (Direction::Sent, Some(method)) => {
-                phone.sent(&msg, method);
+                phone.sent(msg, method);
                 Vec::new()
             }
-            (Direction::Received, Some("INVITE")) => phone.offered(&msg),
-            (Direction::Received, Some("NOTIFY")) => phone.notify(&msg),
+            (Direction::Received, Some("INVITE")) => phone.offered(msg),
+            (Direction::Received, Some("NOTIFY")) => phone.notify(msg),
             (Direction::Received, None) => {
-                phone.answer(&msg);
+                phone.answer(msg);
                 Vec::new()
             }
             _ => Vec::new(),
