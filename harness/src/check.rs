@@ -181,7 +181,7 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
     if !rec.raw.starts_with(start) {
         return false;
     }
-    let Ok(msg) = Message::parse(rec.raw.clone()) else {
+    let Ok(msg) = rec.message() else {
         return false;
     };
     let invite_response = |ok: bool| {
@@ -640,7 +640,7 @@ fn teardown_marked(records: &[Record], after: usize) -> Option<usize> {
     // Only a message naming the header is parsed to see if it is marked.
     let marked = |r: &Record| {
         names_header(&r.raw, b"x-scacheck")
-            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+            && r.message().is_ok_and(|m| {
                 m.header("X-Scacheck")
                     .is_some_and(|v| v.trim() == "teardown")
             })
@@ -655,7 +655,7 @@ fn teardown_by_unregistration(records: &[Record], after: usize) -> usize {
     let unregister = |r: &Record| {
         r.direction == Direction::Sent
             && r.raw.starts_with(b"REGISTER")
-            && Message::parse(r.raw.clone()).is_ok_and(|m| {
+            && r.message().is_ok_and(|m| {
                 m.is("REGISTER") && m.header("Expires").is_some_and(|e| e.trim() == "0")
             })
     };
@@ -947,7 +947,7 @@ impl Capture {
         if result
             .records
             .iter()
-            .any(|r| crate::sip::tls::via_says_tls(&r.raw))
+            .any(|r| r.message().is_ok_and(crate::sip::tls::message_says_tls))
         {
             // Keyed as the run over TLS was (`<case>@tls`), so that a
             // capture of it lines up with it in a table or a comparison.
@@ -1142,12 +1142,79 @@ pub fn check_log_file(
     Ok(checked)
 }
 
-/// The flows judged so far, as few kept as the report holds.
-struct Judging<'a> {
+/// What every flow of a capture is judged against: shared, read only, by
+/// the threads that judge ([`check_file`]).
+struct Judge<'a> {
     file: &'a std::path::Path,
     suite: &'a [Prepared],
     lines: &'a [Identities],
     deviations: &'a [Deviation],
+    topology: &'a Topology,
+}
+
+/// A flow judged, not yet counted: its case and result, or why no case.
+enum Judged<'a> {
+    /// The capture judged whole (one line, or none).
+    Whole(Result<(&'a Prepared, CaseResult), Detection>),
+    /// Flow `nth` of line `line` of the pool.
+    Line {
+        line: usize,
+        nth: usize,
+        found: Result<(&'a Prepared, CaseResult), Detection>,
+    },
+}
+
+impl<'a> Judge<'a> {
+    /// Judges one flow (`whole`: the capture, for a [`crate::flows::Flow::Whole`]).
+    fn judge(&self, flow: crate::flows::Flow, whole: Option<Capture>) -> Judged<'a> {
+        // A judged flow's messages are held as bytes only: parsed, they
+        // would hold a report's flows several times over in memory.
+        let unparsed = |found: Result<(&'a Prepared, CaseResult), Detection>| {
+            found.map(|(p, mut r)| {
+                for rec in &mut r.records {
+                    rec.parsed = Default::default();
+                }
+                (p, r)
+            })
+        };
+        match flow {
+            crate::flows::Flow::Whole(_) => {
+                let capture = whole.expect("the whole capture");
+                Judged::Whole(unparsed(capture.judge(
+                    self.file,
+                    self.suite,
+                    self.lines,
+                    self.deviations,
+                    self.topology,
+                )))
+            }
+            crate::flows::Flow::Line { line, nth, packets } => {
+                let one = Capture {
+                    packets,
+                    skipped: Default::default(),
+                    broken: None,
+                };
+                let found = one.judge(
+                    self.file,
+                    self.suite,
+                    std::slice::from_ref(&self.lines[line]),
+                    self.deviations,
+                    self.topology,
+                );
+                Judged::Line {
+                    line,
+                    nth,
+                    found: unparsed(found),
+                }
+            }
+        }
+    }
+}
+
+/// The flows judged so far, counted in the order they closed, as few kept
+/// as the report holds.
+struct Judging<'a> {
+    lines: &'a [Identities],
     topology: &'a Topology,
     case_id: Option<&'a str>,
     /// By (line, flow of the line), for the report's order.
@@ -1185,18 +1252,12 @@ impl Judging<'_> {
         self.kept.push((at, r));
     }
 
-    fn flow(&mut self, flow: crate::flows::Flow, whole: Option<Capture>) -> Result<(), Detection> {
-        let (line, nth, packets) = match flow {
-            crate::flows::Flow::Whole(_) => {
-                let capture = whole.expect("the whole capture");
-                let found = capture.judge(
-                    self.file,
-                    self.suite,
-                    self.lines,
-                    self.deviations,
-                    self.topology,
-                )?;
-                let (p, result) = found;
+    /// Counts a judged flow; a capture judged whole that shows no case is
+    /// the check's error.
+    fn count(&mut self, judged: Judged) -> Result<(), Detection> {
+        let (line, nth, found) = match judged {
+            Judged::Whole(found) => {
+                let (p, result) = found?;
                 if self.case_id.is_none() {
                     self.say(format!("detected case: {}", p.case.id));
                 }
@@ -1204,23 +1265,11 @@ impl Judging<'_> {
                 self.keep((0, 0), result);
                 return Ok(());
             }
-            crate::flows::Flow::Line { line, nth, packets } => (line, nth, packets),
+            Judged::Line { line, nth, found } => (line, nth, found),
         };
         self.lines_seen.insert(line);
         let l = &self.lines[line];
-        let one = Capture {
-            packets,
-            skipped: Default::default(),
-            broken: None,
-        };
         let named = l.describe(self.topology).unwrap_or_default();
-        let found = one.judge(
-            self.file,
-            self.suite,
-            std::slice::from_ref(l),
-            self.deviations,
-            self.topology,
-        );
         match found {
             Ok((p, mut result)) => {
                 let flow = if nth > 1 {
@@ -1240,6 +1289,105 @@ impl Judging<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// How many flows may wait to be judged, per judging thread: what bounds
+/// the memory of a capture read faster than it is judged.
+const QUEUED_PER_THREAD: usize = 2;
+
+/// Flows judged on threads of their own while the capture is read on,
+/// counted in the order they closed (so that the report, the console and
+/// the tally are those of judging them one by one). At most
+/// [`QUEUED_PER_THREAD`] flows per thread wait, and as many are judged at
+/// once as there are threads: memory stays bounded by the live flows.
+struct Pipeline<'a> {
+    jobs: Option<std::sync::mpsc::SyncSender<(u64, crate::flows::Flow, Option<Capture>)>>,
+    done: std::sync::mpsc::Receiver<(u64, Judged<'a>)>,
+    /// Judged ahead of a flow that closed before them.
+    waiting: BTreeMap<u64, Judged<'a>>,
+    sent: u64,
+    counted: u64,
+    failed: Option<Detection>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// `threads` threads of `scope` judging with `judge`.
+    fn start<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        judge: &'s Judge<'a>,
+        threads: usize,
+    ) -> Pipeline<'a>
+    where
+        'a: 's,
+    {
+        let (jobs, queue) = std::sync::mpsc::sync_channel(threads * QUEUED_PER_THREAD);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let (finished, done) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let (queue, finished) = (queue.clone(), finished.clone());
+            scope.spawn(move || loop {
+                let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((seq, flow, whole)) = job else { break };
+                if finished.send((seq, judge.judge(flow, whole))).is_err() {
+                    break;
+                }
+            });
+        }
+        Pipeline {
+            jobs: Some(jobs),
+            done,
+            waiting: BTreeMap::new(),
+            sent: 0,
+            counted: 0,
+            failed: None,
+        }
+    }
+
+    /// Hands a closed flow to the judging threads (waiting while they are
+    /// [`QUEUED_PER_THREAD`] behind), and counts what they finished.
+    fn push(&mut self, judging: &mut Judging, flow: crate::flows::Flow, whole: Option<Capture>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send((self.sent, flow, whole)).is_ok());
+        if !sent {
+            // Every thread is gone (one panicked): the scope says why.
+            self.jobs = None;
+            return;
+        }
+        self.sent += 1;
+        while let Ok((seq, judged)) = self.done.try_recv() {
+            self.arrived(judging, seq, judged);
+        }
+    }
+
+    fn arrived(&mut self, judging: &mut Judging, seq: u64, judged: Judged<'a>) {
+        self.waiting.insert(seq, judged);
+        while let Some(judged) = self.waiting.remove(&self.counted) {
+            self.counted += 1;
+            if self.failed.is_none() {
+                if let Err(e) = judging.count(judged) {
+                    self.failed = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Waits for every flow handed over, and counts them: the first error
+    /// of a capture judged whole, if one was.
+    fn finish(mut self, judging: &mut Judging) -> Result<(), Detection> {
+        self.jobs = None;
+        while let Ok((seq, judged)) = self.done.recv() {
+            self.arrived(judging, seq, judged);
+        }
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1270,11 +1418,15 @@ pub fn check_file(
         context: case_id.map_or("detecting the flow".into(), |c| format!("case {c}")),
         source,
     };
-    let mut judging = Judging {
+    let judge = Judge {
         file,
         suite: &suite,
         lines: &lines,
         deviations: &deviations,
+        topology,
+    };
+    let mut judging = Judging {
+        lines: &lines,
         topology,
         case_id,
         kept: Vec::new(),
@@ -1282,40 +1434,48 @@ pub fn check_file(
         said: Vec::new(),
         lines_seen: Default::default(),
     };
+    // The capture is read and split here while its closed flows are
+    // judged on other threads, as many as there are cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut splitter = crate::flows::Splitter::new(&lines);
     let mut count = 0usize;
     let mut broken = None;
-    loop {
-        match reader.next_packet() {
-            Ok(Some(p)) => {
-                count += 1;
-                for flow in splitter.push(p) {
-                    judging.flow(flow, None).map_err(detect)?;
+    let (skipped, judged) = std::thread::scope(|scope| {
+        let mut pipeline = Pipeline::start(scope, &judge, threads);
+        loop {
+            match reader.next_packet() {
+                Ok(Some(p)) => {
+                    count += 1;
+                    for flow in splitter.push(p) {
+                        pipeline.push(&mut judging, flow, None);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e.to_string());
+                    break;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                broken = Some(e.to_string());
-                break;
+        }
+        let skipped = reader.skipped().clone();
+        for flow in splitter.finish() {
+            match flow {
+                crate::flows::Flow::Whole(packets) => {
+                    let whole = Capture {
+                        packets,
+                        skipped: skipped.clone(),
+                        broken: broken.clone(),
+                    };
+                    let flow = crate::flows::Flow::Whole(Vec::new());
+                    pipeline.push(&mut judging, flow, Some(whole));
+                }
+                line => pipeline.push(&mut judging, line, None),
             }
         }
-    }
-    let skipped = reader.skipped().clone();
+        (skipped, pipeline.finish(&mut judging))
+    });
+    judged.map_err(detect)?;
     let mut said = summary(count, &skipped, broken.as_deref());
-    for flow in splitter.finish() {
-        let found = match flow {
-            crate::flows::Flow::Whole(packets) => {
-                let whole = Capture {
-                    packets,
-                    skipped: skipped.clone(),
-                    broken: broken.clone(),
-                };
-                judging.flow(crate::flows::Flow::Whole(Vec::new()), Some(whole))
-            }
-            line => judging.flow(line, None),
-        };
-        found.map_err(detect)?;
-    }
     let Judging {
         mut kept,
         tally,

@@ -122,7 +122,7 @@ pub fn probe_sent(rec: &Record, dn: &str) -> Option<String> {
     if rec.agent != dn || rec.direction != Direction::Sent || !rec.raw.starts_with(b"SUBSCRIBE ") {
         return None;
     }
-    let m = Message::parse(rec.raw.clone()).ok()?;
+    let m = rec.message().ok()?;
     let fresh = m.to_tag().is_none()
         && m.header("Event").is_some_and(|e| e.trim() == "call-info")
         && m.header("Expires").is_none_or(|e| e.trim() != "0");
@@ -140,9 +140,7 @@ pub fn probe_notify(rec: &Record, dn: &str, call_id: &str) -> Option<Message> {
             .raw
             .windows(call_id.len())
             .any(|w| w == call_id.as_bytes());
-    let msg = candidate
-        .then(|| Message::parse(rec.raw.clone()).ok())
-        .flatten()?;
+    let msg = candidate.then(|| rec.message().ok().cloned()).flatten()?;
     (msg.call_id() == call_id).then_some(msg)
 }
 

@@ -34,11 +34,11 @@ pub(crate) type Found = (Event, String);
 
 /// The message of a record, if a SIP deriver may use it: the transport
 /// took it for SIP and it parses.
-pub(crate) fn message_of(rec: &crate::sip::record::Record) -> Option<crate::sip::Message> {
+pub(crate) fn message_of(rec: &crate::sip::record::Record) -> Option<&crate::sip::Message> {
     if rec.problem.is_some() {
         return None;
     }
-    crate::sip::Message::parse(rec.raw.clone()).ok()
+    rec.message().ok()
 }
 
 /// What a SIP deriver found in one message, as observations on one
@@ -86,5 +86,6 @@ pub(crate) fn test_record(
         peer: "127.0.0.1:5060".parse().unwrap(),
         raw,
         problem: None,
+        parsed: Default::default(),
     }
 }

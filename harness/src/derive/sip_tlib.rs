@@ -117,21 +117,21 @@ impl SipTlibDeriver {
         let users = &self.dn_of_user;
         let initial = msg.to_tag().is_none();
         let found = match (rec.direction, msg.method().as_deref()) {
-            (Direction::Sent, Some("INVITE")) if initial => agent.dial(&msg, users),
+            (Direction::Sent, Some("INVITE")) if initial => agent.dial(msg, users),
             (Direction::Sent, Some("INVITE")) => {
-                agent.reinvite_sent(&msg);
+                agent.reinvite_sent(msg);
                 Vec::new()
             }
-            (Direction::Received, Some("INVITE")) if initial => agent.offered(&msg, users),
+            (Direction::Received, Some("INVITE")) if initial => agent.offered(msg, users),
             (Direction::Received, Some("NOTIFY")) => {
-                agent.told(&msg, users);
+                agent.told(msg, users);
                 Vec::new()
             }
-            (Direction::Received, Some("CANCEL")) => agent.cancelled(&msg),
-            (Direction::Sent, Some("CANCEL")) => agent.cancel_sent(&msg),
-            (_, Some("BYE")) => agent.bye(&msg),
-            (Direction::Received, None) => agent.response_received(&msg),
-            (Direction::Sent, None) => agent.response_sent(&msg),
+            (Direction::Received, Some("CANCEL")) => agent.cancelled(msg),
+            (Direction::Sent, Some("CANCEL")) => agent.cancel_sent(msg),
+            (_, Some("BYE")) => agent.bye(msg),
+            (Direction::Received, None) => agent.response_received(msg),
+            (Direction::Sent, None) => agent.response_sent(msg),
             _ => Vec::new(),
         };
         // A party's T-Library events of one call are ordered by that call's

@@ -50,16 +50,16 @@ impl WireDeriver {
         };
         let found = match (rec.direction, msg.method().as_deref()) {
             (Direction::Sent, Some("SUBSCRIBE")) => {
-                phone.subscribe_sent(&msg);
+                phone.subscribe_sent(msg);
                 Vec::new()
             }
-            (Direction::Received, Some("INVITE")) => phone.invite(&msg),
-            (Direction::Received, Some("CANCEL")) => phone.cancel(&msg),
-            (Direction::Received, Some("NOTIFY")) => phone.notify(&msg),
-            (Direction::Received, None) => phone.response(&msg),
+            (Direction::Received, Some("INVITE")) => phone.invite(msg),
+            (Direction::Received, Some("CANCEL")) => phone.cancel(msg),
+            (Direction::Received, Some("NOTIFY")) => phone.notify(msg),
+            (Direction::Received, None) => phone.response(msg),
             _ => Vec::new(),
         };
-        on_channel(&Channel::Wire(rec.agent.clone()), &sequence(&msg), found)
+        on_channel(&Channel::Wire(rec.agent.clone()), &sequence(msg), found)
     }
 }
 

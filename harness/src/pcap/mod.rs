@@ -75,14 +75,14 @@ impl Packet {
             who.get(&local).map(|dn| (dn, direction, local, peer))
         })
         .collect();
-        // Parsed only when a phone is at either end: a mirror also carries
-        // traffic that is none of the case's.
-        let problem = match ends.is_empty() {
-            true => None,
-            false => crate::sip::Message::parse(self.raw.clone())
-                .err()
-                .map(|e| e.to_string()),
-        };
+        // Parsed only when a phone is at either end (a mirror also carries
+        // traffic that is none of the case's), and once for both ends.
+        if ends.is_empty() {
+            return Vec::new();
+        }
+        let parsed = crate::sip::Message::parse(self.raw.clone());
+        let problem = parsed.as_ref().err().map(|e| e.to_string());
+        let parsed = crate::sip::record::Parsed::of(parsed);
         ends.into_iter()
             .enumerate()
             .map(|(i, (dn, direction, local, peer))| Record {
@@ -95,6 +95,7 @@ impl Packet {
                 peer,
                 raw: self.raw.clone(),
                 problem: problem.clone(),
+                parsed: parsed.clone(),
             })
             .collect()
     }

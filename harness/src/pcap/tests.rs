@@ -549,6 +549,7 @@ fn record(
         peer: addr(peer),
         raw: raw.to_vec(),
         problem: None,
+        parsed: Default::default(),
     }
 }
 

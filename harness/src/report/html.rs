@@ -11,7 +11,6 @@ use similar::{ChangeTag, TextDiff};
 use crate::outcome::{CaseResult, Verdict};
 use crate::sip::headers::appearances;
 use crate::sip::record::Direction;
-use crate::sip::Message;
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -38,6 +37,19 @@ pre{margin:0;white-space:pre-wrap;font:12px/1.3 monospace}.ladder td{font:12px m
 
 /// The whole report.
 pub fn report(name: &str, target: &str, results: &[CaseResult]) -> String {
+    let mut out = Vec::new();
+    let _ = write_report(&mut out, name, target, results);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`report`] written to `w` a case at a time (a report of a busy
+/// capture's flows is megabytes: not held whole).
+pub fn write_report(
+    mut w: impl std::io::Write,
+    name: &str,
+    target: &str,
+    results: &[CaseResult],
+) -> std::io::Result<()> {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -63,10 +75,12 @@ pub fn report(name: &str, target: &str, results: &[CaseResult]) -> String {
     }
     out.push_str("</table>\n");
     for r in results {
+        w.write_all(out.as_bytes())?;
+        out.clear();
         case_section(&mut out, r);
     }
     out.push_str("</body></html>\n");
-    out
+    w.write_all(out.as_bytes())
 }
 
 fn case_section(out: &mut String, r: &CaseResult) {
@@ -179,7 +193,7 @@ fn ladder(out: &mut String, r: &CaseResult) {
             let _ = write!(out, "<td>{cell}</td>");
         }
         let raw = String::from_utf8_lossy(&rec.raw);
-        let states = Message::parse(rec.raw.clone())
+        let states = crate::sip::Message::parse(rec.raw.clone())
             .ok()
             .filter(|m| m.is("NOTIFY"))
             .and_then(|m| appearances(m.headers("Call-Info")).ok())
@@ -245,6 +259,7 @@ mod tests {
             peer: "127.0.0.1:2".parse().unwrap(),
             raw: hostile,
             problem: Some("unparseable <script>".into()),
+            parsed: Default::default(),
         }];
         r.notes = vec!["<script>alert(4)</script>".into()];
         let html = report("n<script>", "t<script>", &[r]);

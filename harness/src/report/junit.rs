@@ -15,6 +15,18 @@ use crate::outcome::{CaseResult, Verdict};
 /// message of the case its system-out. An xfail passes, with its reasons in
 /// system-out; a skipped case is skipped.
 pub fn junit_xml(name: &str, results: &[CaseResult]) -> String {
+    let mut out = Vec::new();
+    let _ = write_junit(&mut out, name, results);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`junit_xml`] written to `w` as it is serialized (a report of a busy
+/// capture's flows is megabytes: not held twice).
+pub fn write_junit(
+    w: impl std::io::Write,
+    name: &str,
+    results: &[CaseResult],
+) -> std::io::Result<()> {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut suite = TestSuite::new(format!("scacheck {name}"));
     for r in results {
@@ -53,5 +65,5 @@ pub fn junit_xml(name: &str, results: &[CaseResult]) -> String {
     }
     let mut report = Report::new("scacheck");
     report.add_test_suite(suite);
-    report.to_string().unwrap_or_default()
+    report.serialize(w).map_err(std::io::Error::other)
 }

@@ -59,8 +59,12 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
         dir.join("summary.json"),
         summary_json(name, target, results),
     )?;
-    std::fs::write(dir.join("junit.xml"), junit_xml(name, results))?;
-    std::fs::write(dir.join("report.html"), html::report(name, target, results))?;
+    let mut junit = std::io::BufWriter::new(std::fs::File::create(dir.join("junit.xml"))?);
+    junit::write_junit(&mut junit, name, results)?;
+    std::io::Write::flush(&mut junit)?;
+    let mut html = std::io::BufWriter::new(std::fs::File::create(dir.join("report.html"))?);
+    html::write_report(&mut html, name, target, results)?;
+    std::io::Write::flush(&mut html)?;
     for r in results {
         let key = r.key();
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;

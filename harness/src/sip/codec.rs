@@ -4,6 +4,7 @@
 //! conformance verdict is about what the server actually sent.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use rsipstack::sip::{self as rsip, parser::parse_message, SipMessage};
 
@@ -20,6 +21,11 @@ pub struct Message {
     raw: Vec<u8>,
     parsed: SipMessage,
     start_line: String,
+    /// From and To, read when first asked for: the derivers, the phones'
+    /// reading and a capture check's detection each ask for them (and
+    /// their tags) of every message.
+    from: OnceLock<Option<super::NameAddr>>,
+    to: OnceLock<Option<super::NameAddr>>,
 }
 
 impl fmt::Debug for Message {
@@ -59,6 +65,8 @@ impl Message {
             raw,
             parsed,
             start_line,
+            from: OnceLock::new(),
+            to: OnceLock::new(),
         };
         for name in ["Call-ID", "CSeq", "From", "To", "Via"] {
             if msg.header(name).is_none() {
@@ -152,19 +160,31 @@ impl Message {
     }
 
     pub fn from(&self) -> Option<super::NameAddr> {
-        super::NameAddr::parse(self.header("From")?)
+        self.parsed_from().cloned()
     }
 
     pub fn to(&self) -> Option<super::NameAddr> {
-        super::NameAddr::parse(self.header("To")?)
+        self.parsed_to().cloned()
+    }
+
+    fn parsed_from(&self) -> Option<&super::NameAddr> {
+        self.from
+            .get_or_init(|| super::NameAddr::parse(self.header("From")?))
+            .as_ref()
+    }
+
+    fn parsed_to(&self) -> Option<&super::NameAddr> {
+        self.to
+            .get_or_init(|| super::NameAddr::parse(self.header("To")?))
+            .as_ref()
     }
 
     pub fn from_tag(&self) -> Option<String> {
-        self.from()?.param("tag").map(str::to_string)
+        self.parsed_from()?.param("tag").map(str::to_string)
     }
 
     pub fn to_tag(&self) -> Option<String> {
-        self.to()?.param("tag").map(str::to_string)
+        self.parsed_to()?.param("tag").map(str::to_string)
     }
 
     /// The branch of the topmost Via.

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use super::{Message, Transport};
+use super::{Message, ParseError, Transport};
 
 /// Which way a message went, seen from the agent that recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -38,9 +38,52 @@ pub struct Record {
     pub raw: Vec<u8>,
     /// Why the bytes are not a usable SIP message, if they are not.
     pub problem: Option<String>,
+    /// `raw` parsed, once, when first asked for ([`Record::message`]) or
+    /// by whoever made the record; shared by its clones (a capture's
+    /// message is a record of its sender and one of its receiver). Made
+    /// with the record: a record whose `raw` changed needs a new one.
+    pub parsed: Parsed,
+}
+
+/// A record's bytes parsed, at most once ([`Record::message`]).
+#[derive(Clone, Default)]
+pub struct Parsed(std::sync::Arc<std::sync::OnceLock<Result<Message, ParseError>>>);
+
+impl Parsed {
+    /// Already parsed: what [`Message::parse`] made of the record's bytes.
+    pub fn of(parsed: Result<Message, ParseError>) -> Parsed {
+        Parsed(std::sync::Arc::new(std::sync::OnceLock::from(parsed)))
+    }
+}
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0.get() {
+            None => "Parsed(not yet)",
+            Some(Ok(_)) => "Parsed(ok)",
+            Some(Err(_)) => "Parsed(err)",
+        })
+    }
 }
 
 impl Record {
+    /// Its bytes as a SIP message ([`Message::parse`] of `raw`, whatever
+    /// [`Record::problem`] says), parsed the first time only: the derivers,
+    /// the phones' reading and a capture check's detection all ask.
+    pub fn message(&self) -> Result<&Message, &ParseError> {
+        let parsed = self
+            .parsed
+            .0
+            .get_or_init(|| Message::parse(self.raw.clone()));
+        if let Ok(m) = parsed {
+            debug_assert!(
+                m.raw() == self.raw,
+                "a record's raw changed after it was parsed"
+            );
+        }
+        parsed.as_ref()
+    }
+
     /// The first line, for ladders and summaries.
     pub fn first_line(&self) -> String {
         let end = self

@@ -50,9 +50,13 @@ pub const READ_AS_TCP: &str = "the phones' Via says TLS: this capture holds the 
 
 /// Whether a message's (top) Via names TLS as its transport.
 pub fn via_says_tls(raw: &[u8]) -> bool {
-    super::Message::parse(raw.to_vec())
-        .ok()
-        .and_then(|m| m.header("Via").map(|v| v.trim_start().to_ascii_uppercase()))
+    super::Message::parse(raw.to_vec()).is_ok_and(|m| message_says_tls(&m))
+}
+
+/// [`via_says_tls`] of a message already parsed.
+pub fn message_says_tls(m: &super::Message) -> bool {
+    m.header("Via")
+        .map(|v| v.trim_start().to_ascii_uppercase())
         .is_some_and(|v| v.starts_with("SIP/2.0/TLS"))
 }
 

@@ -89,6 +89,7 @@ impl Recorder {
             peer,
             raw,
             problem,
+            parsed: Default::default(),
         };
         if let Some(tap) = log.tap.as_mut() {
             tap(&record);

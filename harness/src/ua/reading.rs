@@ -157,19 +157,19 @@ impl CapturedPhones {
         if rec.problem.is_some() {
             return Vec::new();
         }
-        let Ok(msg) = Message::parse(rec.raw.clone()) else {
+        let Ok(msg) = rec.message() else {
             return Vec::new();
         };
         let phone = self.phones.entry(rec.agent.clone()).or_default();
         match (rec.direction, msg.method().as_deref()) {
             (Direction::Sent, Some(method)) => {
-                phone.sent(&msg, method);
+                phone.sent(msg, method);
                 Vec::new()
             }
-            (Direction::Received, Some("INVITE")) => phone.offered(&msg),
-            (Direction::Received, Some("NOTIFY")) => phone.notify(&msg),
+            (Direction::Received, Some("INVITE")) => phone.offered(msg),
+            (Direction::Received, Some("NOTIFY")) => phone.notify(msg),
             (Direction::Received, None) => {
-                phone.answer(&msg);
+                phone.answer(msg);
                 Vec::new()
             }
             _ => Vec::new(),
