@@ -85,8 +85,7 @@ fn events(r: &CaseResult) -> BTreeMap<(String, String), Vec<String>> {
     let stages: Vec<&String> = r.events.iter().map(|(s, _)| s).collect();
     let at = |s: &str| stages.iter().position(|x| x.as_str() == s);
     let renamed = |stage: &str, text: String| -> String {
-        let Some((_, won, lost)) = parts.iter().filter(|(s, _, _)| at(s) <= at(stage)).last()
-        else {
+        let Some((_, won, lost)) = parts.iter().rfind(|(s, _, _)| at(s) <= at(stage)) else {
             return text;
         };
         // Longest first: 60970_2 before 60970.
