@@ -60,50 +60,7 @@ fn run(target: Target, transport: Transport, password: &str) -> Vec<CaseResult> 
 fn events(r: &CaseResult) -> BTreeMap<(String, String), Vec<String>> {
     let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let judged = |s: &str| s != "setup" && s != "teardown";
-    // A race's winner is the server's to pick (README "Races"): from its
-    // stage on, the racing phones are named by their part, as the notes
-    // say who won, so that two runs the other phone won compare equal.
-    let mut parts: Vec<(String, String, String)> = Vec::new();
-    for n in &r.notes {
-        let Some(rest) = n.strip_prefix("stage ") else {
-            continue;
-        };
-        let Some((stage, rest)) = rest.split_once(": a line-seize race of ") else {
-            continue;
-        };
-        let Some((phones, won)) = rest.split_once(", won by ") else {
-            continue;
-        };
-        let won = won.split(' ').next().unwrap_or_default().to_string();
-        let lost = phones
-            .split(" and ")
-            .find(|p| *p != won)
-            .unwrap_or_default()
-            .to_string();
-        parts.push((stage.to_string(), won, lost));
-    }
-    let stages: Vec<&String> = r.events.iter().map(|(s, _)| s).collect();
-    let at = |s: &str| stages.iter().position(|x| x.as_str() == s);
-    let renamed = |stage: &str, text: String| -> String {
-        let Some((_, won, lost)) = parts.iter().rfind(|(s, _, _)| at(s) <= at(stage)) else {
-            return text;
-        };
-        // Longest first: 60970_2 before 60970.
-        let mut names = [(won.as_str(), "<winner>"), (lost.as_str(), "<loser>")];
-        names.sort_by_key(|(dn, _)| std::cmp::Reverse(dn.len()));
-        let mut out = text;
-        for (i, (dn, _)) in names.iter().enumerate() {
-            out = out.replace(&format!("\"{dn}\""), &format!("\"@{i}\""));
-            out = out.replace(&format!("sca.{dn}"), &format!("sca.@{i}"));
-            if out == *dn {
-                out = format!("@{i}");
-            }
-        }
-        for (i, (_, part)) in names.iter().enumerate() {
-            out = out.replace(&format!("@{i}"), part);
-        }
-        out
-    };
+    let renamed = common::race_parts(r);
     for (stage, o) in r.events.iter().filter(|(s, _)| judged(s)) {
         out.entry((stage.clone(), renamed(stage, o.channel.to_string())))
             .or_default()

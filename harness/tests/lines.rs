@@ -74,6 +74,7 @@ fn events(results: &[CaseResult]) -> Seen {
         .map(|r| {
             let mut by: std::collections::BTreeMap<(String, String), Vec<String>> =
                 Default::default();
+            let renamed = common::race_parts(r);
             for (stage, o) in r.events.iter().filter(|(stage, _)| stage != "teardown") {
                 let mut event = o.event.clone();
                 for v in event.attrs.values_mut() {
@@ -81,9 +82,9 @@ fn events(results: &[CaseResult]) -> Seen {
                         *v = Value::Id("$".into());
                     }
                 }
-                by.entry((stage.clone(), o.channel.to_string()))
+                by.entry((stage.clone(), renamed(stage, o.channel.to_string())))
                     .or_default()
-                    .push(event.to_json_line());
+                    .push(renamed(stage, event.to_json_line()));
             }
             by.values_mut().for_each(|v| v.sort());
             (format!("{} {:?}", r.key(), r.verdict), by)
