@@ -7,15 +7,16 @@
 //! what was observed, never from which comparison passes: the racing phone
 //! whose wire channel shows `SeizeGranted`. If exactly one racing phone won
 //! in the golden and exactly one other one won in what was observed, the
-//! golden is read with those two phones' DNs exchanged (their channels, and
-//! every DN-valued attribute); everything else is compared as written. Any
+//! golden is read with those two phones' DNs exchanged (their channels,
+//! every DN-valued attribute, the channels of the deviations declared
+//! there); everything else is compared as written. The stages after the
+//! race are read with the same exchange and their steps taken by the
+//! phone each stands for ([`Roles`]), until the next race decides. Any
 //! other outcome (no winner, two winners) leaves the golden as it is, and
 //! the stage fails on it.
 //!
 //! Only seizures race so far: the winner of other concurrent actions (two
 //! answers at once) is not read, and their stage is compared as written.
-
-use std::borrow::Cow;
 
 use crate::case::{Action, Stage};
 use crate::golden::Expectation;
@@ -102,20 +103,6 @@ pub fn race(
         expected: golden_winner,
         observed: observed_winner,
     })
-}
-
-/// The golden of a lone race `stage` as it is to be compared with
-/// `observed` ([`Roles::compare`] without stages before it).
-pub fn align<'a>(
-    stage: &Stage,
-    expected: &'a [(Channel, Expectation)],
-    observed: &[Observation],
-) -> (Cow<'a, [(Channel, Expectation)]>, Option<Race>) {
-    let race = race(stage, expected, observed);
-    match race.as_ref().and_then(Race::exchange) {
-        Some((a, b)) => (Cow::Owned(exchanged(expected, a, b)), race.clone()),
-        None => (Cow::Borrowed(expected), race),
-    }
 }
 
 impl Race {
@@ -212,6 +199,11 @@ impl Roles {
         read
     }
 
+    /// Keeps the exchange `read` decided for the stages after it.
+    fn hold(&mut self, read: &Read) {
+        self.exchange = read.exchange.clone();
+    }
+
     /// A stage compared as [`crate::diff::compare_stage`] does, its golden
     /// and deviations first [`Roles::read`]; the exchange it decided holds
     /// for the stages after it. Returns the race it showed, if it is one.
@@ -225,7 +217,7 @@ impl Roles {
         deviations: &[&crate::deviation::Deviation],
     ) -> (crate::diff::StageResult, Option<Race>) {
         let read = self.read(stage, golden, deviations, observed);
-        self.exchange = read.exchange.clone();
+        self.hold(&read);
         let result = crate::diff::compare_stage(
             &stage.name,
             &read.golden.channels,
@@ -255,7 +247,7 @@ pub fn exchanged_stages(
             .map(|(_, o)| o.clone())
             .collect();
         let read = roles.read(stage, golden, &[], &observed);
-        roles.exchange = read.exchange.clone();
+        roles.hold(&read);
         if read.exchange.is_some() {
             out.push(stage.name.clone());
         }
@@ -263,17 +255,20 @@ pub fn exchanged_stages(
     out
 }
 
+/// `dn`, or the other of `a` and `b` if it is one of them.
+fn swap_dn(dn: &str, a: &str, b: &str) -> String {
+    if dn == a {
+        b.to_string()
+    } else if dn == b {
+        a.to_string()
+    } else {
+        dn.to_string()
+    }
+}
+
 /// `channel` with DNs `a` and `b` exchanged.
 fn swap_channel(channel: &Channel, a: &str, b: &str) -> Channel {
-    let swap = |dn: &str| -> String {
-        if dn == a {
-            b.to_string()
-        } else if dn == b {
-            a.to_string()
-        } else {
-            dn.to_string()
-        }
-    };
+    let swap = |dn: &str| swap_dn(dn, a, b);
     match channel {
         Channel::Dn(dn) => Channel::Dn(swap(dn)),
         Channel::Wire(dn) => Channel::Wire(swap(dn)),
@@ -283,15 +278,7 @@ fn swap_channel(channel: &Channel, a: &str, b: &str) -> Channel {
 
 /// `expected` with DNs `a` and `b` exchanged everywhere they are named.
 fn exchanged(expected: &[(Channel, Expectation)], a: &str, b: &str) -> Vec<(Channel, Expectation)> {
-    let swap = |dn: &str| -> String {
-        if dn == a {
-            b.to_string()
-        } else if dn == b {
-            a.to_string()
-        } else {
-            dn.to_string()
-        }
-    };
+    let swap = |dn: &str| swap_dn(dn, a, b);
     let swapped: Vec<(Channel, Expectation)> = expected
         .iter()
         .map(|(channel, e)| {
@@ -382,6 +369,23 @@ mod tests {
         ]
     }
 
+    /// The golden of `stage` as a case's first stage reads it.
+    fn align(
+        stage: &Stage,
+        golden: &[(Channel, Expectation)],
+        observed: &[Observation],
+    ) -> (Vec<(Channel, Expectation)>, Option<Race>) {
+        let read = Roles::default().read(stage, &golden_stage(golden), &[], observed);
+        (read.golden.channels, read.race)
+    }
+
+    fn golden_stage(channels: &[(Channel, Expectation)]) -> crate::golden::GoldenStage {
+        crate::golden::GoldenStage {
+            dir: "g".into(),
+            channels: channels.to_vec(),
+        }
+    }
+
     fn seen(channel: &str, name: KnownEvent) -> Observation {
         Observation {
             channel: Channel::parse(channel),
@@ -425,6 +429,47 @@ mod tests {
     }
 
     #[test]
+    fn the_stages_after_a_race_are_read_and_taken_by_its_winner_until_the_next() {
+        let mut roles = Roles::default();
+        let won_by = |dn: &str| {
+            let other = if dn == "60970" {
+                "sca.60970_2"
+            } else {
+                "sca.60970"
+            };
+            vec![
+                seen(&format!("sca.{dn}"), KnownEvent::SeizeGranted),
+                seen(other, KnownEvent::SeizeRefused),
+            ]
+        };
+        let race = golden_stage(&golden());
+        let read = roles.read(&stage(true), &race, &[], &won_by("60970_2"));
+        roles.hold(&read);
+        // A later stage of no race: the golden's 60970 is the winner.
+        let release = Stage {
+            together: false,
+            steps: vec![crate::case::Step {
+                actor: "60970".into(),
+                action: Action::Release,
+                line: 1,
+            }],
+            ..stage(false)
+        };
+        let later = golden_stage(&[(
+            Channel::Wire("60970".into()),
+            events(&[KnownEvent::SeizeEnded]),
+        )]);
+        let read = roles.read(&release, &later, &[], &[]);
+        assert_eq!(read.golden.channels[0].0, Channel::Wire("60970_2".into()));
+        assert_eq!(roles.steps(&release.steps)[0].actor, "60970_2");
+        // The next race decides again: the golden's winner won, as written.
+        let read = roles.read(&stage(true), &race, &[], &won_by("60970"));
+        roles.hold(&read);
+        assert_eq!(roles.actor("60970"), "60970");
+        assert_eq!(roles.read(&release, &later, &[], &[]).golden, later);
+    }
+
+    #[test]
     fn no_single_winner_or_no_race_leaves_the_golden_as_written() {
         let golden = golden();
         let both = [
@@ -432,11 +477,11 @@ mod tests {
             seen("sca.60970_2", KnownEvent::SeizeGranted),
         ];
         let (aligned, race) = align(&stage(true), &golden, &both);
-        assert_eq!(&*aligned, &golden[..]);
+        assert_eq!(aligned, golden);
         assert_eq!(race.unwrap().observed, None);
         let won = [seen("sca.60970_2", KnownEvent::SeizeGranted)];
         let (aligned, race) = align(&stage(false), &golden, &won);
-        assert_eq!(&*aligned, &golden[..]);
+        assert_eq!(aligned, golden);
         assert!(race.is_none());
     }
 }

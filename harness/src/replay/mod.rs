@@ -179,6 +179,13 @@ fn flow_id(id: &str, flow: &crate::check::Split) -> String {
     }
 }
 
+fn read_capture(file: &Path) -> Result<Capture, ReplayError> {
+    Capture::read(file).map_err(|e| ReplayError::Read {
+        path: file.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
 /// `scacheck pcap case`: [`record_case`] of the capture in `file`, its
 /// phones found by the lines of `target` (`embedded` or a profile).
 pub fn record_file(
@@ -189,10 +196,7 @@ pub fn record_file(
     topology: &Topology,
 ) -> Result<Recordings, ReplayError> {
     let (_, lines, _) = dirs.judged_as(target, topology)?;
-    let capture = Capture::read(file).map_err(|e| ReplayError::Read {
-        path: file.to_path_buf(),
-        why: e.to_string(),
-    })?;
+    let capture = read_capture(file)?;
     let name = file.display().to_string();
     record_case(&capture, &name, id, dirs, &lines, topology)
 }
@@ -444,10 +448,7 @@ impl ReplayTree {
         topology: &Topology,
     ) -> Result<ReplayTree, ReplayError> {
         let (_, lines, deviations) = dirs.judged_as(captured_on, topology)?;
-        let capture = Capture::read(file).map_err(|e| ReplayError::Read {
-            path: file.to_path_buf(),
-            why: e.to_string(),
-        })?;
+        let capture = read_capture(file)?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
