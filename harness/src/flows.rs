@@ -25,12 +25,27 @@
 //!   always was. The first message of a second line, or the second flow of
 //!   the first, splits it: the messages of no line are dropped then.
 //!
-//! A line whose phones never register in the capture (a field capture)
-//! or never unregister is one flow to the end of the file, however long:
-//! what bounds memory here is the registration lifetime.
+//! - **By call and seizure lifetime, where nothing registers.** A line's
+//!   flow in which no phone registers (a field capture: the phones
+//!   registered before it began) is busy while a call of the line's or a
+//!   seizure is open: an INVITE that opens a dialog until its BYE or a
+//!   final failure sent back to whoever sent it; a line-seize SUBSCRIBE
+//!   until its release, its refusal, a terminating NOTIFY or its Expires
+//!   (a server that never says it expired does not keep the line busy for
+//!   ever). Once it has been busy and is idle again, the next dialog
+//!   opened (an INVITE or a seizure) begins the line's next flow, and the
+//!   one done closes as a registered one does (after [`LINGER`] of
+//!   silence, or when the next begins). Each later flow begins with the
+//!   line phones' latest call-info SUBSCRIBE (and its 2xx) from before
+//!   it, so that their NOTIFYs are read as of their subscription, as the
+//!   phones read them: a flow is judged alone.
 //!
-//! Only the start line and the From, To, Expires and Contact headers are
-//! looked at ([`Peek`]), not a full parse.
+//! A line with no registration, call or seizure, or whose phones never
+//! unregister, is one flow to the end of the file.
+//!
+//! Only the start line and the From, To, Call-ID, CSeq, Event, Expires,
+//! Subscription-State and Contact headers are looked at ([`Peek`]), not a
+//! full parse.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -52,6 +67,19 @@ pub struct Peek<'a> {
     /// A REGISTER request: Some(true) if it registers, Some(false) if it
     /// unregisters.
     pub registers: Option<bool>,
+    /// The request's method, or None for a response.
+    pub method: Option<&'a str>,
+    /// The response's status, or None for a request.
+    pub status: Option<u16>,
+    pub call_id: Option<&'a str>,
+    pub cseq_method: Option<&'a str>,
+    /// The Event header's package (no parameters).
+    pub event: Option<&'a str>,
+    pub expires: Option<u32>,
+    /// Whether To has a tag (the request is within a dialog).
+    pub to_tag: bool,
+    /// Subscription-State: terminated.
+    pub terminated: bool,
 }
 
 /// The user part of the first SIP URI in `value`.
@@ -78,8 +106,12 @@ impl<'a> Peek<'a> {
         let start = lines.next()?;
         let mut peek = Peek::default();
         let register = start.starts_with("REGISTER ");
-        if !start.starts_with("SIP/") {
-            peek.request_user = start.split(' ').nth(1).and_then(uri_user);
+        if start.starts_with("SIP/") {
+            peek.status = start.split(' ').nth(1).and_then(|s| s.parse().ok());
+        } else {
+            let mut words = start.split(' ');
+            peek.method = words.next();
+            peek.request_user = words.next().and_then(uri_user);
         }
         let (mut expires_zero, mut contacts, mut contacts_zero) = (false, 0, 0);
         for line in lines {
@@ -92,7 +124,23 @@ impl<'a> Peek<'a> {
                 peek.from_user = uri_user(value);
             } else if is("To") || is("t") {
                 peek.to_user = uri_user(value);
-            } else if register && is("Expires") {
+                peek.to_tag = value
+                    .split(';')
+                    .skip(1)
+                    .any(|p| p.trim().to_ascii_lowercase().starts_with("tag="));
+            } else if is("Call-ID") || is("i") {
+                peek.call_id = Some(value.trim());
+            } else if is("CSeq") {
+                peek.cseq_method = value.split_whitespace().nth(1);
+            } else if is("Event") || is("o") {
+                peek.event = value.split(';').next().map(str::trim);
+            } else if is("Subscription-State") {
+                peek.terminated = value
+                    .trim()
+                    .get(..10)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("terminated"));
+            } else if is("Expires") {
+                peek.expires = value.trim().parse().ok();
                 expires_zero = value.trim() == "0";
             } else if register && (is("Contact") || is("m")) {
                 for c in value.split(',') {
@@ -109,6 +157,17 @@ impl<'a> Peek<'a> {
             peek.registers = Some(!unregisters);
         }
         Some(peek)
+    }
+
+    /// Whether it opens a call or a seizure (an initial INVITE, or an
+    /// initial line-seize SUBSCRIBE that is not a release).
+    fn opens(&self) -> bool {
+        !self.to_tag
+            && match self.method {
+                Some("INVITE") => true,
+                Some("SUBSCRIBE") => self.event == Some("line-seize") && self.expires != Some(0),
+                _ => false,
+            }
     }
 
     fn users(&self) -> impl Iterator<Item = &'a str> {
@@ -131,6 +190,22 @@ pub enum Flow {
     },
 }
 
+/// A call or a seizure a flow has open, by Call-ID.
+#[derive(Debug)]
+enum Open {
+    /// An INVITE dialog, opened by `by`.
+    Call { by: SocketAddr },
+    /// A line-seize subscription of `by`, good until `until`.
+    Seize { by: SocketAddr, until: SystemTime },
+}
+
+/// How long past its Expires a seizure nobody ended is still taken as
+/// open: the server's NOTIFY of its end may be a little late.
+const SEIZE_SLACK: Duration = Duration::from_secs(2);
+
+/// A seizure's Expires when its SUBSCRIBE gives none.
+const SEIZE_DEFAULT: Duration = Duration::from_secs(60);
+
 /// A line's live flow.
 #[derive(Default)]
 struct Live {
@@ -140,12 +215,108 @@ struct Live {
     registered: HashSet<SocketAddr>,
     /// Did anyone register in it?
     had_registration: bool,
+    /// Calls and seizures open now.
+    open: HashMap<String, Open>,
+    /// Has a call or seizure been open in it?
+    was_busy: bool,
     last: Option<SystemTime>,
 }
 
 impl Live {
-    fn ended(&self) -> bool {
-        self.had_registration && self.registered.is_empty()
+    /// Whether it is done: everyone who registered has unregistered, or,
+    /// where nobody registered, it has been busy and is idle again.
+    fn ended(&mut self, now: SystemTime) -> bool {
+        if self.had_registration {
+            return self.registered.is_empty();
+        }
+        self.open.retain(|_, o| match o {
+            Open::Seize { until, .. } => *until > now,
+            Open::Call { .. } => true,
+        });
+        self.was_busy && self.open.is_empty()
+    }
+
+    /// Follows the calls and seizures `peek` opens and ends.
+    fn track(&mut self, peek: &Peek, p: &Packet) {
+        let Some(call_id) = peek.call_id else {
+            return;
+        };
+        if peek.opens() {
+            let open = match peek.method {
+                Some("INVITE") => Open::Call { by: p.src },
+                _ => Open::Seize {
+                    by: p.src,
+                    until: p.time
+                        + peek
+                            .expires
+                            .map_or(SEIZE_DEFAULT, |e| Duration::from_secs(e.into()))
+                        + SEIZE_SLACK,
+                },
+            };
+            // A forked or proxied copy keeps who sent it first.
+            self.open.entry(call_id.to_string()).or_insert(open);
+            self.was_busy = true;
+            return;
+        }
+        let seizure = peek.event == Some("line-seize");
+        let ends = match (peek.method, peek.status) {
+            (Some("BYE"), _) => true,
+            (Some("SUBSCRIBE"), _) => seizure && peek.expires == Some(0),
+            (Some("NOTIFY"), _) => seizure && peek.terminated,
+            // A final failure sent back to whoever opened it.
+            (None, Some(status)) if status >= 300 => match self.open.get(call_id) {
+                Some(Open::Call { by }) => peek.cseq_method == Some("INVITE") && *by == p.dst,
+                Some(Open::Seize { by, .. }) => {
+                    peek.cseq_method == Some("SUBSCRIBE") && *by == p.dst
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if ends {
+            self.open.remove(call_id);
+        }
+    }
+}
+
+/// A line phone's call-info subscription as the capture last showed it
+/// made: its initial SUBSCRIBE and the 2xx to it.
+struct Subscribed {
+    call_id: String,
+    packets: Vec<Packet>,
+}
+
+/// Keeps a line phone's latest call-info subscription: an initial
+/// SUBSCRIBE replaces the one before, its 2xx joins it, an unsubscribe
+/// forgets it.
+fn remember_subscription(subs: &mut HashMap<SocketAddr, Subscribed>, peek: &Peek, p: &Packet) {
+    let Some(call_id) = peek.call_id else {
+        return;
+    };
+    match (peek.method, peek.status) {
+        (Some("SUBSCRIBE"), _) if peek.event == Some("call-info") => {
+            if peek.expires == Some(0) {
+                if subs.get(&p.src).is_some_and(|s| s.call_id == call_id) {
+                    subs.remove(&p.src);
+                }
+            } else if !peek.to_tag {
+                subs.insert(
+                    p.src,
+                    Subscribed {
+                        call_id: call_id.to_string(),
+                        packets: vec![p.clone()],
+                    },
+                );
+            }
+        }
+        (None, Some(200..=299)) if peek.cseq_method == Some("SUBSCRIBE") => {
+            if let Some(s) = subs.get_mut(&p.dst) {
+                if s.call_id == call_id && s.packets.len() == 1 {
+                    s.packets.push(p.clone());
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -158,6 +329,9 @@ pub struct Splitter {
     whole: Option<Vec<Packet>>,
     /// Flows begun per line (closed or live).
     begun: HashMap<usize, usize>,
+    /// Per line, each subscriber's (by address) latest call-info
+    /// subscription: what a flow begun by a call starts from.
+    subscribed: HashMap<usize, HashMap<SocketAddr, Subscribed>>,
     last_sweep: Option<SystemTime>,
 }
 
@@ -175,6 +349,7 @@ impl Splitter {
             live: HashMap::new(),
             whole: Some(Vec::new()),
             begun: HashMap::new(),
+            subscribed: HashMap::new(),
             last_sweep: None,
         }
     }
@@ -184,17 +359,6 @@ impl Splitter {
         self.live.len()
     }
 
-    /// The line a message is about, by its users.
-    fn line_of(&self, raw: &[u8]) -> (Option<usize>, Option<bool>) {
-        match Peek::of(raw) {
-            Some(peek) => (
-                peek.users().find_map(|u| self.owner.get(u).copied()),
-                peek.registers,
-            ),
-            None => (None, None),
-        }
-    }
-
     /// One more message; the flows it closed, if any.
     pub fn push(&mut self, p: Packet) -> Vec<Flow> {
         let mut closed = Vec::new();
@@ -202,10 +366,24 @@ impl Splitter {
             self.whole.get_or_insert_with(Vec::new).push(p);
             return closed;
         }
-        let (line, registers) = self.line_of(&p.raw);
+        let peek = Peek::of(&p.raw);
+        let line = peek
+            .as_ref()
+            .and_then(|peek| peek.users().find_map(|u| self.owner.get(u).copied()));
         let time = p.time;
-        if let Some(i) = line {
-            let begins = registers == Some(true) && self.live.get(&i).is_some_and(Live::ended);
+        if let (Some(i), Some(peek)) = (line, peek) {
+            let registers = peek.registers;
+            let (registered, called) = match self.live.get_mut(&i) {
+                Some(l) => {
+                    let ended = l.ended(time);
+                    (
+                        registers == Some(true) && ended,
+                        !l.had_registration && ended && peek.opens(),
+                    )
+                }
+                None => (false, false),
+            };
+            let begins = registered || called;
             let second_line =
                 self.whole.is_some() && !self.live.is_empty() && !self.live.contains_key(&i);
             if self.whole.is_some() && (begins || second_line) {
@@ -229,6 +407,17 @@ impl Splitter {
                     ..Live::default()
                 }
             });
+            if called {
+                let mut prelude: Vec<Packet> = self
+                    .subscribed
+                    .get(&i)
+                    .into_iter()
+                    .flat_map(|subs| subs.values())
+                    .flat_map(|s| s.packets.iter().cloned())
+                    .collect();
+                prelude.sort_by_key(|p| p.time);
+                live.packets = prelude;
+            }
             match registers {
                 Some(true) => {
                     live.registered.insert(p.src);
@@ -239,7 +428,10 @@ impl Splitter {
                 }
                 None => {}
             }
+            live.track(&peek, &p);
             live.last = Some(time);
+            let subs = self.subscribed.entry(i).or_default();
+            remember_subscription(subs, &peek, &p);
             match &mut self.whole {
                 Some(all) => all.push(p),
                 None => live.packets.push(p),
@@ -256,13 +448,13 @@ impl Splitter {
             self.last_sweep = Some(time);
             let done: Vec<usize> = self
                 .live
-                .iter()
-                .filter(|(_, l)| {
-                    l.ended()
+                .iter_mut()
+                .filter_map(|(i, l)| {
+                    (l.ended(time)
                         && l.last
-                            .is_some_and(|t| time.duration_since(t).unwrap_or_default() >= LINGER)
+                            .is_some_and(|t| time.duration_since(t).unwrap_or_default() >= LINGER))
+                    .then_some(*i)
                 })
-                .map(|(i, _)| *i)
                 .collect();
             for i in done {
                 if let Some(l) = self.live.remove(&i) {
@@ -437,6 +629,173 @@ mod tests {
         assert_eq!(s.live(), 2);
         let rest = s.finish();
         assert_eq!(sizes(&rest), vec![(1, 2, 1), (2, 1, 1)]);
+    }
+
+    /// A message from `src` to `dst` at `ms`: `start` line and headers.
+    fn raw(start: &str, headers: &[&str], src: &str, dst: &str, ms: u64) -> Packet {
+        let mut text = format!("{start}\r\n");
+        for h in headers {
+            text.push_str(h);
+            text.push_str("\r\n");
+        }
+        text.push_str("Content-Length: 0\r\n\r\n");
+        Packet {
+            time: UNIX_EPOCH + Duration::from_millis(ms),
+            transport: crate::sip::Transport::Udp,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            raw: text.into_bytes(),
+        }
+    }
+
+    /// Nothing registers on line 1 (a field capture): both phones
+    /// subscribe, a call is offered, forked back to one phone (482: not its
+    /// end), a second call refused while it rings, the first cancelled
+    /// (487 to the caller: its end); a seizure that the
+    /// server refuses to one phone while the other's is granted, the
+    /// winner's never released but expired; then a second call. Three
+    /// flows, the second and third beginning with both phones' call-info
+    /// SUBSCRIBEs and their 2xx, a refreshed or released seizure no end
+    /// of the flow, line 2 beside them untouched.
+    #[test]
+    fn a_line_nobody_registers_is_split_by_its_calls_and_seizures() {
+        let lines = [line(1), line(2)];
+        let mut s = Splitter::new(&lines);
+        let (a, b, c, srv) = ("10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1", "10.0.0.9:5060");
+        let ua = |u: &str, tag: Option<&str>| match tag {
+            Some(t) => format!("<sip:{u}@sca.test>;tag={t}"),
+            None => format!("<sip:{u}@sca.test>"),
+        };
+        let req = |m: &str, from: &str, to: &str, tag: Option<&str>, id: &str, extra: &[&str]| {
+            let mut h = vec![
+                format!("f: {}", ua(from, Some("x"))),
+                format!("t: {}", ua(to, tag)),
+                format!("i: {id}"),
+                format!("CSeq: 1 {m}"),
+            ];
+            h.extend(extra.iter().map(|e| e.to_string()));
+            (format!("{m} sip:{to}@sca.test SIP/2.0"), h)
+        };
+        let resp = |status: &str, m: &str, to: &str, id: &str| {
+            (
+                format!("SIP/2.0 {status}"),
+                vec![
+                    format!("From: {}", ua(to, Some("x"))),
+                    format!("To: {}", ua(to, Some("y"))),
+                    format!("Call-ID: {id}"),
+                    format!("CSeq: 1 {m}"),
+                ],
+            )
+        };
+        let info = ["Event: call-info", "Expires: 3600"];
+        let seize = ["o: line-seize", "Expires: 15"];
+        let seize_short = ["Event: line-seize", "Expires: 1"];
+        let steps: Vec<((String, Vec<String>), &str, &str)> = vec![
+            (
+                req("SUBSCRIBE", "60970-1", "60970-1", None, "sa", &info),
+                a,
+                srv,
+            ),
+            (resp("202 Accepted", "SUBSCRIBE", "60970-1", "sa"), srv, a),
+            (
+                req("SUBSCRIBE", "60970-1", "60970-1", None, "sb", &info),
+                b,
+                srv,
+            ),
+            (resp("200 OK", "SUBSCRIBE", "60970-1", "sb"), srv, b),
+            (req("INVITE", "60972-1", "60970-1", None, "c1", &[]), c, srv),
+            (req("INVITE", "60972-1", "60970-1", None, "c1", &[]), srv, a),
+            (req("INVITE", "60972-1", "60970-1", None, "c1", &[]), srv, b),
+            (resp("482 Loop Detected", "INVITE", "60970-1", "c1"), srv, b),
+            // A second call while the first still rings: the same flow.
+            (
+                req("INVITE", "60972-1", "60970-1", None, "c1b", &[]),
+                c,
+                srv,
+            ),
+            (resp("486 Busy Here", "INVITE", "60970-1", "c1b"), srv, c),
+            (
+                req("OPTIONS", "60972-2", "60970-2", None, "o2", &[]),
+                c,
+                srv,
+            ),
+            (req("CANCEL", "60972-1", "60970-1", None, "c1", &[]), c, srv),
+            (
+                resp("487 Request Terminated", "INVITE", "60970-1", "c1"),
+                srv,
+                c,
+            ),
+            (
+                req("SUBSCRIBE", "60970-1", "60970-1", None, "s1", &seize),
+                a,
+                srv,
+            ),
+            (
+                req("SUBSCRIBE", "60970-1", "60970-1", None, "s2", &seize_short),
+                b,
+                srv,
+            ),
+            (resp("200 OK", "SUBSCRIBE", "60970-1", "s2"), srv, b),
+            (
+                resp("480 Temporarily Unavailable", "SUBSCRIBE", "60970-1", "s1"),
+                srv,
+                a,
+            ),
+            // The winner refreshes within its dialog: no new flow.
+            (
+                req(
+                    "SUBSCRIBE",
+                    "60970-1",
+                    "60970-1",
+                    Some("y"),
+                    "s2",
+                    &seize_short,
+                ),
+                b,
+                srv,
+            ),
+        ];
+        let mut closed = Vec::new();
+        for (k, ((start, headers), src, dst)) in steps.into_iter().enumerate() {
+            let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+            closed.extend(s.push(raw(&start, &h, src, dst, k as u64)));
+        }
+        // The call's end (487 to the caller; not the 482 of a fork) left
+        // the line idle: the seizure began the second flow.
+        assert_eq!(sizes(&closed), vec![(1, 1, 12)]);
+        // A call while the seizure is granted: the same flow, even after
+        // it ended (the refusal ended only the loser's seizure).
+        for (id, m, tag, ms) in [("c2", "INVITE", None, 20), ("c2", "BYE", Some("y"), 21)] {
+            let (start, headers) = req(m, "60972-1", "60970-1", tag, id, &[]);
+            let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+            closed.extend(s.push(raw(&start, &h, c, srv, ms)));
+        }
+        assert_eq!(closed.len(), 1);
+        // The seizure expired (Expires 1, with slack) without a word: the
+        // next call begins the next flow.
+        let (start, headers) = req("INVITE", "60972-1", "60970-1", None, "c3", &[]);
+        let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+        closed.extend(s.push(raw(&start, &h, c, srv, 10_000)));
+        assert_eq!(sizes(&closed), vec![(1, 1, 12), (1, 2, 11)]);
+        let Flow::Line { packets, .. } = &closed[1] else {
+            panic!("a line's flow")
+        };
+        let begins: Vec<&str> = packets
+            .iter()
+            .take(5)
+            .map(|p| {
+                std::str::from_utf8(&p.raw)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            begins,
+            ["SUBSCRIBE", "SIP/2.0", "SUBSCRIBE", "SIP/2.0", "SUBSCRIBE"]
+        );
+        assert_eq!(sizes(&s.finish()), vec![(1, 3, 5), (2, 1, 1)]);
     }
 
     /// One line's one flow: everything, as it came, messages of no line
