@@ -690,7 +690,8 @@ mod tests {
         let info = ["Event: call-info", "Expires: 3600"];
         let seize = ["o: line-seize", "Expires: 15"];
         let seize_short = ["Event: line-seize", "Expires: 1"];
-        let steps: Vec<((String, Vec<String>), &str, &str)> = vec![
+        type Step<'s> = ((String, Vec<String>), &'s str, &'s str);
+        let steps: Vec<Step> = vec![
             (
                 req("SUBSCRIBE", "60970-1", "60970-1", None, "sa", &info),
                 a,
