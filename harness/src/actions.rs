@@ -18,6 +18,7 @@ use crate::case::{Action, Index};
 use crate::line::Identities;
 use crate::sip::headers::{appearances, ApState, AppearanceIndex};
 use crate::sip::record::{Direction, Record};
+use crate::sip::sdp::HoldStyle;
 use crate::sip::Message;
 use crate::topology::Topology;
 
@@ -278,16 +279,12 @@ fn request_action(
                 }),
             }
         }
-        ("INVITE", false) => {
-            let body = String::from_utf8_lossy(msg.body());
-            let holding = body.contains("a=sendonly")
-                || body.contains("a=inactive")
-                || body.contains("c=IN IP4 0.0.0.0");
-            if holding {
+        ("INVITE" | "UPDATE", false) => {
+            if let Some(style) = HoldStyle::of(&method, msg.body()) {
                 let private = msg
                     .headers("Call-Info")
                     .any(|v| v.to_ascii_lowercase().contains("held-private"));
-                Some(Action::Hold { private })
+                Some(Action::Hold { private, style })
             } else {
                 unrecovered.push(not_said("resumes its own held call"));
                 None

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::input::{line_of, InputError};
+use crate::sip::sdp::HoldStyle;
 use crate::topology::Topology;
 
 /// What a party does in a step.
@@ -38,9 +39,10 @@ pub enum Action {
     /// Release the actor's granted seizure (line-seize SUBSCRIBE, Expires
     /// 0).
     Release,
-    /// Put the established call on hold (re-INVITE a=sendonly); a private
-    /// hold says `held-private` in Call-Info.
-    Hold { private: bool },
+    /// Put the established call on hold (by default a re-INVITE offering
+    /// a=sendonly; `style` names the others); a private hold says
+    /// `held-private` in Call-Info.
+    Hold { private: bool, style: HoldStyle },
     /// INVITE the actor's own line for a held appearance.
     Retrieve { index: Index },
     /// INVITE the actor's own line for an active appearance.
@@ -103,7 +105,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("cancel", &[]),
     ("seize", &["index", "expires"]),
     ("release", &[]),
-    ("hold", &["private"]),
+    ("hold", &["private", "style"]),
     ("retrieve", &["index"]),
     ("barge", &["index"]),
     ("refresh", &[]),
@@ -184,6 +186,7 @@ struct RawStep {
     index: Option<RawIndex>,
     expires: Option<u32>,
     private: Option<bool>,
+    style: Option<String>,
 }
 
 impl Case {
@@ -289,6 +292,7 @@ impl Case {
                     ("index", step.index.is_some()),
                     ("expires", step.expires.is_some()),
                     ("private", step.private.is_some()),
+                    ("style", step.style.is_some()),
                 ];
                 if let Some((arg, _)) = given
                     .iter()
@@ -344,6 +348,17 @@ impl Case {
                     "release" => Action::Release,
                     "hold" => Action::Hold {
                         private: step.private.unwrap_or(false),
+                        style: match step.style.as_deref() {
+                            None => HoldStyle::default(),
+                            Some(name) => HoldStyle::parse(name).ok_or_else(|| {
+                                let known: Vec<&str> =
+                                    HoldStyle::ALL.iter().map(|s| s.name()).collect();
+                                step_err(format!(
+                                    "unknown hold style {name:?} (known: {})",
+                                    known.join(", ")
+                                ))
+                            })?,
+                        },
                     },
                     "retrieve" => Action::Retrieve { index: joined()? },
                     "barge" => Action::Barge { index: joined()? },

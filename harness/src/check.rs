@@ -43,6 +43,7 @@ use crate::outcome::CaseResult;
 use crate::pcap::Packet;
 use crate::sip::headers::EventHeader;
 use crate::sip::record::{Direction, Record};
+use crate::sip::sdp::HoldStyle;
 use crate::sip::{Message, Transport};
 use crate::suite::Prepared;
 use crate::target::Deviation;
@@ -167,6 +168,10 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
     }
     // What the step sends starts so; nothing else is parsed.
     let start: &[u8] = match &step.action {
+        Action::Hold {
+            style: HoldStyle::Update,
+            ..
+        } => b"UPDATE ",
         Action::Call { .. }
         | Action::Hold { .. }
         | Action::Retrieve { .. }
@@ -221,9 +226,12 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
                 && package().as_deref() == Some("line-seize")
                 && msg.header("Expires").is_some_and(|e| e.trim() == "0")
         }
-        Action::Hold { private } => {
+        Action::Hold { private, style } => {
             let says_private = msg.headers("Call-Info").any(|c| c.contains("held-private"));
-            msg.is("INVITE") && msg.to_tag().is_some() && says_private == *private
+            let method = msg.method().unwrap_or_default();
+            msg.to_tag().is_some()
+                && HoldStyle::of(&method, msg.body()) == Some(*style)
+                && says_private == *private
         }
         Action::Retrieve { .. } | Action::Barge { .. } => {
             msg.is("INVITE") && msg.to_tag().is_none() && to_own_line()

@@ -31,7 +31,10 @@ enum Catch {
 /// The cases that start with the inbound call answered at 60970.
 const ANSWERED_AT_60970: &[&str] = &[
     "hold-hangup",
+    "hold-inactive",
     "hold-retrieve",
+    "hold-rfc2543",
+    "hold-update",
     "inbound-answered",
     "retrieve-private",
     "terminated-by-caller",
@@ -40,11 +43,22 @@ const ANSWERED_AT_60970: &[&str] = &[
 const INBOUND: &[&str] = &[
     "barge-in",
     "hold-hangup",
+    "hold-inactive",
     "hold-retrieve",
+    "hold-rfc2543",
+    "hold-update",
     "inbound-alerting",
     "inbound-answered",
     "retrieve-private",
     "terminated-by-caller",
+];
+/// Every case whose stage "held" holds the call with a public hold.
+const HOLDING: &[&str] = &[
+    "hold-hangup",
+    "hold-inactive",
+    "hold-retrieve",
+    "hold-rfc2543",
+    "hold-update",
 ];
 /// Every case that seizes appearance 1 first.
 const SEIZING: &[&str] = &[
@@ -90,6 +104,7 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         diff("answered", "monitoring", "EventCallPartyDeleted"),
     ));
     let notify = Catch::Problem("malformed CSeq");
+    let held = diff("held", "sca.60970", "\"AppearanceState\": \"held\"");
     // Every case: each phone unsubscribes in its teardown, and the
     // terminating NOTIFY after the first is malformed too.
     let every_subscriber: Vec<&str> = INBOUND
@@ -140,27 +155,24 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             Fault::SeizeNotTerminated,
             each(DIALLING, diff("dialled", "sca.60970", "SeizeEnded")),
         ),
+        (Fault::HoldNotNotified, {
+            let mut v = each(HOLDING, held.clone());
+            v.push((
+                "retrieve-private",
+                diff(
+                    "held-private",
+                    "sca.60970",
+                    "\"AppearanceState\": \"held-private\"",
+                ),
+            ));
+            v
+        }),
         (
-            Fault::HoldNotNotified,
-            vec![
-                (
-                    "hold-retrieve",
-                    diff("held", "sca.60970", "\"AppearanceState\": \"held\""),
-                ),
-                (
-                    "hold-hangup",
-                    diff("held", "sca.60970", "\"AppearanceState\": \"held\""),
-                ),
-                (
-                    "retrieve-private",
-                    diff(
-                        "held-private",
-                        "sca.60970",
-                        "\"AppearanceState\": \"held-private\"",
-                    ),
-                ),
-            ],
+            Fault::InactiveNotHeld,
+            vec![("hold-inactive", held.clone())],
         ),
+        (Fault::Rfc2543NotHeld, vec![("hold-rfc2543", held.clone())]),
+        (Fault::UpdateNotHeld, vec![("hold-update", held.clone())]),
         (
             Fault::RetrieveNotTransfer,
             vec![("hold-retrieve", diff("retrieved", "60970", "1stepTransfer"))],

@@ -118,7 +118,7 @@ impl SipTlibDeriver {
         let initial = msg.to_tag().is_none();
         let found = match (rec.direction, msg.method().as_deref()) {
             (Direction::Sent, Some("INVITE")) if initial => agent.dial(msg, users),
-            (Direction::Sent, Some("INVITE")) => {
+            (Direction::Sent, Some("INVITE" | "UPDATE")) => {
                 agent.reinvite_sent(msg);
                 Vec::new()
             }
@@ -388,15 +388,17 @@ impl Agent {
             return;
         };
         d.reinvites.entry(cseq).or_insert(Reinvite {
-            hold: offers_hold(msg),
+            hold: crate::sip::sdp::holds(msg.body()),
             answered: false,
         });
     }
 
     /// Rules 3 and 7 (answers to the party's initial INVITE) and the second
-    /// half of rule 9 (answers to its re-INVITEs).
+    /// half of rule 9 (answers to its re-INVITEs and UPDATEs).
     fn response_received(&mut self, msg: &Message) -> Vec<Found> {
-        let (Some(status), Some((cseq, "INVITE"))) = (msg.status(), msg.cseq()) else {
+        let (Some(status), Some((cseq, method @ ("INVITE" | "UPDATE")))) =
+            (msg.status(), msg.cseq())
+        else {
             return Vec::new();
         };
         let Some(d) = self.dialogs.get_mut(msg.call_id()) else {
@@ -422,7 +424,7 @@ impl Agent {
                 .with_opt(Attr::OtherDn, other.map(Value::Dn));
             return vec![(event, provenance(msg, "CSeq"))];
         }
-        if !d.outgoing || !d.initial_cseqs.contains(&cseq) || d.confirmed {
+        if method != "INVITE" || !d.outgoing || !d.initial_cseqs.contains(&cseq) || d.confirmed {
             return Vec::new();
         }
         match status {
@@ -515,21 +517,6 @@ fn int(n: impl Into<i64>) -> Value {
 /// The DN golden files use for a SIP user part.
 fn dn_of(users: &HashMap<String, String>, user: &str) -> String {
     users.get(user).cloned().unwrap_or_else(|| user.to_string())
-}
-
-/// Whether an SDP offer puts the call on hold: `a=sendonly` or
-/// `a=inactive`, or the RFC 2543 form (connection address 0.0.0.0).
-/// `None` when the request offers no SDP at all.
-fn offers_hold(msg: &Message) -> Option<bool> {
-    let body = String::from_utf8_lossy(msg.body());
-    if body.trim().is_empty() {
-        return None;
-    }
-    Some(body.lines().map(str::trim).any(|line| {
-        line.eq_ignore_ascii_case("a=sendonly")
-            || line.eq_ignore_ascii_case("a=inactive")
-            || line.eq_ignore_ascii_case("c=IN IP4 0.0.0.0")
-    }))
 }
 
 #[cfg(test)]

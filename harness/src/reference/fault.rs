@@ -45,6 +45,12 @@ faults! {
         "the line-seize subscription is not terminated when the outbound call progresses",
     HoldNotNotified => "hold-not-notified":
         "a hold does not change the appearance state told to the phones (it stays active)",
+    InactiveNotHeld => "inactive-not-held":
+        "a re-INVITE offering a=inactive is answered as a resume: the call is not held",
+    Rfc2543NotHeld => "rfc2543-not-held":
+        "a re-INVITE with connection address 0.0.0.0 (RFC 2543 hold) is answered as a resume: the call is not held",
+    UpdateNotHeld => "update-not-held":
+        "an UPDATE offering a=sendonly is answered 200 but the call is not held",
     RetrieveNotTransfer => "retrieve-not-transfer":
         "the phone whose held call is retrieved is released with CallState Ok and no Cause",
     BargeRefused => "barge-refused":

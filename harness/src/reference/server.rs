@@ -19,6 +19,7 @@ use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{appearances, ApState, Appearance, AppearanceIndex, EventHeader, Reason};
 use crate::sip::record::Inbound;
+use crate::sip::sdp::HoldStyle;
 use crate::sip::{Message, Transport};
 use crate::topology::Topology;
 
@@ -418,7 +419,7 @@ impl Server {
                 "REGISTER" => self.register(msg, from),
                 "SUBSCRIBE" => self.subscribe(msg, from, now),
                 "INVITE" if msg.to_tag().is_none() => self.invite(msg, from),
-                "INVITE" => self.reinvite(msg, from),
+                "INVITE" | "UPDATE" => self.reinvite(msg, from),
                 "ACK" => {}
                 "CANCEL" => self.cancel(msg, from),
                 "BYE" => self.bye(msg, from),
@@ -1397,10 +1398,13 @@ impl Server {
         else {
             return self.respond(req, &from, 481, None);
         };
-        let body = String::from_utf8_lossy(req.body()).to_string();
-        let holding = body.contains("a=sendonly")
-            || body.contains("a=inactive")
-            || body.contains("c=IN IP4 0.0.0.0");
+        let method = req.method().unwrap_or_default();
+        let holding = match HoldStyle::of(&method, req.body()) {
+            Some(HoldStyle::Inactive) if self.has(Fault::InactiveNotHeld) => false,
+            Some(HoldStyle::Rfc2543) if self.has(Fault::Rfc2543NotHeld) => false,
+            Some(HoldStyle::Update) if self.has(Fault::UpdateNotHeld) => false,
+            style => style.is_some(),
+        };
         let private =
             Self::appearance_in(req).is_some_and(|(_, s)| s == Some(ApState::HeldPrivate));
         let answer = self.our_sdp(if holding { "recvonly" } else { "sendrecv" });

@@ -17,6 +17,7 @@ use crate::case::{Action, Case};
 use crate::check::Capture;
 use crate::input::InputError;
 use crate::line::Identities;
+use crate::sip::sdp::HoldStyle;
 use crate::suite::Prepared;
 use crate::topology::Topology;
 
@@ -96,7 +97,13 @@ fn step_toml(actor: &str, a: &Action) -> String {
         Action::Call { to } => format!(", to = {}", q(to)),
         Action::Refuse { code } => format!(", code = {code}"),
         Action::Seize { index, expires } => format!(", index = {index}, expires = {expires}"),
-        Action::Hold { private: true } => ", private = true".into(),
+        Action::Hold { private, style } => {
+            let private = if *private { ", private = true" } else { "" };
+            match style {
+                HoldStyle::SendOnly => private.to_string(),
+                _ => format!("{private}, style = {}", q(style.name())),
+            }
+        }
         Action::Retrieve { index } | Action::Barge { index } => {
             format!(", index = {}", index.to_toml())
         }
@@ -137,8 +144,8 @@ fn requires(actions: &[actions::Recovered]) -> Vec<&'static str> {
     for a in actions {
         let need = match a.action {
             Action::Seize { .. } | Action::Release => "line-seize",
-            Action::Hold { private: true } => "private-hold",
-            Action::Hold { private: false } => "hold",
+            Action::Hold { private: true, .. } => "private-hold",
+            Action::Hold { private: false, .. } => "hold",
             Action::Retrieve { .. } => "retrieve",
             Action::Barge { .. } => "barge-in",
             _ => continue,

@@ -142,9 +142,9 @@ async fn arm<'a>(
                 Ok(())
             }),
         ),
-        Action::Hold { private } => (
+        Action::Hold { private, style } => (
             Some(("an established call", phase(Phase::Confirmed))),
-            Box::new(move |a| a.hold(private)),
+            Box::new(move |a| a.hold(private, style)),
         ),
         Action::Retrieve { index } | Action::Barge { index } => match index {
             Index::Number(index) => (

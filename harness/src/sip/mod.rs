@@ -10,6 +10,7 @@ pub mod framing;
 pub mod headers;
 pub mod record;
 pub mod retransmit;
+pub mod sdp;
 pub mod tls;
 pub mod transport;
 

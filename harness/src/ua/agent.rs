@@ -10,6 +10,7 @@ use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{ApState, Appearance, AppearanceIndex};
 use crate::sip::record::Inbound;
+use crate::sip::sdp::HoldStyle;
 use crate::sip::tls::TlsUri;
 use crate::sip::{Message, Transport};
 
@@ -886,13 +887,18 @@ impl Agent {
         self.send_to_server(b.build());
     }
 
-    /// Puts the established call on hold (re-INVITE, a=sendonly); a private
-    /// hold also says `appearance-state=held-private` in Call-Info.
-    pub fn hold(&mut self, private: bool) -> Result<(), ScriptError> {
+    /// Puts the established call on hold in `style` (a re-INVITE offering
+    /// a=sendonly, a=inactive or RFC 2543's 0.0.0.0, or an UPDATE); a
+    /// private hold also says `appearance-state=held-private` in Call-Info.
+    pub fn hold(&mut self, private: bool, style: HoldStyle) -> Result<(), ScriptError> {
         let i = self.confirmed_call("hold")?;
         let (via, branch) = self.via();
         let contact = self.contact();
-        let body = self.offer("sendonly");
+        let body = style.offer(
+            &self.cfg.user,
+            self.cfg.local.ip(),
+            self.cfg.local.port().wrapping_add(2),
+        );
         // BroadWorks phones name the call's appearance in every INVITE they
         // send; a server that gave none in its INVITE told it in call-info
         // NOTIFYs (the active appearance whose appearance-uri is the peer).
@@ -904,7 +910,7 @@ impl Agent {
             .unwrap_or(1);
         let info = self.appearance_header(index, private.then_some(ApState::HeldPrivate));
         let call = &mut self.calls[i];
-        let (mut b, cseq) = call.dialog.request("INVITE", &via);
+        let (mut b, cseq) = call.dialog.request(style.method(), &via);
         b = b.header("Contact", &contact).header("Call-Info", &info);
         call.reinvite = Some((cseq, branch, true));
         let bytes = b.body("application/sdp", &body).build();
@@ -1007,8 +1013,9 @@ impl Agent {
                     self.out.push_back(Transmit { to: peer, bytes });
                 }
             }
-            ("INVITE", Some(i)) => {
-                // re-INVITE (hold, resume): accept, mirroring the direction.
+            ("INVITE" | "UPDATE", Some(i)) => {
+                // re-INVITE or UPDATE (hold, resume): accept, mirroring the
+                // direction.
                 let body = self.offer(mirror_direction(req.body()));
                 let contact = self.contact();
                 let tag = self.calls[i].dialog.local_tag.clone();
@@ -1228,6 +1235,7 @@ impl Agent {
                 }
             }
             "INVITE" => self.invite_response(resp, code),
+            "UPDATE" => self.update_response(resp, code),
             _ => {}
         }
     }
@@ -1290,6 +1298,24 @@ impl Agent {
         call.reinvite = None;
         let bytes = self.failure_ack(i, resp, cseq, &branch);
         self.send_to_server(bytes);
+    }
+
+    /// The answer to our UPDATE (a hold, RFC 3311): no ACK; a 2xx holds.
+    fn update_response(&mut self, resp: &Message, code: u16) {
+        let (Some(i), Some((cseq, _))) = (self.find_call(resp.call_id()), resp.cseq()) else {
+            return;
+        };
+        let call = &mut self.calls[i];
+        let Some((_, _, holding)) = call.reinvite.clone().filter(|(n, _, _)| *n == cseq) else {
+            return;
+        };
+        if code < 200 {
+            return;
+        }
+        if code < 300 {
+            call.view.held = holding;
+        }
+        call.reinvite = None;
     }
 }
 
