@@ -23,6 +23,9 @@ pub enum Command {
     Run(RunArgs),
     /// List the seeded defects of the embedded server (for --fault).
     Faults,
+    /// Run the embedded server on its own, for phones that are not
+    /// scacheck's, until SIGTERM or SIGINT (exit 0); logs to standard error.
+    Serve(ServeArgs),
     /// Print a Markdown table of verdicts per case from report directories,
     /// one column per run (for the README).
     Table {
@@ -199,4 +202,55 @@ pub struct RunArgs {
     /// The transport the user agents use (default: udp, or the profile's).
     #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp, tcp or tls"))]
     pub transport: Option<Transport>,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Where its SIP port goes (UDP, TCP and TLS at once; port 0: a free one).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "IP:PORT")]
+    pub address: std::net::SocketAddr,
+    /// The transport the phones are to use (the port speaks all three).
+    #[arg(long, default_value = "udp", value_parser = |s: &str| Transport::parse(s).ok_or("expected udp, tcp or tls"))]
+    pub transport: Transport,
+    /// Start it with a seeded defect (see `scacheck faults`).
+    #[arg(long, value_name = "NAME")]
+    pub fault: Option<String>,
+    /// Serve a pool of N lines (line K: 60970-K with its phones 60970-K and
+    /// 60970_2-K, and 60972-K) instead of the reference's parties.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub lines: Option<u16>,
+    /// Its SIP domain.
+    #[arg(long, default_value = "sca.test")]
+    pub domain: String,
+    /// Write the SIP address (IP:PORT) here once it is bound.
+    #[arg(long, value_name = "FILE")]
+    pub address_file: Option<PathBuf>,
+    /// Write its PID here once SIGTERM stops it cleanly.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Write the CA that signed the certificate it presents over TLS here.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn serve(self) -> anyhow::Result<scacheck::reference::Serve> {
+        let fault = match self.fault.as_deref() {
+            Some(name) => Some(
+                scacheck::reference::Fault::parse(name)
+                    .with_context(|| format!("no fault {name:?}; `scacheck faults` lists them"))?,
+            ),
+            None => None,
+        };
+        Ok(scacheck::reference::Serve {
+            address: self.address,
+            transport: self.transport,
+            domain: self.domain,
+            fault,
+            lines: self.lines.map(usize::from),
+            address_file: self.address_file,
+            pid_file: self.pid_file,
+            ca_file: self.ca_file,
+        })
+    }
 }

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             print!("{}", Fault::list());
             Ok(true)
         }
+        Command::Serve(args) => serve(args),
         Command::Table { reports } => report::table(&reports).map(|table| {
             print!("{table}");
             true
@@ -155,4 +156,15 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     }
     console.finish().context("writing the JSON-lines stream")?;
     Ok(results.iter().all(|r| r.verdict.expected()))
+}
+
+/// Serves until a signal; an error is bad input or a port it cannot have.
+fn serve(args: ServeArgs) -> anyhow::Result<bool> {
+    let serve = args.serve()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let at = serve.address;
+    runtime
+        .block_on(serve.run(|line| eprintln!("scacheck serve: {line}")))
+        .with_context(|| format!("serving on {at}"))?;
+    Ok(true)
 }
