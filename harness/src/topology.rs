@@ -30,6 +30,28 @@ impl Topology {
         }
     }
 
+    /// The reference's parties once per line of a pool of `lines`, each
+    /// with `-N` after it (line 3: the shared line 60970-3 with its phones
+    /// 60970-3 and 60970_2-3, and the phone 60972-3), as `scacheck serve
+    /// --lines` serves them: a line per flow, as on Kamailio's pool.
+    pub fn numbered(lines: usize) -> Topology {
+        let one = Topology::reference();
+        let at = |n: usize, dn: &String| format!("{dn}-{n}");
+        Topology {
+            lines: (1..=lines)
+                .flat_map(|n| {
+                    one.lines.iter().map(move |l| Line {
+                        number: at(n, &l.number),
+                        members: l.members.iter().map(|m| at(n, m)).collect(),
+                    })
+                })
+                .collect(),
+            plain: (1..=lines)
+                .flat_map(|n| one.plain.iter().map(move |p| at(n, p)))
+                .collect(),
+        }
+    }
+
     /// Every DN, plain phones first, then line members in order.
     /// Every DN as its own SIP user (the embedded server's identities).
     pub fn own_identities(&self) -> std::collections::BTreeMap<String, String> {
@@ -96,5 +118,26 @@ mod tests {
         assert!(t.line_of("60972").is_none());
         assert!(t.line("60970").is_some() && t.line("60972").is_none());
         assert!(!t.knows("6097"));
+    }
+
+    #[test]
+    fn numbered_lines() {
+        let t = Topology::numbered(2);
+        assert_eq!(
+            t.dns(),
+            vec![
+                "60972-1",
+                "60972-2",
+                "60970-1",
+                "60970_2-1",
+                "60970-2",
+                "60970_2-2"
+            ]
+        );
+        assert_eq!(
+            t.line_of("60970_2-2").map(|l| l.number.as_str()),
+            Some("60970-2")
+        );
+        assert!(!t.knows("60970") && !t.knows("60970-3"));
     }
 }

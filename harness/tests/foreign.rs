@@ -3,6 +3,9 @@
 //! capture made so ([`common::foreign`]: no REGISTER, no User-Agent) is
 //! still its own case, found by its SCA signalling alone; with the
 //! Kamailio profile it gets the verdict of the capture as recorded.
+//! The field phones' captures of the embedded server (`scacheck serve`)
+//! pass the reference flow by flow, replayed too, and a case made of one
+//! of their flows fails with the seeded fault that flow exercises.
 
 mod common;
 
@@ -143,24 +146,19 @@ fn a_capture_of_every_flow_on_its_own_line_is_split_into_its_flows() {
     names.sort();
     let profile = root.join("fixtures/targets/kamailio/target.toml");
     let check = |file: &std::path::Path, report: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
-            .args(["pcap", "check"])
-            .arg(file)
-            .arg("--target")
-            .arg(&profile)
-            .arg("--report-dir")
-            .arg(report)
-            .current_dir(root)
-            .output()
-            .unwrap()
+        let (file, profile, report) = (file.as_os_str(), profile.as_os_str(), report.as_os_str());
+        common::scacheck([
+            "pcap".as_ref(),
+            "check".as_ref(),
+            file,
+            "--target".as_ref(),
+            profile,
+            "--report-dir".as_ref(),
+            report,
+        ])
     };
     let verdicts = |report: &std::path::Path| -> Vec<(String, String)> {
-        let s: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
-                .unwrap();
-        s["cases"]
-            .as_array()
-            .unwrap()
+        common::summary_cases(report)
             .iter()
             .map(|c| {
                 (
@@ -199,26 +197,7 @@ fn a_capture_of_every_flow_on_its_own_line_is_split_into_its_flows() {
     assert_eq!(got, want, "{said}");
     assert_eq!(want.len(), names.len());
     // Made into cases: one per flow, each its line's.
-    for (from, to) in [("cases", "cases"), ("fixtures/golden", "golden")] {
-        let copied = std::process::Command::new("cp")
-            .arg("-r")
-            .arg(root.join(from))
-            .arg(dir.path().join(to))
-            .status()
-            .unwrap();
-        assert!(copied.success());
-    }
-    let suite = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
-            .args(args)
-            .arg("--cases-dir")
-            .arg(dir.path().join("cases"))
-            .arg("--golden-dir")
-            .arg(dir.path().join("golden"))
-            .current_dir(root)
-            .output()
-            .unwrap()
-    };
+    let suite = suite_copy(dir.path());
     let merged_arg = merged.display().to_string();
     let profile_arg = profile.display().to_string();
     let out = suite(&[
@@ -268,22 +247,20 @@ fn field_captures_made_by_other_phones_give_each_flow_its_kamailio_verdict() {
     let dir = tempfile::tempdir().unwrap();
     for (file, flows) in [("kamailio-udp", 19), ("kamailio-tcp", 7), ("seize-race", 5)] {
         let report = dir.path().join(file);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
-            .args(["pcap", "check"])
-            .arg(root.join(format!("fixtures/captures/field/{file}.pcap")))
-            .arg("--target")
-            .arg(root.join("fixtures/targets/kamailio/target.toml"))
-            .arg("--report-dir")
-            .arg(&report)
-            .current_dir(root)
-            .output()
-            .unwrap();
+        let capture = root.join(format!("fixtures/captures/field/{file}.pcap"));
+        let out = common::scacheck([
+            "pcap".as_ref(),
+            "check".as_ref(),
+            capture.as_os_str(),
+            "--target".as_ref(),
+            root.join("fixtures/targets/kamailio/target.toml")
+                .as_os_str(),
+            "--report-dir".as_ref(),
+            report.as_os_str(),
+        ]);
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(0), "{file}: {said}");
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
-                .unwrap();
-        let cases = summary["cases"].as_array().unwrap();
+        let cases = common::summary_cases(&report);
         assert_eq!(cases.len(), flows, "{file}: {said}");
         let mut races = 0;
         for (k, c) in cases.iter().enumerate() {
@@ -339,28 +316,19 @@ fn a_field_capture_replayed_on_the_embedded_server_gives_the_reference_verdicts(
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("replay");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
-        .args(["pcap", "replay"])
-        .arg(root.join("fixtures/captures/field/kamailio-udp.pcap"))
-        .arg("--captured-on")
-        .arg(root.join("fixtures/targets/kamailio/target.toml"))
-        .arg("--report-dir")
-        .arg(&report)
-        .current_dir(root)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (_, said) = replay(
+        &root.join("fixtures/captures/field/kamailio-udp.pcap"),
+        "kamailio",
+        &report,
+    );
     assert_eq!(
         said.matches("is judged against what the captured server did")
             .count(),
         19,
         "{said}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap())
-            .unwrap();
     let (mut reference, mut trials, mut races) = (0, 0, 0);
-    for c in summary["cases"].as_array().unwrap() {
+    for c in &common::summary_cases(&report) {
         let id = c["id"].as_str().unwrap();
         if id.starts_with("replay-") {
             // Line 15's five trials, a flow each.
@@ -384,4 +352,279 @@ fn a_field_capture_replayed_on_the_embedded_server_gives_the_reference_verdicts(
     // turn, not a race.
     assert!((4..=5).contains(&races), "{said}");
     assert_eq!(reference, 15, "{said}");
+}
+
+/// How many flows a field flow is split into: the seize race's five
+/// trials are a flow each (nothing registers: split by seizure lifetime).
+fn trials(flow: &str) -> usize {
+    if flow == "seize-race" {
+        5
+    } else {
+        1
+    }
+}
+
+/// The flows a field capture's summary says the phones played, by line.
+fn played(file: &str) -> Vec<(usize, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join(format!("fixtures/captures/field/{file}.summary.txt"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("line ")?.split(' ');
+            Some((words.next()?.parse().ok()?, words.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The field captures made on `scacheck serve --lines 16` (make.sh
+/// embedded-udp, embedded-tcp): with the profile of that pool, `pcap
+/// check` finds on each line the flow the phones say they played there,
+/// and every flow passes the reference goldens.
+#[test]
+fn field_captures_of_the_embedded_server_pass_flow_by_flow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for (file, flows) in [("embedded-udp", 19), ("embedded-tcp", 7)] {
+        let report = dir.path().join(file);
+        let capture = root.join(format!("fixtures/captures/field/{file}.pcap"));
+        let out = common::scacheck([
+            "pcap".as_ref(),
+            "check".as_ref(),
+            capture.as_os_str(),
+            "--target".as_ref(),
+            root.join("fixtures/targets/serve/target.toml").as_os_str(),
+            "--report-dir".as_ref(),
+            report.as_os_str(),
+        ]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{file}: {said}");
+        // Each flow on its line, as the phones played it, and a pass.
+        let got: Vec<(String, String, String)> = common::summary_cases(&report)
+            .iter()
+            .map(|c| {
+                let id = c["id"].as_str().unwrap();
+                let case = id.split('@').next().unwrap().to_string();
+                let line = c["line"].as_str().unwrap_or_default().to_string();
+                (line, case, c["verdict"].as_str().unwrap().to_string())
+            })
+            .collect();
+        let want: Vec<(String, String, String)> = played(file)
+            .into_iter()
+            .flat_map(|(n, flow)| {
+                let line = format!("line {n} (60970-{n})");
+                std::iter::repeat_n((line, flow.clone(), "pass".into()), trials(&flow))
+            })
+            .collect();
+        assert_eq!(want.len(), flows, "{file}");
+        assert_eq!(got, want, "{file}: {said}");
+    }
+}
+
+/// `scacheck pcap replay` of the field capture made on the embedded server
+/// (its phones found by the profile of `scacheck serve --lines 16`), on the
+/// embedded server: each of its 19 flows, made into a case, passes against
+/// what the captured server did, and so does its reference case against
+/// the goldens.
+#[test]
+fn the_embedded_field_capture_replayed_on_the_embedded_server_passes_every_flow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("replay");
+    let capture = root.join("fixtures/captures/field/embedded-udp.pcap");
+    let (code, said) = replay(&capture, "serve", &report);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(
+        said.matches("is judged against what the captured server did")
+            .count(),
+        19,
+        "{said}"
+    );
+    let cases = common::summary_cases(&report);
+    let verdict = |id: &str| {
+        cases
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["verdict"].as_str().unwrap().to_string())
+    };
+    for (line, flow) in played("embedded-udp") {
+        for k in 1..=trials(&flow) {
+            let id = match k {
+                1 => format!("replay-embedded-udp-line-{line}"),
+                k => format!("replay-embedded-udp-line-{line}-{k}"),
+            };
+            assert_eq!(verdict(&id).as_deref(), Some("pass"), "{id}: {said}");
+            assert!(
+                said.contains(&format!(
+                    "case {id} is judged against what the captured server did\n\
+                     replay: its flow is reference case {flow},"
+                )),
+                "{id} is not said to be {flow}: {said}"
+            );
+        }
+        assert_eq!(verdict(&flow).as_deref(), Some("pass"), "{flow}: {said}");
+    }
+    // 19 flows, and the 15 reference cases they are.
+    assert_eq!(cases.len(), 34, "{said}");
+}
+
+/// A flow of the field capture made on the embedded server, made into a
+/// case (`pcap case`), passes on the embedded server, and fails on it with
+/// the seeded fault the flow exercises: hold-hangup's hold, with
+/// `hold-not-notified` (the phones are never told the appearance is held),
+/// fails at its hold stage, the held state the first thing missing.
+#[test]
+fn a_case_made_of_a_field_flow_fails_with_the_fault_its_flow_exercises() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let suite = suite_copy(dir.path());
+    let capture = root.join("fixtures/captures/field/embedded-udp.pcap");
+    let profile = root.join("fixtures/targets/serve/target.toml");
+    let (capture, profile) = (capture.display().to_string(), profile.display().to_string());
+    let out = suite(&[
+        "pcap", "case", &capture, "--id", "field", "--target", &profile,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let (line, _) = played("embedded-udp")
+        .into_iter()
+        .find(|(_, flow)| flow == "hold-hangup")
+        .unwrap();
+    let id = format!("field-line-{line}");
+    let run = |name: &str, fault: Option<&str>| {
+        let report = dir.path().join(name).display().to_string();
+        let mut args = vec!["run", "--cases", &id, "--report-dir", &report];
+        args.extend(fault.iter().flat_map(|f| ["--fault", *f]));
+        let out = suite(&args);
+        let cases = common::summary_cases(Path::new(&report));
+        assert_eq!(cases.len(), 1, "{}", String::from_utf8_lossy(&out.stdout));
+        (out.status.code(), cases[0].clone())
+    };
+    let (code, clean) = run("clean", None);
+    assert_eq!(
+        (code, clean["verdict"].as_str()),
+        (Some(0), Some("pass")),
+        "{clean}"
+    );
+    let (code, faulty) = run("faulty", Some("hold-not-notified"));
+    assert_eq!(
+        (code, faulty["verdict"].as_str()),
+        (Some(1), Some("fail")),
+        "{faulty}"
+    );
+    let first = faulty["first_divergence"].as_str().unwrap();
+    assert!(
+        first.starts_with("stage \"3-hold\", channel sca.60970")
+            && first.contains(r#""AppearanceState": "held""#)
+            && first.ends_with("observed nothing"),
+        "{first}"
+    );
+}
+
+/// `scacheck serve` writes its PID and then its address, answers there,
+/// and exits 0 on SIGTERM.
+#[test]
+fn serve_answers_on_its_address_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, pid) = (dir.path().join("address"), dir.path().join("pid"));
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
+        .args(["serve", "--lines", "2", "--address-file"])
+        .arg(&address)
+        .arg("--pid-file")
+        .arg(&pid)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !address.exists() {
+        assert!(std::time::Instant::now() < deadline, "no address file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let at: std::net::SocketAddr = std::fs::read_to_string(&address)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let written: u32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(written, serve.id());
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let me = phone.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:60970-2@sca.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-serve-1\r\n\
+         From: <sip:60972-2@sca.test>;tag=a\r\nTo: <sip:60970-2@sca.test>\r\n\
+         Call-ID: serve-test\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    phone.send_to(options.as_bytes(), at).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = phone.recv_from(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &written.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = serve.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains(&format!("serving {at}")), "{log}");
+    assert!(
+        log.contains("<- udp") && log.contains("OPTIONS sip:60970-2@sca.test"),
+        "{log}"
+    );
+    assert!(log.contains("stopping on SIGTERM"), "{log}");
+}
+
+/// Copies of the suite's cases and goldens under `dir`, and scacheck run on
+/// them (`--cases-dir`, `--golden-dir`) with `args`.
+fn suite_copy(dir: &Path) -> impl Fn(&[&str]) -> std::process::Output + '_ {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (from, to) in [("cases", "cases"), ("fixtures/golden", "golden")] {
+        let copied = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(root.join(from))
+            .arg(dir.join(to))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    }
+    move |args: &[&str]| {
+        let (cases, golden) = (dir.join("cases"), dir.join("golden"));
+        let tree = ["--cases-dir".as_ref(), cases.as_os_str()]
+            .into_iter()
+            .chain(["--golden-dir".as_ref(), golden.as_os_str()]);
+        common::scacheck(args.iter().map(std::ffi::OsStr::new).chain(tree))
+    }
+}
+
+/// `scacheck pcap replay` of `capture` on the embedded server, its phones
+/// found by the profile `fixtures/targets/<captured_on>/`, reported to
+/// `report`: its exit code and what it printed.
+fn replay(capture: &Path, captured_on: &str, report: &Path) -> (Option<i32>, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let profile = root.join(format!("fixtures/targets/{captured_on}/target.toml"));
+    let out = common::scacheck([
+        "pcap".as_ref(),
+        "replay".as_ref(),
+        capture.as_os_str(),
+        "--captured-on".as_ref(),
+        profile.as_os_str(),
+        "--report-dir".as_ref(),
+        report.as_os_str(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), said)
 }

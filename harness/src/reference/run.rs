@@ -51,6 +51,20 @@ impl Embedded {
         fault: Option<Fault>,
         challenger: Option<crate::sip::auth::Challenger>,
     ) -> io::Result<Embedded> {
+        let at = SocketAddr::new(ip, 0);
+        Self::start_at(at, domain, topology, fault, challenger).await
+    }
+
+    /// [`Embedded::start`] with its SIP port at `at` (port 0: a free one);
+    /// its event feed is on a free port of the same address.
+    pub async fn start_at(
+        at: SocketAddr,
+        domain: &str,
+        topology: Topology,
+        fault: Option<Fault>,
+        challenger: Option<crate::sip::auth::Challenger>,
+    ) -> io::Result<Embedded> {
+        let ip = at.ip();
         // The server's own view of the traffic is not part of a case's
         // capture (the user agents record every message already); it is
         // only mirrored, on request.
@@ -64,7 +78,7 @@ impl Embedded {
         )
         .map_err(io::Error::other)?;
         let (endpoint, mut inbound) =
-            Endpoint::bind_with("server", ip, recorder.clone(), Some(Arc::new(tls))).await?;
+            Endpoint::bind_at("server", at, recorder.clone(), Some(Arc::new(tls))).await?;
         let sip = endpoint.local_addr();
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let feed_addr = listener.local_addr()?;
@@ -152,6 +166,12 @@ impl Embedded {
 }
 
 impl Embedded {
+    /// Calls `tap` with every SIP message the server receives and sends
+    /// (`scacheck serve` logs them); replaces a HEP mirror.
+    pub fn tap(&self, tap: impl FnMut(&crate::sip::record::Record) + Send + 'static) {
+        self.recorder.set_tap(tap);
+    }
+
     /// Mirrors every SIP message the server receives and sends to `to` as
     /// HEPv3, as a real server's capture agent does (Kamailio's siptrace),
     /// so that the HEP source can be tested without one.

@@ -222,13 +222,29 @@ impl Endpoint {
         recorder: Recorder,
         tls: Option<Arc<TlsSettings>>,
     ) -> io::Result<(Endpoint, mpsc::UnboundedReceiver<Inbound>)> {
+        Self::bind_at(name, SocketAddr::new(ip, 0), recorder, tls).await
+    }
+
+    /// [`Endpoint::bind_with`] on a given address: port 0 is a free port
+    /// for both UDP and TCP, any other is that port (both, or an error).
+    pub async fn bind_at(
+        name: &str,
+        at: SocketAddr,
+        recorder: Recorder,
+        tls: Option<Arc<TlsSettings>>,
+    ) -> io::Result<(Endpoint, mpsc::UnboundedReceiver<Inbound>)> {
         let tls = match tls {
             Some(settings) => Some(Arc::new(Tls::new(&settings, &recorder.key_log())?)),
             None => None,
         };
+        if at.port() != 0 {
+            let udp = UdpSocket::bind(at).await?;
+            let listener = TcpListener::bind(at).await?;
+            return Ok(Self::start(name, at, udp, listener, recorder, tls));
+        }
         let mut last_err = None;
         for _ in 0..32 {
-            let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+            let udp = UdpSocket::bind(at).await?;
             let local = udp.local_addr()?;
             match TcpListener::bind(local).await {
                 Ok(listener) => return Ok(Self::start(name, local, udp, listener, recorder, tls)),

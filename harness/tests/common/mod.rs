@@ -183,3 +183,25 @@ pub fn race_parts(r: &scacheck::outcome::CaseResult) -> impl Fn(&str, String) ->
         out
     }
 }
+
+/// `scacheck` run from the checkout's root with `args`, to its end.
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub fn scacheck<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_scacheck"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .output()
+        .expect("scacheck runs")
+}
+
+/// The cases of a report's summary.json, in its order (each the case's
+/// object: id, verdict, first_divergence, notes, ...).
+#[allow(dead_code)]
+pub fn summary_cases(report: &Path) -> Vec<serde_json::Value> {
+    let path = report.join("summary.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+    summary["cases"].as_array().cloned().unwrap_or_default()
+}
