@@ -49,6 +49,7 @@ const INBOUND: &[&str] = &[
     "hold-update",
     "inbound-alerting",
     "inbound-answered",
+    "inbound-cancelled",
     "retrieve-private",
     "terminated-by-caller",
 ];
@@ -65,6 +66,7 @@ const SEIZING: &[&str] = &[
     "outbound-abandoned",
     "outbound-call",
     "outbound-hangup-answered",
+    "outbound-rejected",
     "seize-after-release",
     "seize-busy",
     "seize-expiry",
@@ -74,6 +76,7 @@ const DIALLING: &[&str] = &[
     "outbound-abandoned",
     "outbound-call",
     "outbound-hangup-answered",
+    "outbound-rejected",
 ];
 
 fn each(cases: &[&'static str], catch: Catch) -> Vec<(&'static str, Catch)> {
@@ -167,6 +170,31 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             ));
             v
         }),
+        (
+            Fault::CancelledStaysAlerting,
+            vec![
+                (
+                    "inbound-cancelled",
+                    diff("cancelled", "sca.60970", "\"AppearanceState\": \"idle\""),
+                ),
+                // Its teardown cancels the call that still alerts.
+                (
+                    "inbound-alerting",
+                    diff(
+                        "leak-check",
+                        "sca.60970",
+                        "\"AppearanceState\": \"alerting\"",
+                    ),
+                ),
+            ],
+        ),
+        (
+            Fault::RejectedStaysProgressing,
+            vec![(
+                "outbound-rejected",
+                diff("rejected", "sca.60970", "\"AppearanceState\": \"idle\""),
+            )],
+        ),
         (
             Fault::InactiveNotHeld,
             vec![("hold-inactive", held.clone())],

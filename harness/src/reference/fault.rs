@@ -45,6 +45,10 @@ faults! {
         "the line-seize subscription is not terminated when the outbound call progresses",
     HoldNotNotified => "hold-not-notified":
         "a hold does not change the appearance state told to the phones (it stays active)",
+    CancelledStaysAlerting => "cancelled-stays-alerting":
+        "an inbound call the caller cancels while it alerts leaves its appearance alerting: the phones are never told idle",
+    RejectedStaysProgressing => "rejected-stays-progressing":
+        "an outbound call the far end refuses leaves its appearance progressing: the phones are never told idle",
     InactiveNotHeld => "inactive-not-held":
         "a re-INVITE offering a=inactive is answered as a resume: the call is not held",
     Rfc2543NotHeld => "rfc2543-not-held":

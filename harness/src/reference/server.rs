@@ -156,6 +156,10 @@ pub struct Server {
     /// Fault::KeepsAppearance: the appearances of ended calls that the
     /// line's state never freed (a fresh subscription is told them).
     kept: HashMap<String, BTreeMap<u32, (ApState, Option<String>)>>,
+    /// Fault::CancelledStaysAlerting, Fault::RejectedStaysProgressing: the
+    /// appearances of ended calls the faulty server never frees, told to
+    /// every subscriber as they were.
+    stuck: HashMap<String, BTreeMap<u32, (ApState, Option<String>)>>,
     out: VecDeque<Outgoing>,
     events: VecDeque<(Channel, Event)>,
     /// The final answers to the latest non-INVITE requests, by top Via
@@ -216,6 +220,7 @@ impl Server {
             calls: Vec::new(),
             told: HashMap::new(),
             kept: HashMap::new(),
+            stuck: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             answered: VecDeque::new(),
@@ -707,7 +712,17 @@ impl Server {
             };
             busy.insert(index, (state, remote));
         }
+        for (i, stuck) in self.stuck.get(line).into_iter().flatten() {
+            busy.entry(*i).or_insert_with(|| stuck.clone());
+        }
         busy
+    }
+
+    /// Call `c`'s line, appearance and what the line says of it now.
+    fn appearance_now(&self, c: usize) -> Option<(String, u32, (ApState, Option<String>))> {
+        let (line, index) = (self.calls[c].line.clone()?, self.calls[c].appearance?);
+        let now = self.busy(&line).get(&index).cloned()?;
+        Some((line, index, now))
     }
 
     /// The Call-Info of a NOTIFY to `line`'s subscribers; `fresh`: the
@@ -1241,6 +1256,9 @@ impl Server {
 
     /// Every offered phone refused: the call fails back to the caller.
     fn unanswerable(&mut self, c: usize, code: u16) {
+        if self.has(Fault::RejectedStaysProgressing) {
+            self.stick(c, ApState::Progressing);
+        }
         let call = &self.calls[c];
         if let Some(invite) = call.legs[0].uas.clone() {
             let bytes =
@@ -1252,6 +1270,16 @@ impl Server {
         self.end_call(c);
     }
 
+    /// A faulty server's call `c` whose appearance, if it is `when`, is
+    /// never freed.
+    fn stick(&mut self, c: usize, when: ApState) {
+        if let Some((line, index, now)) = self.appearance_now(c) {
+            if now.0 == when {
+                self.stuck.entry(line).or_default().insert(index, now);
+            }
+        }
+    }
+
     fn cancel(&mut self, req: &Message, from: Via) {
         let Some((c, 0)) = self
             .find_leg(req.call_id())
@@ -1260,6 +1288,9 @@ impl Server {
             return self.respond(req, &from, 481, None);
         };
         self.respond(req, &from, 200, None);
+        if self.has(Fault::CancelledStaysAlerting) {
+            self.stick(c, ApState::Alerting);
+        }
         let leg = &self.calls[c].legs[0];
         if let Some(invite) = leg.uas.clone() {
             let bytes = Builder::response_to(&invite, 487, Some(&leg.dialog.local_tag)).build();
@@ -1355,12 +1386,8 @@ impl Server {
         if self.has(Fault::KeepsAppearance) {
             // What the appearance was while the call was up stays in the
             // line's state; the call's subscribers are still told idle.
-            if let (Some(line), Some(index)) =
-                (self.calls[c].line.clone(), self.calls[c].appearance)
-            {
-                if let Some(held) = self.busy(&line).get(&index).cloned() {
-                    self.kept.entry(line).or_default().insert(index, held);
-                }
+            if let Some((line, index, held)) = self.appearance_now(c) {
+                self.kept.entry(line).or_default().insert(index, held);
             }
         }
         for l in 0..self.calls[c].legs.len() {
