@@ -274,6 +274,16 @@ struct Raw {
     tls: Option<Spanned<RawTls>>,
 }
 
+/// A profile that is another's under a new name (`extends`): another
+/// version of the same server, found to behave the same. Nothing else: a
+/// server that differs has a profile of its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtends {
+    name: String,
+    extends: Spanned<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
@@ -309,6 +319,12 @@ impl Profile {
     }
 
     pub fn parse(path: &Path, text: &str, topology: &Topology) -> Result<Profile, InputError> {
+        let extends = toml::from_str::<toml::Table>(text)
+            .map(|t| t.contains_key("extends"))
+            .unwrap_or(false);
+        if extends {
+            return Profile::extended(path, text, topology);
+        }
         let at = |offset: usize, m: String| InputError::new(path, Some(line_of(text, offset)), m);
         let raw: Raw =
             toml::from_str(text).map_err(|e| crate::input::toml_error(path, text, &e))?;
@@ -416,6 +432,34 @@ impl Profile {
             line_commands,
             timers,
             tls,
+        })
+    }
+
+    /// `name` and `extends = "FILE"` (relative to this profile's
+    /// directory): FILE's profile under this name. Everything else is
+    /// FILE's, read as FILE: its path, so that its errors, its deviations'
+    /// lines and its relative paths are FILE's. FILE extends nothing.
+    fn extended(path: &Path, text: &str, topology: &Topology) -> Result<Profile, InputError> {
+        let raw: RawExtends =
+            toml::from_str(text).map_err(|e| crate::input::toml_error(path, text, &e))?;
+        let at =
+            |m: String| InputError::new(path, Some(line_of(text, raw.extends.span().start)), m);
+        let base = path
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(raw.extends.get_ref());
+        let base_text = std::fs::read_to_string(&base)
+            .map_err(|e| at(format!("extends {}: cannot read: {e}", base.display())))?;
+        if toml::from_str::<toml::Table>(&base_text).is_ok_and(|t| t.contains_key("extends")) {
+            return Err(at(format!(
+                "extends {}, which extends another: extend that one",
+                base.display()
+            )));
+        }
+        let profile = Profile::parse(&base, &base_text, topology)?;
+        Ok(Profile {
+            name: raw.name,
+            ..profile
         })
     }
 
@@ -895,6 +939,43 @@ reason = "no barge-in"
         assert!(!settings.insecure());
         let e = parse(GOOD).unwrap().tls_settings().unwrap_err();
         assert!(e.message.contains("needs a [tls] table"), "{e}");
+    }
+
+    #[test]
+    fn a_profile_extends_another_under_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("target.toml");
+        std::fs::write(&base, GOOD).unwrap();
+        let child = dir.path().join("target-2.toml");
+        let load = |text: &str| {
+            std::fs::write(&child, text).unwrap();
+            Profile::load(&child, &Topology::reference())
+        };
+        let p = load("# the same\nname = \"t2\"\nextends = \"target.toml\"\n").unwrap();
+        assert_eq!((p.name.as_str(), p.path.as_path()), ("t2", base.as_path()));
+        let want = Profile::load(&base, &Topology::reference()).unwrap();
+        assert_eq!(
+            Profile {
+                name: want.name.clone(),
+                ..p
+            },
+            want
+        );
+        // Nothing but a name: a server that differs has its own profile.
+        let e = load("name = \"t2\"\nextends = \"target.toml\"\nlines = 2\n").unwrap_err();
+        assert_eq!((e.path.clone(), e.line), (child.clone(), Some(3)), "{e}");
+        assert!(e.message.contains("unknown field `lines`"), "{e}");
+        let e = load("name = \"t2\"\nextends = \"nothing.toml\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("cannot read"), "{e}");
+        // The base's errors are the base's, at its line.
+        std::fs::write(&base, GOOD.replace("\"hold\"", "\"telepathy\"")).unwrap();
+        let e = load("name = \"t2\"\nextends = \"target.toml\"\n").unwrap_err();
+        assert_eq!((e.path.clone(), e.line), (base.clone(), Some(5)), "{e}");
+        // One level only.
+        std::fs::write(&base, "name = \"t\"\nextends = \"target-2.toml\"\n").unwrap();
+        let e = load("name = \"t2\"\nextends = \"target.toml\"\n").unwrap_err();
+        assert!(e.message.contains("extends another"), "{e}");
     }
 
     #[test]
