@@ -6,6 +6,7 @@ use super::agent::*;
 use super::Seizure;
 use crate::sip::build::Builder;
 use crate::sip::record::Inbound;
+use crate::sip::sdp::HoldStyle;
 use crate::sip::{Message, Transport};
 
 const SERVER: &str = "127.0.0.1:5060";
@@ -448,7 +449,7 @@ fn hold_is_a_sendonly_reinvite_acked_with_its_own_cseq() {
         .unwrap()
         .replace("8 ACK", "7 ACK");
     a.handle(&inbound(ack.into_bytes()));
-    assert!(a.hold(false).is_ok());
+    assert!(a.hold(false, HoldStyle::SendOnly).is_ok());
     let reinvite = sent(&mut a).remove(0);
     assert!(reinvite.is("INVITE"));
     assert_eq!(reinvite.request_uri(), Some("sip:b2bua@127.0.0.1:5060"));
@@ -463,12 +464,40 @@ fn hold_is_a_sendonly_reinvite_acked_with_its_own_cseq() {
     assert_eq!(ack.cseq(), Some((n, "ACK")));
     assert!(a.status().calls[0].held);
 
-    assert!(a.hold(true).is_ok());
+    assert!(a.hold(true, HoldStyle::SendOnly).is_ok());
     let private = sent(&mut a).remove(0);
     assert!(private
         .header("Call-Info")
         .unwrap()
         .contains("appearance-index=1;appearance-state=held-private"));
+}
+
+/// Each other form of hold: an RFC 2543 or inactive re-INVITE, or an
+/// UPDATE that is answered without an ACK and holds on its 2xx.
+#[test]
+fn each_hold_style_sends_its_own_request_and_an_update_is_not_acked() {
+    for style in [HoldStyle::Inactive, HoldStyle::Rfc2543, HoldStyle::Update] {
+        let mut a = agent();
+        a.handle(&inbound(invite("c9")));
+        let tag = sent(&mut a)[0].to_tag().unwrap();
+        a.answer().unwrap();
+        sent(&mut a);
+        let ack = String::from_utf8(in_dialog("ACK", "c9", &tag))
+            .unwrap()
+            .replace("8 ACK", "7 ACK");
+        a.handle(&inbound(ack.into_bytes()));
+        a.hold(false, style).unwrap();
+        let hold = sent(&mut a).remove(0);
+        assert!(hold.is(style.method()), "{style:?}");
+        assert_eq!(HoldStyle::of(style.method(), hold.body()), Some(style));
+        a.handle(&inbound(Builder::response_to(&hold, 200, None).build()));
+        let after = sent(&mut a);
+        match style {
+            HoldStyle::Update => assert!(after.is_empty(), "an UPDATE's 2xx is not ACKed"),
+            _ => assert!(after[0].is("ACK"), "{style:?}"),
+        }
+        assert!(a.status().calls[0].held, "{style:?}");
+    }
 }
 
 #[test]
@@ -858,7 +887,7 @@ mod auth {
         // Spend nonces until the server says stale; the phone goes on.
         let mut stale_seen = 0;
         for _ in 0..crate::sip::auth::NONCE_USES + 2 {
-            a.hold(false).unwrap();
+            a.hold(false, HoldStyle::SendOnly).unwrap();
             let mut req = sent(&mut a).remove(0);
             loop {
                 let resp = answer(&mut srv, &req, Kind::Proxy, 200);
