@@ -37,6 +37,7 @@ const ANSWERED_AT_60970: &[&str] = &[
     "hold-update",
     "inbound-answered",
     "retrieve-private",
+    "second-call",
     "terminated-by-caller",
 ];
 /// Every case that begins with reference 1.1.
@@ -51,6 +52,7 @@ const INBOUND: &[&str] = &[
     "inbound-answered",
     "inbound-cancelled",
     "retrieve-private",
+    "second-call",
     "terminated-by-caller",
 ];
 /// Every case whose stage "held" holds the call with a public hold.
@@ -171,15 +173,30 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             v
         }),
         (
+            Fault::SecondCallOnFirst,
+            vec![(
+                "second-call",
+                diff("second-alerting", "sca.60970", "\"Index\": 2"),
+            )],
+        ),
+        (
             Fault::CancelledStaysAlerting,
             vec![
                 (
                     "inbound-cancelled",
                     diff("cancelled", "sca.60970", "\"AppearanceState\": \"idle\""),
                 ),
-                // Its teardown cancels the call that still alerts.
+                // Their teardowns cancels the call that still alerts.
                 (
                     "inbound-alerting",
+                    diff(
+                        "leak-check",
+                        "sca.60970",
+                        "\"AppearanceState\": \"alerting\"",
+                    ),
+                ),
+                (
+                    "second-call",
                     diff(
                         "leak-check",
                         "sca.60970",

@@ -45,6 +45,8 @@ faults! {
         "the line-seize subscription is not terminated when the outbound call progresses",
     HoldNotNotified => "hold-not-notified":
         "a hold does not change the appearance state told to the phones (it stays active)",
+    SecondCallOnFirst => "second-call-on-first":
+        "every inbound call is put on appearance 1, a second one too while the first call is up on it",
     CancelledStaysAlerting => "cancelled-stays-alerting":
         "an inbound call the caller cancels while it alerts leaves its appearance alerting: the phones are never told idle",
     RejectedStaysProgressing => "rejected-stays-progressing":

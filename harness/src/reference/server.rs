@@ -919,6 +919,8 @@ impl Server {
                 let index = first_idle(&self.busy(&called.number));
                 let index = if self.has(Fault::WrongAppearanceIndex) {
                     index + 1
+                } else if self.has(Fault::SecondCallOnFirst) {
+                    1
                 } else {
                     index
                 };
