@@ -86,7 +86,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
         if !topology.knows(&rec.agent) || rec.problem.is_some() {
             continue;
         }
-        let Ok(msg) = Message::parse(rec.raw.clone()) else {
+        let Ok(msg) = rec.message() else {
             out.unrecovered
                 .push(format!("record #{at} of {}: not a SIP message", rec.agent));
             continue;
@@ -133,7 +133,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
         if !seen.insert(digest(&[agent.as_bytes(), &rec.raw])) {
             continue;
         }
-        if String::from_utf8_lossy(&rec.raw).contains(crate::ua::agent::TEARDOWN_HEADER) {
+        if crate::ua::agent::is_marked(&rec.raw, crate::ua::agent::TEARDOWN_HEADER) {
             continue;
         }
         let found = if msg.is_request() {

@@ -42,7 +42,7 @@ use crate::observation::{Observability, Observation};
 use crate::outcome::CaseResult;
 use crate::pcap::Packet;
 use crate::sip::headers::EventHeader;
-use crate::sip::record::{Direction, Record};
+use crate::sip::record::{Direction, Parsed, Record};
 use crate::sip::{Message, Transport};
 use crate::suite::Prepared;
 use crate::target::Deviation;
@@ -58,10 +58,35 @@ pub const STAGE_WAIT: Duration = Duration::from_secs(2);
 /// The line of a target's pool a capture shows: the one most of whose SIP
 /// users it registers (the first, when it registers none of any).
 pub fn line_of(messages: &[Packet], lines: &[Identities], topology: &Topology) -> Identities {
-    let registered: std::collections::BTreeSet<String> = messages
+    line_of_parsed(messages, &unparsed(messages), lines, topology)
+}
+
+/// A fresh parse of each message, made when first asked for ([`Parsed`]):
+/// what one flow's readings share, so that each message is parsed once.
+fn unparsed(messages: &[Packet]) -> Vec<Parsed> {
+    messages.iter().map(|_| Parsed::default()).collect()
+}
+
+/// The REGISTERs of `messages` (`parsed`: theirs, one each), parsed.
+fn registers<'a>(
+    messages: &'a [Packet],
+    parsed: &'a [Parsed],
+) -> impl Iterator<Item = (&'a Packet, &'a Message)> + 'a {
+    messages
         .iter()
-        .filter(|m| m.raw.starts_with(b"REGISTER "))
-        .filter_map(|m| Message::parse(m.raw.clone()).ok())
+        .zip(parsed)
+        .filter(|(m, _)| m.raw.starts_with(b"REGISTER "))
+        .filter_map(|(m, p)| Some((m, p.message(&m.raw).ok()?)))
+}
+
+fn line_of_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    lines: &[Identities],
+    topology: &Topology,
+) -> Identities {
+    let registered: std::collections::BTreeSet<String> = registers(messages, parsed)
+        .map(|(_, msg)| msg)
         .filter(|msg| msg.is("REGISTER"))
         .filter_map(|msg| msg.to().and_then(|t| t.user().map(str::to_string)))
         .collect();
@@ -82,14 +107,17 @@ pub fn endpoints(
     topology: &Topology,
     identities: &BTreeMap<String, String>,
 ) -> BTreeMap<SocketAddr, String> {
+    endpoints_parsed(messages, &unparsed(messages), topology, identities)
+}
+
+fn endpoints_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    topology: &Topology,
+    identities: &BTreeMap<String, String>,
+) -> BTreeMap<SocketAddr, String> {
     let mut map: BTreeMap<SocketAddr, String> = BTreeMap::new();
-    for m in messages {
-        if !m.raw.starts_with(b"REGISTER ") || map.contains_key(&m.src) {
-            continue;
-        }
-        let Ok(msg) = Message::parse(m.raw.clone()) else {
-            continue;
-        };
+    for (m, msg) in registers(messages, parsed) {
         if !msg.is("REGISTER") || map.contains_key(&m.src) {
             continue;
         }
@@ -132,8 +160,17 @@ pub fn phones(
     lines: &[Identities],
     topology: &Topology,
 ) -> (Identities, BTreeMap<SocketAddr, String>) {
-    let line = line_of(messages, lines, topology);
-    let who = endpoints(messages, topology, &line.users);
+    phones_parsed(messages, &unparsed(messages), lines, topology)
+}
+
+fn phones_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    lines: &[Identities],
+    topology: &Topology,
+) -> (Identities, BTreeMap<SocketAddr, String>) {
+    let line = line_of_parsed(messages, parsed, lines, topology);
+    let who = endpoints_parsed(messages, parsed, topology, &line.users);
     if who.values().any(|dn| topology.line_of(dn).is_some()) {
         return (line, who);
     }
@@ -152,9 +189,17 @@ pub fn phones(
 
 /// The records a live run's user agents would have made of these messages.
 pub fn records(messages: &[Packet], who: &BTreeMap<SocketAddr, String>) -> Vec<Record> {
+    records_parsed(messages, &unparsed(messages), who)
+}
+
+fn records_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    who: &BTreeMap<SocketAddr, String>,
+) -> Vec<Record> {
     let mut out = Vec::new();
-    for m in messages {
-        let more = m.records_for(who, out.len() as u64);
+    for (m, parsed) in messages.iter().zip(parsed) {
+        let more = m.records_parsed(who, out.len() as u64, parsed);
         out.extend(more);
     }
     out
@@ -485,6 +530,7 @@ fn weight(p: &Prepared) -> usize {
 /// with the reading chosen.
 fn detect_either_way<'a>(
     messages: &[Packet],
+    parsed: &[Parsed],
     suite: &'a [Prepared],
     who: BTreeMap<SocketAddr, String>,
     topology: &Topology,
@@ -493,7 +539,7 @@ fn detect_either_way<'a>(
     let mut readings = vec![who];
     if let (Some([a, b]), false) = (
         topology.lines.first().map(|l| l.members.as_slice()),
-        named_by_user_agent(messages),
+        named_by_user_agent(messages, parsed),
     ) {
         let other: BTreeMap<SocketAddr, String> = readings[0]
             .iter()
@@ -515,7 +561,7 @@ fn detect_either_way<'a>(
     let mut best: Option<(&Prepared, Placed, Vec<Record>)> = None;
     let mut first_error = None;
     for who in &readings {
-        let recs = records(messages, who);
+        let recs = records_parsed(messages, parsed, who);
         match detect(suite, &recs, who, topology, line) {
             Ok((p, placed)) if best.as_ref().is_none_or(|(b, _, _)| weight(p) > weight(b)) => {
                 best = Some((p, placed, recs));
@@ -535,16 +581,12 @@ fn detect_either_way<'a>(
 
 /// Does a REGISTER of the capture name its phone's DN in its User-Agent
 /// (scacheck's phones do)?
-fn named_by_user_agent(messages: &[Packet]) -> bool {
-    messages
-        .iter()
-        .filter(|m| m.raw.starts_with(b"REGISTER "))
-        .filter_map(|m| Message::parse(m.raw.clone()).ok())
-        .any(|msg| {
-            msg.header("User-Agent")
-                .and_then(crate::ua::agent::dn_in_user_agent)
-                .is_some()
-        })
+fn named_by_user_agent(messages: &[Packet], parsed: &[Parsed]) -> bool {
+    registers(messages, parsed).any(|(_, msg)| {
+        msg.header("User-Agent")
+            .and_then(crate::ua::agent::dn_in_user_agent)
+            .is_some()
+    })
 }
 
 /// The case a capture shows, chosen by its structure alone: among the
@@ -937,8 +979,11 @@ impl Capture {
         deviations: &[Deviation],
         topology: &Topology,
     ) -> Result<(&'a Prepared, CaseResult), Detection> {
-        let (line, who) = phones(&self.packets, lines, topology);
-        let (p, placed, recs) = detect_either_way(&self.packets, suite, who, topology, &line)?;
+        // Each message parsed once, for every reading of the flow.
+        let parsed = unparsed(&self.packets);
+        let (line, who) = phones_parsed(&self.packets, &parsed, lines, topology);
+        let (p, placed, recs) =
+            detect_either_way(&self.packets, &parsed, suite, who, topology, &line)?;
         let mut result = check(p, recs, topology, &line, &placed, deviations);
         result.line = line.describe(topology);
         let from = format!("derived from the SIP in {}", name.display());
