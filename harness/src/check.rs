@@ -713,8 +713,13 @@ fn teardown_by_unregistration(records: &[Record], after: usize) -> usize {
 /// Do the bytes hold `name` (lower case) in any case? Never false for a
 /// message that has the header.
 fn names_header(raw: &[u8], name: &[u8]) -> bool {
-    raw.windows(name.len())
-        .any(|w| w.eq_ignore_ascii_case(name))
+    let Some(&first) = name.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), raw).any(|i| {
+        raw.get(i..i + name.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(name))
+    })
 }
 
 /// Derives, attributes and compares: the verdict of a capture for a case.

@@ -198,7 +198,7 @@ struct Index {
 /// the same start line parsers, so the same errors.
 fn index(data: &[u8]) -> Result<Index, rsip::Error> {
     let perr = |what: &str| rsip::Error::ParseError(what.into());
-    let sep = memchr::memmem::find(data, b"\r\n\r\n")
+    let sep = super::find_crlf_crlf(data)
         .ok_or_else(|| perr("SIP message: missing \\r\\n\\r\\n separator"))?;
     let body_start = sep + 4;
     let mut lines = Lines {
@@ -318,9 +318,9 @@ impl Message {
         let err = |reason: String| ParseError { reason };
         // rsipstack does not check these; a message that fails them would
         // make every later accessor lie.
-        let head_end = memchr::memmem::find(&raw, b"\r\n\r\n")
+        let head_end = super::find_crlf_crlf(&raw)
             .ok_or_else(|| err("no end of headers (CRLF CRLF)".into()))?;
-        let line_end = memchr::memmem::find(&raw[..head_end + 2], b"\r\n").unwrap_or(head_end);
+        let line_end = super::find_crlf(&raw[..head_end + 2]).unwrap_or(head_end);
         let start_line = std::str::from_utf8(&raw[..line_end])
             .map_err(|_| err("start line is not UTF-8".into()))?
             .to_string();
