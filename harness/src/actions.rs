@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::case::{Action, Index};
 use crate::line::Identities;
-use crate::sip::headers::{appearances, ApState, AppearanceIndex};
+use crate::sip::headers::{ApState, AppearanceIndex};
 use crate::sip::record::{Direction, Record};
 use crate::sip::Message;
 use crate::topology::Topology;
@@ -115,7 +115,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                     cancelled.insert((agent.clone(), call_id.clone()));
                 }
                 Some("NOTIFY") => {
-                    if let Ok(aps) = appearances(msg.headers("Call-Info")) {
+                    if let Ok(aps) = msg.appearances() {
                         let mine = told.entry(agent.clone()).or_default();
                         for ap in aps {
                             if let (AppearanceIndex::Index(i), Some(state)) = (ap.index, ap.state) {
@@ -232,7 +232,7 @@ fn request_action(
     let method = msg.method().unwrap_or_default();
     let initial = msg.to_tag().is_none();
     let index = || {
-        appearances(msg.headers("Call-Info")).ok().and_then(|aps| {
+        msg.appearances().ok().and_then(|aps| {
             aps.into_iter().find_map(|a| match a.index {
                 AppearanceIndex::Index(i) => Some(i),
                 AppearanceIndex::All => None,

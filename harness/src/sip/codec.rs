@@ -45,6 +45,9 @@ pub struct Message {
     /// their tags) of every message.
     from: OnceLock<Option<super::NameAddr>>,
     to: OnceLock<Option<super::NameAddr>>,
+    /// Its Call-Info's appearances, read when first asked for (the phones'
+    /// reading, both derivers and a capture's actions ask).
+    appearances: OnceLock<Result<Vec<super::headers::Appearance>, String>>,
 }
 
 #[derive(Clone)]
@@ -351,6 +354,7 @@ impl Message {
             body,
             from: OnceLock::new(),
             to: OnceLock::new(),
+            appearances: OnceLock::new(),
         };
         for name in ["Call-ID", "CSeq", "From", "To", "Via"] {
             if msg.header(name).is_none() {
@@ -466,6 +470,13 @@ impl Message {
         self.to
             .get_or_init(|| super::NameAddr::parse(self.header("To")?))
             .as_ref()
+    }
+
+    /// [`super::headers::appearances`] of its Call-Info values, read once.
+    pub fn appearances(&self) -> Result<Vec<super::headers::Appearance>, String> {
+        self.appearances
+            .get_or_init(|| super::headers::appearances(self.headers("Call-Info")))
+            .clone()
     }
 
     pub fn from_tag(&self) -> Option<String> {
