@@ -152,7 +152,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                 subscribed: &mut subscribed,
                 unrecovered: &mut out.unrecovered,
             };
-            request_action(&msg, &agent, told.get(&agent), at, &mut ctx)
+            request_action(msg, &agent, told.get(&agent), at, &mut ctx)
         } else {
             let key = (agent.clone(), call_id.clone());
             match (msg.status(), msg.cseq()) {
