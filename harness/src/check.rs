@@ -386,6 +386,7 @@ fn stage_starts_before(
         starts,
         last_step,
         steps,
+        actions: None,
     })
 }
 
@@ -397,6 +398,10 @@ pub struct Placed {
     pub starts: Vec<usize>,
     pub last_step: Option<usize>,
     pub steps: Vec<usize>,
+    /// What [`crate::actions::recover`] reads of the same records (with
+    /// the same line and topology), when already read ([`detect`] does):
+    /// judging the flow then does not read them again.
+    pub actions: Option<Vec<crate::actions::Recovered>>,
 }
 
 impl Placed {
@@ -602,11 +607,8 @@ pub fn detect<'a>(
     line: &Identities,
 ) -> Result<(&'a Prepared, Placed), Detection> {
     let steps_end = teardown_start(records, 0);
-    let acted: Vec<usize> = crate::actions::recover(records, topology, line)
-        .actions
-        .iter()
-        .map(|a| a.at)
-        .collect();
+    let recovered = crate::actions::recover(records, topology, line).actions;
+    let acted: Vec<usize> = recovered.iter().map(|a| a.at).collect();
     let mut candidates: Vec<(&Prepared, Placed)> = suite
         .iter()
         .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
@@ -624,7 +626,9 @@ pub fn detect<'a>(
             cases: candidates.iter().map(|(p, _)| p.case.id.clone()).collect(),
         });
     }
-    Ok(candidates.remove(0))
+    let (p, mut placed) = candidates.remove(0);
+    placed.actions = Some(recovered);
+    Ok((p, placed))
 }
 
 /// Where a run's teardown begins: the first message marked as cleanup
@@ -638,7 +642,7 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
 /// Where the teardown of a capture judged as a case begins: as
 /// [`teardown_start`] says, or, in a capture that does not mark it (a
 /// field capture), earlier if a phone acts after the case's last step
-/// (`last_step`) in a way no step of it says: the first such action
+/// (`placed.last_step`; its actions those detection read, if it did) in a way no step of it says: the first such action
 /// ([`crate::actions::recover`]: hanging up the call the flow left up,
 /// ending its subscriptions) is the flow's own teardown, not part of its
 /// last stage. Then also what the report notes of it: what was cut off is
@@ -646,7 +650,7 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
 fn flow_end(
     records: &[Record],
     after: usize,
-    last_step: Option<usize>,
+    placed: &Placed,
     topology: &Topology,
     line: &Identities,
 ) -> (usize, Option<String>) {
@@ -654,10 +658,17 @@ fn flow_end(
         return (marked, None);
     }
     let unregistered = teardown_by_unregistration(records, after);
-    let Some(last) = last_step else {
+    let Some(last) = placed.last_step else {
         return (unregistered, None);
     };
-    let actions = crate::actions::recover(records, topology, line).actions;
+    let recovered;
+    let actions = match &placed.actions {
+        Some(actions) => actions,
+        None => {
+            recovered = crate::actions::recover(records, topology, line).actions;
+            &recovered
+        }
+    };
     let later: Vec<&crate::actions::Recovered> = actions
         .iter()
         .filter(|a| a.at > last && a.at >= after && a.at < unregistered)
@@ -753,7 +764,7 @@ pub fn check(
     let (end, cut) = flow_end(
         &records,
         starts.last().copied().unwrap_or(0),
-        placed.last_step,
+        placed,
         topology,
         line,
     );
