@@ -28,19 +28,21 @@
 //! the codec's one-pass index in place of rsipstack's SipMessage, Call-Info
 //! read once a message, byte scans (memchr) for CRLFs and structure: on
 //! today's file (1 004 979 messages, 534 MiB, 16 recorded flows, 12 488
-//! flows judged: 3 102 pass, 9 386 xfail), the machine busy with other
-//! work (about one core of two free), main's binary and this one back to
-//! back: 40.5 s = 24 800 messages/s (41.0 s of CPU) before, 23.8 s =
-//! 42 200 messages/s (24.4 s of CPU, 41 300 messages per CPU second)
-//! after, peak 52-53 MiB either way; report 572 files, 41.7 MiB, byte for
-//! byte main's. In the same bench run tshark took 31.3 s (scacheck 0.84x
-//! its time), sngrep 40.7 s (0.65x). Where the CPU goes now (perf, 200 000
+//! flows judged: 3 102 pass, 9 386 xfail), main's binary and this one
+//! run back to back on it: 25.6 s = 39 300 messages/s (47.4 s of CPU,
+//! 1.9 cores busy) before, 15.9 s = 63 200 messages/s (28.6 s of CPU, 1.8
+//! cores busy, 35 000 messages per CPU second) after, peak 52 and 51 MiB;
+//! with the other work on the machine holding about one core, 40.5 s
+//! (41.0 s of CPU) before and 23.8 s (24.4 s of CPU) after. The report
+//! (572 files, 41.7 MiB) is byte for byte main's. In one bench run
+//! (scacheck 26.4 s, the machine busier) tshark took 31.3 s (scacheck
+//! 0.84x its time), sngrep 40.7 s (0.65x). Where the CPU goes now (perf, 200 000
 //! messages): malloc and free ~26% of it all; building each flow's records
 //! ~18% (the parse ~14% of it: copying the bytes, the Content-Length rule,
 //! the start line's URI); each flow's diff (compare_stages) ~11%;
 //! detection ~10% (recovering actions ~9%); the report ~10% (a fixed cost,
 //! less at a million); the derivers ~16%; reading the file ~6%; the
-//! splitter ~5%. Still some 25 times short of the aim.
+//! splitter ~5%. Still some 16 times short of the aim.
 
 mod gen;
 
