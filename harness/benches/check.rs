@@ -1,7 +1,7 @@
 //! `pcap check` at production scale: `cargo bench --bench check`. Makes
 //! (once; `SCACHECK_BENCH_REGENERATE=1` again) a capture of a busy SCA
 //! system ([`gen`]: 100 lines of the Kamailio pool, each going through the
-//! 15 recorded Kamailio flows one after another, UDP and TCP, about a
+//! recorded Kamailio flows (16 now) one after another, UDP and TCP, about a
 //! million SIP messages; `SCACHECK_BENCH_MESSAGES` and
 //! `SCACHECK_BENCH_LINES` change that) and the Kamailio profile of that
 //! pool beside it, then runs `scacheck pcap check`'s logic on it in a
@@ -20,8 +20,29 @@
 //! report 568 files, 42 MiB
 //! (200 flows + flows.txt), byte for byte the one before. tshark (`-z
 //! sip,stat`) took 36 s on the file, sngrep keeping every dialog 48 s.
-//! Still 20 times short of the aim: rsipstack's parse alone is ~20% of the
-//! CPU (some 6 us a message), the diff of each flow's stages ~12%.
+//! rsipstack's parse alone was then ~20% of the CPU (some 6 us a
+//! message), the diff of each flow's stages ~12%.
+//!
+//! Each message parsed once per flow (its two readings, the REGISTER scans
+//! and the recovered actions share one parse, where each parsed again),
+//! the codec's one-pass index in place of rsipstack's SipMessage, Call-Info
+//! read once a message, byte scans (memchr) for CRLFs and structure: on
+//! today's file (1 004 979 messages, 534 MiB, 16 recorded flows, 12 488
+//! flows judged: 3 102 pass, 9 386 xfail), main's binary and this one
+//! run back to back on it: 25.6 s = 39 300 messages/s (47.4 s of CPU,
+//! 1.9 cores busy) before, 15.9 s = 63 200 messages/s (28.6 s of CPU, 1.8
+//! cores busy, 35 000 messages per CPU second) after, peak 52 and 51 MiB;
+//! with the other work on the machine holding about one core, 40.5 s
+//! (41.0 s of CPU) before and 23.8 s (24.4 s of CPU) after. The report
+//! (572 files, 41.7 MiB) is byte for byte main's. In one bench run
+//! (scacheck 26.4 s, the machine busier) tshark took 31.3 s (scacheck
+//! 0.84x its time), sngrep 40.7 s (0.65x). Where the CPU goes now (perf, 200 000
+//! messages): malloc and free ~26% of it all; building each flow's records
+//! ~18% (the parse ~14% of it: copying the bytes, the Content-Length rule,
+//! the start line's URI); each flow's diff (compare_stages) ~11%;
+//! detection ~10% (recovering actions ~9%); the report ~10% (a fixed cost,
+//! less at a million); the derivers ~16%; reading the file ~6%; the
+//! splitter ~5%. Still some 16 times short of the aim.
 
 mod gen;
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::case::{Action, Index};
 use crate::line::Identities;
-use crate::sip::headers::{appearances, ApState, AppearanceIndex};
+use crate::sip::headers::{ApState, AppearanceIndex};
 use crate::sip::record::{Direction, Record};
 use crate::sip::sdp::HoldStyle;
 use crate::sip::Message;
@@ -87,7 +87,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
         if !topology.knows(&rec.agent) || rec.problem.is_some() {
             continue;
         }
-        let Ok(msg) = Message::parse(rec.raw.clone()) else {
+        let Ok(msg) = rec.message() else {
             out.unrecovered
                 .push(format!("record #{at} of {}: not a SIP message", rec.agent));
             continue;
@@ -116,7 +116,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                     cancelled.insert((agent.clone(), call_id.clone()));
                 }
                 Some("NOTIFY") => {
-                    if let Ok(aps) = appearances(msg.headers("Call-Info")) {
+                    if let Ok(aps) = msg.appearances() {
                         let mine = told.entry(agent.clone()).or_default();
                         for ap in aps {
                             if let (AppearanceIndex::Index(i), Some(state)) = (ap.index, ap.state) {
@@ -134,7 +134,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
         if !seen.insert(digest(&[agent.as_bytes(), &rec.raw])) {
             continue;
         }
-        if String::from_utf8_lossy(&rec.raw).contains(crate::ua::agent::TEARDOWN_HEADER) {
+        if crate::ua::agent::is_marked(&rec.raw, crate::ua::agent::TEARDOWN_HEADER) {
             continue;
         }
         let found = if msg.is_request() {
@@ -153,7 +153,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                 subscribed: &mut subscribed,
                 unrecovered: &mut out.unrecovered,
             };
-            request_action(&msg, &agent, told.get(&agent), at, &mut ctx)
+            request_action(msg, &agent, told.get(&agent), at, &mut ctx)
         } else {
             let key = (agent.clone(), call_id.clone());
             match (msg.status(), msg.cseq()) {
@@ -233,7 +233,7 @@ fn request_action(
     let method = msg.method().unwrap_or_default();
     let initial = msg.to_tag().is_none();
     let index = || {
-        appearances(msg.headers("Call-Info")).ok().and_then(|aps| {
+        msg.appearances().ok().and_then(|aps| {
             aps.into_iter().find_map(|a| match a.index {
                 AppearanceIndex::Index(i) => Some(i),
                 AppearanceIndex::All => None,

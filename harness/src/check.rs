@@ -42,7 +42,7 @@ use crate::observation::{Observability, Observation};
 use crate::outcome::CaseResult;
 use crate::pcap::Packet;
 use crate::sip::headers::EventHeader;
-use crate::sip::record::{Direction, Record};
+use crate::sip::record::{Direction, Parsed, Record};
 use crate::sip::sdp::HoldStyle;
 use crate::sip::{Message, Transport};
 use crate::suite::Prepared;
@@ -59,10 +59,35 @@ pub const STAGE_WAIT: Duration = Duration::from_secs(2);
 /// The line of a target's pool a capture shows: the one most of whose SIP
 /// users it registers (the first, when it registers none of any).
 pub fn line_of(messages: &[Packet], lines: &[Identities], topology: &Topology) -> Identities {
-    let registered: std::collections::BTreeSet<String> = messages
+    line_of_parsed(messages, &unparsed(messages), lines, topology)
+}
+
+/// A fresh parse of each message, made when first asked for ([`Parsed`]):
+/// what one flow's readings share, so that each message is parsed once.
+fn unparsed(messages: &[Packet]) -> Vec<Parsed> {
+    messages.iter().map(|_| Parsed::default()).collect()
+}
+
+/// The REGISTERs of `messages` (`parsed`: theirs, one each), parsed.
+fn registers<'a>(
+    messages: &'a [Packet],
+    parsed: &'a [Parsed],
+) -> impl Iterator<Item = (&'a Packet, &'a Message)> + 'a {
+    messages
         .iter()
-        .filter(|m| m.raw.starts_with(b"REGISTER "))
-        .filter_map(|m| Message::parse(m.raw.clone()).ok())
+        .zip(parsed)
+        .filter(|(m, _)| m.raw.starts_with(b"REGISTER "))
+        .filter_map(|(m, p)| Some((m, p.message(&m.raw).ok()?)))
+}
+
+fn line_of_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    lines: &[Identities],
+    topology: &Topology,
+) -> Identities {
+    let registered: std::collections::BTreeSet<String> = registers(messages, parsed)
+        .map(|(_, msg)| msg)
         .filter(|msg| msg.is("REGISTER"))
         .filter_map(|msg| msg.to().and_then(|t| t.user().map(str::to_string)))
         .collect();
@@ -83,14 +108,17 @@ pub fn endpoints(
     topology: &Topology,
     identities: &BTreeMap<String, String>,
 ) -> BTreeMap<SocketAddr, String> {
+    endpoints_parsed(messages, &unparsed(messages), topology, identities)
+}
+
+fn endpoints_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    topology: &Topology,
+    identities: &BTreeMap<String, String>,
+) -> BTreeMap<SocketAddr, String> {
     let mut map: BTreeMap<SocketAddr, String> = BTreeMap::new();
-    for m in messages {
-        if !m.raw.starts_with(b"REGISTER ") || map.contains_key(&m.src) {
-            continue;
-        }
-        let Ok(msg) = Message::parse(m.raw.clone()) else {
-            continue;
-        };
+    for (m, msg) in registers(messages, parsed) {
         if !msg.is("REGISTER") || map.contains_key(&m.src) {
             continue;
         }
@@ -133,8 +161,17 @@ pub fn phones(
     lines: &[Identities],
     topology: &Topology,
 ) -> (Identities, BTreeMap<SocketAddr, String>) {
-    let line = line_of(messages, lines, topology);
-    let who = endpoints(messages, topology, &line.users);
+    phones_parsed(messages, &unparsed(messages), lines, topology)
+}
+
+fn phones_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    lines: &[Identities],
+    topology: &Topology,
+) -> (Identities, BTreeMap<SocketAddr, String>) {
+    let line = line_of_parsed(messages, parsed, lines, topology);
+    let who = endpoints_parsed(messages, parsed, topology, &line.users);
     if who.values().any(|dn| topology.line_of(dn).is_some()) {
         return (line, who);
     }
@@ -153,9 +190,17 @@ pub fn phones(
 
 /// The records a live run's user agents would have made of these messages.
 pub fn records(messages: &[Packet], who: &BTreeMap<SocketAddr, String>) -> Vec<Record> {
+    records_parsed(messages, &unparsed(messages), who)
+}
+
+fn records_parsed(
+    messages: &[Packet],
+    parsed: &[Parsed],
+    who: &BTreeMap<SocketAddr, String>,
+) -> Vec<Record> {
     let mut out = Vec::new();
-    for m in messages {
-        let more = m.records_for(who, out.len() as u64);
+    for (m, parsed) in messages.iter().zip(parsed) {
+        let more = m.records_parsed(who, out.len() as u64, parsed);
         out.extend(more);
     }
     out
@@ -349,6 +394,7 @@ fn stage_starts_before(
         starts,
         last_step,
         steps,
+        actions: None,
     })
 }
 
@@ -360,6 +406,10 @@ pub struct Placed {
     pub starts: Vec<usize>,
     pub last_step: Option<usize>,
     pub steps: Vec<usize>,
+    /// What [`crate::actions::recover`] reads of the same records (with
+    /// the same line and topology), when already read ([`detect`] does):
+    /// judging the flow then does not read them again.
+    pub actions: Option<Vec<crate::actions::Recovered>>,
 }
 
 impl Placed {
@@ -493,6 +543,7 @@ fn weight(p: &Prepared) -> usize {
 /// with the reading chosen.
 fn detect_either_way<'a>(
     messages: &[Packet],
+    parsed: &[Parsed],
     suite: &'a [Prepared],
     who: BTreeMap<SocketAddr, String>,
     topology: &Topology,
@@ -501,7 +552,7 @@ fn detect_either_way<'a>(
     let mut readings = vec![who];
     if let (Some([a, b]), false) = (
         topology.lines.first().map(|l| l.members.as_slice()),
-        named_by_user_agent(messages),
+        named_by_user_agent(messages, parsed),
     ) {
         let other: BTreeMap<SocketAddr, String> = readings[0]
             .iter()
@@ -523,7 +574,7 @@ fn detect_either_way<'a>(
     let mut best: Option<(&Prepared, Placed, Vec<Record>)> = None;
     let mut first_error = None;
     for who in &readings {
-        let recs = records(messages, who);
+        let recs = records_parsed(messages, parsed, who);
         match detect(suite, &recs, who, topology, line) {
             Ok((p, placed)) if best.as_ref().is_none_or(|(b, _, _)| weight(p) > weight(b)) => {
                 best = Some((p, placed, recs));
@@ -543,16 +594,12 @@ fn detect_either_way<'a>(
 
 /// Does a REGISTER of the capture name its phone's DN in its User-Agent
 /// (scacheck's phones do)?
-fn named_by_user_agent(messages: &[Packet]) -> bool {
-    messages
-        .iter()
-        .filter(|m| m.raw.starts_with(b"REGISTER "))
-        .filter_map(|m| Message::parse(m.raw.clone()).ok())
-        .any(|msg| {
-            msg.header("User-Agent")
-                .and_then(crate::ua::agent::dn_in_user_agent)
-                .is_some()
-        })
+fn named_by_user_agent(messages: &[Packet], parsed: &[Parsed]) -> bool {
+    registers(messages, parsed).any(|(_, msg)| {
+        msg.header("User-Agent")
+            .and_then(crate::ua::agent::dn_in_user_agent)
+            .is_some()
+    })
 }
 
 /// The case a capture shows, chosen by its structure alone: among the
@@ -568,11 +615,8 @@ pub fn detect<'a>(
     line: &Identities,
 ) -> Result<(&'a Prepared, Placed), Detection> {
     let steps_end = teardown_start(records, 0);
-    let acted: Vec<usize> = crate::actions::recover(records, topology, line)
-        .actions
-        .iter()
-        .map(|a| a.at)
-        .collect();
+    let recovered = crate::actions::recover(records, topology, line).actions;
+    let acted: Vec<usize> = recovered.iter().map(|a| a.at).collect();
     let mut candidates: Vec<(&Prepared, Placed)> = suite
         .iter()
         .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
@@ -590,7 +634,9 @@ pub fn detect<'a>(
             cases: candidates.iter().map(|(p, _)| p.case.id.clone()).collect(),
         });
     }
-    Ok(candidates.remove(0))
+    let (p, mut placed) = candidates.remove(0);
+    placed.actions = Some(recovered);
+    Ok((p, placed))
 }
 
 /// Where a run's teardown begins: the first message marked as cleanup
@@ -604,7 +650,7 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
 /// Where the teardown of a capture judged as a case begins: as
 /// [`teardown_start`] says, or, in a capture that does not mark it (a
 /// field capture), earlier if a phone acts after the case's last step
-/// (`last_step`) in a way no step of it says: the first such action
+/// (`placed.last_step`; its actions those detection read, if it did) in a way no step of it says: the first such action
 /// ([`crate::actions::recover`]: hanging up the call the flow left up,
 /// ending its subscriptions) is the flow's own teardown, not part of its
 /// last stage. Then also what the report notes of it: what was cut off is
@@ -612,7 +658,7 @@ fn teardown_start(records: &[Record], after: usize) -> usize {
 fn flow_end(
     records: &[Record],
     after: usize,
-    last_step: Option<usize>,
+    placed: &Placed,
     topology: &Topology,
     line: &Identities,
 ) -> (usize, Option<String>) {
@@ -620,10 +666,17 @@ fn flow_end(
         return (marked, None);
     }
     let unregistered = teardown_by_unregistration(records, after);
-    let Some(last) = last_step else {
+    let Some(last) = placed.last_step else {
         return (unregistered, None);
     };
-    let actions = crate::actions::recover(records, topology, line).actions;
+    let recovered;
+    let actions = match &placed.actions {
+        Some(actions) => actions,
+        None => {
+            recovered = crate::actions::recover(records, topology, line).actions;
+            &recovered
+        }
+    };
     let later: Vec<&crate::actions::Recovered> = actions
         .iter()
         .filter(|a| a.at > last && a.at >= after && a.at < unregistered)
@@ -679,8 +732,13 @@ fn teardown_by_unregistration(records: &[Record], after: usize) -> usize {
 /// Do the bytes hold `name` (lower case) in any case? Never false for a
 /// message that has the header.
 fn names_header(raw: &[u8], name: &[u8]) -> bool {
-    raw.windows(name.len())
-        .any(|w| w.eq_ignore_ascii_case(name))
+    let Some(&first) = name.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), raw).any(|i| {
+        raw.get(i..i + name.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(name))
+    })
 }
 
 /// Derives, attributes and compares: the verdict of a capture for a case.
@@ -714,7 +772,7 @@ pub fn check(
     let (end, cut) = flow_end(
         &records,
         starts.last().copied().unwrap_or(0),
-        placed.last_step,
+        placed,
         topology,
         line,
     );
@@ -945,8 +1003,11 @@ impl Capture {
         deviations: &[Deviation],
         topology: &Topology,
     ) -> Result<(&'a Prepared, CaseResult), Detection> {
-        let (line, who) = phones(&self.packets, lines, topology);
-        let (p, placed, recs) = detect_either_way(&self.packets, suite, who, topology, &line)?;
+        // Each message parsed once, for every reading of the flow.
+        let parsed = unparsed(&self.packets);
+        let (line, who) = phones_parsed(&self.packets, &parsed, lines, topology);
+        let (p, placed, recs) =
+            detect_either_way(&self.packets, &parsed, suite, who, topology, &line)?;
         let mut result = check(p, recs, topology, &line, &placed, deviations);
         result.line = line.describe(topology);
         let from = format!("derived from the SIP in {}", name.display());

@@ -97,12 +97,23 @@ impl<'a> Peek<'a> {
     /// Reads the start line and the headers up to the body; None for what
     /// is not text.
     pub fn of(raw: &'a [u8]) -> Option<Peek<'a>> {
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(raw.len());
+        let end = crate::sip::find_crlf_crlf(raw).unwrap_or(raw.len());
         let head = std::str::from_utf8(&raw[..end]).ok()?;
-        let mut lines = head.split("\r\n");
+        // The lines between CRLFs (as `head.split("\r\n")`).
+        let mut at = 0;
+        let mut lines = std::iter::from_fn(|| {
+            let rest = head.get(at..)?;
+            match crate::sip::find_crlf(rest.as_bytes()) {
+                Some(i) => {
+                    at += i + 2;
+                    Some(&rest[..i])
+                }
+                None => {
+                    at = head.len() + 1;
+                    Some(rest)
+                }
+            }
+        });
         let start = lines.next()?;
         let mut peek = Peek::default();
         let register = start.starts_with("REGISTER ");

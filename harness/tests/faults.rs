@@ -110,6 +110,8 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
     ));
     let notify = Catch::Problem("malformed CSeq");
     let held = diff("held", "sca.60970", "\"AppearanceState\": \"held\"");
+    // A hold the server takes as a resume: no EventHeld, first.
+    let not_held = diff("held", "60970", "EventHeld");
     // Every case: each phone unsubscribes in its teardown, and the
     // terminating NOTIFY after the first is malformed too.
     let every_subscriber: Vec<&str> = INBOUND
@@ -214,10 +216,16 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         ),
         (
             Fault::InactiveNotHeld,
-            vec![("hold-inactive", held.clone())],
+            vec![("hold-inactive", not_held.clone())],
         ),
-        (Fault::Rfc2543NotHeld, vec![("hold-rfc2543", held.clone())]),
-        (Fault::UpdateNotHeld, vec![("hold-update", held.clone())]),
+        (
+            Fault::Rfc2543NotHeld,
+            vec![("hold-rfc2543", not_held.clone())],
+        ),
+        (
+            Fault::UpdateNotHeld,
+            vec![("hold-update", not_held.clone())],
+        ),
         (
             Fault::RetrieveNotTransfer,
             vec![("hold-retrieve", diff("retrieved", "60970", "1stepTransfer"))],

@@ -65,6 +65,18 @@ impl Packet {
         who: &std::collections::BTreeMap<SocketAddr, String>,
         seq: u64,
     ) -> Vec<crate::sip::record::Record> {
+        self.records_parsed(who, seq, &Default::default())
+    }
+
+    /// [`Packet::records_for`], its bytes parsed into (or already in)
+    /// `parsed`, made for this packet: a flow read several ways parses
+    /// each message once.
+    pub fn records_parsed(
+        &self,
+        who: &std::collections::BTreeMap<SocketAddr, String>,
+        seq: u64,
+        parsed: &crate::sip::record::Parsed,
+    ) -> Vec<crate::sip::record::Record> {
         use crate::sip::record::{Direction, Record};
         let ends: Vec<_> = [
             (self.src, Direction::Sent, self.dst),
@@ -80,9 +92,7 @@ impl Packet {
         if ends.is_empty() {
             return Vec::new();
         }
-        let parsed = crate::sip::Message::parse(self.raw.clone());
-        let problem = parsed.as_ref().err().map(|e| e.to_string());
-        let parsed = crate::sip::record::Parsed::of(parsed);
+        let problem = parsed.message(&self.raw).err().map(|e| e.to_string());
         ends.into_iter()
             .enumerate()
             .map(|(i, (dn, direction, local, peer))| Record {

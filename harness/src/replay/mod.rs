@@ -382,6 +382,7 @@ fn write_goldens(
             .collect(),
         last_step: recovery.actions.last().map(|a| a.at),
         steps: recovery.actions.iter().map(|a| a.at).collect(),
+        actions: None,
     };
     let result = crate::check::check(&p, records.to_vec(), topology, line, &placed, &[]);
     crate::bless::bless(&p, &result, golden_root).map_err(io_error(golden_root))?;

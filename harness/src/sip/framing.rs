@@ -75,7 +75,15 @@ impl StreamFramer {
 /// value that is not a number, or too large for one (twenty digits), is
 /// unreadable; one past [`MAX_BODY_BYTES`] is refused.
 pub(crate) fn content_length(head: &[u8]) -> Result<usize, FramingError> {
-    for line in head.split(|b| *b == b'\n') {
+    let mut from = 0;
+    let lines = std::iter::from_fn(|| {
+        // As `head.split(|b| *b == b'\n')`.
+        let rest = head.get(from..)?;
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        from += end + 1;
+        Some(&rest[..end])
+    });
+    for line in lines {
         // A folded continuation of another header is no header of its own,
         // whatever it holds.
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
@@ -84,7 +92,7 @@ pub(crate) fn content_length(head: &[u8]) -> Result<usize, FramingError> {
         // Most lines are some other header, told by their ASCII name alone
         // (a pcap check reads a million messages); a name that is not ASCII
         // is read as text, as any other line.
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         if line[..colon].is_ascii() {

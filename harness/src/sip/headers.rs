@@ -57,7 +57,7 @@ impl Appearance {
 /// The first numeric appearance-index in a message's Call-Info (an offer's,
 /// a seize's or a join's appearance); `*` and unreadable Call-Info name none.
 pub fn first_index(msg: &super::Message) -> Option<u32> {
-    let all = appearances(msg.headers("Call-Info")).ok()?;
+    let all = msg.appearances().ok()?;
     all.into_iter().find_map(|ap| match ap.index {
         AppearanceIndex::Index(i) => Some(i),
         AppearanceIndex::All => None,

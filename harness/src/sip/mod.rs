@@ -63,26 +63,43 @@ impl fmt::Display for Transport {
     }
 }
 
+/// Where the first CRLF CRLF (the end of a header section) is in `bytes`.
+pub fn find_crlf_crlf(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\r', bytes).find(|&i| bytes[i..].starts_with(b"\r\n\r\n"))
+}
+
+/// Where the first CRLF is in `bytes`.
+pub fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\r', bytes).find(|&i| bytes.get(i + 1) == Some(&b'\n'))
+}
+
 /// The characters of `s` that are not inside a quoted string (nor its
-/// quotes and escapes): the ones that give a header value its structure.
+/// quotes and escapes) and are ASCII: the ones that give a header value
+/// its structure. Read byte by byte: a character past ASCII is all bytes
+/// of 0x80 and up, none of them a quote, a backslash or a separator, so
+/// the positions are those of the characters.
 fn structural(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let (mut quoted, mut escaped) = (false, false);
-    s.char_indices().filter(move |&(_, c)| {
+    s.bytes().enumerate().filter_map(move |(i, b)| {
         if escaped {
+            // An escaped character past ASCII: its other bytes are quoted.
             escaped = false;
-            return false;
+            return None;
         }
-        match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            _ => return !quoted,
+        match b {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if !quoted && b.is_ascii() => return Some((i, b as char)),
+            _ => {}
         }
-        false
+        None
     })
 }
 
-/// Splits `s` at `sep` where it is not inside a quoted string or `<...>`.
+/// Splits `s` at `sep` (ASCII) where it is not inside a quoted string or
+/// `<...>`.
 fn split_top(s: &str, sep: char) -> Vec<&str> {
+    debug_assert!(sep.is_ascii());
     let mut out = Vec::new();
     let (mut angle, mut start) = (0u32, 0);
     for (i, c) in structural(s) {
@@ -91,7 +108,7 @@ fn split_top(s: &str, sep: char) -> Vec<&str> {
             '>' => angle = angle.saturating_sub(1),
             c if c == sep && angle == 0 => {
                 out.push(&s[start..i]);
-                start = i + c.len_utf8();
+                start = i + 1;
             }
             _ => {}
         }

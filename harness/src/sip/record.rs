@@ -50,9 +50,14 @@ pub struct Record {
 pub struct Parsed(std::sync::Arc<std::sync::OnceLock<Result<Message, ParseError>>>);
 
 impl Parsed {
-    /// Already parsed: what [`Message::parse`] made of the record's bytes.
-    pub fn of(parsed: Result<Message, ParseError>) -> Parsed {
-        Parsed(std::sync::Arc::new(std::sync::OnceLock::from(parsed)))
+    /// `raw` parsed ([`Message::parse`]), the first time only: `raw` must
+    /// be the bytes this was made for, always the same.
+    pub fn message(&self, raw: &[u8]) -> Result<&Message, &ParseError> {
+        let parsed = self.0.get_or_init(|| Message::parse(raw.to_vec()));
+        if let Ok(m) = parsed {
+            debug_assert!(m.raw() == raw, "parsed bytes changed");
+        }
+        parsed.as_ref()
     }
 }
 
@@ -71,17 +76,7 @@ impl Record {
     /// [`Record::problem`] says), parsed the first time only: the derivers,
     /// the phones' reading and a capture check's detection all ask.
     pub fn message(&self) -> Result<&Message, &ParseError> {
-        let parsed = self
-            .parsed
-            .0
-            .get_or_init(|| Message::parse(self.raw.clone()));
-        if let Ok(m) = parsed {
-            debug_assert!(
-                m.raw() == self.raw,
-                "a record's raw changed after it was parsed"
-            );
-        }
-        parsed.as_ref()
+        self.parsed.message(&self.raw)
     }
 
     /// The first line, for ladders and summaries.

@@ -1327,7 +1327,7 @@ pub const TOGETHER_HEADER: &str = "X-Scacheck: together";
 
 /// Does the message carry `mark`?
 pub fn is_marked(bytes: &[u8], mark: &str) -> bool {
-    bytes.windows(mark.len()).any(|w| w == mark.as_bytes())
+    memchr::memmem::find(bytes, mark.as_bytes()).is_some()
 }
 
 /// A message with one more header line after its start line.

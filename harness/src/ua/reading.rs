@@ -19,14 +19,14 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::sip::dialog::Dialog;
-use crate::sip::headers::{appearances, Appearance, EventHeader, SubState, SubscriptionState};
+use crate::sip::headers::{Appearance, EventHeader, SubState, SubscriptionState};
 use crate::sip::record::{Direction, Record};
 use crate::sip::Message;
 
 /// The appearances in a request's Call-Info, or the problem a phone
 /// reports when they cannot be read.
 pub fn call_info(req: &Message) -> Result<Vec<Appearance>, String> {
-    appearances(req.headers("Call-Info")).map_err(|e| {
+    req.appearances().map_err(|e| {
         format!(
             "{} with unreadable Call-Info: {e}",
             req.method().unwrap_or_default()
