@@ -364,7 +364,10 @@ fn trials(flow: &str) -> usize {
     }
 }
 
-/// The flows a field capture's summary says the phones played, by line.
+/// The flows a field capture's summary says the phones played, by line,
+/// each named for the case it is: the phones' "inbound-alerting" ends with
+/// the caller's CANCEL (their teardown of a call still ringing, unmarked),
+/// which is the case inbound-cancelled.
 fn played(file: &str) -> Vec<(usize, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let path = root.join(format!("fixtures/captures/field/{file}.summary.txt"));
@@ -373,7 +376,12 @@ fn played(file: &str) -> Vec<(usize, String)> {
         .lines()
         .filter_map(|l| {
             let mut words = l.strip_prefix("line ")?.split(' ');
-            Some((words.next()?.parse().ok()?, words.next()?.to_string()))
+            let line = words.next()?.parse().ok()?;
+            let flow = match words.next()? {
+                "inbound-alerting" => "inbound-cancelled",
+                flow => flow,
+            };
+            Some((line, flow.to_string()))
         })
         .collect()
 }
