@@ -135,9 +135,12 @@ fn with_lines_enough_each_case_has_the_same_line_at_any_jobs() {
     let lines = |results: Vec<CaseResult>| -> Vec<(String, Option<String>)> {
         results.into_iter().map(|r| (r.key(), r.line)).collect()
     };
-    let parallel = lines(run_pool(16, None, None));
+    // A line for every case of the suite, however many it has.
+    let enough = suite().0.len();
+    let parallel = lines(run_pool(enough, None, None));
+    assert_eq!(parallel.len(), enough);
     assert_eq!(parallel[0].1.as_deref(), Some("line 1 (60970-1)"));
-    assert_eq!(parallel, lines(run_pool(16, Some(1), None)));
+    assert_eq!(parallel, lines(run_pool(enough, Some(1), None)));
 }
 
 #[test]
