@@ -236,7 +236,15 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         ),
         (
             Fault::OnHookWhileHeld,
-            vec![("hold-hangup", diff("hung-up", "60970", "EventOnHook"))],
+            each(
+                &[
+                    "hold-hangup",
+                    "hold-inactive",
+                    "hold-rfc2543",
+                    "hold-update",
+                ],
+                diff("hung-up", "60970", "EventOnHook"),
+            ),
         ),
         (
             Fault::DoubleSeize,
