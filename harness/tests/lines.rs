@@ -175,3 +175,43 @@ fn a_leak_fails_its_case_and_its_line_is_not_handed_on() {
         );
     }
 }
+
+/// The teardown hangs up a call from one end only: the line's phones go
+/// first, one after the other, and a phone whose call the server ended
+/// meanwhile has nothing left to end. Both ends hanging up at once cross
+/// their BYEs (a phone sends a BYE on a dialog the server is ending with
+/// its own BYE), which a server may
+/// mishandle (Kamailio's sca then told a fresh subscription an appearance
+/// was still active), and the leak check would judge the teardown.
+#[test]
+fn the_teardown_never_hangs_up_both_ends_of_a_call() {
+    use scacheck::sip::record::Direction;
+    let results = run_pool(4, None, None);
+    let byes = |r: &CaseResult, agent: &str, direction: Direction| -> Vec<String> {
+        r.records
+            .iter()
+            .filter(|rec| {
+                rec.agent == agent && rec.direction == direction && rec.raw.starts_with(b"BYE ")
+            })
+            .filter_map(|rec| rec.message().ok().map(|m| m.call_id().to_string()))
+            .collect()
+    };
+    let mut hung_up = 0;
+    for r in &results {
+        for phone in ["60970", "60970_2", "60972"] {
+            let received = byes(r, phone, Direction::Received);
+            hung_up += received.len();
+            let crossed: Vec<String> = byes(r, phone, Direction::Sent)
+                .into_iter()
+                .filter(|id| received.contains(id))
+                .collect();
+            assert!(
+                crossed.is_empty(),
+                "{}: {phone} sent a BYE on a call the server was ending: {crossed:?}",
+                r.key()
+            );
+        }
+    }
+    // Phones do get their calls ended by the server's BYEs.
+    assert!(hung_up > 0);
+}

@@ -507,28 +507,61 @@ impl Driving<'_> {
     /// it has going, and the wait is for the server's answers to that (its
     /// calls ended, its subscription gone), then a quiet settle, so that
     /// the leak check after it reads the state the teardown left.
+    ///
+    /// One phone after the other, each once what the ones before it ended
+    /// has reached it: both ends of a call hanging up at once cross their
+    /// BYEs, which no phone of a real line does and which a server may
+    /// mishandle (Kamailio's sca was seen telling a fresh subscription the
+    /// appearance was still active), so the leak check would judge the
+    /// teardown, not the case. The line's phones go first: the appearances
+    /// are theirs, and a phone put down ends its own call. (A call the
+    /// caller ends is a case's to test: Kamailio's sca, after a retrieve
+    /// by Replaces, keeps the appearance busy when the caller hangs up.)
     async fn tear_down(&self, live: &live::Live, marks: &mut Vec<(String, usize)>) {
         let deadlines = &self.opts.deadlines;
         live.catch_up(self.recorder, deadlines.stage).await;
         marks.push(("teardown".into(), self.log.len()));
-        for agent in &live.agents {
-            let _ = agent.act(|a| a.tear_down()).await;
-        }
         let deadline = deadlines.answer(deadlines.step, self.opts.transport);
-        for agent in &live.agents {
+        let calls_ended = |s: &crate::ua::Status| {
+            s.calls
+                .iter()
+                .all(|c| matches!(c.phase, crate::ua::Phase::Ended(_)))
+        };
+        let (outside, line): (Vec<_>, Vec<_>) = live
+            .agents
+            .iter()
+            .partition(|a| self.topology.line_of(a.dn()).is_none());
+        for (n, agent) in line.iter().chain(&outside).enumerate() {
+            if n > 0 {
+                // The server's BYEs for what the phones before ended: a
+                // proxy relays one before its 200, a B2BUA sends it as it
+                // answers. A call that outlives them (a barge-in's bridge
+                // after the caller left) is this phone's to end.
+                let _ = agent
+                    .wait_for(
+                        "the calls the phones before it ended",
+                        RELAYED_BYE,
+                        calls_ended,
+                    )
+                    .await;
+            }
+            let _ = agent.act(|a| a.tear_down()).await;
             // A server that does not answer is the leak check's to find.
             let _ = agent
                 .wait_for("its teardown to be answered", deadline, |s| {
-                    !s.subscribed
-                        && s.calls
-                            .iter()
-                            .all(|c| matches!(c.phase, crate::ua::Phase::Ended(_)))
+                    !s.subscribed && calls_ended(s)
                 })
                 .await;
         }
         self.log.settle(deadlines.settle, deadlines.stage).await;
     }
 }
+
+/// How long the teardown gives a server to pass the BYE of a phone outside
+/// the line on to the line's phones before they end what they still have
+/// (a barge-in's bridge outlives the caller, so this is no deadline to
+/// fail by, only a bound on the wait).
+const RELAYED_BYE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a finished case keeps: every SIP message (a message a phone could
 /// not use is a problem, with its bytes), the event source's problems, and
