@@ -129,38 +129,39 @@ impl<'a> Peek<'a> {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
-            let name = name.trim();
-            let is = |n: &str| name.eq_ignore_ascii_case(n);
-            if is("From") || is("f") {
-                peek.from_user = uri_user(value);
-            } else if is("To") || is("t") {
-                peek.to_user = uri_user(value);
-                peek.to_tag = value
-                    .split(';')
-                    .skip(1)
-                    .any(|p| p.trim().to_ascii_lowercase().starts_with("tag="));
-            } else if is("Call-ID") || is("i") {
-                peek.call_id = Some(value.trim());
-            } else if is("CSeq") {
-                peek.cseq_method = value.split_whitespace().nth(1);
-            } else if is("Event") || is("o") {
-                peek.event = value.split(';').next().map(str::trim);
-            } else if is("Subscription-State") {
-                peek.terminated = value
-                    .trim()
-                    .get(..10)
-                    .is_some_and(|v| v.eq_ignore_ascii_case("terminated"));
-            } else if is("Expires") {
-                peek.expires = value.trim().parse().ok();
-                expires_zero = value.trim() == "0";
-            } else if register && (is("Contact") || is("m")) {
-                for c in value.split(',') {
-                    contacts += 1;
-                    let lower = c.to_ascii_lowercase();
-                    if lower.trim() == "*" || lower.replace(' ', "").contains(";expires=0") {
-                        contacts_zero += 1;
+            // Compact forms as the codec reads them (one table).
+            match crate::sip::codec::known_name(name.trim()) {
+                Some("From") => peek.from_user = uri_user(value),
+                Some("To") => {
+                    peek.to_user = uri_user(value);
+                    peek.to_tag = value
+                        .split(';')
+                        .skip(1)
+                        .any(|p| p.trim().to_ascii_lowercase().starts_with("tag="));
+                }
+                Some("Call-ID") => peek.call_id = Some(value.trim()),
+                Some("CSeq") => peek.cseq_method = value.split_whitespace().nth(1),
+                Some("Event") => peek.event = value.split(';').next().map(str::trim),
+                Some("Subscription-State") => {
+                    peek.terminated = value
+                        .trim()
+                        .get(..10)
+                        .is_some_and(|v| v.eq_ignore_ascii_case("terminated"));
+                }
+                Some("Expires") => {
+                    peek.expires = value.trim().parse().ok();
+                    expires_zero = value.trim() == "0";
+                }
+                Some("Contact") if register => {
+                    for c in value.split(',') {
+                        contacts += 1;
+                        let lower = c.to_ascii_lowercase();
+                        if lower.trim() == "*" || lower.replace(' ', "").contains(";expires=0") {
+                            contacts_zero += 1;
+                        }
                     }
                 }
+                _ => {}
             }
         }
         if register {
@@ -206,8 +207,12 @@ pub enum Flow {
 enum Open {
     /// An INVITE dialog, opened by `by`.
     Call { by: SocketAddr },
-    /// A line-seize subscription of `by`, good until `until`.
-    Seize { by: SocketAddr, until: SystemTime },
+    /// A line-seize subscription of `by`, good until `until` (None: past
+    /// any time a capture can name).
+    Seize {
+        by: SocketAddr,
+        until: Option<SystemTime>,
+    },
 }
 
 /// How long past its Expires a seizure nobody ended is still taken as
@@ -241,7 +246,7 @@ impl Live {
             return self.registered.is_empty();
         }
         self.open.retain(|_, o| match o {
-            Open::Seize { until, .. } => *until > now,
+            Open::Seize { until, .. } => until.is_none_or(|u| u > now),
             Open::Call { .. } => true,
         });
         self.was_busy && self.open.is_empty()
@@ -257,11 +262,13 @@ impl Live {
                 Some("INVITE") => Open::Call { by: p.src },
                 _ => Open::Seize {
                     by: p.src,
-                    until: p.time
-                        + peek
-                            .expires
+                    // (A capture's time and Expires are any numbers: no
+                    // overflow, a seizure that never lapses instead.)
+                    until: p.time.checked_add(
+                        peek.expires
                             .map_or(SEIZE_DEFAULT, |e| Duration::from_secs(e.into()))
-                        + SEIZE_SLACK,
+                            + SEIZE_SLACK,
+                    ),
                 },
             };
             // A forked or proxied copy keeps who sent it first.

@@ -243,23 +243,10 @@ fn field_captures_made_by_other_phones_give_each_flow_its_kamailio_verdict() {
             (p.case.id.clone(), format!("{:?}", r.verdict).to_lowercase())
         })
         .collect();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     for (file, flows) in [("kamailio-udp", 19), ("kamailio-tcp", 7), ("seize-race", 5)] {
         let report = dir.path().join(file);
-        let capture = root.join(format!("fixtures/captures/field/{file}.pcap"));
-        let out = common::scacheck([
-            "pcap".as_ref(),
-            "check".as_ref(),
-            capture.as_os_str(),
-            "--target".as_ref(),
-            root.join("fixtures/targets/kamailio/target.toml")
-                .as_os_str(),
-            "--report-dir".as_ref(),
-            report.as_os_str(),
-        ]);
-        let said = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{file}: {said}");
+        let said = check_field(file, "kamailio", &report);
         let cases = common::summary_cases(&report);
         assert_eq!(cases.len(), flows, "{file}: {said}");
         let mut races = 0;
@@ -354,6 +341,26 @@ fn a_field_capture_replayed_on_the_embedded_server_gives_the_reference_verdicts(
     assert_eq!(reference, 15, "{said}");
 }
 
+/// `pcap check` of the field capture `file` with the profile of target
+/// `profile`, its report in `report`: what it said, once it exited 0.
+fn check_field(file: &str, profile: &str, report: &Path) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let capture = root.join(format!("fixtures/captures/field/{file}.pcap"));
+    let profile = root.join(format!("fixtures/targets/{profile}/target.toml"));
+    let out = common::scacheck([
+        "pcap".as_ref(),
+        "check".as_ref(),
+        capture.as_os_str(),
+        "--target".as_ref(),
+        profile.as_os_str(),
+        "--report-dir".as_ref(),
+        report.as_os_str(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{file}: {said}");
+    said
+}
+
 /// How many flows a field flow is split into: the seize race's five
 /// trials are a flow each (nothing registers: split by seizure lifetime).
 fn trials(flow: &str) -> usize {
@@ -392,22 +399,10 @@ fn played(file: &str) -> Vec<(usize, String)> {
 /// and every flow passes the reference goldens.
 #[test]
 fn field_captures_of_the_embedded_server_pass_flow_by_flow() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     for (file, flows) in [("embedded-udp", 19), ("embedded-tcp", 7)] {
         let report = dir.path().join(file);
-        let capture = root.join(format!("fixtures/captures/field/{file}.pcap"));
-        let out = common::scacheck([
-            "pcap".as_ref(),
-            "check".as_ref(),
-            capture.as_os_str(),
-            "--target".as_ref(),
-            root.join("fixtures/targets/serve/target.toml").as_os_str(),
-            "--report-dir".as_ref(),
-            report.as_os_str(),
-        ]);
-        let said = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{file}: {said}");
+        let said = check_field(file, "serve", &report);
         // Each flow on its line, as the phones played it, and a pass.
         let got: Vec<(String, String, String)> = common::summary_cases(&report)
             .iter()

@@ -84,7 +84,7 @@ impl fmt::Debug for Message {
 /// The name rsipstack's `make_header` gives a header line's (trimmed)
 /// name, when it knows it: `make_header`'s table, compact forms included
 /// (tested against it below).
-fn known_name(name: &str) -> Option<&'static str> {
+pub fn known_name(name: &str) -> Option<&'static str> {
     let mut buf = [0u8; 24];
     let bytes = name.as_bytes();
     if bytes.len() > buf.len() {

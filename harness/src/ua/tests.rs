@@ -438,17 +438,22 @@ fn seizure_is_granted_refused_and_named_in_the_next_invite() {
     );
 }
 
-#[test]
-fn hold_is_a_sendonly_reinvite_acked_with_its_own_cseq() {
-    let mut a = agent();
+/// The agent with call "c9" offered, answered and ACKed: established.
+fn answered(a: &mut Agent) {
     a.handle(&inbound(invite("c9")));
-    let tag = sent(&mut a)[0].to_tag().unwrap();
+    let tag = sent(a)[0].to_tag().unwrap();
     a.answer().unwrap();
-    sent(&mut a);
+    sent(a);
     let ack = String::from_utf8(in_dialog("ACK", "c9", &tag))
         .unwrap()
         .replace("8 ACK", "7 ACK");
     a.handle(&inbound(ack.into_bytes()));
+}
+
+#[test]
+fn hold_is_a_sendonly_reinvite_acked_with_its_own_cseq() {
+    let mut a = agent();
+    answered(&mut a);
     assert!(a.hold(false, HoldStyle::SendOnly).is_ok());
     let reinvite = sent(&mut a).remove(0);
     assert!(reinvite.is("INVITE"));
@@ -478,14 +483,7 @@ fn hold_is_a_sendonly_reinvite_acked_with_its_own_cseq() {
 fn each_hold_style_sends_its_own_request_and_an_update_is_not_acked() {
     for style in [HoldStyle::Inactive, HoldStyle::Rfc2543, HoldStyle::Update] {
         let mut a = agent();
-        a.handle(&inbound(invite("c9")));
-        let tag = sent(&mut a)[0].to_tag().unwrap();
-        a.answer().unwrap();
-        sent(&mut a);
-        let ack = String::from_utf8(in_dialog("ACK", "c9", &tag))
-            .unwrap()
-            .replace("8 ACK", "7 ACK");
-        a.handle(&inbound(ack.into_bytes()));
+        answered(&mut a);
         a.hold(false, style).unwrap();
         let hold = sent(&mut a).remove(0);
         assert!(hold.is(style.method()), "{style:?}");
