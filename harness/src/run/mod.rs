@@ -508,8 +508,10 @@ impl Driving<'_> {
     /// calls ended, its subscription gone), then a quiet settle, so that
     /// the leak check after it reads the state the teardown left.
     ///
-    /// One phone after the other, each once what the ones before it ended
-    /// has reached it: both ends of a call hanging up at once cross their
+    /// First the calls, one phone after the other, each once what the
+    /// ones before it ended has reached it and its own BYEs are answered;
+    /// then, with no call left, every phone's seizure, subscription and
+    /// registration. The calls one after the other: both ends of a call hanging up at once cross their
     /// BYEs, which no phone of a real line does and which a server may
     /// mishandle (Kamailio's sca was seen telling a fresh subscription the
     /// appearance was still active), so the leak check would judge the
@@ -527,6 +529,7 @@ impl Driving<'_> {
                 .iter()
                 .all(|c| matches!(c.phase, crate::ua::Phase::Ended(_)))
         };
+        let calls_answered = |s: &crate::ua::Status| calls_ended(s) && s.byes_unanswered.is_empty();
         let (outside, line): (Vec<_>, Vec<_>) = live
             .agents
             .iter()
@@ -545,11 +548,24 @@ impl Driving<'_> {
                     )
                     .await;
             }
-            let _ = agent.act(|a| a.tear_down()).await;
+            let _ = agent.act(|a| a.end_calls()).await;
             // A server that does not answer is the leak check's to find.
             let _ = agent
-                .wait_for("its teardown to be answered", deadline, |s| {
-                    !s.subscribed && calls_ended(s)
+                .wait_for("its BYEs to be answered", deadline, calls_answered)
+                .await;
+        }
+        // Only then the subscriptions: a server tells a call's end to the
+        // line's subscribers (Kamailio's sca handles a BYE one way with
+        // call-info subscribers and another without them), and a phone
+        // unsubscribing while its BYE is on the way made the teardown a
+        // race between the two.
+        for agent in line.iter().chain(&outside) {
+            let _ = agent.act(|a| a.release()).await;
+        }
+        for agent in line.iter().chain(&outside) {
+            let _ = agent
+                .wait_for("its unsubscribe to be answered", deadline, |s| {
+                    !s.subscribed
                 })
                 .await;
         }

@@ -135,6 +135,10 @@ pub struct Status {
     /// 60970 (user 60970-3): 401 after credentials"): every wait on the
     /// phone ends with it, so the case is inconclusive, not hung.
     pub auth_failed: Option<String>,
+    /// The Call-IDs of the calls whose BYE the phone sent and has had no
+    /// final answer to: until it has one, the server may not have ended
+    /// the call (the teardown waits for it before it unsubscribes).
+    pub byes_unanswered: Vec<String>,
 }
 
 impl Status {
@@ -319,7 +323,13 @@ impl Agent {
     }
 
     fn contact(&self) -> String {
-        let (user, local) = (&self.cfg.user, self.cfg.local);
+        self.contact_as(&self.cfg.user)
+    }
+
+    /// The phone's Contact with another user part: the same socket, to
+    /// the server another subscriber.
+    fn contact_as(&self, user: &str) -> String {
+        let local = self.cfg.local;
         match (self.cfg.transport, self.scheme()) {
             (Transport::Udp, _) => format!("<sip:{user}@{local}>"),
             // sips: implies TLS (RFC 3261 19.1): no transport parameter.
@@ -633,7 +643,6 @@ impl Agent {
     /// Releases a granted seizure (line-seize SUBSCRIBE with Expires 0).
     pub fn unseize(&mut self) {
         let (via, _) = self.via();
-        let contact = self.contact();
         // The appearance it seized, as every line-seize SUBSCRIBE names it
         // (Kamailio refuses an unsubscribe without it, 400, and keeps the
         // seizure).
@@ -641,7 +650,7 @@ impl Agent {
         if let Some(sub) = self.line_seize.as_mut().filter(|s| s.confirmed) {
             let (mut b, _) = sub.dialog.request("SUBSCRIBE", &via);
             b = b
-                .header("Contact", &contact)
+                .header("Contact", &sub.contact)
                 .header("Event", "line-seize")
                 .header("Expires", "0");
             if let Some(info) = &seized {
@@ -658,13 +667,32 @@ impl Agent {
     /// refused, established ones hung up, seizure released, subscription
     /// ended, registration removed. On a shared real server this keeps one
     /// case's state from leaking into the next.
+    ///
+    /// In two halves, [`Agent::end_calls`] then [`Agent::release`]: a
+    /// teardown that ends the calls of every phone before any phone
+    /// unsubscribes gives the server the calls' ends as a deployment
+    /// does, with the line's subscribers there to be told.
     pub fn tear_down(&mut self) {
+        self.end_calls();
+        self.release();
+    }
+
+    /// The first half of the teardown: unanswered calls cancelled,
+    /// ringing ones refused, established ones hung up.
+    pub fn end_calls(&mut self) {
         // Marked, so that a capture of the run tells the cleanup from the
         // last stage whatever the timing.
         self.marked(|a| {
             while a.cancel().is_ok() {}
             while a.refuse(486).is_ok() {}
             while a.hangup().is_ok() {}
+        })
+    }
+
+    /// The second half of the teardown: seizure released, subscription
+    /// ended, registration removed.
+    pub fn release(&mut self) {
+        self.marked(|a| {
             a.unseize();
             let _ = a.refresh_call_info(0);
             a.unregister();
@@ -675,10 +703,18 @@ impl Agent {
     /// `line` (a new dialog, as a phone that just booted sends), marked as
     /// teardown like the rest of the cleanup. Returns its Call-ID, whose
     /// first NOTIFY tells the line's full state.
+    ///
+    /// It subscribes with a Contact of its own (`<user>-probe` at the
+    /// phone's address), so that it owns nothing: a server that takes an
+    /// out-of-dialog SUBSCRIBE from a phone for a reboot releases that
+    /// phone's appearances (Kamailio's sca does, and so should any server
+    /// that handles `reboot-resubscribe`), and a probe with the phone's
+    /// own Contact would release the very leak it is there to find.
     pub fn probe_call_info(&mut self, line: &str) -> String {
         // The one it replaces may still send its terminating NOTIFY.
         self.replaced = self.call_info.take();
-        self.marked(|a| a.subscribe_call_info(line))
+        let contact = self.contact_as(&format!("{}-probe", self.cfg.user));
+        self.marked(|a| a.subscribe_call_info_from(line, contact))
     }
 
     /// Ends the leak check's subscription, marked as teardown; says whether
@@ -717,17 +753,23 @@ impl Agent {
     /// SUBSCRIBE to the call-info package of the shared line `line`;
     /// returns the subscription's Call-ID.
     pub fn subscribe_call_info(&mut self, line: &str) -> String {
+        let contact = self.contact();
+        self.subscribe_call_info_from(line, contact)
+    }
+
+    /// [`Agent::subscribe_call_info`] with Contact `contact`.
+    fn subscribe_call_info_from(&mut self, line: &str, contact: String) -> String {
         let mut dialog = self.new_dialog(line, "sub");
         let (via, _) = self.via();
         let (b, _) = dialog.request("SUBSCRIBE", &via);
         let bytes = b
-            .header("Contact", &self.contact())
+            .header("Contact", &contact)
             .header("Event", "call-info")
             .header("Accept", "application/x-broadworks-call-info")
             .header("Expires", "3600")
             .build();
         let call_id = dialog.call_id.clone();
-        self.call_info = Some(Subscription::new(dialog));
+        self.call_info = Some(Subscription::new(dialog, contact));
         self.unsubscribed = false;
         self.send_to_server(bytes);
         call_id
@@ -742,7 +784,6 @@ impl Agent {
             "refresh the subscription"
         };
         let (via, _) = self.via();
-        let contact = self.contact();
         if self.unsubscribed {
             return Err(self.error(action, "the call-info subscription was ended"));
         }
@@ -751,7 +792,7 @@ impl Agent {
         };
         let (b, _) = sub.dialog.request("SUBSCRIBE", &via);
         let bytes = b
-            .header("Contact", &contact)
+            .header("Contact", &sub.contact)
             .header("Event", "call-info")
             .header("Expires", &expires.to_string())
             .build();
@@ -766,13 +807,14 @@ impl Agent {
         let mut dialog = self.new_dialog(line, "seize");
         let (via, _) = self.via();
         let (b, _) = dialog.request("SUBSCRIBE", &via);
+        let contact = self.contact();
         let bytes = b
-            .header("Contact", &self.contact())
+            .header("Contact", &contact)
             .header("Event", "line-seize")
             .header("Expires", &expires.to_string())
             .header("Call-Info", &self.appearance_header(index, None))
             .build();
-        self.line_seize = Some(Subscription::new(dialog));
+        self.line_seize = Some(Subscription::new(dialog, contact));
         self.seized = Some(index);
         self.status.seizure = Some(Seizure::Pending(index));
         self.send_to_server(bytes);
@@ -884,6 +926,10 @@ impl Agent {
         let (via, _) = self.via();
         let (b, _) = self.calls[i].dialog.request("BYE", &via);
         self.calls[i].view.phase = Phase::Ended(End::ByeUs);
+        let call_id = self.calls[i].view.call_id.clone();
+        if !self.status.byes_unanswered.contains(&call_id) {
+            self.status.byes_unanswered.push(call_id);
+        }
         self.send_to_server(b.build());
     }
 
@@ -1236,6 +1282,7 @@ impl Agent {
             }
             "INVITE" => self.invite_response(resp, code),
             "UPDATE" => self.update_response(resp, code),
+            "BYE" if code >= 200 => self.status.byes_unanswered.retain(|c| c != resp.call_id()),
             _ => {}
         }
     }

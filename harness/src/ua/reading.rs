@@ -69,15 +69,21 @@ pub fn stray(req: &Message, own: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub dialog: Dialog,
+    /// The subscriber's Contact (`<sip:...>`): its refreshes and its
+    /// unsubscribe carry the same one, so that they never move the
+    /// subscription to another subscriber.
+    pub contact: String,
     /// The notifier's side is known (its tag, route and target).
     pub confirmed: bool,
 }
 
 impl Subscription {
-    /// The subscription a SUBSCRIBE opens, not yet confirmed.
-    pub fn new(dialog: Dialog) -> Subscription {
+    /// The subscription a SUBSCRIBE with Contact `contact` opens, not
+    /// yet confirmed.
+    pub fn new(dialog: Dialog, contact: String) -> Subscription {
         Subscription {
             dialog,
+            contact,
             confirmed: false,
         }
     }
@@ -194,7 +200,7 @@ impl Captured {
                 if let (Some(package), Some(dialog)) = (package, opened(msg)) {
                     if let Some(old) = self
                         .subscriptions
-                        .insert(package.package, Subscription::new(dialog))
+                        .insert(package.package, Subscription::new(dialog, contact_of(msg)))
                     {
                         self.replaced.push(old);
                     }
@@ -245,6 +251,13 @@ impl Captured {
         problems.extend(terminates(notify).err());
         problems
     }
+}
+
+/// The Contact a phone's request gives, as a header value.
+fn contact_of(req: &Message) -> String {
+    req.contact_uri()
+        .map(|u| format!("<{u}>"))
+        .unwrap_or_default()
 }
 
 /// The dialog a phone's initial request opens, as the phone knows it.

@@ -1032,3 +1032,82 @@ fn a_record_route_over_tls_is_followed_through_the_outbound_server() {
         );
     }
 }
+
+/// The leak check's probe owns nothing: it subscribes with a Contact of
+/// its own at the phone's address (a server that takes a fresh SUBSCRIBE
+/// from an appearance's owner for a reboot releases the appearance, so a
+/// probe with the phone's Contact would release the leak it looks for),
+/// and its unsubscribe keeps that Contact, as every refresh keeps its
+/// subscription's.
+#[test]
+fn the_leak_probe_subscribes_as_a_contact_of_its_own() {
+    let mut a = agent();
+    let sub = subscribed(&mut a);
+    assert_eq!(
+        sub.contact_uri().as_deref(),
+        Some("sip:60970@127.0.0.1:6000")
+    );
+    let call_id = a.probe_call_info("60970");
+    let probe = accept_subscribe(&mut a);
+    assert_eq!(probe.call_id(), call_id);
+    assert_ne!(probe.call_id(), sub.call_id());
+    assert_eq!(
+        probe.contact_uri().as_deref(),
+        Some("sip:60970-probe@127.0.0.1:6000")
+    );
+    assert_eq!(
+        probe
+            .from()
+            .and_then(|f| f.user().map(str::to_string))
+            .as_deref(),
+        Some("60970")
+    );
+    assert!(a.end_probe());
+    let unsub = sent(&mut a).remove(0);
+    assert_eq!(unsub.call_id(), call_id);
+    assert_eq!(unsub.header("Expires"), Some("0"));
+    assert_eq!(
+        unsub.contact_uri().as_deref(),
+        Some("sip:60970-probe@127.0.0.1:6000")
+    );
+}
+
+/// The teardown's first half ends the calls and leaves the subscription;
+/// the phone counts its BYE unanswered until a final answer comes.
+#[test]
+fn ending_calls_keeps_the_subscription_and_waits_for_the_bye_answer() {
+    let mut a = agent();
+    subscribed(&mut a);
+    answered(&mut a);
+    a.end_calls();
+    let out = sent(&mut a);
+    let bye = out.iter().find(|m| m.is("BYE")).expect("a BYE");
+    assert!(out.iter().all(|m| !m.is("SUBSCRIBE")), "{out:?}");
+    assert_eq!(a.status().byes_unanswered, vec!["c9".to_string()]);
+    assert!(a.status().subscribed);
+    a.handle(&inbound(Builder::response_to(bye, 200, None).build()));
+    assert!(a.status().byes_unanswered.is_empty());
+    a.release();
+    let unsub = sent(&mut a)
+        .into_iter()
+        .find(|m| m.is("SUBSCRIBE"))
+        .expect("an unsubscribe");
+    assert_eq!(unsub.header("Expires"), Some("0"));
+}
+
+/// A call-info subscription of line 60970, accepted by the server.
+fn subscribed(a: &mut Agent) -> Message {
+    a.subscribe_call_info("60970");
+    accept_subscribe(a)
+}
+
+/// The SUBSCRIBE the phone just sent, answered 202 by the server.
+fn accept_subscribe(a: &mut Agent) -> Message {
+    let sub = sent(a).remove(0);
+    a.handle(&inbound(
+        Builder::response_to(&sub, 202, Some("srv"))
+            .header("Expires", "3600")
+            .build(),
+    ));
+    sub
+}
