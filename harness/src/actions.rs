@@ -309,8 +309,8 @@ fn request_action(
             if subscribed.insert(agent.to_string()) {
                 None // the setup's subscription
             } else {
-                unrecovered.push(not_said("subscribes to call-info again in a new dialog"));
-                None
+                // A new dialog with no unsubscribe first: a reboot's.
+                Some(Action::Resubscribe)
             }
         }
         ("SUBSCRIBE", false) if package.as_deref() == Some("call-info") => match expires {
@@ -348,6 +348,7 @@ pub fn name(a: &Action) -> &'static str {
         Action::Barge { .. } => "barge",
         Action::Refresh => "refresh",
         Action::Unsubscribe => "unsubscribe",
+        Action::Resubscribe => "resubscribe",
     }
 }
 

@@ -51,6 +51,10 @@ pub enum Action {
     Refresh,
     /// End the call-info subscription (Expires 0).
     Unsubscribe,
+    /// Subscribe to call-info afresh, in a new dialog with no unsubscribe
+    /// first and the phone's own Contact: what a phone sends after a
+    /// reboot. A server that takes it so frees the phone's appearances.
+    Resubscribe,
 }
 
 /// Which appearance a retrieve or barge-in names: a number, or the one the
@@ -92,6 +96,7 @@ impl Action {
                 | Action::Barge { .. }
                 | Action::Refresh
                 | Action::Unsubscribe
+                | Action::Resubscribe
         )
     }
 }
@@ -110,6 +115,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("barge", &["index"]),
     ("refresh", &[]),
     ("unsubscribe", &[]),
+    ("resubscribe", &[]),
 ];
 
 /// How long a seizure is asked for unless the step says: the BroadWorks
@@ -363,6 +369,7 @@ impl Case {
                     "retrieve" => Action::Retrieve { index: joined()? },
                     "barge" => Action::Barge { index: joined()? },
                     "refresh" => Action::Refresh,
+                    "resubscribe" => Action::Resubscribe,
                     _ => Action::Unsubscribe,
                 };
                 if action.needs_line() && topology.line_of(&step.actor).is_none() {

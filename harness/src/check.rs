@@ -224,9 +224,11 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
         Action::Answer | Action::Refuse { .. } => b"SIP/2.0 ",
         Action::Hangup => b"BYE ",
         Action::Cancel => b"CANCEL ",
-        Action::Seize { .. } | Action::Release | Action::Refresh | Action::Unsubscribe => {
-            b"SUBSCRIBE "
-        }
+        Action::Seize { .. }
+        | Action::Release
+        | Action::Refresh
+        | Action::Unsubscribe
+        | Action::Resubscribe => b"SUBSCRIBE ",
     };
     if !rec.raw.starts_with(start) {
         return false;
@@ -284,6 +286,12 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
         Action::Refresh => {
             msg.is("SUBSCRIBE")
                 && msg.to_tag().is_some()
+                && package().as_deref() == Some("call-info")
+                && msg.header("Expires").is_none_or(|e| e.trim() != "0")
+        }
+        Action::Resubscribe => {
+            msg.is("SUBSCRIBE")
+                && msg.to_tag().is_none()
                 && package().as_deref() == Some("call-info")
                 && msg.header("Expires").is_none_or(|e| e.trim() != "0")
         }

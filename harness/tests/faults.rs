@@ -36,6 +36,8 @@ const ANSWERED_AT_60970: &[&str] = &[
     "hold-rfc2543",
     "hold-update",
     "inbound-answered",
+    "reboot-resubscribe",
+    "retrieve-hangup",
     "retrieve-private",
     "second-call",
     "terminated-by-caller",
@@ -51,6 +53,8 @@ const INBOUND: &[&str] = &[
     "inbound-alerting",
     "inbound-answered",
     "inbound-cancelled",
+    "reboot-resubscribe",
+    "retrieve-hangup",
     "retrieve-private",
     "second-call",
     "terminated-by-caller",
@@ -62,6 +66,7 @@ const HOLDING: &[&str] = &[
     "hold-retrieve",
     "hold-rfc2543",
     "hold-update",
+    "retrieve-hangup",
 ];
 /// Every case that seizes appearance 1 first.
 const SEIZING: &[&str] = &[
@@ -83,6 +88,11 @@ const DIALLING: &[&str] = &[
 
 fn each(cases: &[&'static str], catch: Catch) -> Vec<(&'static str, Catch)> {
     cases.iter().map(|c| (*c, catch.clone())).collect()
+}
+
+/// 60970 was never told the appearance went idle in `stage`.
+fn told_idle(stage: &'static str) -> Catch {
+    diff(stage, "sca.60970", "\"AppearanceState\": \"idle\"")
 }
 
 fn diff(stage: &'static str, channel: &'static str, needle: &'static str) -> Catch {
@@ -146,6 +156,7 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
                     "outbound-hangup-answered",
                     diff("hung-up", "60970", "EventOnHook"),
                 ),
+                ("retrieve-hangup", diff("hung-up", "60970_2", "EventOnHook")),
             ],
         ),
         (Fault::MalformedNotify, each(&every_subscriber, notify)),
@@ -184,10 +195,7 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         (
             Fault::CancelledStaysAlerting,
             vec![
-                (
-                    "inbound-cancelled",
-                    diff("cancelled", "sca.60970", "\"AppearanceState\": \"idle\""),
-                ),
+                ("inbound-cancelled", told_idle("cancelled")),
                 // Not inbound-alerting's nor second-call's: their teardowns
                 // end the call that still alerts by the line's phones
                 // refusing it (the line's phones go first), not by the
@@ -196,10 +204,7 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         ),
         (
             Fault::RejectedStaysProgressing,
-            vec![(
-                "outbound-rejected",
-                diff("rejected", "sca.60970", "\"AppearanceState\": \"idle\""),
-            )],
+            vec![("outbound-rejected", told_idle("rejected"))],
         ),
         (
             Fault::InactiveNotHeld,
@@ -215,7 +220,25 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         ),
         (
             Fault::RetrieveNotTransfer,
-            vec![("hold-retrieve", diff("retrieved", "60970", "1stepTransfer"))],
+            each(
+                &["hold-retrieve", "retrieve-hangup"],
+                diff("retrieved", "60970", "1stepTransfer"),
+            ),
+        ),
+        (
+            Fault::RebootKeepsAppearance,
+            vec![("reboot-resubscribe", told_idle("rebooted"))],
+        ),
+        (
+            Fault::RetrievedStaysActive,
+            vec![
+                ("retrieve-hangup", told_idle("hung-up")),
+                // Its teardown hangs up the retrieved call.
+                (
+                    "hold-retrieve",
+                    diff("leak-check", "sca.60970", "\"AppearanceState\": \"active\""),
+                ),
+            ],
         ),
         (
             Fault::BargeRefused,
@@ -271,9 +294,15 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             // Told idle, still busy in the line's state: only the leak
             // check after the teardown sees it, in every case whose call
             // ended on an appearance.
+            // Not reboot-resubscribe's: its reboot freed the appearance
+            // before the teardown ended the call.
             Fault::KeepsAppearance,
             each(
-                &[INBOUND, DIALLING].concat(),
+                &[INBOUND, DIALLING]
+                    .concat()
+                    .into_iter()
+                    .filter(|c| *c != "reboot-resubscribe")
+                    .collect::<Vec<_>>(),
                 diff("leak-check", "sca.60970", "\"event\": \"Appearance\""),
             ),
         ),

@@ -386,6 +386,9 @@ fn played(file: &str) -> Vec<(usize, String)> {
             let line = words.next()?.parse().ok()?;
             let flow = match words.next()? {
                 "inbound-alerting" => "inbound-cancelled",
+                // The field phones end the retrieved call at the phone
+                // that retrieved it (B): the flow of retrieve-hangup.
+                "hold-retrieve" => "retrieve-hangup",
                 flow => flow,
             };
             Some((line, flow.to_string()))

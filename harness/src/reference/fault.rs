@@ -73,6 +73,10 @@ faults! {
         "a retrieve of an idle appearance is refused with 480 instead of 404",
     NoTerminatedNotify => "no-terminated-notify":
         "an unsubscribe (Expires 0) gets no terminating NOTIFY",
+    RetrievedStaysActive => "retrieved-stays-active":
+        "a call retrieved by the other phone leaves its appearance active when it ends: the phones are never told idle",
+    RebootKeepsAppearance => "reboot-keeps-appearance":
+        "a phone's fresh call-info SUBSCRIBE (what it sends after a reboot) frees none of its appearances: the phones are still told they are active",
     KeepsAppearance => "keeps-appearance":
         "an ended call's appearance is never freed in the line's state: the phones are told idle, a fresh subscription is told it is still busy",
 }

@@ -110,6 +110,8 @@ struct Call {
     answered: bool,
     /// A provisional response came back for an outbound call.
     progressing: bool,
+    /// Taken over by the other phone of the line (a retrieve).
+    retrieved: bool,
     next_party: u32,
 }
 
@@ -520,6 +522,11 @@ impl Server {
             .iter()
             .position(|s| s.dialog.call_id == req.call_id());
         let fresh = known.is_none();
+        if fresh && expires > 0 && !self.has(Fault::RebootKeepsAppearance) {
+            if let Some(contact) = req.contact_uri() {
+                self.release_owned(&line, &contact);
+            }
+        }
         let i = match known {
             Some(i) => i,
             None => {
@@ -716,6 +723,29 @@ impl Server {
             busy.entry(*i).or_insert_with(|| stuck.clone());
         }
         busy
+    }
+
+    /// A fresh call-info SUBSCRIBE from `contact` (a new dialog, no
+    /// unsubscribe first) is what a phone sends after a reboot: the
+    /// appearances of `line` whose calls that contact is in no longer
+    /// have a phone, so they are freed (BroadWorks; Kamailio's sca does
+    /// the same, sca_appearance_owner_release_all). The calls stay up to
+    /// their other ends; only the line's state forgets them, and every
+    /// subscriber is told so (notify_changes after this message).
+    fn release_owned(&mut self, line: &str, contact: &str) {
+        for call in self
+            .calls
+            .iter_mut()
+            .filter(|c| c.line.as_deref() == Some(line) && c.appearance.is_some())
+        {
+            let owned = call
+                .legs
+                .iter()
+                .any(|l| l.live() && l.dialog.remote_target == contact);
+            if owned {
+                call.appearance = None;
+            }
+        }
     }
 
     /// Call `c`'s line, appearance and what the line says of it now.
@@ -939,6 +969,7 @@ impl Server {
             legs: Vec::new(),
             answered: false,
             progressing: false,
+            retrieved: false,
             next_party: 1,
         };
         let party = call.take_party();
@@ -1385,6 +1416,9 @@ impl Server {
     /// released, BYEs go to the phones still talking, then monitoring
     /// deletes the connected parties, last joined first, and the call.
     fn end_call(&mut self, c: usize) {
+        if self.has(Fault::RetrievedStaysActive) && self.calls[c].retrieved {
+            self.stick(c, ApState::Active);
+        }
         if self.has(Fault::KeepsAppearance) {
             // What the appearance was while the call was up stays in the
             // line's state; the call's subscribers are still told idle.
@@ -1567,6 +1601,7 @@ impl Server {
             PartyState::Alerting,
         ));
         self.monitor(party_state(&conn_id, new_party, PartyState::Connected));
+        self.calls[c].retrieved = true;
         let leg = &mut self.calls[c].legs[holder];
         leg.state = LegState::Gone;
         let (via, mut d) = (leg.via.clone(), leg.dialog.clone());

@@ -175,6 +175,16 @@ async fn arm<'a>(
                 }),
             ),
         },
+        Action::Resubscribe => (
+            Some((
+                "an accepted call-info subscription",
+                Box::new(|st| st.subscribed),
+            )),
+            Box::new(move |a| {
+                a.resubscribe(&line);
+                Ok(())
+            }),
+        ),
         action @ (Action::Refresh | Action::Unsubscribe) => {
             let expires = if action == Action::Refresh { 3600 } else { 0 };
             (

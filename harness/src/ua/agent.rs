@@ -717,6 +717,18 @@ impl Agent {
         self.marked(|a| a.subscribe_call_info_from(line, contact))
     }
 
+    /// A fresh call-info SUBSCRIBE to `line` with the phone's own Contact,
+    /// in a new dialog and with no unsubscribe first, as a phone that lost
+    /// power sends when it is back. The subscription it replaces is still
+    /// the phone's to answer (its NOTIFYs get 200 and say nothing of now),
+    /// as the server has no way to know it is gone. Returns the new
+    /// subscription's Call-ID.
+    pub fn resubscribe(&mut self, line: &str) -> String {
+        self.replaced = self.call_info.take();
+        self.status.subscribed = false;
+        self.subscribe_call_info(line)
+    }
+
     /// Ends the leak check's subscription, marked as teardown; says whether
     /// there was an established one to end.
     pub fn end_probe(&mut self) -> bool {
