@@ -171,6 +171,15 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                         _ => None,
                     }
                 }
+                // Said, not guessed: a refuse-notify step is armed before
+                // the step whose NOTIFY it refuses, which a capture shows
+                // only after it.
+                (Some(481), Some((_, "NOTIFY"))) => {
+                    out.unrecovered.push(format!(
+                        "{agent} answers a NOTIFY with 481 (record {at}): refuse-notify is not recovered from captures"
+                    ));
+                    None
+                }
                 _ => None,
             }
         };
@@ -349,6 +358,7 @@ pub fn name(a: &Action) -> &'static str {
         Action::Refresh => "refresh",
         Action::Unsubscribe => "unsubscribe",
         Action::Resubscribe => "resubscribe",
+        Action::RefuseNotify => "refuse-notify",
     }
 }
 

@@ -55,6 +55,19 @@ pub enum Action {
     /// first and the phone's own Contact: what a phone sends after a
     /// reboot. A server that takes it so frees the phone's appearances.
     Resubscribe,
+    /// Answer the next NOTIFY of the call-info subscription with 481 and
+    /// forget the subscription (a phone that lost it). Sends nothing
+    /// itself, so it is armed at once: the step after it in the stage
+    /// brings the NOTIFY (and a capture shows the 481 after that step).
+    RefuseNotify,
+}
+
+impl Action {
+    /// Sends nothing of its own when performed: its message (the 481)
+    /// answers what the next step of its stage causes.
+    pub fn armed(&self) -> bool {
+        matches!(self, Action::RefuseNotify)
+    }
 }
 
 /// Which appearance a retrieve or barge-in names: a number, or the one the
@@ -97,6 +110,7 @@ impl Action {
                 | Action::Refresh
                 | Action::Unsubscribe
                 | Action::Resubscribe
+                | Action::RefuseNotify
         )
     }
 }
@@ -116,6 +130,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("refresh", &[]),
     ("unsubscribe", &[]),
     ("resubscribe", &[]),
+    ("refuse-notify", &[]),
 ];
 
 /// How long a seizure is asked for unless the step says: the BroadWorks
@@ -370,6 +385,7 @@ impl Case {
                     "barge" => Action::Barge { index: joined()? },
                     "refresh" => Action::Refresh,
                     "resubscribe" => Action::Resubscribe,
+                    "refuse-notify" => Action::RefuseNotify,
                     _ => Action::Unsubscribe,
                 };
                 if action.needs_line() && topology.line_of(&step.actor).is_none() {

@@ -229,6 +229,7 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
         | Action::Refresh
         | Action::Unsubscribe
         | Action::Resubscribe => b"SUBSCRIBE ",
+        Action::RefuseNotify => b"SIP/2.0 481",
     };
     if !rec.raw.starts_with(start) {
         return false;
@@ -289,6 +290,8 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
                 && package().as_deref() == Some("call-info")
                 && msg.header("Expires").is_none_or(|e| e.trim() != "0")
         }
+        // A response names no package: any NOTIFY's 481 by the phone.
+        Action::RefuseNotify => msg.cseq().is_some_and(|(_, m)| m == "NOTIFY"),
         Action::Resubscribe => {
             msg.is("SUBSCRIBE")
                 && msg.to_tag().is_none()
@@ -375,7 +378,8 @@ fn stage_starts_before(
             racing = stage.steps.iter().map(|s| s.actor.clone()).collect();
             continue;
         }
-        let start = match stage.steps.first() {
+        let ordered = capture_order(&stage.steps);
+        let start = match ordered.first().copied() {
             Some(first) => (from..steps_end).find(|&i| fits(first, &racing, i))?,
             // A response belongs to its request's stage, however late it
             // comes (a loaded server may answer the previous stage's last
@@ -388,7 +392,7 @@ fn stage_starts_before(
         if !stage.steps.is_empty() {
             steps.push(start);
         }
-        for step in stage.steps.iter().skip(1) {
+        for step in ordered.iter().skip(1).copied() {
             at = (at..steps_end).find(|&i| fits(step, &racing, i))?;
             steps.push(at);
         }
@@ -404,6 +408,24 @@ fn stage_starts_before(
         steps,
         actions: None,
     })
+}
+
+/// A stage's steps in the order a capture shows their messages: an armed
+/// step ([`Action::armed`]) after the step that follows it, whose
+/// consequence its message answers.
+fn capture_order(steps: &[Step]) -> Vec<&Step> {
+    let mut ordered = Vec::with_capacity(steps.len());
+    let mut armed = Vec::new();
+    for step in steps {
+        if step.action.armed() {
+            armed.push(step);
+        } else {
+            ordered.push(step);
+            ordered.append(&mut armed);
+        }
+    }
+    ordered.append(&mut armed);
+    ordered
 }
 
 /// Where a case's flow lies in a capture's records: where each stage
@@ -1721,6 +1743,43 @@ pub fn check_events(p: &Prepared, observed: Vec<Observation>, source: Observabil
 
 #[cfg(test)]
 mod tests {
+    /// An armed step is looked for after the step that follows it, whose
+    /// NOTIFY its 481 answers; the others keep their order.
+    #[test]
+    fn an_armed_step_is_found_after_the_step_that_brings_its_notify() {
+        use super::{capture_order, Action, Step};
+        let step = |actor: &str, action| Step {
+            actor: actor.into(),
+            action,
+            line: 0,
+        };
+        let steps = [
+            step("60970", Action::RefuseNotify),
+            step(
+                "60970_2",
+                Action::Seize {
+                    index: 1,
+                    expires: 15,
+                },
+            ),
+            step("60970_2", Action::Release),
+        ];
+        let order: Vec<&str> = capture_order(&steps)
+            .iter()
+            .map(|s| crate::actions::name(&s.action))
+            .collect();
+        assert_eq!(order, ["seize", "refuse-notify", "release"]);
+        // Last in its stage, it stays last.
+        let order: Vec<&str> = capture_order(&[
+            step("60970_2", Action::Release),
+            step("60970", Action::RefuseNotify),
+        ])
+        .iter()
+        .map(|s| crate::actions::name(&s.action))
+        .collect();
+        assert_eq!(order, ["release", "refuse-notify"]);
+    }
+
     #[test]
     fn a_capture_is_split_by_the_line_its_messages_are_about() {
         let line = |n: usize| Identities {

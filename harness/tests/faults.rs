@@ -127,7 +127,12 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
     let every_subscriber: Vec<&str> = INBOUND
         .iter()
         .chain(SEIZING)
-        .chain(&["subscription-refresh", "retrieve-idle", "seize-race"])
+        .chain(&[
+            "subscription-refresh",
+            "retrieve-idle",
+            "seize-race",
+            "notify-refused",
+        ])
         .copied()
         .collect();
     vec![
@@ -166,6 +171,11 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             v.push((
                 "seize-race",
                 diff("race-1", "60970|60970_2", "EventPrivateInfo"),
+            ));
+            // Its seizure is 60970_2's.
+            v.push((
+                "notify-refused",
+                diff("refused", "60970_2", "EventPrivateInfo"),
             ));
             v
         }),
@@ -224,6 +234,13 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
                 &["hold-retrieve", "retrieve-hangup"],
                 diff("retrieved", "60970", "1stepTransfer"),
             ),
+        ),
+        (
+            Fault::RefusedStillNotified,
+            vec![(
+                "notify-refused",
+                diff("released", "sca.60970", "\"event\": \"Appearance\""),
+            )],
         ),
         (
             Fault::RebootKeepsAppearance,

@@ -45,7 +45,26 @@ fn the_steps_recovered_from_each_cases_capture_are_its_steps() {
         // A stage each: an action, or the actions fired together (a race),
         // which the capture may show in either order.
         let mut got: Vec<Vec<(String, Action)>> = Vec::new();
-        for a in scacheck::actions::recover(&records, &topology, &line).actions {
+        let recovery = scacheck::actions::recover(&records, &topology, &line);
+        // An armed step (refuse-notify) is not recovered: the recovery
+        // says so, one note per 481 the phone sent.
+        let armed = p
+            .case
+            .stages
+            .iter()
+            .flat_map(|s| &s.steps)
+            .any(|s| s.action.armed());
+        let said = recovery
+            .unrecovered
+            .iter()
+            .any(|u| u.contains("refuse-notify is not recovered"));
+        if armed != said {
+            errors.push(format!(
+                "{}: armed steps {armed}, said unrecovered {said}: {:?}",
+                p.case.id, recovery.unrecovered
+            ));
+        }
+        for a in recovery.actions {
             match got.last_mut() {
                 Some(group) if a.concurrent => group.push((a.actor, a.action)),
                 _ => got.push(vec![(a.actor, a.action)]),
@@ -53,7 +72,11 @@ fn the_steps_recovered_from_each_cases_capture_are_its_steps() {
         }
         let mut want: Vec<Vec<(String, Action)>> = Vec::new();
         for s in &p.case.stages {
-            let steps = s.steps.iter().map(|s| (s.actor.clone(), s.action.clone()));
+            let steps = s
+                .steps
+                .iter()
+                .filter(|s| !s.action.armed())
+                .map(|s| (s.actor.clone(), s.action.clone()));
             if s.together {
                 want.push(steps.collect());
             } else {

@@ -75,6 +75,8 @@ faults! {
         "an unsubscribe (Expires 0) gets no terminating NOTIFY",
     RetrievedStaysActive => "retrieved-stays-active":
         "a call retrieved by the other phone leaves its appearance active when it ends: the phones are never told idle",
+    RefusedStillNotified => "refused-still-notified":
+        "a call-info NOTIFY answered 481 does not end its subscription: the phone is notified again",
     RebootKeepsAppearance => "reboot-keeps-appearance":
         "a phone's fresh call-info SUBSCRIBE (what it sends after a reboot) frees none of its appearances: the phones are still told they are active",
     KeepsAppearance => "keeps-appearance":

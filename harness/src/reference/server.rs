@@ -725,6 +725,22 @@ impl Server {
         busy
     }
 
+    /// RFC 6665 4.2.2: a NOTIFY answered 481 (or any failure but a
+    /// challenge or a 408 a retransmission may still mend) ends its
+    /// subscription; the subscriber is not notified again.
+    fn notify_answered(&mut self, resp: &Message) {
+        let code = resp.status().unwrap_or(0);
+        if code < 300 || code == 401 || code == 407 || self.has(Fault::RefusedStillNotified) {
+            return;
+        }
+        // The answer's From is our NOTIFY's: the notifier's tag.
+        let ours = resp.from_tag();
+        self.call_info.retain(|s| {
+            s.dialog.call_id != resp.call_id()
+                || ours.as_deref() != Some(s.dialog.local_tag.as_str())
+        });
+    }
+
     /// A fresh call-info SUBSCRIBE from `contact` (a new dialog, no
     /// unsubscribe first) is what a phone sends after a reboot: the
     /// appearances of `line` whose calls that contact is in no longer
@@ -1086,6 +1102,9 @@ impl Server {
     }
 
     fn handle_response(&mut self, resp: &Message) {
+        if let Some((_, "NOTIFY")) = resp.cseq() {
+            return self.notify_answered(resp);
+        }
         let Some((cseq, "INVITE")) = resp.cseq() else {
             return;
         };

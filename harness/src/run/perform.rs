@@ -175,6 +175,16 @@ async fn arm<'a>(
                 }),
             ),
         },
+        Action::RefuseNotify => (
+            Some((
+                "an accepted call-info subscription",
+                Box::new(|st| st.subscribed),
+            )),
+            Box::new(|a| {
+                a.refuse_notifies();
+                Ok(())
+            }),
+        ),
         Action::Resubscribe => (
             Some((
                 "an accepted call-info subscription",

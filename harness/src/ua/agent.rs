@@ -192,6 +192,12 @@ pub struct Agent {
     seized: Option<u32>,
     /// The call-info subscription the leak check's replaced.
     replaced: Option<Subscription>,
+    /// The next NOTIFY of the call-info subscription is to be answered
+    /// 481 ([`Agent::refuse_notifies`]).
+    refusing: bool,
+    /// The call-info subscription whose NOTIFY the phone answered 481:
+    /// every later one on it gets 481 too.
+    refused: Option<Subscription>,
     /// The current call-info subscription was unsubscribed (Expires 0).
     unsubscribed: bool,
     status: Status,
@@ -249,6 +255,8 @@ impl Agent {
             told: Vec::new(),
             seized: None,
             replaced: None,
+            refusing: false,
+            refused: None,
             unsubscribed: false,
             status: Status::default(),
             out: VecDeque::new(),
@@ -727,6 +735,14 @@ impl Agent {
         self.replaced = self.call_info.take();
         self.status.subscribed = false;
         self.subscribe_call_info(line)
+    }
+
+    /// From now on, the phone answers the next NOTIFY of its call-info
+    /// subscription with 481 and forgets the subscription, as a phone
+    /// that lost its state does (RFC 6665 4.2.2: the notifier must then
+    /// end it); later NOTIFYs on it get 481 too. Sends nothing itself.
+    pub fn refuse_notifies(&mut self) {
+        self.refusing = true;
     }
 
     /// Ends the leak check's subscription, marked as teardown; says whether
@@ -1222,6 +1238,19 @@ impl Agent {
         }
         if self.replaced.as_ref().is_some_and(|s| s.holds(req)) {
             self.respond(req, peer, 200, None);
+            return;
+        }
+        // A server that keeps notifying after a 481 is the case's to find
+        // (the NOTIFY is in the capture), not a problem of the phone's.
+        if self.refused.as_ref().is_some_and(|s| s.holds(req)) {
+            self.respond(req, peer, 481, None);
+            return;
+        }
+        if self.refusing && self.call_info.as_ref().is_some_and(|s| s.holds(req)) {
+            self.refusing = false;
+            self.refused = self.call_info.take();
+            self.status.subscribed = false;
+            self.respond(req, peer, 481, None);
             return;
         }
         let Some(sub) = self.call_info.as_mut().filter(|s| s.holds(req)) else {

@@ -1111,3 +1111,28 @@ fn accept_subscribe(a: &mut Agent) -> Message {
     ));
     sub
 }
+
+/// refuse-notify: the next NOTIFY of the subscription is answered 481 and
+/// the subscription is gone for the phone; every later NOTIFY on it gets
+/// 481 as well, and none is a problem of the phone's (a server that keeps
+/// notifying is the case's finding).
+#[test]
+fn a_refused_subscription_answers_481_from_then_on() {
+    let mut a = agent();
+    let sub = subscribed(&mut a);
+    a.refuse_notifies();
+    for _ in 0..2 {
+        a.handle(&inbound(notify_in(
+            &sub,
+            "srv",
+            "active;expires=3600",
+            ALL_IDLE,
+        )));
+        let out = sent(&mut a);
+        assert_eq!(out[0].status(), Some(481), "{out:?}");
+    }
+    let s = a.status();
+    assert!(!s.subscribed && s.problems.is_empty(), "{s:?}");
+    // Nothing left to unsubscribe.
+    assert!(a.refresh_call_info(0).is_err());
+}
