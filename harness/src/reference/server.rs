@@ -725,9 +725,9 @@ impl Server {
         busy
     }
 
-    /// RFC 6665 4.2.2: a NOTIFY answered 481 (or any failure but a
-    /// challenge or a 408 a retransmission may still mend) ends its
-    /// subscription; the subscriber is not notified again.
+    /// RFC 6665 4.2.2: a NOTIFY answered 481 (or with any other failure
+    /// but a challenge, which asks for credentials, not for an end) ends
+    /// its subscription; the subscriber is not notified again.
     fn notify_answered(&mut self, resp: &Message) {
         let code = resp.status().unwrap_or(0);
         if code < 300 || code == 401 || code == 407 || self.has(Fault::RefusedStillNotified) {
