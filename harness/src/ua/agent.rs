@@ -719,10 +719,8 @@ impl Agent {
     /// that handles `reboot-resubscribe`), and a probe with the phone's
     /// own Contact would release the very leak it is there to find.
     pub fn probe_call_info(&mut self, line: &str) -> String {
-        // The one it replaces may still send its terminating NOTIFY.
-        self.replaced = self.call_info.take();
         let contact = self.contact_as(&format!("{}-probe", self.cfg.user));
-        self.marked(|a| a.subscribe_call_info_from(line, contact))
+        self.marked(|a| a.subscribe_anew(line, contact))
     }
 
     /// A fresh call-info SUBSCRIBE to `line` with the phone's own Contact,
@@ -732,9 +730,18 @@ impl Agent {
     /// as the server has no way to know it is gone. Returns the new
     /// subscription's Call-ID.
     pub fn resubscribe(&mut self, line: &str) -> String {
+        let contact = self.contact();
+        self.subscribe_anew(line, contact)
+    }
+
+    /// A call-info subscription in a new dialog that takes the place of
+    /// the current one (the probe's, a reboot's): the one it replaces is
+    /// still answered (it may send its terminating NOTIFY), and the phone
+    /// is subscribed again only once the new one is accepted.
+    fn subscribe_anew(&mut self, line: &str, contact: String) -> String {
         self.replaced = self.call_info.take();
         self.status.subscribed = false;
-        self.subscribe_call_info(line)
+        self.subscribe_call_info_from(line, contact)
     }
 
     /// From now on, the phone answers the next NOTIFY of its call-info
