@@ -137,6 +137,14 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
         if crate::ua::agent::is_marked(&rec.raw, crate::ua::agent::TEARDOWN_HEADER) {
             continue;
         }
+        // Said, not guessed: an ACK after the 2xx came again is a lost (or
+        // withheld) first ACK, which a lose-ack step arms and a capture
+        // cannot tell from the network's loss.
+        if msg.is("ACK") && acked_late(records, at, msg) {
+            out.unrecovered.push(format!(
+                "{agent}'s ACK (record {at}) follows its 2xx received again: the first ACK was lost; lose-ack is not recovered from captures"
+            ));
+        }
         let found = if msg.is_request() {
             let method = msg.method().unwrap_or_default();
             let cseq = msg.cseq().map_or(0, |(n, _)| n);
@@ -342,6 +350,32 @@ fn request_action(
     }
 }
 
+/// Is the ACK of record `i` its phone's first for a 2xx the phone had
+/// received twice or more (the 2xx sent again because no ACK came: the
+/// first one was lost, or never sent)?
+pub fn acked_late(records: &[Record], i: usize, ack: &Message) -> bool {
+    let (agent, call_id, cseq) = (&records[i].agent, ack.call_id(), ack.cseq().map(|(n, _)| n));
+    let mut answers = 0;
+    for rec in records[..i].iter().rev().filter(|r| &r.agent == agent) {
+        let sent_ack = rec.direction == Direction::Sent && rec.raw.starts_with(b"ACK ");
+        let got_2xx = rec.direction == Direction::Received && rec.raw.starts_with(b"SIP/2.0 2");
+        if !sent_ack && !got_2xx {
+            continue;
+        }
+        let Ok(msg) = rec.message() else { continue };
+        if msg.call_id() != call_id || msg.cseq().map(|(n, _)| n) != cseq {
+            continue;
+        }
+        if sent_ack {
+            return false;
+        }
+        if msg.cseq().is_some_and(|(_, m)| m == "INVITE") {
+            answers += 1;
+        }
+    }
+    answers >= 2
+}
+
 /// The name a step's action has in a case file.
 pub fn name(a: &Action) -> &'static str {
     match a {
@@ -359,6 +393,7 @@ pub fn name(a: &Action) -> &'static str {
         Action::Unsubscribe => "unsubscribe",
         Action::Resubscribe => "resubscribe",
         Action::RefuseNotify => "refuse-notify",
+        Action::LoseAck => "lose-ack",
     }
 }
 

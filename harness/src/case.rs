@@ -60,13 +60,19 @@ pub enum Action {
     /// itself, so it is armed at once: the step after it in the stage
     /// brings the NOTIFY (and a capture shows the 481 after that step).
     RefuseNotify,
+    /// Send no ACK for the next 2xx to one of the phone's INVITEs (the
+    /// first ACK lost on the way); the 2xx sent again is acknowledged.
+    /// Sends nothing itself, so it is armed at once: the step after it
+    /// brings the 2xx (and a capture shows the ACK after the 2xx came
+    /// twice). Its stage is not over until that ACK went out.
+    LoseAck,
 }
 
 impl Action {
-    /// Sends nothing of its own when performed: its message (the 481)
-    /// answers what the next step of its stage causes.
+    /// Sends nothing of its own when performed: its message (the 481, the
+    /// late ACK) answers what the next step of its stage causes.
     pub fn armed(&self) -> bool {
-        matches!(self, Action::RefuseNotify)
+        matches!(self, Action::RefuseNotify | Action::LoseAck)
     }
 }
 
@@ -131,6 +137,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("unsubscribe", &[]),
     ("resubscribe", &[]),
     ("refuse-notify", &[]),
+    ("lose-ack", &[]),
 ];
 
 /// How long a seizure is asked for unless the step says: the BroadWorks
@@ -173,6 +180,25 @@ pub struct Case {
     pub notes: Vec<String>,
 }
 
+/// The most trials a case may ask for (`trials = N`): each is a full
+/// pass through its stages, and a run waits for each.
+pub const MAX_TRIALS: usize = 100;
+
+/// `stages` run `n` times over (`trials = n`): trial k's stages named
+/// `<name>-k`, from 1, each trial after the one before, so that a race is
+/// fought again and again in one case and every trial judged on its own
+/// stages.
+fn repeated(stages: &[Stage], n: usize) -> Vec<Stage> {
+    (1..=n)
+        .flat_map(|k| {
+            stages.iter().map(move |s| Stage {
+                name: format!("{}-{k}", s.name),
+                ..s.clone()
+            })
+        })
+        .collect()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCase {
@@ -182,6 +208,8 @@ struct RawCase {
     requires: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     notes: Vec<String>,
+    #[serde(default)]
+    trials: Option<Spanned<i64>>,
     stage: Vec<Spanned<RawStage>>,
 }
 
@@ -386,6 +414,7 @@ impl Case {
                     "refresh" => Action::Refresh,
                     "resubscribe" => Action::Resubscribe,
                     "refuse-notify" => Action::RefuseNotify,
+                    "lose-ack" => Action::LoseAck,
                     _ => Action::Unsubscribe,
                 };
                 if action.needs_line() && topology.line_of(&step.actor).is_none() {
@@ -423,6 +452,20 @@ impl Case {
                 line: line_of(text, at),
             });
         }
+        let stages = match raw.trials {
+            None => stages,
+            Some(t) => {
+                let at = t.span().start;
+                let n = t.into_inner();
+                if !(2..=MAX_TRIALS as i64).contains(&n) {
+                    return Err(err(
+                        at,
+                        format!("trials = {n}: a case repeats its stages 2 to {MAX_TRIALS} times (leave it out for once)"),
+                    ));
+                }
+                repeated(&stages, n as usize)
+            }
+        };
         Ok(Case {
             id,
             path: path.to_path_buf(),
@@ -478,6 +521,48 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn trials_repeat_the_stages_in_order_each_named_by_its_trial() {
+        let case = |trials: &str| {
+            let text = format!(
+                "title = \"t\"\nparties = [\"60970\", \"60970_2\"]\n{trials}\n[[stage]]\nname = \"race\"\ncovers = \"c\"\ngolden = \"g\"\ntogether = true\nsteps = [{{ actor = \"60970\", action = \"seize\", index = 1 }}, {{ actor = \"60970_2\", action = \"seize\", index = 1 }}]\n[[stage]]\nname = \"released\"\ncovers = \"c\"\ngolden = \"h\"\nsteps = [{{ actor = \"60970\", action = \"release\" }}]\n"
+            );
+            Case::parse(Path::new("c.toml"), &text, &Topology::reference())
+        };
+        let names = |c: &Case| c.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&case("").unwrap()), ["race", "released"]);
+        let three = case("trials = 3").unwrap();
+        assert_eq!(
+            names(&three),
+            [
+                "race-1",
+                "released-1",
+                "race-2",
+                "released-2",
+                "race-3",
+                "released-3"
+            ]
+        );
+        assert!(three
+            .stages
+            .iter()
+            .step_by(2)
+            .all(|s| s.together && s.golden == "g"));
+        assert!(three
+            .stages
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .all(|s| !s.together && s.golden == "h"));
+        for bad in ["trials = 1", "trials = 0", "trials = -2", "trials = 101"] {
+            let e = case(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("c.toml:3") && e.contains("2 to 100"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     const GOOD: &str = r#"
 title = "t"

@@ -206,8 +206,15 @@ fn records_parsed(
     out
 }
 
-/// Does this record carry what `step` sends?
-fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> bool {
+/// Does record `i` carry what `step` sends?
+fn triggers(
+    step: &Step,
+    records: &[Record],
+    i: usize,
+    lines: &Topology,
+    line: &Identities,
+) -> bool {
+    let rec = &records[i];
     if rec.agent != step.actor || rec.direction != Direction::Sent {
         return false;
     }
@@ -230,6 +237,7 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
         | Action::Unsubscribe
         | Action::Resubscribe => b"SUBSCRIBE ",
         Action::RefuseNotify => b"SIP/2.0 481",
+        Action::LoseAck => b"ACK ",
     };
     if !rec.raw.starts_with(start) {
         return false;
@@ -292,6 +300,7 @@ fn triggers(step: &Step, rec: &Record, lines: &Topology, line: &Identities) -> b
         }
         // A response names no package: any NOTIFY's 481 by the phone.
         Action::RefuseNotify => msg.cseq().is_some_and(|(_, m)| m == "NOTIFY"),
+        Action::LoseAck => msg.is("ACK") && crate::actions::acked_late(records, i, msg),
         Action::Resubscribe => {
             msg.is("SUBSCRIBE")
                 && msg.to_tag().is_none()
@@ -344,9 +353,9 @@ fn stage_starts_before(
                 actor: rec.agent.clone(),
                 ..step.clone()
             };
-            return triggers(&as_sent, rec, topology, line);
+            return triggers(&as_sent, records, i, topology, line);
         }
-        triggers(step, rec, topology, line)
+        triggers(step, records, i, topology, line)
     };
     for stage in &p.case.stages {
         if stage.together {
@@ -355,9 +364,7 @@ fn stage_starts_before(
             let at: Vec<usize> = stage
                 .steps
                 .iter()
-                .map(|step| {
-                    (from..steps_end).find(|&i| triggers(step, &records[i], topology, line))
-                })
+                .map(|step| (from..steps_end).find(|&i| triggers(step, records, i, topology, line)))
                 .collect::<Option<_>>()?;
             let (first, last) = (*at.iter().min()?, *at.iter().max()?);
             // A race only if the capture shows one: the steps within
@@ -871,7 +878,7 @@ pub fn check(
     crate::outcome::settle_verdict(&mut result);
     // Beside what the verdict's judgement notes, as a live run's.
     result.notes.extend(p.case.notes.iter().cloned());
-    result.notes.extend(races.iter().map(|r| r.to_string()));
+    result.notes.extend(crate::race::notes(&races));
     result.notes.extend(cut);
     result
 }

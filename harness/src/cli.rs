@@ -175,7 +175,8 @@ pub struct RunArgs {
     /// Override the profile's server address (IP:port).
     #[arg(long, value_name = "IP:PORT")]
     pub address: Option<std::net::SocketAddr>,
-    /// Only cases whose id matches: a substring or a pattern with '*' (several: a,b).
+    /// Only cases whose id matches: a substring, a pattern with '*', or
+    /// =ID for that id alone (several: a,b).
     #[arg(long, value_name = "PATTERN")]
     pub cases: Option<String>,
     #[command(flatten)]
@@ -202,6 +203,15 @@ pub struct RunArgs {
     /// The transport the user agents use (default: udp, or the profile's).
     #[arg(long, value_parser = |s: &str| Transport::parse(s).ok_or("expected udp, tcp or tls"))]
     pub transport: Option<Transport>,
+    /// The phones drop this share (0 to 100, in percent) of the UDP
+    /// datagrams they send and receive, as over a bad network; each case's
+    /// report names those dropped. UDP only.
+    #[arg(long, value_name = "PERCENT")]
+    pub loss: Option<f64>,
+    /// The seed that picks which datagrams `--loss` drops (default: one
+    /// from the clock, printed, so that the run can be repeated).
+    #[arg(long, value_name = "N", requires = "loss")]
+    pub seed: Option<u64>,
 }
 
 #[derive(clap::Args)]

@@ -42,6 +42,9 @@ pub struct Deviation {
     pub evidence: Option<String>,
     /// Where it is declared: the profile's line of `[[deviation]]`.
     pub line: usize,
+    /// The file that declares it when not the profile's own: a profile
+    /// that extends another declares its version's own deviations.
+    pub file: Option<std::path::PathBuf>,
     /// The lines of the parts validation may complain about.
     pub at: PartLines,
 }
@@ -210,8 +213,14 @@ impl Deviation {
 
     /// How every output names it: the line, the edit and the reason.
     pub fn label(&self) -> String {
+        let file = match &self.file {
+            Some(f) => f
+                .file_name()
+                .map_or(String::new(), |n| format!("{} ", n.to_string_lossy())),
+            None => "profile ".into(),
+        };
         format!(
-            "declared deviation (profile line {}): {}: {}",
+            "declared deviation ({file}line {}): {}: {}",
             self.line, self.edit, self.reason
         )
     }
@@ -439,6 +448,7 @@ impl RawDeviation {
             reason: self.reason,
             evidence: self.evidence,
             line,
+            file: None,
             at: lines,
         })
     }
@@ -454,6 +464,7 @@ pub fn validate(
     suite: &[(&Case, &[GoldenStage])],
 ) -> Result<(), InputError> {
     for d in deviations {
+        let path = d.file.as_deref().unwrap_or(path);
         let err = |line: usize, m: String| InputError::new(path, Some(line), m);
         for (case_id, line) in d.cases.iter().zip(&d.at.cases) {
             let Some((case, golden)) = suite.iter().find(|(c, _)| &c.id == case_id) else {

@@ -128,11 +128,26 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let events = Events::parse(&args.events, &target, |at| {
         runtime.block_on(HepListener::bind(at))
     })?;
+    let loss = match args.loss {
+        None => None,
+        Some(_) if transport != scacheck::sip::Transport::Udp => {
+            anyhow::bail!("--loss is for UDP: over {transport} the transport retransmits")
+        }
+        Some(percent) => {
+            let seed = args.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+            Some(scacheck::sip::loss::Loss::new(percent, seed).map_err(anyhow::Error::msg)?)
+        }
+    };
     let opts = RunOptions {
         target,
         transport,
         events,
         jobs: args.jobs.map(usize::from),
+        loss,
         ..RunOptions::default()
     }
     .with_references()?;
@@ -141,6 +156,12 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
     let dir = args.output.dir();
     let mut console = report::Console::new(args.json_lines.as_deref())?;
     console.say(&format!("target: {described} ({transport})"));
+    if let Some(loss) = loss {
+        console.say(&format!(
+            "the phones drop {}% of their datagrams: --seed {} repeats this run's choices",
+            loss.percent, loss.seed
+        ));
+    }
     let results = runtime.block_on(run_all_reporting(&prepared, &topology, opts, |r| {
         console.case(r)
     }));

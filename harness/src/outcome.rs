@@ -301,6 +301,7 @@ pub(crate) mod tests {
             reason: format!("reason {line}"),
             evidence: None,
             line,
+            file: None,
             at: Default::default(),
         }
     }

@@ -49,6 +49,32 @@ impl std::fmt::Display for Race {
     }
 }
 
+/// What a case's notes say of its races: each race's outcome, and where
+/// a case fought several (`trials`), how many each phone won and how many
+/// had no single winner: `20 races: 60970 won 12, 60970_2 won 8`.
+pub fn notes(races: &[Race]) -> Vec<String> {
+    let mut notes: Vec<String> = races.iter().map(|r| r.to_string()).collect();
+    if races.len() > 1 {
+        let mut won: std::collections::BTreeMap<&str, usize> = races
+            .iter()
+            .flat_map(|r| r.actors.iter().map(|a| (a.as_str(), 0)))
+            .collect();
+        let mut none = 0;
+        for r in races {
+            match &r.observed {
+                Some(w) => *won.entry(w).or_default() += 1,
+                None => none += 1,
+            }
+        }
+        let mut tally: Vec<String> = won.iter().map(|(dn, n)| format!("{dn} won {n}")).collect();
+        if none > 0 {
+            tally.push(format!("{none} had no single winner"));
+        }
+        notes.push(format!("{} races: {}", races.len(), tally.join(", ")));
+    }
+    notes
+}
+
 fn granted(channel: &Channel, name: &EventName, actors: &[String]) -> Option<String> {
     match (channel, name) {
         (Channel::Wire(dn), EventName::Known(KnownEvent::SeizeGranted)) if actors.contains(dn) => {
@@ -467,6 +493,24 @@ mod tests {
         roles.hold(&read);
         assert_eq!(roles.actor("60970"), "60970");
         assert_eq!(roles.read(&release, &later, &[], &[]).golden, later);
+    }
+
+    #[test]
+    fn several_races_are_counted_by_winner() {
+        let r = |observed: Option<&str>| Race {
+            stage: "race-1".into(),
+            actors: vec!["60970".into(), "60970_2".into()],
+            expected: Some("60970".into()),
+            observed: observed.map(str::to_string),
+        };
+        let one = notes(&[r(Some("60970_2"))]);
+        assert_eq!(one.len(), 1, "{one:?}");
+        let three = notes(&[r(Some("60970_2")), r(None), r(Some("60970_2"))]);
+        assert_eq!(three.len(), 4, "{three:?}");
+        assert_eq!(
+            three[3],
+            "3 races: 60970 won 0, 60970_2 won 2, 1 had no single winner"
+        );
     }
 
     #[test]

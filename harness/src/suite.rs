@@ -295,12 +295,16 @@ impl Prepared {
 }
 
 /// Does a case id match the user's pattern: a substring, a pattern with
-/// `*`, or several of these separated by commas (any one matching)?
+/// `*`, `=ID` for that id alone, or several of these separated by commas
+/// (any one matching)?
 pub fn matches(pattern: &str, id: &str) -> bool {
     pattern.split(',').any(|p| matches_one(p.trim(), id))
 }
 
 fn matches_one(pattern: &str, id: &str) -> bool {
+    if let Some(exact) = pattern.strip_prefix('=') {
+        return id == exact;
+    }
     if !pattern.contains('*') {
         return id.contains(pattern);
     }
@@ -338,5 +342,8 @@ mod tests {
         assert!(!matches("barge-in,hold-retrieve", "inbound-answered"));
         assert!(!matches("inbound-*-x", "inbound-answered"));
         assert!(!matches("ab*ba", "aba"));
+        assert!(matches("=seize-race", "seize-race"));
+        assert!(!matches("=seize-race", "seize-race-trials"));
+        assert!(matches("seize-race", "seize-race-trials"));
     }
 }

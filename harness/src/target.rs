@@ -275,13 +275,32 @@ struct Raw {
 }
 
 /// A profile that is another's under a new name (`extends`): another
-/// version of the same server, found to behave the same. Nothing else: a
-/// server that differs has a profile of its own.
+/// version of the same server. Where this version behaves otherwise, and
+/// only there, it says so: `[[without]]` takes cases out of the base's
+/// deviations at one stage (each must take something, with its reason),
+/// and its own `[[deviation]]`s are added. Nothing else may differ: a
+/// server that differs in its lines, identities or commands has a profile
+/// of its own.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExtends {
     name: String,
     extends: Spanned<String>,
+    #[serde(default)]
+    without: Vec<Spanned<RawWithout>>,
+    #[serde(default)]
+    deviation: Vec<Spanned<crate::deviation::RawDeviation>>,
+}
+
+/// `[[without]]`: the base's deviation at `stage` on exactly `channels`
+/// no longer applies to `cases` on this version.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWithout {
+    cases: Vec<String>,
+    stage: String,
+    channels: Vec<String>,
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -456,7 +475,42 @@ impl Profile {
                 base.display()
             )));
         }
-        let profile = Profile::parse(&base, &base_text, topology)?;
+        let mut profile = Profile::parse(&base, &base_text, topology)?;
+        for w in raw.without {
+            let line = line_of(text, w.span().start);
+            let w = w.into_inner();
+            let err = |m: String| InputError::new(path, Some(line), m);
+            if w.reason.trim().is_empty() {
+                return Err(err("a [[without]] needs its reason".into()));
+            }
+            let channels: Vec<crate::model::Channel> = w
+                .channels
+                .iter()
+                .map(|c| crate::model::Channel::parse(c))
+                .collect();
+            for case in &w.cases {
+                let mut found = profile
+                    .deviations
+                    .iter_mut()
+                    .filter(|d| d.stage == w.stage && d.channels == channels && d.applies_to(case));
+                let (Some(d), None) = (found.next(), found.next()) else {
+                    return Err(err(format!(
+                        "[[without]]: {} declares no single deviation of case {case:?} at stage {:?} on channels {} to take out",
+                        base.display(),
+                        w.stage,
+                        w.channels.join(", ")
+                    )));
+                };
+                d.cases.retain(|c| c != case);
+            }
+            profile.deviations.retain(|d| !d.cases.is_empty());
+        }
+        for d in raw.deviation {
+            let line = line_of(text, d.span().start);
+            let mut d = d.into_inner().check(path, text, line)?;
+            d.file = Some(path.to_path_buf());
+            profile.deviations.push(d);
+        }
         Ok(Profile {
             name: raw.name,
             ..profile
@@ -972,6 +1026,30 @@ reason = "no barge-in"
         std::fs::write(&base, GOOD.replace("\"hold\"", "\"telepathy\"")).unwrap();
         let e = load("name = \"t2\"\nextends = \"target.toml\"\n").unwrap_err();
         assert_eq!((e.path.clone(), e.line), (base.clone(), Some(5)), "{e}");
+        // Where this version differs: a deviation taken out, one of its own.
+        std::fs::write(&base, GOOD).unwrap();
+        let p = load(
+            "name = \"t2\"\nextends = \"target.toml\"\n[[without]]\ncases = [\"barge-in\"]\nstage = \"barged\"\nchannels = [\"sca.60970\", \"60970\"]\nreason = \"fixed\"\n[[deviation]]\ncases = [\"seize-busy\"]\nstage = \"refused\"\nchannels = [\"sca.60970_2\"]\nabsent = { event = \"SeizeRefused\" }\nreason = \"new\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.deviations.len(), 1, "{:?}", p.deviations);
+        let d = &p.deviations[0];
+        assert_eq!(
+            (d.cases.as_slice(), d.line),
+            (&["seize-busy".to_string()][..], 8)
+        );
+        assert_eq!(d.file.as_deref(), Some(child.as_path()));
+        assert!(
+            d.label()
+                .starts_with("declared deviation (target-2.toml line 8)"),
+            "{}",
+            d.label()
+        );
+        // Taking out what the base does not declare is a mistake, said.
+        let e = load("name = \"t2\"\nextends = \"target.toml\"\n[[without]]\ncases = [\"barge-in\"]\nstage = \"barged\"\nchannels = [\"sca.60970\"]\nreason = \"fixed\"\n")
+            .unwrap_err();
+        assert_eq!((e.path.clone(), e.line), (child.clone(), Some(3)), "{e}");
+        assert!(e.message.contains("no single deviation of case \"barge-in\" at stage \"barged\" on channels sca.60970"), "{e}");
         // One level only.
         std::fs::write(&base, "name = \"t\"\nextends = \"target-2.toml\"\n").unwrap();
         let e = load("name = \"t2\"\nextends = \"target.toml\"\n").unwrap_err();

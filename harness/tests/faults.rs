@@ -30,6 +30,7 @@ enum Catch {
 
 /// The cases that start with the inbound call answered at 60970.
 const ANSWERED_AT_60970: &[&str] = &[
+    "ack-retransmitted",
     "hold-hangup",
     "hold-inactive",
     "hold-retrieve",
@@ -44,6 +45,7 @@ const ANSWERED_AT_60970: &[&str] = &[
 ];
 /// Every case that begins with reference 1.1.
 const INBOUND: &[&str] = &[
+    "ack-retransmitted",
     "barge-in",
     "hold-hangup",
     "hold-inactive",
@@ -131,6 +133,7 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             "subscription-refresh",
             "retrieve-idle",
             "seize-race",
+            "seize-race-trials",
             "notify-refused",
         ])
         .copied()
@@ -168,10 +171,9 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
         (Fault::NoPrivateInfo, {
             let mut v = each(SEIZING, diff("seized", "60970", "EventPrivateInfo"));
             // The race's winner is the server's to pick: its channel.
-            v.push((
-                "seize-race",
-                diff("race-1", "60970|60970_2", "EventPrivateInfo"),
-            ));
+            for race in ["seize-race", "seize-race-trials"] {
+                v.push((race, diff("race-1", "60970|60970_2", "EventPrivateInfo")));
+            }
             // Its seizure is 60970_2's.
             v.push((
                 "notify-refused",
@@ -274,11 +276,26 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             ),
         ),
         (
+            Fault::LostAckFreesAppearance,
+            vec![(
+                "ack-retransmitted",
+                diff(
+                    "answered",
+                    "sca.60970|sca.60970_2",
+                    "\"AppearanceState\": \"idle\"",
+                ),
+            )],
+        ),
+        (
             Fault::DoubleSeize,
             vec![
                 ("seize-busy", diff("refused", "sca.60970_2", "SeizeRefused")),
                 // Both granted: no single winner, the golden as written.
                 ("seize-race", diff("race-1", "sca.60970_2", "SeizeRefused")),
+                (
+                    "seize-race-trials",
+                    diff("race-1", "sca.60970_2", "SeizeRefused"),
+                ),
                 (
                     "seize-after-release",
                     diff("refused", "sca.60970", "SeizeRefused"),

@@ -46,23 +46,27 @@ fn the_steps_recovered_from_each_cases_capture_are_its_steps() {
         // which the capture may show in either order.
         let mut got: Vec<Vec<(String, Action)>> = Vec::new();
         let recovery = scacheck::actions::recover(&records, &topology, &line);
-        // An armed step (refuse-notify) is not recovered: the recovery
-        // says so, one note per 481 the phone sent.
-        let armed = p
-            .case
-            .stages
-            .iter()
-            .flat_map(|s| &s.steps)
-            .any(|s| s.action.armed());
-        let said = recovery
-            .unrecovered
-            .iter()
-            .any(|u| u.contains("refuse-notify is not recovered"));
-        if armed != said {
-            errors.push(format!(
-                "{}: armed steps {armed}, said unrecovered {said}: {:?}",
-                p.case.id, recovery.unrecovered
-            ));
+        // An armed step (refuse-notify, lose-ack) is not recovered: the
+        // recovery says so, one note per 481 the phone sent or ACK that
+        // came after its 2xx came again; each such step is said, and
+        // nothing else.
+        for name in ["refuse-notify", "lose-ack"] {
+            let armed = p
+                .case
+                .stages
+                .iter()
+                .flat_map(|s| &s.steps)
+                .any(|s| s.action.armed() && scacheck::actions::name(&s.action) == name);
+            let said = recovery
+                .unrecovered
+                .iter()
+                .any(|u| u.contains(&format!("{name} is not recovered")));
+            if armed != said {
+                errors.push(format!(
+                    "{}: {name} steps {armed}, said unrecovered {said}: {:?}",
+                    p.case.id, recovery.unrecovered
+                ));
+            }
         }
         for a in recovery.actions {
             match got.last_mut() {

@@ -91,6 +91,11 @@ struct Phone {
     /// Facts already reported (event, Call-ID, discriminator), so that
     /// retransmissions add nothing.
     seen: HashSet<(KnownEvent, String, String)>,
+    /// The highest CSeq of the call-info NOTIFYs read in each dialog: one
+    /// below it came out of order (sent again after a loss, overtaken by a
+    /// later one) and tells the phone nothing (it answers 500, RFC 3261
+    /// 12.2.2).
+    notified: HashMap<String, u32>,
 }
 
 impl Phone {
@@ -157,6 +162,12 @@ impl Phone {
     /// Compares the appearances this NOTIFY tells with the last known ones
     /// and reports only what changed, so a state told twice counts once.
     fn call_info(&mut self, msg: &Message) -> Vec<Found> {
+        let cseq = msg.cseq().map_or(0, |(n, _)| n);
+        let highest = self.notified.entry(msg.call_id().to_string()).or_default();
+        if cseq != 0 && cseq < *highest {
+            return Vec::new();
+        }
+        *highest = cseq.max(*highest);
         let Ok(told) = appearances(msg.headers("Call-Info")) else {
             return Vec::new();
         };
@@ -602,6 +613,27 @@ mod tests {
             vec![
                 r#"{"event": "Appearance", "Index": 1, "AppearanceState": "alerting"}"#,
                 r#"{"event": "Appearance", "Index": 3, "AppearanceState": "seized"}"#,
+            ]
+        );
+    }
+
+    /// A NOTIFY sent again after a loss may arrive after a later one: its
+    /// lower CSeq says it is out of order, and it changes nothing.
+    #[test]
+    fn a_notify_overtaken_by_a_later_one_tells_nothing() {
+        let mut d = deriver();
+        let told = |cseq, state: &str| {
+            notify(
+                "call-info",
+                cseq,
+                "active",
+                &[&ap_uri(1, state, "<sip:60972@sca.test>")],
+            )
+        };
+        assert_eq!(
+            feed(&mut d, vec![rx(told(3, "active")), rx(told(2, "alerting"))]),
+            vec![
+                r#"{"event": "Appearance", "Index": 1, "AppearanceState": "active", "AppearanceUri": "60972"}"#,
             ]
         );
     }

@@ -63,6 +63,8 @@ faults! {
         "a barge-in on an active appearance is refused (486)",
     OnHookWhileHeld => "onhook-while-held":
         "a phone that hangs up a held call also gets EventOnHook",
+    LostAckFreesAppearance => "lost-ack-frees-appearance":
+        "a 200 sent again because its ACK did not come frees the call's appearance: the phones are told idle while the call is up",
     DoubleSeize => "double-seize":
         "a line-seize of an appearance that is already seized is granted",
     SeizeNeverExpires => "seize-never-expires":

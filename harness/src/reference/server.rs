@@ -19,6 +19,7 @@ use crate::sip::build::{sdp, Builder};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::{appearances, ApState, Appearance, AppearanceIndex, EventHeader, Reason};
 use crate::sip::record::Inbound;
+use crate::sip::retransmit::Retransmitter;
 use crate::sip::sdp::HoldStyle;
 use crate::sip::{Message, Transport};
 use crate::topology::Topology;
@@ -171,6 +172,16 @@ pub struct Server {
     answered: VecDeque<((String, String), Vec<u8>)>,
     /// Digest checks, when the server challenges.
     auth: Option<crate::sip::auth::Challenger>,
+    /// Its 2xx answers to INVITEs, sent again until their ACK comes (RFC
+    /// 3261 13.3.1.4, on every transport): a caller whose ACK was lost
+    /// gets the 200 again and acknowledges that.
+    resend: Retransmitter<Via>,
+    /// Its requests over UDP (NOTIFYs, INVITEs, BYEs, CANCELs), sent again
+    /// on RFC 3261's timers until answered: phones that lose datagrams
+    /// (`--loss`) still get them.
+    resend_requests: Retransmitter<Via>,
+    /// The time of the message or timeout being handled.
+    now: Instant,
 }
 
 /// How many answered non-INVITE transactions the server remembers: far
@@ -227,6 +238,9 @@ impl Server {
             events: VecDeque::new(),
             answered: VecDeque::new(),
             auth: None,
+            resend: Retransmitter::new(crate::sip::retransmit::T1).answers_only(),
+            resend_requests: Retransmitter::new(crate::sip::retransmit::T1),
+            now: Instant::now(),
         }
     }
 
@@ -271,17 +285,46 @@ impl Server {
         self.events.pop_front()
     }
 
-    /// When the server next needs [`Server::handle_timeout`].
+    /// When the server next needs [`Server::handle_timeout`]: a seizure
+    /// expiring, a 2xx or a request due again.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.has(Fault::SeizeNeverExpires) {
-            return None;
-        }
-        self.seizures.iter().map(|s| s.until).min()
+        let expiry = self
+            .seizures
+            .iter()
+            .map(|s| s.until)
+            .min()
+            .filter(|_| !self.has(Fault::SeizeNeverExpires));
+        [
+            expiry,
+            self.resend.poll_timeout(),
+            self.resend_requests.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        let mut again = self.resend_requests.poll_transmit(now);
+        again.extend(self.resend.poll_transmit(now));
+        for (via, bytes) in again {
+            // The fault: a 2xx sent again (its ACK did not come) frees
+            // the call's appearance.
+            if self.has(Fault::LostAckFreesAppearance) && bytes.starts_with(b"SIP/2.0 2") {
+                let call_id = Message::parse(bytes.clone()).map(|m| m.call_id().to_string());
+                if let Some((c, _)) = call_id.ok().and_then(|id| self.find_leg(&id)) {
+                    self.calls[c].appearance = None;
+                }
+            }
+            self.out.push_back(Outgoing {
+                transport: via.transport,
+                to: via.addr,
+                bytes,
+            });
+        }
         if self.has(Fault::SeizeNeverExpires) {
-            return;
+            return self.notify_changes();
         }
         while let Some(i) = self.seizures.iter().position(|s| s.until <= now) {
             let s = self.seizures.remove(i);
@@ -309,13 +352,29 @@ impl Server {
     }
 
     fn send(&mut self, via: &Via, bytes: Vec<u8>) {
-        if bytes.starts_with(b"SIP/2.0 ") {
-            if let Some(key) = Message::parse(bytes.clone())
-                .ok()
-                .filter(|m| m.status().is_some_and(|s| s >= 200))
-                .and_then(|m| transaction(&m))
-                .filter(|(_, method)| method != "INVITE")
-            {
+        if !bytes.starts_with(b"SIP/2.0 ") {
+            if via.transport == Transport::Udp {
+                if let Ok(m) = Message::parse(bytes.clone()) {
+                    self.resend_requests.sent(&m, via.clone(), self.now);
+                }
+            }
+        } else {
+            // The answer a retransmitted request gets again (RFC 3261
+            // 17.2): a non-INVITE's final one, an INVITE's latest.
+            let answer = Message::parse(bytes.clone()).ok().filter(|m| {
+                let invite = m.cseq().is_some_and(|(_, method)| method == "INVITE");
+                m.status().is_some_and(|s| s >= 200 || invite)
+            });
+            // Over UDP a failure to an INVITE is sent again until its ACK
+            // too (17.2.1), a 2xx on every transport.
+            match &answer {
+                Some(m) if via.transport == Transport::Udp => {
+                    self.resend_requests.sent(m, via.clone(), self.now)
+                }
+                Some(m) => self.resend.sent(m, via.clone(), self.now),
+                None => {}
+            }
+            if let Some(key) = answer.as_ref().and_then(transaction) {
                 if self.answered.len() == ANSWERED {
                     self.answered.pop_front();
                 }
@@ -403,12 +462,15 @@ impl Server {
     // ---- dispatch -------------------------------------------------------------
 
     pub fn handle(&mut self, inbound: &Inbound, now: Instant) {
+        self.now = now;
         let from = Via {
             transport: inbound.transport,
             addr: inbound.peer,
         };
         let msg = &inbound.msg;
+        self.resend_requests.received(msg, now);
         if msg.is_request() {
+            self.resend.received(msg, now);
             if let Some(answer) = transaction(msg).and_then(|key| {
                 self.answered
                     .iter()

@@ -69,10 +69,25 @@ fn server(fault: Option<Fault>, now: Instant) -> Server {
     s
 }
 
+/// What the server sent; the phones answer each NOTIFY 200 (else the
+/// server sends it again over UDP, and its timers are not only those a
+/// test looks at).
 fn drain(s: &mut Server) -> Vec<(SocketAddr, Message)> {
-    std::iter::from_fn(|| s.poll_transmit())
+    let out: Vec<(SocketAddr, Message)> = std::iter::from_fn(|| s.poll_transmit())
         .map(|o| (o.to, Message::parse(o.bytes).unwrap()))
-        .collect()
+        .collect();
+    for (to, m) in out.iter().filter(|(_, m)| m.is("NOTIFY")) {
+        s.handle(&answer_from(*to, m, 200), Instant::now());
+    }
+    out
+}
+
+fn answer_from(peer: SocketAddr, req: &Message, code: u16) -> Inbound {
+    Inbound {
+        msg: Message::parse(Builder::response_to(req, code, None).build()).unwrap(),
+        transport: Transport::Udp,
+        peer,
+    }
 }
 
 fn seize(dn: &str, id: &str, expires: &str) -> Inbound {
@@ -157,6 +172,7 @@ fn an_unused_seizure_lapses_on_the_clock() {
 
     let mut never = server(Some(Fault::SeizeNeverExpires), now);
     never.handle(&seize("60970", "s1", "2"), now);
+    drain(&mut never);
     assert_eq!(never.poll_timeout(), None);
 }
 
@@ -214,4 +230,41 @@ fn a_retransmitted_request_gets_the_same_answer_and_changes_nothing() {
     assert_eq!(again.len(), 1, "only the answer: {again:?}");
     assert_eq!(again[0].1.raw(), first[0].1.raw());
     assert_eq!(s.poll_timeout(), None, "no new seizure");
+}
+
+/// Over UDP the server sends its requests again until answered (a phone
+/// that lost one, `--loss`, gets it later), and stops once answered.
+#[test]
+fn an_unanswered_notify_over_udp_is_sent_again_until_answered() {
+    let now = Instant::now();
+    let mut s = server(None, now);
+    // 60970 subscribes again (a second dialog), and its NOTIFY is lost.
+    s.handle(
+        &request(
+            "60970",
+            "SUBSCRIBE",
+            "60970",
+            "sub-again",
+            &[("Event", "call-info"), ("Expires", "3600")],
+        ),
+        now,
+    );
+    let sent: Vec<(SocketAddr, Message)> = std::iter::from_fn(|| s.poll_transmit())
+        .map(|o| (o.to, Message::parse(o.bytes).unwrap()))
+        .collect();
+    let notify = sent
+        .iter()
+        .find(|(_, m)| m.is("NOTIFY"))
+        .expect("a NOTIFY")
+        .clone();
+    let due = s.poll_timeout().expect("the NOTIFY wants a wake-up");
+    assert_eq!(due, now + crate::sip::retransmit::T1);
+    s.handle_timeout(due);
+    let again: Vec<Message> = std::iter::from_fn(|| s.poll_transmit())
+        .map(|o| Message::parse(o.bytes).unwrap())
+        .collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].raw(), notify.1.raw(), "the same NOTIFY");
+    s.handle(&answer_from(notify.0, &again[0], 200), due);
+    assert_eq!(s.poll_timeout(), None, "answered: nothing more to send");
 }

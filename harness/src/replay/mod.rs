@@ -522,7 +522,8 @@ impl ReplayTree {
     }
 
     /// The `--cases` pattern of the run: every flow's recorded case and
-    /// the reference cases they are.
+    /// the reference cases they are, each by its exact id (`seize-race`
+    /// is not `seize-race-trials`).
     pub fn cases(&self) -> String {
         let mut ids: Vec<&str> = self.flows.iter().map(|(id, _)| id.as_str()).collect();
         for (_, reference) in &self.flows {
@@ -532,7 +533,8 @@ impl ReplayTree {
                 }
             }
         }
-        ids.join(",")
+        let exact: Vec<String> = ids.iter().map(|id| format!("={id}")).collect();
+        exact.join(",")
     }
 }
 

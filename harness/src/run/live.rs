@@ -222,6 +222,9 @@ pub(super) async fn start(
         let (endpoint, inbound) = Endpoint::bind_with(dn, LOOPBACK, recorder.clone(), tls.clone())
             .await
             .map_err(|e| Undriven::Start(format!("{dn}: cannot bind: {e}")))?;
+        if let Some(loss) = opts.loss {
+            endpoint.lose(loss, &format!("{}/{dn}", p.case.id));
+        }
         let user = line.user(dn).to_string();
         let cfg = AgentConfig {
             dn: dn.clone(),

@@ -48,7 +48,7 @@ fn because(problems: &[String]) -> String {
 use std::time::Instant;
 
 use live::{command, start, Source};
-use perform::{perform, perform_together};
+use perform::{finish, perform, perform_together};
 
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::diff::{compare_stage, Bindings};
@@ -194,6 +194,14 @@ pub async fn run_case_on(
     if let Target::Remote(profile) = &opts.target {
         opts.deadlines = opts.deadlines.with_timers(&profile.timers);
     }
+    // At --loss, what the server sends may come a retransmission or five
+    // later: a stage waits for its events as long as the server may
+    // still send them again (Timer F, 64 T1), as an answer is waited for.
+    if opts.loss.is_some() {
+        let again = crate::sip::retransmit::timeout(opts.deadlines.t1);
+        opts.deadlines.stage = opts.deadlines.stage.max(again);
+        opts.deadlines.step = opts.deadlines.step.max(again);
+    }
     let mut result = CaseResult::new(
         &p.case.id,
         &p.case.title,
@@ -202,7 +210,7 @@ pub async fn run_case_on(
     );
     result.line = line.describe(topology);
     result.notes.extend(p.case.notes.iter().cloned());
-    if let Some(why) = unclaimed(p, &opts.target) {
+    if let Some(why) = unclaimed(p, &opts.target).or_else(|| unraced(p, &opts)) {
         result.verdict = Verdict::Skipped;
         result.notes.push(why);
         return result;
@@ -331,6 +339,11 @@ pub async fn run_case_on(
         }
     }
     collect(&mut result, &recorder, &log, &marks);
+    if let Some(loss) = opts.loss {
+        result
+            .notes
+            .push(dropped_note(loss, &recorder, started_at(&result)));
+    }
     result.keys = recorder.key_log().lines();
     if opts.transport == crate::sip::Transport::Tls {
         result.notes.push(crate::sip::tls::captured(&result.key()));
@@ -358,6 +371,67 @@ pub async fn run_case_on(
     result.notes.extend(source_notes);
     result.duration = started.elapsed();
     result
+}
+
+/// Why a case cannot be judged at `--loss`: a race (`together`) is two
+/// requests at once, and one dropped reaches the server a retransmission
+/// later, after the other was answered, maybe after the winner released:
+/// what follows would be the network's doing, not the server's.
+fn unraced(p: &Prepared, opts: &RunOptions) -> Option<String> {
+    let race = p.case.stages.iter().find(|s| s.together)?;
+    let loss = opts.loss?;
+    Some(format!(
+        "skipped at --loss ({loss}): stage {} is a race, and a race is not fought over a lossy network (a dropped request reaches the server one retransmission late)",
+        race.name
+    ))
+}
+
+/// How many dropped datagrams a case's note names one by one.
+const DROPPED_NAMED: usize = 20;
+
+/// When the case's first message crossed the wire (its records' clock).
+fn started_at(result: &CaseResult) -> Option<std::time::SystemTime> {
+    result.records.first().map(|r| r.at)
+}
+
+/// What `--loss` did in a case: how many datagrams the phones dropped,
+/// and the first of them by time, phone, direction and start line.
+fn dropped_note(
+    loss: crate::sip::loss::Loss,
+    recorder: &crate::sip::transport::Recorder,
+    t0: Option<std::time::SystemTime>,
+) -> String {
+    let (kept, count) = recorder.dropped();
+    let mut note = format!("--loss: {loss}: the phones dropped {count} datagrams");
+    if count == 0 {
+        return note;
+    }
+    let named: Vec<String> = kept
+        .iter()
+        .take(DROPPED_NAMED)
+        .map(|r| {
+            let at = t0
+                .and_then(|t| r.at.duration_since(t).ok())
+                .map_or(String::new(), |d| format!("+{:.3}s ", d.as_secs_f64()));
+            let line = r
+                .raw
+                .split(|b| *b == b'\r' || *b == b'\n')
+                .next()
+                .unwrap_or_default();
+            let way = match r.direction {
+                crate::sip::record::Direction::Sent => "sent to",
+                crate::sip::record::Direction::Received => "received from",
+            };
+            // Whatever bytes a server sent, shown as visible escapes.
+            format!("{at}{} {way} {}: {}", r.agent, r.peer, line.escape_ascii())
+        })
+        .collect();
+    note.push_str(": ");
+    note.push_str(&named.join("; "));
+    if count > named.len() {
+        note.push_str(&format!("; and {} more", count - named.len()));
+    }
+    note
 }
 
 /// Why a target cannot run the case: the capabilities it needs that the
@@ -397,7 +471,11 @@ impl Driving<'_> {
         marks: &mut Vec<(String, usize)>,
     ) -> Result<(), Undriven> {
         let mut graced: Vec<String> = Vec::new();
-        let driven = self.each_stage(live, result, marks, &mut graced).await;
+        let mut races = Vec::new();
+        let driven = self
+            .each_stage(live, result, marks, &mut graced, &mut races)
+            .await;
+        result.notes.extend(crate::race::notes(&races));
         if !graced.is_empty() {
             result.notes.push(format!(
                 "events declared absent were waited for {GRACE:?} after the expected ones (a late one would be an xpass), in stage {}",
@@ -408,13 +486,15 @@ impl Driving<'_> {
     }
 
     /// [`Driving::stages`], saying in `graced` which stages waited a grace
-    /// for events declared absent, and how many.
+    /// for events declared absent, and how many, and collecting in `races`
+    /// what each race stage showed.
     async fn each_stage(
         &self,
         live: &live::Live,
         result: &mut CaseResult,
         marks: &mut Vec<(String, usize)>,
         graced: &mut Vec<String>,
+        races: &mut Vec<crate::race::Race>,
     ) -> Result<(), Undriven> {
         let (opts, log) = (self.opts, self.log);
         let mut bindings = Bindings::default();
@@ -447,6 +527,11 @@ impl Driving<'_> {
                         failed = Some(undriven(step, why));
                         break;
                     }
+                }
+            }
+            if failed.is_none() {
+                if let Err((n, why)) = finish(live, &steps, opts.deadlines.stage).await {
+                    failed = Some(undriven(&steps[n], why));
                 }
             }
             // Wait for what the target is expected to send: the golden
@@ -495,7 +580,7 @@ impl Driving<'_> {
                 &self.deviations,
             );
             result.stages.push(compared);
-            result.notes.extend(race.map(|r| r.to_string()));
+            races.extend(race);
             if let Some(e) = failed {
                 return Err(e);
             }

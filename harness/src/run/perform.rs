@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::case::{Action, Index, Step};
 use crate::topology::Topology;
-use crate::ua::{Agent, AgentHandle, CallDirection, Phase, ScriptError, Seizure, Status};
+use crate::ua::{Agent, AgentHandle, CallDirection, LostAck, Phase, ScriptError, Seizure, Status};
 
 use super::live::Live;
 
@@ -62,6 +62,31 @@ pub(super) async fn perform_together(
         }
     }
     first
+}
+
+/// Waits (with a deadline) until the armed steps of a stage whose
+/// consequence is part of it have had it: a lost ACK made good by the ACK
+/// of the 2xx sent again, so that the stage compares what the server did
+/// after it. The error says what never came.
+pub(super) async fn finish(
+    live: &Live,
+    steps: &[Step],
+    deadline: Duration,
+) -> Result<(), (usize, String)> {
+    for (n, step) in steps.iter().enumerate() {
+        if step.action == Action::LoseAck {
+            let agent = live.agent(&step.actor).map_err(|e| (n, e))?;
+            agent
+                .wait_for(
+                    "the 2xx sent again after its ACK was lost, and its ACK",
+                    deadline,
+                    |st| st.lost_ack == Some(LostAck::Resent),
+                )
+                .await
+                .map_err(|e| (n, e.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 fn settle(acted: Result<Result<(), ScriptError>, crate::ua::UaError>) -> Result<(), String> {
@@ -182,6 +207,13 @@ async fn arm<'a>(
             )),
             Box::new(|a| {
                 a.refuse_notifies();
+                Ok(())
+            }),
+        ),
+        Action::LoseAck => (
+            None,
+            Box::new(|a| {
+                a.lose_ack();
                 Ok(())
             }),
         ),

@@ -158,6 +158,9 @@ pub struct RunOptions {
     /// ([`RunOptions::with_references`]). Without them the phones of the embedded
     /// server trust the CA it makes for itself.
     pub tls: Option<Arc<TlsSettings>>,
+    /// `--loss`: the share of their UDP datagrams the phones drop, and
+    /// the seed that picks them ([`crate::sip::loss`]).
+    pub loss: Option<crate::sip::loss::Loss>,
 }
 
 /// The T-Library event source of a real target (the embedded server always
@@ -184,6 +187,7 @@ impl Default for RunOptions {
             jobs: None,
             credentials: Arc::default(),
             tls: None,
+            loss: None,
         }
     }
 }
@@ -354,7 +358,10 @@ impl RunOptions {
     /// that the server's certificate went unchecked if it did
     /// ([`crate::sip::tls::INSECURE`]).
     pub fn describe(&self) -> String {
-        let target = self.target.describe();
+        let mut target = self.target.describe();
+        if let Some(loss) = self.loss {
+            target.push_str(&format!(" (phones at {loss})"));
+        }
         match self.insecure() {
             true => format!("{target}; {}", crate::sip::tls::INSECURE),
             false => target,

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod dialog;
 pub mod framing;
 pub mod headers;
+pub mod loss;
 pub mod record;
 pub mod retransmit;
 pub mod sdp;

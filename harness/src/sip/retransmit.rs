@@ -8,12 +8,17 @@
 //!   64·T1 (Timers B and F, [`timeout`]); a run's wait for an answer over
 //!   UDP lasts at least that long, so loss the timers recover from never
 //!   ends a wait first.
-//! - A 2xx to an INVITE is sent again at T1, doubling up to T2, until the
-//!   ACK for it arrives (13.3.1.4), for at most 64·T1.
+//! - A final answer to an INVITE is sent again at T1, doubling up to T2,
+//!   until the ACK for it arrives, for at most 64·T1: a 2xx by the UAS
+//!   core (13.3.1.4), a failure by the server transaction (17.2.1, Timer
+//!   G, over UDP only).
 //!
 //! The caller says what it sent and what it received, with the time; it
 //! asks when the next retransmission is due and which ones are. Over TCP
-//! nothing of this applies: the transport retransmits.
+//! a request is not sent again (the transport retransmits), but a 2xx to
+//! an INVITE still is ([`Retransmitter::answers_only`]): its
+//! retransmission is end to end (13.3.1.4), for an ACK lost beyond the
+//! next hop, so it applies on every transport.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -36,9 +41,9 @@ enum Awaits {
 }
 
 #[derive(Debug, Clone)]
-struct Pending {
+struct Pending<P> {
     awaits: Awaits,
-    peer: SocketAddr,
+    peer: P,
     bytes: Vec<u8>,
     next: Instant,
     interval: Duration,
@@ -53,26 +58,39 @@ pub fn timeout(t1: Duration) -> Duration {
     t1.saturating_mul(64)
 }
 
-/// The messages of one user agent that are sent again until answered.
+/// The messages of one user agent that are sent again until answered,
+/// each to its peer (`P`: an address, or whatever else the sender needs to
+/// send it again, such as the embedded server's transport and address).
 #[derive(Debug)]
-pub struct Retransmitter {
+pub struct Retransmitter<P = SocketAddr> {
     t1: Duration,
-    pending: Vec<Pending>,
+    pending: Vec<Pending<P>>,
+    /// Only 2xx answers to INVITEs are retransmitted, no request.
+    answers_only: bool,
 }
 
-impl Default for Retransmitter {
+impl<P: Clone> Default for Retransmitter<P> {
     fn default() -> Self {
         Retransmitter::new(T1)
     }
 }
 
-impl Retransmitter {
+impl<P: Clone> Retransmitter<P> {
     /// Retransmits on RFC 3261's timers for this T1.
-    pub fn new(t1: Duration) -> Retransmitter {
+    pub fn new(t1: Duration) -> Retransmitter<P> {
         Retransmitter {
             t1,
             pending: Vec::new(),
+            answers_only: false,
         }
+    }
+
+    /// Retransmits only 2xx answers to INVITEs, until their ACK: what a
+    /// UA does over a reliable transport, and the embedded server, which
+    /// leaves its own requests to a lossless loopback.
+    pub fn answers_only(mut self) -> Retransmitter<P> {
+        self.answers_only = true;
+        self
     }
 
     /// T2, which caps the interval, is never below T1 (a T1 set above
@@ -82,9 +100,12 @@ impl Retransmitter {
         T2.max(self.t1)
     }
 
-    /// A message went out over UDP to `peer`.
-    pub fn sent(&mut self, msg: &Message, peer: SocketAddr, now: Instant) {
+    /// A message went out to `peer`.
+    pub fn sent(&mut self, msg: &Message, peer: P, now: Instant) {
         let awaits = if msg.is_request() {
+            if self.answers_only {
+                return;
+            }
             match (msg.is("ACK"), msg.via_branch()) {
                 (false, Some(branch)) => Awaits::Response {
                     branch,
@@ -93,7 +114,10 @@ impl Retransmitter {
                 _ => return,
             }
         } else {
-            let ok = msg.status().is_some_and(|s| (200..300).contains(&s));
+            // A 2xx end to end on every transport; a failure hop by hop,
+            // over UDP only (17.2.1, Timer G), until the ACK.
+            let status = msg.status().unwrap_or(0);
+            let ok = (200..300).contains(&status) || (status >= 300 && !self.answers_only);
             match msg.cseq() {
                 Some((cseq, "INVITE")) if ok => Awaits::Ack {
                     call_id: msg.call_id().to_string(),
@@ -160,12 +184,12 @@ impl Retransmitter {
 
     /// The retransmissions due at `now` (each to its peer), rescheduled;
     /// those past their last chance are dropped.
-    pub fn poll_transmit(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Vec<(P, Vec<u8>)> {
         self.pending.retain(|p| now < p.give_up);
         let t2 = self.t2();
         let mut due = Vec::new();
         for p in self.pending.iter_mut().filter(|p| p.next <= now) {
-            due.push((p.peer, p.bytes.clone()));
+            due.push((p.peer.clone(), p.bytes.clone()));
             p.interval = if p.capped {
                 (p.interval * 2).min(t2)
             } else {
@@ -287,6 +311,43 @@ mod tests {
         r.received(&Message::parse(other).unwrap(), t0);
         assert!(r.poll_timeout().is_some());
         r.received(&request("ACK", "z9hG4bKa"), t0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    /// A failure to an INVITE goes again until its ACK over UDP (Timer G),
+    /// not over a reliable transport.
+    #[test]
+    fn a_failure_to_an_invite_repeats_until_its_ack_over_udp_only() {
+        let t0 = Instant::now();
+        let inv = request("INVITE", "z9hG4bKi");
+        let busy = answer(&inv, 486);
+        let mut udp = Retransmitter::default();
+        udp.sent(&busy, peer(), t0);
+        assert_eq!(
+            udp.poll_transmit(t0 + T1),
+            vec![(peer(), busy.raw().to_vec())]
+        );
+        udp.received(&request("ACK", "z9hG4bKi"), t0 + T1);
+        assert_eq!(udp.poll_timeout(), None);
+        let mut tcp: Retransmitter = Retransmitter::new(T1).answers_only();
+        tcp.sent(&busy, peer(), t0);
+        assert_eq!(tcp.poll_timeout(), None);
+    }
+
+    /// Over a reliable transport no request is sent again, but a 2xx to
+    /// an INVITE is, until its ACK (its retransmission is end to end).
+    #[test]
+    fn answers_only_retransmits_a_2xx_to_an_invite_and_no_request() {
+        let t0 = Instant::now();
+        let mut r: Retransmitter<&str> = Retransmitter::new(T1).answers_only();
+        let inv = request("INVITE", "z9hG4bKi");
+        r.sent(&inv, "tcp", t0);
+        r.sent(&request("BYE", "z9hG4bKb"), "tcp", t0);
+        assert_eq!(r.poll_timeout(), None, "no request pending");
+        let ok = answer(&inv, 200);
+        r.sent(&ok, "tcp", t0);
+        assert_eq!(r.poll_transmit(t0 + T1), vec![("tcp", ok.raw().to_vec())]);
+        r.received(&request("ACK", "z9hG4bKa"), t0 + T1);
         assert_eq!(r.poll_timeout(), None);
     }
 

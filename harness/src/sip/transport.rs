@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::framing::StreamFramer;
+use super::loss::{Dropper, Loss};
 use super::record::{Direction, Inbound, Record};
 use super::tls::{KeyLogSink, TlsSettings};
 use super::{Message, Transport};
@@ -42,7 +43,14 @@ struct Log {
     records: Vec<Record>,
     tap: Option<Tap>,
     keys: KeyLogSink,
+    /// The datagrams dropped on purpose (`--loss`), the first
+    /// [`DROPPED_KEPT`] of them, and how many in all.
+    dropped: Vec<Record>,
+    dropped_count: usize,
 }
+
+/// How many dropped datagrams a case keeps to report (the rest counted).
+pub const DROPPED_KEPT: usize = 1000;
 
 /// Shared, append-only log of every message of a case.
 #[derive(Clone, Default)]
@@ -95,6 +103,23 @@ impl Recorder {
             tap(&record);
         }
         log.records.push(record);
+    }
+
+    /// A datagram dropped on purpose: kept apart from what crossed the
+    /// wire (no phone saw it, no server got it), for the report.
+    fn push_dropped(&self, record: Record) {
+        let mut log = self.lock();
+        log.dropped_count += 1;
+        if log.dropped.len() < DROPPED_KEPT {
+            log.dropped.push(record);
+        }
+    }
+
+    /// The datagrams dropped on purpose that were kept, and how many were
+    /// dropped in all.
+    pub fn dropped(&self) -> (Vec<Record>, usize) {
+        let log = self.lock();
+        (log.dropped.clone(), log.dropped_count)
     }
 
     /// How many messages have been recorded.
@@ -189,6 +214,9 @@ pub struct Endpoint {
     recorder: Recorder,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
     tls: Option<Arc<Tls>>,
+    /// `--loss`: what it sends and what it receives over UDP, each
+    /// dropped as its stream decides ([`Endpoint::lose`]).
+    loss: Arc<Mutex<Option<(Dropper, Dropper)>>>,
 }
 
 impl Drop for Endpoint {
@@ -272,12 +300,14 @@ impl Endpoint {
             recorder,
             tasks: Arc::default(),
             tls,
+            loss: Arc::default(),
         };
-        let (udp, rec, name, inbound) = (
+        let (udp, rec, name, inbound, loss) = (
             ep.udp.clone(),
             ep.recorder.clone(),
             ep.name.clone(),
             ep.inbound.clone(),
+            ep.loss.clone(),
         );
         ep.spawn(async move {
             let mut buf = vec![0u8; 65_535];
@@ -285,6 +315,13 @@ impl Endpoint {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
+                let lost = lock(&loss)
+                    .as_mut()
+                    .is_some_and(|(_, received)| received.drops());
+                if lost {
+                    rec.push_dropped(dropped(&name, Direction::Received, local, peer, &buf[..n]));
+                    continue;
+                }
                 deliver(
                     &rec,
                     &name,
@@ -334,6 +371,17 @@ impl Endpoint {
         self.local
     }
 
+    /// From now on, drops datagrams it sends and receives over UDP as
+    /// `loss` decides for the phone `name` (see [`crate::sip::loss`]);
+    /// each one dropped is kept for the report ([`Recorder::dropped`]),
+    /// not recorded as crossing the wire.
+    pub fn lose(&self, loss: Loss, name: &str) {
+        *lock(&self.loss) = Some((
+            Dropper::new(loss, name, "sent"),
+            Dropper::new(loss, name, "received"),
+        ));
+    }
+
     /// Sends one message; records it first, so a failed send is still seen.
     pub async fn send(
         &self,
@@ -351,6 +399,14 @@ impl Endpoint {
         };
         match transport {
             Transport::Udp => {
+                if lock(&self.loss)
+                    .as_mut()
+                    .is_some_and(|(sent, _)| sent.drops())
+                {
+                    let record = dropped(&self.name, Direction::Sent, self.local, peer, &bytes);
+                    self.recorder.push_dropped(record);
+                    return Ok(());
+                }
                 self.recorder.push(
                     &self.name,
                     Direction::Sent,
@@ -423,6 +479,28 @@ impl Endpoint {
             }),
             Ok(Ok(stream)) => Ok(self.connector().adopt(stream, local, peer, Transport::Tls)),
         }
+    }
+}
+
+/// The record of a datagram dropped on purpose (never crossed the wire).
+fn dropped(
+    agent: &str,
+    direction: Direction,
+    local: SocketAddr,
+    peer: SocketAddr,
+    raw: &[u8],
+) -> Record {
+    Record {
+        seq: 0,
+        at: SystemTime::now(),
+        agent: agent.to_string(),
+        direction,
+        transport: Transport::Udp,
+        local,
+        peer,
+        raw: raw.to_vec(),
+        problem: None,
+        parsed: Default::default(),
     }
 }
 

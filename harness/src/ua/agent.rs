@@ -139,6 +139,18 @@ pub struct Status {
     /// final answer to: until it has one, the server may not have ended
     /// the call (the teardown waits for it before it unsubscribes).
     pub byes_unanswered: Vec<String>,
+    /// Where a lost ACK stands ([`Agent::lose_ack`]).
+    pub lost_ack: Option<LostAck>,
+}
+
+/// A phone's lost ACK ([`Agent::lose_ack`]): armed, dropped (the 2xx it
+/// answered not acknowledged), made good (the 2xx came again and was
+/// acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAck {
+    Armed,
+    Dropped,
+    Resent,
 }
 
 impl Status {
@@ -752,6 +764,13 @@ impl Agent {
         self.refusing = true;
     }
 
+    /// From now on, the phone sends no ACK for the next 2xx to one of its
+    /// INVITEs (as if it were lost on the way); the 2xx sent again is
+    /// acknowledged as always. Sends nothing itself.
+    pub fn lose_ack(&mut self) {
+        self.status.lost_ack = Some(LostAck::Armed);
+    }
+
     /// Ends the leak check's subscription, marked as teardown; says whether
     /// there was an established one to end.
     pub fn end_probe(&mut self) -> bool {
@@ -1264,6 +1283,9 @@ impl Agent {
             self.unknown_dialog(req, peer, reading::outside_subscriptions(req));
             return;
         };
+        if !sub.in_order(req) {
+            return self.respond(req, peer, 500, None);
+        }
         // A NOTIFY before the 2xx (or instead of one that was lost)
         // establishes the subscription.
         let established = sub.notified(req);
@@ -1374,7 +1396,16 @@ impl Agent {
                 call.view.held = holding;
                 call.reinvite = None;
             }
-            // ACK every 2xx, retransmissions included (RFC 3261 13.2.2.4).
+            // ACK every 2xx, retransmissions included (RFC 3261 13.2.2.4),
+            // but the first one when its ACK is to be lost.
+            match self.status.lost_ack {
+                Some(LostAck::Armed) => {
+                    self.status.lost_ack = Some(LostAck::Dropped);
+                    return;
+                }
+                Some(LostAck::Dropped) => self.status.lost_ack = Some(LostAck::Resent),
+                _ => {}
+            }
             let (via, _) = self.via();
             let bytes = self.calls[i].dialog.ack(cseq, &via).build();
             self.send_to_server(bytes);

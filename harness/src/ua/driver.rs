@@ -57,16 +57,18 @@ impl AgentHandle {
         let (status_tx, status) = watch::channel(agent.status());
         let (commands, mut command_rx) = mpsc::unbounded_channel::<Command>();
         // Over UDP a lost message is sent again (RFC 3261's timers); the
-        // transport layer of TCP does that itself.
-        let mut retransmit = (transport == Transport::Udp).then(|| Retransmitter::new(t1));
+        // transport layer of TCP does that itself, except for a 2xx to an
+        // INVITE, which is retransmitted end to end until its ACK.
+        let mut retransmit = match transport {
+            Transport::Udp => Retransmitter::new(t1),
+            _ => Retransmitter::new(t1).answers_only(),
+        };
         let task = tokio::spawn(async move {
             loop {
-                let due = retransmit.as_ref().and_then(Retransmitter::poll_timeout);
+                let due = retransmit.poll_timeout();
                 tokio::select! {
                     Some(msg) = inbound.recv() => {
-                        if let Some(r) = retransmit.as_mut() {
-                            r.received(&msg.msg, Instant::now());
-                        }
+                        retransmit.received(&msg.msg, Instant::now());
                         agent.handle(&msg)
                     }
                     cmd = command_rx.recv() => match cmd {
@@ -74,8 +76,7 @@ impl AgentHandle {
                         None => break,
                     },
                     _ = sleep_until(due) => {
-                        let again = retransmit.as_mut().map(|r| r.poll_transmit(Instant::now()));
-                        for (to, bytes) in again.unwrap_or_default() {
+                        for (to, bytes) in retransmit.poll_transmit(Instant::now()) {
                             if let Err(e) = endpoint.send(transport, to, bytes).await {
                                 agent.note(e.to_string());
                             }
@@ -83,10 +84,8 @@ impl AgentHandle {
                     }
                 }
                 while let Some(t) = agent.poll_transmit() {
-                    if let Some(r) = retransmit.as_mut() {
-                        if let Ok(msg) = Message::parse(t.bytes.clone()) {
-                            r.sent(&msg, t.to, Instant::now());
-                        }
+                    if let Ok(msg) = Message::parse(t.bytes.clone()) {
+                        retransmit.sent(&msg, t.to, Instant::now());
                     }
                     if let Err(e) = endpoint.send(transport, t.to, t.bytes).await {
                         agent.note(e.to_string());

@@ -8,7 +8,7 @@ pub mod driver;
 pub mod reading;
 
 pub use agent::{
-    Agent, AgentConfig, CallDirection, CallView, End, Phase, ScriptError, Seizure, Status,
+    Agent, AgentConfig, CallDirection, CallView, End, LostAck, Phase, ScriptError, Seizure, Status,
 };
 pub use driver::{AgentHandle, UaError};
 

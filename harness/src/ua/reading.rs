@@ -75,6 +75,8 @@ pub struct Subscription {
     pub contact: String,
     /// The notifier's side is known (its tag, route and target).
     pub confirmed: bool,
+    /// The highest CSeq of the NOTIFYs read in it (0: none yet).
+    pub notify_cseq: u32,
 }
 
 impl Subscription {
@@ -85,6 +87,7 @@ impl Subscription {
             dialog,
             contact,
             confirmed: false,
+            notify_cseq: 0,
         }
     }
 
@@ -109,6 +112,19 @@ impl Subscription {
     /// A NOTIFY the subscription [holds](Self::holds) establishes it when no
     /// 2xx has (RFC 6665 4.1.2.4: the NOTIFY may come first, and over UDP the
     /// 2xx may be lost). Returns whether this one did.
+    /// Whether a NOTIFY comes in order: a CSeq above every one read in the
+    /// subscription so far, which it then is. One below is out of order
+    /// (RFC 3261 12.2.2: the phone answers 500 and reads nothing of it): a
+    /// NOTIFY sent again after a loss, overtaken by a later one.
+    pub fn in_order(&mut self, notify: &Message) -> bool {
+        let cseq = notify.cseq().map_or(0, |(n, _)| n);
+        if cseq != 0 && cseq < self.notify_cseq {
+            return false;
+        }
+        self.notify_cseq = self.notify_cseq.max(cseq);
+        true
+    }
+
     pub fn notified(&mut self, notify: &Message) -> bool {
         if self.confirmed {
             return false;
