@@ -649,9 +649,11 @@ impl Driving<'_> {
         }
         for agent in line.iter().chain(&outside) {
             let _ = agent
-                .wait_for("its unsubscribe to be answered", deadline, |s| {
-                    !s.subscribed
-                })
+                .wait_for(
+                    "its unsubscribe and unregistration to be answered",
+                    deadline,
+                    |s| !s.subscribed && (s.unregistered || !s.registered),
+                )
                 .await;
         }
         self.log.settle(deadlines.settle, deadlines.stage).await;

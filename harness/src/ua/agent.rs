@@ -141,6 +141,9 @@ pub struct Status {
     pub byes_unanswered: Vec<String>,
     /// Where a lost ACK stands ([`Agent::lose_ack`]).
     pub lost_ack: Option<LostAck>,
+    /// Its unregistration (REGISTER, Expires 0) has been answered 2xx: the
+    /// server has let go of the phone's binding.
+    pub unregistered: bool,
 }
 
 /// A phone's lost ACK ([`Agent::lose_ack`]): armed, dropped (the 2xx it
@@ -218,6 +221,8 @@ pub struct Agent {
     answered: VecDeque<(Vec<u8>, Vec<u8>)>,
     /// The CSeq number of its latest REGISTER (one Call-ID for them all).
     register_cseq: u32,
+    /// The CSeq of the phone's unregistration, once sent.
+    unregister_cseq: Option<u32>,
     /// Its digest state, with credentials.
     keyring: Option<Keyring>,
     /// The latest requests sent to the server that it may challenge.
@@ -274,6 +279,7 @@ impl Agent {
             out: VecDeque::new(),
             answered: VecDeque::new(),
             register_cseq: 0,
+            unregister_cseq: None,
             keyring: cfg_keyring,
             sent: VecDeque::new(),
             challenged: VecDeque::new(),
@@ -636,6 +642,7 @@ impl Agent {
     /// Removes the agent's registration (Expires 0), at the end of a case.
     pub fn unregister(&mut self) {
         self.registration(0);
+        self.unregister_cseq = Some(self.register_cseq);
     }
 
     fn registration(&mut self, expires: u32) {
@@ -1319,6 +1326,16 @@ impl Agent {
         match method {
             "REGISTER" if resp.call_id() == self.register_call_id && code >= 200 => {
                 self.status.registered = (200..300).contains(&code);
+                // Its answer, or the answer to it sent again with
+                // credentials (a later CSeq).
+                let unregistering = matches!(
+                    (resp.cseq(), self.unregister_cseq),
+                    (Some((n, _)), Some(sent)) if n >= sent
+                );
+                if unregistering && (200..300).contains(&code) {
+                    self.status.unregistered = true;
+                    self.status.registered = false;
+                }
                 if code >= 300 {
                     self.status
                         .problems
