@@ -260,7 +260,11 @@ const ANSWERED: usize = 64;
 
 impl Agent {
     pub fn new(cfg: AgentConfig) -> Agent {
-        let register_call_id = format!("reg-{}-{}@scacheck", cfg.user, cfg.nonce);
+        // Named by DN, not SIP user: on a target where the phones of a
+        // shared line register one SIP user, names made from the user would
+        // be the same for both phones (one REGISTER dialog, one call-info
+        // subscription, one To-tag for two answers).
+        let register_call_id = format!("reg-{}-{}@scacheck", cfg.dn, cfg.nonce);
         let cfg_keyring = cfg.credentials.clone().map(Keyring::new);
         Agent {
             cfg,
@@ -315,12 +319,11 @@ impl Agent {
         self.status.problems.push(problem);
     }
 
+    /// A Call-ID, tag or branch no other phone makes: by DN, as the
+    /// REGISTER Call-ID is (two phones of a line may share a SIP user).
     fn unique(&mut self, what: &str) -> String {
         self.counter += 1;
-        format!(
-            "{what}{}-{}-{}",
-            self.counter, self.cfg.user, self.cfg.nonce
-        )
+        format!("{what}{}-{}-{}", self.counter, self.cfg.dn, self.cfg.nonce)
     }
 
     /// `sips` over TLS when the profile asks for sips URIs, else `sip`.

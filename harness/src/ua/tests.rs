@@ -1136,3 +1136,37 @@ fn a_refused_subscription_answers_481_from_then_on() {
     // Nothing left to unsubscribe.
     assert!(a.refresh_call_info(0).is_err());
 }
+
+/// Two phones of a shared line may register one SIP user (Kamailio's
+/// profile does): their REGISTER, subscriptions and answers must still be
+/// dialogs of their own, or a server (and the caller) would take one
+/// phone's for the other's.
+#[test]
+fn two_phones_of_one_sip_user_make_ids_of_their_own() {
+    let ids = |dn: &str| {
+        let mut a = Agent::new(AgentConfig {
+            dn: dn.into(),
+            user: "60970-1".into(),
+            ..config()
+        });
+        a.register();
+        let reg = sent(&mut a).remove(0);
+        a.subscribe_call_info("60970");
+        let sub = sent(&mut a).remove(0);
+        a.handle(&inbound(invite("c1")));
+        let ringing = sent(&mut a).remove(0);
+        (
+            reg.call_id().to_string(),
+            sub.call_id().to_string(),
+            sub.from_tag().unwrap(),
+            sub.via_branch().unwrap(),
+            ringing.to_tag().unwrap(),
+        )
+    };
+    let (one, two) = (ids("60970"), ids("60970_2"));
+    assert_ne!(one.0, two.0, "REGISTER Call-ID");
+    assert_ne!(one.1, two.1, "SUBSCRIBE Call-ID");
+    assert_ne!(one.2, two.2, "SUBSCRIBE From-tag");
+    assert_ne!(one.3, two.3, "SUBSCRIBE branch");
+    assert_ne!(one.4, two.4, "To-tag of the answer");
+}
