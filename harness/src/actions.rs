@@ -7,7 +7,8 @@
 //! Not actions: the setup (REGISTER, each phone's first call-info
 //! SUBSCRIBE), retransmissions, a request sent again after a digest
 //! challenge, answers to NOTIFYs, a 487 after a CANCEL, a 482 to a phone's
-//! own forked INVITE, taking a call over by Replaces (answered at once, the
+//! own forked INVITE, the BYE that ends a forked answer ([`ends_fork`]),
+//! taking a call over by Replaces (answered at once, the
 //! replaced call ended), and scacheck's marked cleanup. A phone's last
 //! unsubscribe in a capture without that mark is an action: nothing tells
 //! it from a cleanup, and the server's answer to it is what it did.
@@ -160,6 +161,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                 topology,
                 subscribed: &mut subscribed,
                 unrecovered: &mut out.unrecovered,
+                fork_ended: method == "BYE" && ends_fork(records, at, msg),
             };
             request_action(msg, &agent, told.get(&agent), at, &mut ctx)
         } else {
@@ -231,6 +233,8 @@ struct Context<'a> {
     /// The phones whose setup subscription has been read.
     subscribed: &'a mut HashSet<String>,
     unrecovered: &'a mut Vec<String>,
+    /// The request is a BYE that ends a forked dialog ([`ends_fork`]).
+    fork_ended: bool,
 }
 
 /// The action a request the phone sent shows, if it shows one.
@@ -246,6 +250,7 @@ fn request_action(
         topology,
         subscribed,
         unrecovered,
+        fork_ended,
     } = ctx;
     let method = msg.method().unwrap_or_default();
     let initial = msg.to_tag().is_none();
@@ -307,6 +312,7 @@ fn request_action(
                 None
             }
         }
+        ("BYE", _) if *fork_ended => None,
         ("BYE", _) => Some(Action::Hangup),
         ("CANCEL", _) => Some(Action::Cancel),
         ("SUBSCRIBE", true) if package.as_deref() == Some("line-seize") => {
@@ -363,7 +369,11 @@ pub fn acked_late(records: &[Record], i: usize, ack: &Message) -> bool {
             continue;
         }
         let Ok(msg) = rec.message() else { continue };
-        if msg.call_id() != call_id || msg.cseq().map(|(n, _)| n) != cseq {
+        // Another dialog's 2xx (a forked answer) is no resend of this one.
+        if msg.call_id() != call_id
+            || msg.cseq().map(|(n, _)| n) != cseq
+            || msg.dialog_tags() != ack.dialog_tags()
+        {
             continue;
         }
         if sent_ack {
@@ -374,6 +384,35 @@ pub fn acked_late(records: &[Record], i: usize, ack: &Message) -> bool {
         }
     }
     answers >= 2
+}
+
+/// Is the BYE of record `i` its phone's end of a forked dialog: sent in
+/// another dialog of its call than the one the first 2xx to its INVITE
+/// established? A caller that two phones answered ACKs the second answer
+/// and ends that dialog at once (RFC 3261 13.2.2.4): no choice of its own,
+/// and not the hangup of the call. Looks back only to the call's INVITE.
+pub fn ends_fork(records: &[Record], i: usize, bye: &Message) -> bool {
+    let (agent, call_id) = (&records[i].agent, bye.call_id());
+    let mut first = None;
+    for rec in records[..i].iter().rev().filter(|r| &r.agent == agent) {
+        let invite = rec.direction == Direction::Sent && rec.raw.starts_with(b"INVITE ");
+        let answer = rec.direction == Direction::Received && rec.raw.starts_with(b"SIP/2.0 2");
+        if !invite && !answer {
+            continue;
+        }
+        let Ok(msg) = rec.message() else { continue };
+        if msg.call_id() != call_id {
+            continue;
+        }
+        if invite && msg.to_tag().is_none() {
+            break;
+        }
+        if answer && msg.cseq().is_some_and(|(_, m)| m == "INVITE") {
+            // Looking back: the last one found is the first answer.
+            first = msg.dialog_tags();
+        }
+    }
+    first.is_some_and(|tags| Some(tags) != bye.dialog_tags())
 }
 
 /// The name a step's action has in a case file.

@@ -162,8 +162,16 @@ pub struct Stage {
     /// Its steps are fired at once, not one after the other (`together =
     /// true`): a race, each step by a different phone.
     pub together: bool,
+    /// The steps of a race fired this far apart, one after the other
+    /// (`stagger-ms`): two answers a few milliseconds apart, as phones
+    /// answered in the field. None: all at once.
+    pub stagger: Option<std::time::Duration>,
     pub line: usize,
 }
+
+/// The most a race's steps may be staggered (`stagger-ms`): beyond it they
+/// are no race, and the server has answered the first before the next.
+pub const MAX_STAGGER_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
@@ -223,6 +231,8 @@ struct RawStage {
     steps: Vec<Spanned<RawStep>>,
     #[serde(default)]
     together: bool,
+    #[serde(default, rename = "stagger-ms")]
+    stagger_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -443,12 +453,28 @@ impl Case {
                     ));
                 }
             }
+            let stagger = match s.stagger_ms {
+                None => None,
+                Some(ms) if s.together && ms <= MAX_STAGGER_MS => {
+                    Some(std::time::Duration::from_millis(ms))
+                }
+                Some(ms) => {
+                    return Err(err(
+                        at,
+                        format!(
+                            "stage {:?}: stagger-ms = {ms} staggers the steps of a `together` stage (a race), by at most {MAX_STAGGER_MS} ms",
+                            s.name
+                        ),
+                    ))
+                }
+            };
             stages.push(Stage {
                 name: s.name,
                 covers: s.covers,
                 golden: s.golden,
                 steps,
                 together: s.together,
+                stagger,
                 line: line_of(text, at),
             });
         }
@@ -555,6 +581,25 @@ mod tests {
             .skip(1)
             .step_by(2)
             .all(|s| !s.together && s.golden == "h"));
+        assert!(three.stages.iter().all(|s| s.stagger.is_none()));
+        let staggered = |ms: &str| {
+            let text = format!(
+                "title = \"t\"\nparties = [\"60970\", \"60970_2\"]\n[[stage]]\nname = \"race\"\ncovers = \"c\"\ngolden = \"g\"\ntogether = {}\nstagger-ms = {ms}\nsteps = [{{ actor = \"60970\", action = \"seize\", index = 1 }}, {{ actor = \"60970_2\", action = \"seize\", index = 1 }}]\n",
+                ms != "5"
+            );
+            Case::parse(Path::new("c.toml"), &text, &Topology::reference())
+        };
+        assert_eq!(
+            staggered("30").unwrap().stages[0].stagger,
+            Some(std::time::Duration::from_millis(30))
+        );
+        for bad in ["1001", "5"] {
+            let e = staggered(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("c.toml:3") && e.contains("stagger-ms"),
+                "{bad}: {e}"
+            );
+        }
         for bad in ["trials = 1", "trials = 0", "trials = -2", "trials = 101"] {
             let e = case(bad).unwrap_err().to_string();
             assert!(

@@ -269,7 +269,7 @@ fn triggers(
         Action::Call { .. } => msg.is("INVITE") && msg.to_tag().is_none() && !to_own_line(),
         Action::Answer => invite_response(true),
         Action::Refuse { .. } => invite_response(false),
-        Action::Hangup => msg.is("BYE"),
+        Action::Hangup => msg.is("BYE") && !crate::actions::ends_fork(records, i, msg),
         Action::Cancel => msg.is("CANCEL"),
         Action::Seize { .. } => {
             msg.is("SUBSCRIBE")

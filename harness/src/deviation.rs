@@ -95,6 +95,33 @@ fn any_match(patterns: &[Event], e: &Event) -> bool {
 }
 
 impl Edit {
+    /// Calls `f` on every attribute value of the events the edit names
+    /// (its patterns and what it puts in their place).
+    pub fn for_each_value(&mut self, mut f: impl FnMut(&mut Value)) {
+        let mut each = |events: &mut Vec<Event>| {
+            for e in events {
+                e.attrs.values_mut().for_each(&mut f);
+            }
+        };
+        match self {
+            Edit::Absent(golden) => each(golden),
+            Edit::Changed { golden, set, .. } => {
+                each(golden);
+                set.values_mut().for_each(&mut f);
+            }
+            Edit::Instead { golden, observed } => {
+                each(golden);
+                each(observed);
+            }
+            Edit::Extra { observed, after } => {
+                each(observed);
+                if let Some(after) = after {
+                    each(after);
+                }
+            }
+        }
+    }
+
     /// The golden events of a channel with this edit applied.
     pub fn apply(&self, events: &[Event]) -> Vec<Event> {
         match self {

@@ -72,6 +72,7 @@ pub fn with_stage(
         golden: String::new(),
         steps: Vec::new(),
         together: false,
+        stagger: None,
         line: 0,
     });
     let mut stages = golden.to_vec();

@@ -1,33 +1,93 @@
 //! A race judged: a stage whose steps are fired `together` by different
-//! phones. Which of two phones seizing the same appearance at once wins is
-//! the server's to decide, and either outcome is right so long as exactly
-//! one wins and every phone is then told the winner's seizure. The golden
-//! of such a stage is written for one winner (the one its capture or its
-//! author saw). So before the stage is compared, the winner is read from
-//! what was observed, never from which comparison passes: the racing phone
-//! whose wire channel shows `SeizeGranted`. If exactly one racing phone won
-//! in the golden and exactly one other one won in what was observed, the
-//! golden is read with those two phones' DNs exchanged (their channels,
-//! every DN-valued attribute, the channels of the deviations declared
-//! there); everything else is compared as written. The stages after the
-//! race are read with the same exchange and their steps taken by the
-//! phone each stands for ([`Roles`]), until the next race decides. Any
-//! other outcome (no winner, two winners) leaves the golden as it is, and
-//! the stage fails on it.
-//!
-//! Only seizures race so far: the winner of other concurrent actions (two
-//! answers at once) is not read, and their stage is compared as written.
+//! phones. Which of two phones seizing the same appearance at once wins, or
+//! which of two phones answering one call at once is connected, is the
+//! server's to decide, and either outcome is right so long as exactly one
+//! wins and everything after follows the winner. The golden of such a stage
+//! is written for one winner (the one its capture or its author saw). So
+//! before the stage is compared, the winner is read from what was observed,
+//! never from which comparison passes: for seizures, the racing phone whose
+//! wire channel shows `SeizeGranted`; for answers, the racing phone whose
+//! DN channel shows `EventEstablished` and no `EventReleased`. If exactly
+//! one racing phone won in the golden and exactly one other one won in what
+//! was observed, the golden is read with those two phones' DNs exchanged:
+//! their channels, the DN values on their own channels, the wire and the
+//! monitoring stream (the PartyID symbols named for them too), and the
+//! channels and values of the deviations declared there. A DN value on
+//! another party's channel stays as written: the caller's OtherDN is the
+//! line's number, whichever phone took the call. Everything else is
+//! compared as written. The stages after the race are read with the same
+//! exchange and their steps taken by the phone each stands for ([`Roles`]),
+//! until the next race decides. Any other outcome (no winner, two winners)
+//! leaves the golden as it is, and the stage fails on it.
 
 use crate::case::{Action, Stage};
 use crate::golden::Expectation;
 use crate::model::{Channel, EventName, KnownEvent, Value};
 use crate::observation::Observation;
 
+/// What the phones of a race raced to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaceKind {
+    /// Seize one appearance: the winner is granted.
+    Seize,
+    /// Answer one call: the winner is connected, the other released.
+    Answer,
+}
+
+impl RaceKind {
+    /// The kind of race `stage` is, if it is one.
+    pub fn of(stage: &Stage) -> Option<RaceKind> {
+        let all = |f: fn(&Action) -> bool| stage.steps.iter().all(|s| f(&s.action));
+        if !stage.together {
+            None
+        } else if all(|a| matches!(a, Action::Seize { .. })) {
+            Some(RaceKind::Seize)
+        } else if all(|a| *a == Action::Answer) {
+            Some(RaceKind::Answer)
+        } else {
+            None
+        }
+    }
+
+    /// The racing phones that won, by the events of a stage (each phone
+    /// once; several: no single winner).
+    fn winners<'a>(
+        self,
+        actors: &[String],
+        events: impl Iterator<Item = (&'a Channel, &'a EventName)>,
+    ) -> Vec<String> {
+        let mut won: Vec<String> = Vec::new();
+        let mut released: Vec<String> = Vec::new();
+        for (channel, name) in events {
+            let racer = |dn: &String| actors.contains(dn).then(|| dn.clone());
+            let known = match name {
+                EventName::Known(k) => *k,
+                _ => continue,
+            };
+            match (self, channel, known) {
+                (RaceKind::Seize, Channel::Wire(dn), KnownEvent::SeizeGranted)
+                | (RaceKind::Answer, Channel::Dn(dn), KnownEvent::Established) => {
+                    won.extend(racer(dn))
+                }
+                (RaceKind::Answer, Channel::Dn(dn), KnownEvent::Released) => {
+                    released.extend(racer(dn))
+                }
+                _ => {}
+            }
+        }
+        won.retain(|dn| !released.contains(dn));
+        won.sort();
+        won.dedup();
+        won
+    }
+}
+
 /// What a race stage showed: its phones, and who won in the golden and in
 /// what was observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Race {
     pub stage: String,
+    pub kind: RaceKind,
     pub actors: Vec<String>,
     pub expected: Option<String>,
     pub observed: Option<String>,
@@ -38,9 +98,13 @@ impl std::fmt::Display for Race {
     /// 60970 and 60970_2, won by 60970_2 (the golden's winner: 60970)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let who = |w: &Option<String>| w.clone().unwrap_or_else(|| "no single phone".into());
+        let kind = match self.kind {
+            RaceKind::Seize => "a line-seize race",
+            RaceKind::Answer => "an answer race",
+        };
         write!(
             f,
-            "stage {}: a line-seize race of {}, won by {} (the golden's winner: {})",
+            "stage {}: {kind} of {}, won by {} (the golden's winner: {})",
             self.stage,
             self.actors.join(" and "),
             who(&self.observed),
@@ -75,56 +139,35 @@ pub fn notes(races: &[Race]) -> Vec<String> {
     notes
 }
 
-fn granted(channel: &Channel, name: &EventName, actors: &[String]) -> Option<String> {
-    match (channel, name) {
-        (Channel::Wire(dn), EventName::Known(KnownEvent::SeizeGranted)) if actors.contains(dn) => {
-            Some(dn.clone())
-        }
-        _ => None,
-    }
-}
-
-/// The one phone of `actors` that won, if exactly one did.
+/// The one phone that won, if exactly one did.
 fn single(mut winners: Vec<String>) -> Option<String> {
-    winners.sort();
-    winners.dedup();
     (winners.len() == 1).then(|| winners.remove(0))
 }
 
 /// The race `stage` shows: who won in its golden and in what was
-/// observed (None: the stage is not a race of seizures).
+/// observed (None: the stage is no race [`RaceKind::of`] knows).
 pub fn race(
     stage: &Stage,
     expected: &[(Channel, Expectation)],
     observed: &[Observation],
 ) -> Option<Race> {
-    let seizes = |s: &crate::case::Step| matches!(s.action, Action::Seize { .. });
-    if !stage.together || !stage.steps.iter().all(seizes) {
-        return None;
-    }
+    let kind = RaceKind::of(stage)?;
     let actors: Vec<String> = stage.steps.iter().map(|s| s.actor.clone()).collect();
-    let golden_winner = single(
-        expected
-            .iter()
-            .filter_map(|(c, e)| match e {
-                Expectation::Events(events) => Some((c, events)),
-                Expectation::Unasserted(_) => None,
-            })
-            .flat_map(|(c, events)| {
-                events
-                    .iter()
-                    .filter_map(|e| granted(c, &e.event.name, &actors))
-            })
-            .collect(),
-    );
-    let observed_winner = single(
-        observed
-            .iter()
-            .filter_map(|o| granted(&o.channel, &o.event.name, &actors))
-            .collect(),
-    );
+    let golden = expected
+        .iter()
+        .filter_map(|(c, e)| match e {
+            Expectation::Events(events) => Some((c, events)),
+            Expectation::Unasserted(_) => None,
+        })
+        .flat_map(|(c, events)| events.iter().map(move |e| (c, &e.event.name)));
+    let golden_winner = single(kind.winners(&actors, golden));
+    let observed_winner = single(kind.winners(
+        &actors,
+        observed.iter().map(|o| (&o.channel, &o.event.name)),
+    ));
     Some(Race {
         stage: stage.name.clone(),
+        kind,
         actors,
         expected: golden_winner,
         observed: observed_winner,
@@ -217,6 +260,10 @@ impl Roles {
         if let Some((a, b)) = &read.exchange {
             read.golden.channels = exchanged(&golden.channels, a, b);
             for d in &mut read.deviations {
+                // A deviation's events are read as its channels' are.
+                if d.channels.iter().any(|c| swaps_values(c, a, b)) {
+                    d.edit.for_each_value(|v| swap_value(v, a, b));
+                }
                 for c in &mut d.channels {
                     *c = swap_channel(c, a, b);
                 }
@@ -302,13 +349,39 @@ fn swap_channel(channel: &Channel, a: &str, b: &str) -> Channel {
     }
 }
 
-/// `expected` with DNs `a` and `b` exchanged everywhere they are named.
+/// Are the DN values on `channel` read with `a` and `b` exchanged? On
+/// theirs, the wire and the monitoring stream; not on another party's DN
+/// channel, where the line's number is the line's whichever phone won.
+fn swaps_values(channel: &Channel, a: &str, b: &str) -> bool {
+    match channel {
+        Channel::Dn(dn) => dn == a || dn == b,
+        Channel::Wire(_) | Channel::Monitoring => true,
+    }
+}
+
+/// A DN value, or a PartyID symbol named for a DN (`$p60970`), with `a`
+/// and `b` exchanged.
+fn swap_value(v: &mut Value, a: &str, b: &str) {
+    match v {
+        Value::Dn(dn) => *dn = swap_dn(dn, a, b),
+        Value::Id(id) => {
+            if let Some(dn) = id.strip_prefix("$p") {
+                if dn == a || dn == b {
+                    *id = format!("$p{}", swap_dn(dn, a, b));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `expected` with DNs `a` and `b` exchanged: their channels, and the
+/// values [`swaps_values`] says.
 fn exchanged(expected: &[(Channel, Expectation)], a: &str, b: &str) -> Vec<(Channel, Expectation)> {
-    let swap = |dn: &str| swap_dn(dn, a, b);
     let swapped: Vec<(Channel, Expectation)> = expected
         .iter()
         .map(|(channel, e)| {
-            let channel = swap_channel(channel, a, b);
+            let values = swaps_values(channel, a, b);
             let e = match e {
                 Expectation::Unasserted(why) => Expectation::Unasserted(why.clone()),
                 Expectation::Events(events) => Expectation::Events(
@@ -316,9 +389,9 @@ fn exchanged(expected: &[(Channel, Expectation)], a: &str, b: &str) -> Vec<(Chan
                         .iter()
                         .map(|x| {
                             let mut x = x.clone();
-                            for v in x.event.attrs.values_mut() {
-                                if let Value::Dn(dn) = v {
-                                    *dn = swap(dn);
+                            if values {
+                                for v in x.event.attrs.values_mut() {
+                                    swap_value(v, a, b);
                                 }
                             }
                             x
@@ -326,7 +399,7 @@ fn exchanged(expected: &[(Channel, Expectation)], a: &str, b: &str) -> Vec<(Chan
                         .collect(),
                 ),
             };
-            (channel, e)
+            (swap_channel(channel, a, b), e)
         })
         .collect();
     // In the golden's channel order.
@@ -364,6 +437,7 @@ mod tests {
             golden: "g".into(),
             steps: vec![seize("60970"), seize("60970_2")],
             together,
+            stagger: None,
             line: 1,
         }
     }
@@ -474,6 +548,7 @@ mod tests {
         // A later stage of no race: the golden's 60970 is the winner.
         let release = Stage {
             together: false,
+            stagger: None,
             steps: vec![crate::case::Step {
                 actor: "60970".into(),
                 action: Action::Release,
@@ -499,6 +574,7 @@ mod tests {
     fn several_races_are_counted_by_winner() {
         let r = |observed: Option<&str>| Race {
             stage: "race-1".into(),
+            kind: RaceKind::Seize,
             actors: vec!["60970".into(), "60970_2".into()],
             expected: Some("60970".into()),
             observed: observed.map(str::to_string),
@@ -511,6 +587,88 @@ mod tests {
             three[3],
             "3 races: 60970 won 0, 60970_2 won 2, 1 had no single winner"
         );
+    }
+
+    #[test]
+    fn an_answer_race_is_won_by_the_phone_in_the_call_and_read_for_it() {
+        let answer = |actor: &str| Step {
+            actor: actor.into(),
+            action: Action::Answer,
+            line: 1,
+        };
+        let answers = Stage {
+            steps: vec![answer("60970"), answer("60970_2")],
+            ..stage(true)
+        };
+        let with = |dn: &str, other: &str, names: &[KnownEvent]| {
+            let events = names
+                .iter()
+                .map(|n| Expected {
+                    event: Event::new(*n)
+                        .with(crate::model::Attr::OtherDn, Value::Dn(other.into())),
+                    path: "g".into(),
+                    line: 1,
+                })
+                .collect();
+            (Channel::Dn(dn.into()), Expectation::Events(events))
+        };
+        // The golden: 60970 connected, 60970_2 released; the caller's
+        // OtherDN is the line's number.
+        let golden = vec![
+            with("60970", "60972", &[KnownEvent::Established]),
+            with("60970_2", "60972", &[KnownEvent::Released]),
+            with("60972", "60970", &[KnownEvent::Established]),
+        ];
+        let observed = [
+            seen("60970", KnownEvent::Established),
+            seen("60970", KnownEvent::Released),
+            seen("60970_2", KnownEvent::Established),
+        ];
+        let (aligned, race) = align(&answers, &golden, &observed);
+        let race = race.unwrap();
+        assert_eq!(race.kind, RaceKind::Answer);
+        assert_eq!(race.expected.as_deref(), Some("60970"));
+        assert_eq!(race.observed.as_deref(), Some("60970_2"));
+        assert!(race.to_string().contains("an answer race"), "{race}");
+        let of = |dn: &str| {
+            aligned
+                .iter()
+                .find(|(c, _)| *c == Channel::Dn(dn.into()))
+                .map(|(_, e)| e.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            of("60970_2"),
+            with("60970_2", "60972", &[KnownEvent::Established]).1
+        );
+        assert_eq!(
+            of("60970"),
+            with("60970", "60972", &[KnownEvent::Released]).1
+        );
+        // Another party's DN values are the line's: not exchanged.
+        assert_eq!(of("60972"), golden[2].1);
+        // A stage of answers and seizures mixed is no race.
+        let mixed = Stage {
+            steps: vec![answer("60970"), stage(true).steps[1].clone()],
+            ..stage(true)
+        };
+        assert!(align(&mixed, &golden, &observed).1.is_none());
+    }
+
+    #[test]
+    fn party_symbols_and_deviation_values_are_exchanged_with_their_phones() {
+        let mut v = Value::Id("$p60970".into());
+        swap_value(&mut v, "60970", "60970_2");
+        assert_eq!(v, Value::Id("$p60970_2".into()));
+        let mut v = Value::Id("$p60970_retrieve".into());
+        swap_value(&mut v, "60970", "60970_2");
+        assert_eq!(v, Value::Id("$p60970_retrieve".into()));
+        assert!(!swaps_values(
+            &Channel::Dn("60972".into()),
+            "60970",
+            "60970_2"
+        ));
+        assert!(swaps_values(&Channel::Monitoring, "60970", "60970_2"));
     }
 
     #[test]

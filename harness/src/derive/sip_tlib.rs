@@ -127,6 +127,7 @@ impl SipTlibDeriver {
                 agent.told(msg, users);
                 Vec::new()
             }
+            (Direction::Received, Some("ACK")) => agent.acked(msg),
             (Direction::Received, Some("CANCEL")) => agent.cancelled(msg),
             (Direction::Sent, Some("CANCEL")) => agent.cancel_sent(msg),
             (_, Some("BYE")) => agent.bye(msg),
@@ -205,8 +206,15 @@ struct Dialog {
     /// a new one).
     initial_cseqs: HashSet<u32>,
     cancelled: bool,
+    /// The party (called) answered 2xx and has not had its ACK yet: a
+    /// CANCEL that crossed the answer still releases it (rule 5).
+    answered: bool,
     confirmed: bool,
     released: bool,
+    /// The From- and To-tags (in sorted order) of the dialog that answered
+    /// the call: a BYE in another dialog of the same Call-ID (a forked
+    /// branch that answered too, ended by the caller) does not end it.
+    tags: Option<(String, String)>,
     /// Held by this party's own re-INVITE.
     held: bool,
     /// The party's own re-INVITEs by CSeq.
@@ -369,13 +377,21 @@ impl Agent {
 
     /// Rule 8: the end of a confirmed call, whoever ended it. A shared-line
     /// phone then hangs up, unless it had put the call on hold (it is on
-    /// hook already); a plain phone reports no EventOnHook.
+    /// hook already); a plain phone reports no EventOnHook. Only a BYE of
+    /// the call's own dialog ends it; one that comes to an answered call
+    /// before its ACK (lost) confirms it first.
     fn bye(&mut self, msg: &Message) -> Vec<Found> {
+        let mut found = Vec::new();
         let held = match self.dialogs.get(msg.call_id()) {
-            Some(d) if d.confirmed && !d.released => d.held,
-            _ => return Vec::new(),
+            Some(d) if d.released || other_dialog(&d.tags, msg) => return found,
+            Some(d) if d.answered && !d.confirmed => {
+                found = self.acked(msg);
+                false
+            }
+            Some(d) if d.confirmed => d.held,
+            _ => return found,
         };
-        let mut found = self.release(msg);
+        found.extend(self.release(msg));
         if self.line.is_some() && !held {
             found.push((self.event(KnownEvent::OnHook), provenance(msg, "Call-ID")));
         }
@@ -430,6 +446,7 @@ impl Agent {
         match status {
             200..=299 => {
                 d.confirmed = true;
+                d.tags = msg.dialog_tags();
                 let mut found = Vec::new();
                 let (join, barge, other, index) = (d.join, d.barge, d.other.clone(), d.index);
                 if join {
@@ -467,7 +484,11 @@ impl Agent {
         }
     }
 
-    /// Rule 4: the party answered a call offered to it.
+    /// Rule 4, first half: the party answered a call offered to it. The
+    /// call is established when the answer is acknowledged ([`Agent::acked`]):
+    /// a CANCEL that crossed the answer (two phones answering at once, the
+    /// server taking the other) releases the party instead, as the model
+    /// releases the phone it did not connect.
     fn response_sent(&mut self, msg: &Message) -> Vec<Found> {
         let (Some(status), Some((cseq, "INVITE"))) = (msg.status(), msg.cseq()) else {
             return Vec::new();
@@ -477,10 +498,25 @@ impl Agent {
         };
         if !(200..=299).contains(&status)
             || d.outgoing
+            || d.answered
             || d.confirmed
             || d.released
             || !d.initial_cseqs.contains(&cseq)
         {
+            return Vec::new();
+        }
+        d.answered = true;
+        d.tags = msg.dialog_tags();
+        Vec::new()
+    }
+
+    /// Rule 4, second half: the party's answer acknowledged, the call is
+    /// established.
+    fn acked(&mut self, msg: &Message) -> Vec<Found> {
+        let Some(d) = self.dialogs.get_mut(msg.call_id()) else {
+            return Vec::new();
+        };
+        if !d.answered || d.confirmed || d.released || other_dialog(&d.tags, msg) {
             return Vec::new();
         }
         d.confirmed = true;
@@ -508,6 +544,11 @@ impl Agent {
         let header = if msg.is_request() { "Call-ID" } else { "CSeq" };
         vec![(event, provenance(msg, header))]
     }
+}
+
+/// Is `msg` in another dialog than the call's (whose tags are known)?
+fn other_dialog(call: &Option<(String, String)>, msg: &Message) -> bool {
+    call.is_some() && *call != msg.dialog_tags()
 }
 
 fn int(n: impl Into<i64>) -> Value {
@@ -668,6 +709,7 @@ mod tests {
                 tx(SECOND, response(&second, 180)),
                 rx(CALLER, response(&out, 180)),
                 tx(LINE, response(&line, 200)),
+                rx(LINE, bytes(&TO_LINE.in_dialog("ACK", 1))),
                 rx(CALLER, response(&out, 200)),
                 rx(SECOND, TO_SECOND.cancel()),
                 tx(SECOND, response(&parse(TO_SECOND.cancel()), 200)),
@@ -704,8 +746,12 @@ mod tests {
             obs[0].raw,
             "INVITE sip:60970@sca.test SIP/2.0 | Call-Info: <sip:sca.test>;appearance-index=1"
         );
+        // Established once the answer is acknowledged.
         let obs = d.observe(&record(LINE, Direction::Sent, response(&invite, 200)));
-        assert_eq!(obs[0].raw, "SIP/2.0 200 OK | CSeq: 1 INVITE");
+        assert!(obs.is_empty(), "{obs:?}");
+        let ack = TO_LINE.in_dialog("ACK", 1);
+        let obs = d.observe(&record(LINE, Direction::Received, bytes(&ack)));
+        assert_eq!(obs[0].raw, "ACK sip:60970@sca.test SIP/2.0 | CSeq: 1 ACK");
         let bye = TO_LINE.in_dialog("BYE", 2);
         let obs = d.observe(&record(LINE, Direction::Received, bytes(&bye)));
         assert_eq!(obs.len(), 2);
@@ -1216,6 +1262,76 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_that_crossed_the_answer_releases_the_phone_either_way() {
+        // Both phones answered; the server took the first and cancelled
+        // the other, whose 200 had crossed the CANCEL. The caller's ACK and
+        // BYE of that second dialog (or none, from a B2BUA) change nothing.
+        for tail in [true, false] {
+            let mut d = deriver();
+            let second = TO_SECOND.invite(Some("1"));
+            let mut records = vec![
+                rx(SECOND, bytes(&second)),
+                tx(SECOND, response(&second, 180)),
+                tx(SECOND, response(&second, 200)),
+                rx(SECOND, TO_SECOND.cancel()),
+                tx(SECOND, response(&parse(TO_SECOND.cancel()), 200)),
+            ];
+            if tail {
+                records.push(rx(SECOND, bytes(&TO_SECOND.in_dialog("ACK", 1))));
+                records.push(rx(SECOND, bytes(&TO_SECOND.in_dialog("BYE", 2))));
+            }
+            let events = feed(&mut d, records);
+            assert_eq!(
+                events[1..],
+                [r#"60970_2 {"event": "EventReleased", "ThisDN": "60970_2", "OtherDN": "60972"}"#],
+                "{tail}"
+            );
+        }
+        // Not crossed: acknowledged first, the CANCEL comes too late.
+        let mut d = deriver();
+        let second = TO_SECOND.invite(Some("1"));
+        let events = feed(
+            &mut d,
+            vec![
+                rx(SECOND, bytes(&second)),
+                tx(SECOND, response(&second, 200)),
+                rx(SECOND, bytes(&TO_SECOND.in_dialog("ACK", 1))),
+                rx(SECOND, TO_SECOND.cancel()),
+            ],
+        );
+        assert!(
+            events[1].contains("EventEstablished") && events.len() == 2,
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_bye_of_a_forked_dialog_does_not_release_the_call() {
+        // The caller's INVITE answered by two phones (a forking proxy):
+        // it ACKs the second answer and ends that dialog; its call stays up.
+        let mut d = deriver();
+        let out = OUT.invite(None);
+        let fork = Builder::response_to(&out, 200, Some("u")).build();
+        let fork_bye = String::from_utf8(bytes(&OUT.in_dialog("BYE", 2)))
+            .unwrap()
+            .replace("tag=t", "tag=u");
+        let events = feed(
+            &mut d,
+            vec![
+                tx(CALLER, bytes(&out)),
+                rx(CALLER, response(&out, 200)),
+                rx(CALLER, fork),
+                tx(CALLER, fork_bye),
+            ],
+        );
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(events[2].contains("EventEstablished"));
+        // Its own dialog's BYE does.
+        let bye = feed(&mut d, vec![tx(CALLER, bytes(&OUT.in_dialog("BYE", 3)))]);
+        assert!(bye[0].contains("EventReleased"), "{bye:?}");
+    }
+
+    #[test]
     fn state_is_kept_per_party() {
         let mut d = deriver();
         let invite = TO_LINE.invite(Some("1"));
@@ -1225,8 +1341,14 @@ mod tests {
         assert_eq!(b[0].channel, Channel::Dn(SECOND.into()));
         // Answered at one phone only: the other still rings.
         assert_eq!(
-            d.observe(&record(LINE, Direction::Sent, response(&invite, 200)))
-                .len(),
+            feed(
+                &mut d,
+                vec![
+                    tx(LINE, response(&invite, 200)),
+                    rx(LINE, bytes(&TO_LINE.in_dialog("ACK", 1)))
+                ]
+            )
+            .len(),
             1
         );
         assert_eq!(

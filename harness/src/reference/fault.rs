@@ -81,6 +81,8 @@ faults! {
         "a call-info NOTIFY answered 481 does not end its subscription: the phone is notified again",
     RebootKeepsAppearance => "reboot-keeps-appearance":
         "a phone's fresh call-info SUBSCRIBE (what it sends after a reboot) frees none of its appearances: the phones are still told they are active",
+    GlareLeavesLoser => "glare-leaves-loser":
+        "when both phones answer at once, the answer that crossed the CANCEL is ACKed but its dialog never ended: the losing phone stays in a call nobody hears",
     KeepsAppearance => "keeps-appearance":
         "an ended call's appearance is never freed in the line's state: the phones are told idle, a fresh subscription is told it is still busy",
 }

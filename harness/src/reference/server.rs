@@ -1198,6 +1198,7 @@ impl Server {
                     }
                     // The 200 crossed our CANCEL: the phone answered a call
                     // that is taken; end its dialog.
+                    LegState::Cancelled if self.has(Fault::GlareLeavesLoser) => {}
                     LegState::Cancelled => {
                         let mut leg_dialog = self.calls[c].legs[l].dialog.clone();
                         self.request_in(&mut leg_dialog, &via, "BYE", &[]);

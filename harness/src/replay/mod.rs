@@ -320,9 +320,22 @@ fn record_one(
             .map(|c| format!(", after {c}"))
             .unwrap_or_default();
         let together = if group.len() > 1 {
-            "# The capture shows these sent before the server could answer the first.\ntogether = true\n"
+            // As far apart as the capture shows them: two answers a few
+            // milliseconds apart are that race, not a simultaneous one.
+            let gap = records[group[group.len() - 1].at]
+                .at
+                .duration_since(records[first.at].at)
+                .unwrap_or_default()
+                .as_millis()
+                .min(u128::from(crate::case::MAX_STAGGER_MS));
+            let stagger = if gap > 0 {
+                format!("stagger-ms = {gap}\n")
+            } else {
+                String::new()
+            };
+            format!("# The capture shows these sent before the server could answer the first.\ntogether = true\n{stagger}")
         } else {
-            ""
+            String::new()
         };
         let written: Vec<String> = group
             .iter()

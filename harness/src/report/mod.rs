@@ -69,24 +69,43 @@ pub fn write(dir: &Path, name: &str, target: &str, results: &[CaseResult]) -> io
         let key = r.key();
         std::fs::write(dir.join(format!("{key}.sip.txt")), sip_text(r))?;
         crate::pcap::write_records(&dir.join(format!("{key}.pcap")), &r.records)?;
+        // A directory used before may hold this case's files of an earlier
+        // run: what this run does not write is removed, so that a passing
+        // case never sits beside an old diff.
+        let (keys, mirror, diff) = (
+            dir.join(format!("{key}.keys")),
+            dir.join(format!("{key}.hep.pcap")),
+            dir.join(format!("{key}.diff")),
+        );
         // Its TLS sessions' secrets, for a capture of the encrypted traffic.
         if !r.keys.is_empty() {
-            let mut keys = r.keys.join("\n");
-            keys.push('\n');
-            std::fs::write(dir.join(format!("{key}.keys")), keys)?;
+            let mut text = r.keys.join("\n");
+            text.push('\n');
+            std::fs::write(&keys, text)?;
+        } else {
+            remove_stale(&keys)?;
         }
         // The server's own view, as it mirrored it: `pcap check` reads it too.
         if !r.mirrored.is_empty() {
-            crate::pcap::write_packets(
-                std::fs::File::create(dir.join(format!("{key}.hep.pcap")))?,
-                &r.mirrored,
-            )?;
+            crate::pcap::write_packets(std::fs::File::create(&mirror)?, &r.mirrored)?;
+        } else {
+            remove_stale(&mirror)?;
         }
         if r.verdict != Verdict::Pass {
-            std::fs::write(dir.join(format!("{key}.diff")), case_text(r))?;
+            std::fs::write(&diff, case_text(r))?;
+        } else {
+            remove_stale(&diff)?;
         }
     }
     Ok(())
+}
+
+/// Removes a file an earlier run left, if there is one.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// `reports/<UTC timestamp>/`, made unique if a run in the same second
@@ -158,6 +177,25 @@ pub fn utc_stamp(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_case_that_passes_now_leaves_no_diff_of_an_earlier_run() {
+        let dir = std::env::temp_dir().join(format!("scacheck-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let source = crate::observation::Observability::everything("feed");
+        let mut r = CaseResult::new("c", "t", crate::sip::Transport::Udp, source);
+        r.verdict = Verdict::Fail;
+        r.keys = vec!["CLIENT_RANDOM a b".into()];
+        write(&dir, "run", "embedded", std::slice::from_ref(&r)).unwrap();
+        assert!(dir.join("c.diff").exists() && dir.join("c.keys").exists());
+        r.verdict = Verdict::Pass;
+        r.keys.clear();
+        write(&dir, "run", "embedded", std::slice::from_ref(&r)).unwrap();
+        assert!(!dir.join("c.diff").exists(), "a stale diff beside a pass");
+        assert!(!dir.join("c.keys").exists());
+        assert!(dir.join("c.sip.txt").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn stamps_are_utc_calendar_times() {

@@ -273,11 +273,18 @@ pub async fn run_case_on(
                         raw: None,
                     });
                 }
-                if let Some(first) = status.stray {
+                if let Some(first) = &status.strays.first {
                     result.notes.push(format!(
                         "{}: {} request(s) for another SIP identity reached its address (a contact the server still holds from an earlier phone there), answered 481, first: {first}",
                         agent.dn(),
-                        status.strays
+                        status.strays.count
+                    ));
+                }
+                if let Some(first) = &status.forks.first {
+                    result.notes.push(format!(
+                        "{}: {} answer(s) to its INVITE from a second dialog (the call forked to phones that both answered), each ACKed and ended with BYE (RFC 3261 13.2.2.4), first: {first}",
+                        agent.dn(),
+                        status.forks.count
                     ));
                 }
             }
@@ -517,7 +524,9 @@ impl Driving<'_> {
             };
             let steps = roles.steps(&stage.steps);
             if stage.together {
-                if let Err((n, why)) = perform_together(live, self.topology, &steps, deadline).await
+                let stagger = stage.stagger;
+                if let Err((n, why)) =
+                    perform_together(live, self.topology, &steps, stagger, deadline).await
                 {
                     failed = Some(undriven(&steps[n], why));
                 }
@@ -530,8 +539,14 @@ impl Driving<'_> {
                 }
             }
             if failed.is_none() {
-                if let Err((n, why)) = finish(live, &steps, opts.deadlines.stage).await {
-                    failed = Some(undriven(&steps[n], why));
+                match finish(live, &steps, stage.together, opts.deadlines.stage).await {
+                    Ok(problems) => result
+                        .problems
+                        .extend(problems.into_iter().map(|p| Problem {
+                            what: format!("stage {}: {p}", stage.name),
+                            raw: None,
+                        })),
+                    Err((n, why)) => failed = Some(undriven(&steps[n], why)),
                 }
             }
             // Wait for what the target is expected to send: the golden

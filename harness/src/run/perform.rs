@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crate::case::{Action, Index, Step};
 use crate::topology::Topology;
+use tokio::sync::watch;
+
 use crate::ua::{Agent, AgentHandle, CallDirection, LostAck, Phase, ScriptError, Seizure, Status};
 
 use super::live::Live;
@@ -33,13 +35,20 @@ pub(super) async fn perform(
 }
 
 /// Carries out steps at once: each waits for what it needs in turn, then
-/// every phone is given its order before any is awaited. The first step
-/// that cannot be made ready or carried out is the error (the others that
-/// were fired still act).
+/// every phone is given its order before any is awaited, `stagger` apart
+/// if the case says so. The phones of the race read nothing from the
+/// moment the first is about to act until each has acted (their reading is
+/// held, [`AgentHandle::hold_reading`], at most until `deadline`): what the
+/// server sends after the first action (the CANCEL provoked by the first
+/// answer) crosses the others on the wire, as between real phones, and
+/// cannot make a phone lose its turn. The first step that cannot be made
+/// ready or carried out is the error (the others that were fired still
+/// act).
 pub(super) async fn perform_together(
     live: &Live,
     topology: &Topology,
     steps: &[Step],
+    stagger: Option<Duration>,
     deadline: Duration,
 ) -> Result<(), (usize, String)> {
     let mut armed = Vec::new();
@@ -50,8 +59,15 @@ pub(super) async fn perform_together(
                 .map_err(|e| (n, e))?,
         );
     }
+    let until = std::time::Instant::now() + deadline;
+    for Armed { agent, .. } in &armed {
+        agent.hold_reading(until);
+    }
     let mut fired = Vec::new();
     for (n, Armed { agent, act }) in armed.into_iter().enumerate() {
+        if let (Some(gap), true) = (stagger, n > 0) {
+            tokio::time::sleep(gap).await;
+        }
         let act = move |a: &mut Agent| a.together(act);
         fired.push((n, agent.order(act).map_err(|e| (n, e.to_string()))?));
     }
@@ -66,13 +82,18 @@ pub(super) async fn perform_together(
 
 /// Waits (with a deadline) until the armed steps of a stage whose
 /// consequence is part of it have had it: a lost ACK made good by the ACK
-/// of the 2xx sent again, so that the stage compares what the server did
-/// after it. The error says what never came.
+/// of the 2xx sent again, and a race of answers settled (one phone in the
+/// call, every other one's dialog ended), so that the stage compares what
+/// the server did after it. An error is a step that could not be waited
+/// for; what never came is returned as the stage's problems: a server that
+/// leaves a losing phone in its call is found, not waited on.
 pub(super) async fn finish(
     live: &Live,
     steps: &[Step],
+    together: bool,
     deadline: Duration,
-) -> Result<(), (usize, String)> {
+) -> Result<Vec<String>, (usize, String)> {
+    let mut problems = Vec::new();
     for (n, step) in steps.iter().enumerate() {
         if step.action == Action::LoseAck {
             let agent = live.agent(&step.actor).map_err(|e| (n, e))?;
@@ -86,7 +107,102 @@ pub(super) async fn finish(
                 .map_err(|e| (n, e.to_string()))?;
         }
     }
-    Ok(())
+    let answers = steps.iter().all(|s| s.action == Action::Answer);
+    if together && answers {
+        let agents = steps
+            .iter()
+            .enumerate()
+            .map(|(n, s)| live.agent(&s.actor).map_err(|e| (n, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dns: Vec<&str> = agents.iter().map(|a| a.dn()).collect();
+        let mut watches: Vec<_> = agents.iter().map(|a| a.watch()).collect();
+        let settled = tokio::time::timeout(deadline, async {
+            loop {
+                let phases = answer_phases(&dns, &mut watches);
+                if answer_race(&phases).is_ok() {
+                    return;
+                }
+                any_changed(&mut watches).await;
+            }
+        })
+        .await;
+        if settled.is_err() {
+            if let Err(why) = answer_race(&answer_phases(&dns, &mut watches)) {
+                problems.push(format!(
+                    "answer race not settled {deadline:?} after the answers: {why}"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Each racing phone's DN with the phase of its latest incoming call.
+fn answer_phases(
+    dns: &[&str],
+    watches: &mut [watch::Receiver<Status>],
+) -> Vec<(String, Option<Phase>)> {
+    dns.iter()
+        .zip(watches.iter_mut())
+        .map(|(dn, w)| {
+            let st = w.borrow_and_update();
+            let phase = st
+                .call(|c| c.direction == CallDirection::Incoming)
+                .map(|c| c.phase.clone());
+            (dn.to_string(), phase)
+        })
+        .collect()
+}
+
+/// Returns once any of `watches` has a new status (never, if every agent
+/// has stopped: the caller's deadline ends the wait).
+fn any_changed<'a>(
+    watches: &'a mut [watch::Receiver<Status>],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let Some((first, rest)) = watches.split_first_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            changed = first.changed() => {
+                if changed.is_err() {
+                    std::future::pending::<()>().await
+                }
+            }
+            () = any_changed(rest) => {}
+        }
+    })
+}
+
+/// Is a race of answers settled: exactly one phone in the call and every
+/// other one's call ended? If not, where each phone is, in words.
+fn answer_race(phases: &[(String, Option<Phase>)]) -> Result<(), String> {
+    let in_call = phases
+        .iter()
+        .filter(|(_, p)| *p == Some(Phase::Confirmed))
+        .count();
+    let ended = phases
+        .iter()
+        .filter(|(_, p)| matches!(p, Some(Phase::Ended(_))))
+        .count();
+    if in_call == 1 && in_call + ended == phases.len() {
+        return Ok(());
+    }
+    let words: Vec<String> = phases
+        .iter()
+        .map(|(dn, p)| {
+            let at = match p {
+                Some(Phase::Confirmed) => "in the call".to_string(),
+                Some(Phase::Connecting) => "answered, no ACK".to_string(),
+                Some(Phase::Ringing) => "still ringing".to_string(),
+                Some(Phase::Ended(end)) => format!("its call ended ({end:?})"),
+                Some(p) => format!("{p:?}"),
+                None => "no incoming call".to_string(),
+            };
+            format!("{dn} {at}")
+        })
+        .collect();
+    Err(words.join(", "))
 }
 
 fn settle(acted: Result<Result<(), ScriptError>, crate::ua::UaError>) -> Result<(), String> {
@@ -245,4 +361,29 @@ async fn arm<'a>(
             .map_err(|e| e.to_string())?;
     }
     Ok(Armed { agent, act })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ua::End;
+
+    #[test]
+    fn an_answer_race_is_settled_with_one_phone_in_the_call_and_the_rest_out() {
+        let race = |a: Option<Phase>, b: Option<Phase>| {
+            answer_race(&[("60970".into(), a), ("60970_2".into(), b)])
+        };
+        assert!(race(Some(Phase::Confirmed), Some(Phase::Ended(End::ByePeer))).is_ok());
+        assert!(race(Some(Phase::Ended(End::ByePeer)), Some(Phase::Confirmed)).is_ok());
+        let both = race(Some(Phase::Confirmed), Some(Phase::Confirmed)).unwrap_err();
+        assert_eq!(both, "60970 in the call, 60970_2 in the call");
+        let waiting = race(Some(Phase::Confirmed), Some(Phase::Connecting)).unwrap_err();
+        assert!(waiting.contains("60970_2 answered, no ACK"), "{waiting}");
+        assert!(race(
+            Some(Phase::Ended(End::ByePeer)),
+            Some(Phase::Ended(End::ByePeer))
+        )
+        .is_err());
+        assert!(race(Some(Phase::Confirmed), None).is_err());
+    }
 }

@@ -487,6 +487,14 @@ impl Message {
         self.parsed_to()?.param("tag").map(str::to_string)
     }
 
+    /// The dialog a message is in, as its From- and To-tags in sorted
+    /// order: the same for both sides of the dialog and for requests either
+    /// way (None without both tags).
+    pub fn dialog_tags(&self) -> Option<(String, String)> {
+        let (a, b) = (self.from_tag()?, self.to_tag()?);
+        Some(if a <= b { (a, b) } else { (b, a) })
+    }
+
     /// The branch of the topmost Via.
     pub fn via_branch(&self) -> Option<String> {
         let top = super::split_list(self.header("Via")?).into_iter().next()?;

@@ -217,6 +217,48 @@ pub struct Endpoint {
     /// `--loss`: what it sends and what it receives over UDP, each
     /// dropped as its stream decides ([`Endpoint::lose`]).
     loss: Arc<Mutex<Option<(Dropper, Dropper)>>>,
+    gate: Gate,
+}
+
+/// Holds an endpoint's reading: while held, what arrives stays where it
+/// is (in the socket, or the stream's last read), neither recorded nor
+/// delivered, as if still on the wire, until released or until the
+/// instant it is held until. A race's phones are held so, from before
+/// the first of them acts until each has acted: a message the server
+/// sends in between (the CANCEL provoked by the first answer) then
+/// crosses the second phone's action, as it would on a real network,
+/// instead of overtaking it.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<Option<std::time::Instant>>>);
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate(Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Gate {
+    /// Holds reading until `until` (None: releases it).
+    pub fn hold(&self, until: Option<std::time::Instant>) {
+        self.0.send_replace(until);
+    }
+
+    /// Returns once reading is not held.
+    pub async fn passed(&self) {
+        let mut rx = self.0.subscribe();
+        loop {
+            let Some(until) = *rx.borrow_and_update() else {
+                return;
+            };
+            if until <= std::time::Instant::now() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
 }
 
 impl Drop for Endpoint {
@@ -301,13 +343,15 @@ impl Endpoint {
             tasks: Arc::default(),
             tls,
             loss: Arc::default(),
+            gate: Gate::default(),
         };
-        let (udp, rec, name, inbound, loss) = (
+        let (udp, rec, name, inbound, loss, gate) = (
             ep.udp.clone(),
             ep.recorder.clone(),
             ep.name.clone(),
             ep.inbound.clone(),
             ep.loss.clone(),
+            ep.gate.clone(),
         );
         ep.spawn(async move {
             let mut buf = vec![0u8; 65_535];
@@ -315,6 +359,8 @@ impl Endpoint {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
+                // Held: what came waits here, unrecorded, as if in flight.
+                gate.passed().await;
                 let lost = lock(&loss)
                     .as_mut()
                     .is_some_and(|(_, received)| received.drops());
@@ -364,7 +410,13 @@ impl Endpoint {
             inbound: self.inbound.clone(),
             recorder: self.recorder.clone(),
             tasks: self.tasks.clone(),
+            gate: self.gate.clone(),
         }
+    }
+
+    /// What holds its reading ([`Gate`]).
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -515,6 +567,7 @@ struct Connector {
     inbound: mpsc::UnboundedSender<Inbound>,
     recorder: Recorder,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    gate: Gate,
 }
 
 impl Connector {
@@ -583,11 +636,12 @@ impl Connector {
                 }
             }
         });
-        let (rec, name, inbound, writers) = (
+        let (rec, name, inbound, writers, gate) = (
             self.recorder.clone(),
             self.name.clone(),
             self.inbound.clone(),
             self.writers.clone(),
+            self.gate.clone(),
         );
         let reader = tokio::spawn(async move {
             let mut framer = StreamFramer::default();
@@ -598,6 +652,7 @@ impl Connector {
                     Ok(n) => framer.push(&buf[..n]),
                 }
                 while let Some(frame) = framer.next_message() {
+                    gate.passed().await;
                     match frame {
                         Ok(raw) => deliver(&rec, &name, transport, local, peer, raw, &inbound),
                         Err(e) => {

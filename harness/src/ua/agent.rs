@@ -123,9 +123,12 @@ pub struct Status {
     /// dialogs, refused requests, unparseable headers. Reported, not fatal.
     pub problems: Vec<String>,
     /// Requests for another SIP identity that reached this phone's
-    /// address, and the first of them.
-    pub strays: usize,
-    pub stray: Option<String>,
+    /// address.
+    pub strays: Tally,
+    /// 2xx answers to its INVITE from a second dialog (a proxy that forked
+    /// the call to phones that both answered): each ACKed and ended with
+    /// BYE, as RFC 3261 13.2.2.4 asks.
+    pub forks: Tally,
     /// Challenges answered by sending the request again with credentials.
     pub challenges: usize,
     /// What the line's latest call-info NOTIFY told it: each numbered
@@ -144,6 +147,22 @@ pub struct Status {
     /// Its unregistration (REGISTER, Expires 0) has been answered 2xx: the
     /// server has let go of the phone's binding.
     pub unregistered: bool,
+}
+
+/// How many times something happened, and the first time, in words.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub count: usize,
+    pub first: Option<String>,
+}
+
+impl Tally {
+    pub fn add(&mut self, what: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(what());
+        }
+    }
 }
 
 /// A phone's lost ACK ([`Agent::lose_ack`]): armed, dropped (the 2xx it
@@ -190,7 +209,18 @@ struct Call {
     last_response: Option<Vec<u8>>,
     /// A hold or resume re-INVITE in progress: CSeq, branch, holding?
     reinvite: Option<(u32, String, bool)>,
+    /// The dialogs of 2xx answers after the first (a forking proxy's other
+    /// branches), ACKed and ended; at most [`MAX_FORKS`] kept, to ACK
+    /// their 2xx again when it is retransmitted.
+    forks: Vec<Dialog>,
+    /// The To-tag of the 2xx that answered our INVITE, once one has.
+    answered_tag: Option<String>,
 }
+
+/// How many forked dialogs of one call a phone remembers: a server that
+/// answers with ever new dialogs has each ACKed and ended all the same,
+/// but memory stays bounded.
+const MAX_FORKS: usize = 16;
 
 /// A scripted user agent.
 #[derive(Debug)]
@@ -234,6 +264,8 @@ pub struct Agent {
     /// The mark what it sends now carries ([`TEARDOWN_HEADER`],
     /// [`TOGETHER_HEADER`]), if any.
     marking: Option<&'static str>,
+    /// A race's step was taken ([`Agent::together`]).
+    step_taken: bool,
 }
 
 /// A request the server may challenge, as sent.
@@ -288,6 +320,7 @@ impl Agent {
             sent: VecDeque::new(),
             challenged: VecDeque::new(),
             marking: None,
+            step_taken: false,
         }
     }
 
@@ -796,7 +829,14 @@ impl Agent {
     /// sends so (a capture of the run then says it was a race, however
     /// far apart a loaded machine sent them).
     pub fn together<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.step_taken = true;
         self.marked_as(TOGETHER_HEADER, f)
+    }
+
+    /// Whether a race's step was taken since the last call: the driver
+    /// then lets the phone read again ([`crate::ua::AgentHandle::hold_reading`]).
+    pub fn take_step_taken(&mut self) -> bool {
+        std::mem::take(&mut self.step_taken)
     }
 
     fn marked_as<T>(&mut self, mark: &'static str, f: impl FnOnce(&mut Self) -> T) -> T {
@@ -926,6 +966,8 @@ impl Agent {
             invite: None,
             last_response: None,
             reinvite: None,
+            forks: Vec::new(),
+            answered_tag: None,
         });
         self.send_to_server(bytes);
         call_id
@@ -1077,10 +1119,7 @@ impl Agent {
     /// address, which the server still holds. That is counted, not judged.
     fn unknown_dialog(&mut self, req: &Message, peer: SocketAddr, problem: String) {
         match reading::stray(req, &self.cfg.user) {
-            Some(stray) => {
-                self.status.strays += 1;
-                self.status.stray.get_or_insert(stray);
-            }
+            Some(stray) => self.status.strays.add(|| stray),
             None => self.status.problems.push(problem),
         }
         self.respond(req, peer, 481, None);
@@ -1155,6 +1194,12 @@ impl Agent {
                         bytes,
                     });
                 }
+            }
+            // A CANCEL after our final answer has no effect (RFC 3261
+            // 9.2): it crossed the answer, as when two phones answer at
+            // once and the server cancels the one it did not take.
+            ("CANCEL", Some(i)) if self.calls[i].view.direction == CallDirection::Incoming => {
+                self.respond(req, peer, 200, None);
             }
             ("CANCEL", _) => {
                 let problem = format!("CANCEL for no ringing call (Call-ID {})", req.call_id());
@@ -1252,6 +1297,8 @@ impl Agent {
             invite: Some((req.clone(), peer)),
             last_response: Some(ringing.clone()),
             reinvite: None,
+            forks: Vec::new(),
+            answered_tag: None,
         });
         self.out.push_back(Transmit {
             to: peer,
@@ -1372,7 +1419,10 @@ impl Agent {
             }
             "INVITE" => self.invite_response(resp, code),
             "UPDATE" => self.update_response(resp, code),
-            "BYE" if code >= 200 => self.status.byes_unanswered.retain(|c| c != resp.call_id()),
+            // The BYE of a forked dialog is not the call's.
+            "BYE" if code >= 200 && !self.fork_of(resp) => {
+                self.status.byes_unanswered.retain(|c| c != resp.call_id())
+            }
             _ => {}
         }
     }
@@ -1399,13 +1449,22 @@ impl Agent {
             return;
         }
         if (200..300).contains(&code) {
+            // A 2xx of the first INVITE from another dialog than the one
+            // that answered first: a forking proxy's other branch answered
+            // too (two phones of a line at once).
+            let tag = resp.to_tag();
+            if initial && call.answered_tag.is_some() && call.answered_tag != tag {
+                return self.forked(i, resp, cseq);
+            }
             if initial
+                && call.answered_tag.is_none()
                 && matches!(
                     call.view.phase,
                     Phase::Calling | Phase::Early | Phase::Ended(End::CancelledByUs)
                 )
             {
-                call.dialog.remote_tag = resp.to_tag();
+                call.answered_tag = tag.clone();
+                call.dialog.remote_tag = tag;
                 call.dialog.route = Dialog::route_set(resp, true);
                 if let Some(target) = resp.contact_uri() {
                     call.dialog.remote_target = target;
@@ -1444,6 +1503,47 @@ impl Agent {
         call.reinvite = None;
         let bytes = self.failure_ack(i, resp, cseq, &branch);
         self.send_to_server(bytes);
+    }
+
+    /// A 2xx from a second dialog of call `i`'s INVITE: ACKed, and the
+    /// dialog ended with BYE at once (RFC 3261 13.2.2.4), counted; its 2xx
+    /// sent again is ACKed again.
+    fn forked(&mut self, i: usize, resp: &Message, cseq: u32) {
+        let tag = resp.to_tag();
+        let (via, _) = self.via();
+        if let Some(d) = self.calls[i].forks.iter().find(|d| d.remote_tag == tag) {
+            let bytes = d.ack(cseq, &via).build();
+            return self.send_to_server(bytes);
+        }
+        let mut d = self.calls[i].dialog.clone();
+        d.remote_tag = tag.clone();
+        d.route = Dialog::route_set(resp, true);
+        if let Some(target) = resp.contact_uri() {
+            d.remote_target = target;
+        }
+        d.next_cseq = cseq + 1;
+        self.send_to_server(d.ack(cseq, &via).build());
+        let (via, _) = self.via();
+        let (bye, _) = d.request("BYE", &via);
+        self.send_to_server(bye.build());
+        let call_id = d.call_id.clone();
+        self.status.forks.add(|| {
+            format!(
+                "Call-ID {call_id}, To-tag {}",
+                tag.as_deref().unwrap_or("(none)")
+            )
+        });
+        if self.calls[i].forks.len() < MAX_FORKS {
+            self.calls[i].forks.push(d);
+        }
+    }
+
+    /// Is `resp` an answer in one of the forked dialogs the phone ended?
+    fn fork_of(&self, resp: &Message) -> bool {
+        let tag = resp.to_tag();
+        self.calls.iter().any(|c| {
+            c.view.call_id == resp.call_id() && c.forks.iter().any(|d| d.remote_tag == tag)
+        })
     }
 
     /// The answer to our UPDATE (a hold, RFC 3311): no ACK; a 2xx holds.

@@ -8,7 +8,7 @@ use tokio::task::AbortHandle;
 
 use super::agent::{Agent, AgentConfig, ScriptError, Status};
 use crate::sip::retransmit::Retransmitter;
-use crate::sip::transport::{sleep_until, Endpoint};
+use crate::sip::transport::{sleep_until, Endpoint, Gate};
 use crate::sip::{Message, Transport};
 
 type Command = Box<dyn FnOnce(&mut Agent) + Send>;
@@ -36,6 +36,7 @@ pub struct AgentHandle {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
     task: AbortHandle,
+    gate: Gate,
 }
 
 impl Drop for AgentHandle {
@@ -63,18 +64,22 @@ impl AgentHandle {
             Transport::Udp => Retransmitter::new(t1),
             _ => Retransmitter::new(t1).answers_only(),
         };
+        let gate = endpoint.gate();
         let task = tokio::spawn(async move {
             loop {
                 let due = retransmit.poll_timeout();
+                // A command before a message that arrived meanwhile: a
+                // race's phone acts on what it knew when it was told to.
                 tokio::select! {
-                    Some(msg) = inbound.recv() => {
-                        retransmit.received(&msg.msg, Instant::now());
-                        agent.handle(&msg)
-                    }
+                    biased;
                     cmd = command_rx.recv() => match cmd {
                         Some(cmd) => cmd(&mut agent),
                         None => break,
                     },
+                    Some(msg) = inbound.recv() => {
+                        retransmit.received(&msg.msg, Instant::now());
+                        agent.handle(&msg)
+                    }
                     _ = sleep_until(due) => {
                         for (to, bytes) in retransmit.poll_transmit(Instant::now()) {
                             if let Err(e) = endpoint.send(transport, to, bytes).await {
@@ -91,6 +96,10 @@ impl AgentHandle {
                         agent.note(e.to_string());
                     }
                 }
+                // A race's step is on its way: the phone may read again.
+                if agent.take_step_taken() {
+                    endpoint.gate().hold(None);
+                }
                 status_tx.send_replace(agent.status());
             }
         });
@@ -99,7 +108,14 @@ impl AgentHandle {
             commands,
             status,
             task: task.abort_handle(),
+            gate,
         }
+    }
+
+    /// Holds the phone's reading ([`Gate`]) until it takes a race's step
+    /// ([`Agent::together`]) or until `until`, whichever comes first.
+    pub fn hold_reading(&self, until: Instant) {
+        self.gate.hold(Some(until));
     }
 
     pub fn dn(&self) -> &str {
@@ -139,6 +155,11 @@ impl AgentHandle {
 
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
+    }
+
+    /// The agent's status as it changes (to wait on several agents).
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
     }
 
     /// Waits until `pred` holds for the agent's status, at most `deadline`.

@@ -9,6 +9,7 @@ pub mod reading;
 
 pub use agent::{
     Agent, AgentConfig, CallDirection, CallView, End, LostAck, Phase, ScriptError, Seizure, Status,
+    Tally,
 };
 pub use driver::{AgentHandle, UaError};
 

@@ -168,6 +168,92 @@ fn outgoing_call_acks_2xx_and_failures() {
     assert_eq!(b.status().calls[0].phase, Phase::Ended(End::Failed(486)));
 }
 
+/// Two phones answered one INVITE (a forking proxy): the first answer is
+/// the call, the second is ACKed and its dialog ended at once (RFC 3261
+/// 13.2.2.4), its 2xx again ACKed again, and its BYE's answer is not the
+/// call's.
+#[test]
+fn a_second_answer_from_another_dialog_is_acked_and_ended() {
+    let mut a = agent();
+    let id = a.invite("60970");
+    let inv = sent(&mut a).remove(0);
+    let reply = |tag: &str| {
+        inbound(
+            Builder::response_to(&inv, 200, Some(tag))
+                .header("Contact", &format!("<sip:{tag}@127.0.0.1:5070>"))
+                .build(),
+        )
+    };
+    a.handle(&reply("first"));
+    assert!(sent(&mut a)[0].is("ACK"));
+    a.handle(&reply("second"));
+    let out = sent(&mut a);
+    let said: Vec<_> = out
+        .iter()
+        .map(|m| {
+            (
+                m.method().unwrap(),
+                m.to_tag().unwrap(),
+                m.request_uri().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (
+                "ACK".into(),
+                "second".into(),
+                "sip:second@127.0.0.1:5070".into()
+            ),
+            (
+                "BYE".into(),
+                "second".into(),
+                "sip:second@127.0.0.1:5070".into()
+            ),
+        ]
+    );
+    a.handle(&reply("second"));
+    let again = sent(&mut a);
+    assert!(again.len() == 1 && again[0].is("ACK"), "{again:?}");
+    let st = a.status();
+    assert_eq!(st.forks.count, 1);
+    assert!(st.forks.first.as_deref().unwrap().contains("To-tag second"));
+    assert_eq!(st.calls[0].phase, Phase::Confirmed);
+    // The call's own BYE stays unanswered until its own answer comes.
+    a.hangup().unwrap();
+    let bye = sent(&mut a).remove(0);
+    assert_eq!(bye.to_tag().as_deref(), Some("first"));
+    a.handle(&inbound(Builder::response_to(&out[1], 200, None).build()));
+    assert_eq!(a.status().byes_unanswered, [id.clone()]);
+    a.handle(&inbound(Builder::response_to(&bye, 200, None).build()));
+    assert!(a.status().byes_unanswered.is_empty());
+    assert!(a.status().problems.is_empty(), "{:?}", a.status().problems);
+}
+
+/// A CANCEL that crossed the phone's 200 has no effect (RFC 3261 9.2):
+/// answered 200, the call kept, no problem.
+#[test]
+fn a_cancel_after_the_answer_is_answered_and_changes_nothing() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c3")));
+    a.answer().unwrap();
+    sent(&mut a);
+    let cancel = String::from_utf8(invite("c3"))
+        .unwrap()
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("7 INVITE", "7 CANCEL");
+    a.handle(&inbound(cancel.into_bytes()));
+    let out = sent(&mut a);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].status(), out[0].cseq().unwrap().1),
+        (Some(200), "CANCEL")
+    );
+    assert_eq!(a.status().calls[0].phase, Phase::Connecting);
+    assert!(a.status().problems.is_empty());
+}
+
 /// Over UDP a request whose answer was lost comes again: the same answer
 /// goes back, and nothing happens twice (no "BYE for no call", no second
 /// NOTIFY counted).
@@ -719,9 +805,10 @@ fn only_a_stranger_addressed_to_another_identity_is_a_stray() {
     a.handle(&inbound(ours));
     assert_eq!(sent(&mut a)[0].status(), Some(481));
     let s = a.status();
-    assert_eq!(s.strays, 1);
+    assert_eq!(s.strays.count, 1);
     assert!(
-        s.stray
+        s.strays
+            .first
             .as_deref()
             .is_some_and(|f| f.contains("(for 60970-8)")),
         "{s:?}"
