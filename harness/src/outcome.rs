@@ -108,6 +108,11 @@ pub struct CaseResult {
     /// The secrets of its TLS sessions, as NSS key log lines (written as
     /// `<case>.keys`); none over UDP and TCP.
     pub keys: Vec<String>,
+    /// The target stopped during the case ("the server stopped answering
+    /// after 60970's call-info SUBSCRIBE at stage rebooted: ..."): the
+    /// case fails with it as its first divergence, whatever else it shows,
+    /// and the cases after it are not run.
+    pub stopped: Option<String>,
 }
 
 impl CaseResult {
@@ -131,6 +136,7 @@ impl CaseResult {
             mirrored: Vec::new(),
             line: None,
             keys: Vec::new(),
+            stopped: None,
         }
     }
 
@@ -174,7 +180,11 @@ impl CaseResult {
     }
 
     /// The first divergence as every output writes it.
+    /// A server that stopped is the first of all.
     pub fn headline_divergence(&self) -> Option<String> {
+        if let Some(stopped) = &self.stopped {
+            return Some(stopped.clone());
+        }
         self.first_divergence().map(ToString::to_string)
     }
 
@@ -239,8 +249,9 @@ fn judge(r: &CaseResult) -> (Verdict, Vec<String>) {
         notes
     };
     let matched = labels(occurred, "");
-    // SIP the server should not have sent is never an expected deviation.
-    if unexcused || !r.problems.is_empty() {
+    // SIP the server should not have sent is never an expected deviation,
+    // nor a server that stopped.
+    if unexcused || !r.problems.is_empty() || r.stopped.is_some() {
         return (Verdict::Fail, with_blind(matched));
     }
     if r.error.is_some() {

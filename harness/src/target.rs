@@ -42,6 +42,26 @@ pub struct Profile {
     /// How the phones speak TLS to the server (`[tls]`), needed by a run
     /// over TLS.
     pub tls: Option<TlsProfile>,
+    /// How to tell the server has stopped (`[liveness]`); none: a case
+    /// that the server stops answering times out as any other.
+    pub liveness: Option<Liveness>,
+}
+
+/// The profile's optional `[liveness]`: how a run tells that the server
+/// stopped, once a case has gone wrong (a timeout, a missing event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Liveness {
+    /// A file holding the server's process ID (`pid_file`), as written:
+    /// `${VAR}` is expanded, relative to the profile's directory, when it
+    /// is read (a start script's state directory need not exist for `pcap
+    /// check` to read the profile). The server has stopped when the file
+    /// names no running process.
+    pub pid_file: Option<String>,
+    /// `probe = "options"`: the server has stopped when an OPTIONS to its
+    /// address gets no answer at all (any status is an answer).
+    pub probe: bool,
+    /// The table's line, for what is found wrong when it is used.
+    pub line: usize,
 }
 
 /// The profile's optional `[tls]`: how the phones check the server's
@@ -272,6 +292,15 @@ struct Raw {
     embedded: Option<Spanned<toml::Value>>,
     #[serde(default)]
     tls: Option<Spanned<RawTls>>,
+    #[serde(default)]
+    liveness: Option<Spanned<RawLiveness>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLiveness {
+    pid_file: Option<String>,
+    probe: Option<Spanned<String>>,
 }
 
 /// A profile that is another's under a new name (`extends`): another
@@ -437,8 +466,41 @@ impl Profile {
                 }
             }
         };
+        let liveness = match raw.liveness {
+            None => None,
+            Some(l) => {
+                let line = line_of(text, l.span().start);
+                let l = l.into_inner();
+                let probe = match &l.probe {
+                    None => false,
+                    Some(p) if p.get_ref() == "options" => true,
+                    Some(p) => {
+                        return Err(at(
+                            p.span().start,
+                            format!(
+                                "[liveness] probe = {:?}: the one probe is \"options\"",
+                                p.get_ref()
+                            ),
+                        ))
+                    }
+                };
+                if l.pid_file.is_none() && !probe {
+                    return Err(InputError::new(
+                        path,
+                        Some(line),
+                        "[liveness] needs pid_file = \"PATH\" or probe = \"options\" (or both)",
+                    ));
+                }
+                Some(Liveness {
+                    pid_file: l.pid_file,
+                    probe,
+                    line,
+                })
+            }
+        };
         let credentials = crate::credentials::read(path, text, raw.credentials, topology)?;
         Ok(Profile {
+            liveness,
             credentials,
             name: raw.name,
             path: path.to_path_buf(),
@@ -515,6 +577,23 @@ impl Profile {
             name: raw.name,
             ..profile
         })
+    }
+
+    /// The file `[liveness] pid_file` names, expanded (an unset variable
+    /// is an error at the table's line).
+    pub fn pid_file(&self) -> Result<Option<PathBuf>, InputError> {
+        let Some(l) = &self.liveness else {
+            return Ok(None);
+        };
+        let Some(value) = &l.pid_file else {
+            return Ok(None);
+        };
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        crate::input::expand_path(value, dir)
+            .map(Some)
+            .map_err(|e| {
+                InputError::new(&self.path, Some(l.line), format!("[liveness] pid_file {e}"))
+            })
     }
 
     /// The phones' TLS settings for a run over TLS: the `[tls]` table's

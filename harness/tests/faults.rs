@@ -26,8 +26,8 @@ enum Catch {
     },
     /// A problem containing this text, with the raw message.
     Problem(&'static str),
-    /// A problem containing this text: what the run found the server
-    /// failed to do (no message holds it).
+    /// A problem, or why the server stopped, containing this text: what
+    /// the run found the server failed to do (no message holds it).
     Said(&'static str),
 }
 
@@ -356,6 +356,15 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             ),
         ),
         (
+            Fault::StopsOnReboot,
+            vec![(
+                "reboot-resubscribe",
+                Catch::Said(
+                    "the server stopped answering after 60970's SUBSCRIBE (call-info) at stage rebooted",
+                ),
+            )],
+        ),
+        (
             Fault::GlareLeavesLoser,
             vec![("answer-glare", Catch::Said("answer race not settled"))],
         ),
@@ -451,8 +460,12 @@ fn check(fault: Fault, catches: &[(&str, Catch)], results: &[CaseResult]) -> Vec
                 )),
             },
             Catch::Said(what) => {
-                if !r.problems.iter().any(|p| p.what.contains(what)) {
-                    errors.push(format!("{fault}: {} has no problem {what:?}:\n{text}", r.id));
+                let stopped = r.stopped.as_deref().is_some_and(|s| s.contains(what));
+                if !stopped && !r.problems.iter().any(|p| p.what.contains(what)) {
+                    errors.push(format!(
+                        "{fault}: {} has no problem {what:?}:\n{text}",
+                        r.id
+                    ));
                 }
             }
         }

@@ -54,6 +54,7 @@ fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
         timers: Default::default(),
         credentials: Vec::new(),
         tls: None,
+        liveness: None,
     }
 }
 

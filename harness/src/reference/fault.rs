@@ -83,6 +83,8 @@ faults! {
         "a phone's fresh call-info SUBSCRIBE (what it sends after a reboot) frees none of its appearances: the phones are still told they are active",
     GlareLeavesLoser => "glare-leaves-loser":
         "when both phones answer at once, the answer that crossed the CANCEL is ACKed but its dialog never ended: the losing phone stays in a call nobody hears",
+    StopsOnReboot => "stops-on-reboot":
+        "a phone's fresh call-info SUBSCRIBE while it holds a busy appearance (a reboot) makes the server stop answering anything, as a crash would (`scacheck serve` exits)",
     KeepsAppearance => "keeps-appearance":
         "an ended call's appearance is never freed in the line's state: the phones are told idle, a fresh subscription is told it is still busy",
 }

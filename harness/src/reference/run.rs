@@ -33,6 +33,8 @@ pub struct Embedded {
     pub pki: Arc<TestPki>,
     recorder: Recorder,
     tasks: Vec<AbortHandle>,
+    /// Becomes true when the server stops answering (a fault's crash).
+    stopped: watch::Receiver<bool>,
 }
 
 impl Drop for Embedded {
@@ -90,6 +92,7 @@ impl Embedded {
             core = core.challenging(c);
         }
         let server_log = log.clone();
+        let (stopped_tx, stopped) = watch::channel(false);
         let server = tokio::spawn(async move {
             let mut seq = 0u64;
             loop {
@@ -114,6 +117,12 @@ impl Embedded {
                     lines.push(feed::encode(seq, &channel, &event));
                 }
                 count_tx.send_replace(lines.len());
+                drop(lines);
+                // Crashed (a fault): the socket closes with the task.
+                if core.stopped() {
+                    stopped_tx.send_replace(true);
+                    break;
+                }
             }
         });
 
@@ -161,11 +170,21 @@ impl Embedded {
             pki,
             recorder,
             tasks: vec![server.abort_handle(), feed_task.abort_handle()],
+            stopped,
         })
     }
 }
 
 impl Embedded {
+    /// Returns once the server has stopped answering (never, unless a
+    /// fault makes it).
+    pub async fn stopped(&self) {
+        let mut rx = self.stopped.clone();
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await
+        }
+    }
+
     /// Calls `tap` with every SIP message the server receives and sends
     /// (`scacheck serve` logs them); replaces a HEP mirror.
     pub fn tap(&self, tap: impl FnMut(&crate::sip::record::Record) + Send + 'static) {

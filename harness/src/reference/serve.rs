@@ -93,6 +93,11 @@ impl Serve {
         let why = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            () = server.stopped() => {
+                // As a crash: gone at once, its PID file left behind.
+                say("stopped answering (fault stops-on-reboot); exiting");
+                std::process::exit(3);
+            }
         };
         say(&format!("stopping on {why}"));
         drop(server);

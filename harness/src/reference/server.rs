@@ -144,6 +144,8 @@ impl Call {
 /// The embedded reference server.
 #[derive(Debug)]
 pub struct Server {
+    /// Fault::StopsOnReboot has struck: it answers nothing any more.
+    stopped: bool,
     domain: String,
     local: SocketAddr,
     topology: Topology,
@@ -220,6 +222,7 @@ impl Server {
         fault: Option<Fault>,
     ) -> Server {
         Server {
+            stopped: false,
             domain: domain.to_string(),
             local,
             topology,
@@ -281,6 +284,12 @@ impl Server {
         self.out.pop_front()
     }
 
+    /// It has stopped answering (Fault::StopsOnReboot), as a crashed
+    /// server does: its edge stops it.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
     pub fn poll_event(&mut self) -> Option<(Channel, Event)> {
         self.events.pop_front()
     }
@@ -288,6 +297,9 @@ impl Server {
     /// When the server next needs [`Server::handle_timeout`]: a seizure
     /// expiring, a 2xx or a request due again.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
         let expiry = self
             .seizures
             .iter()
@@ -305,6 +317,9 @@ impl Server {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.stopped {
+            return;
+        }
         self.now = now;
         let mut again = self.resend_requests.poll_transmit(now);
         again.extend(self.resend.poll_transmit(now));
@@ -462,6 +477,9 @@ impl Server {
     // ---- dispatch -------------------------------------------------------------
 
     pub fn handle(&mut self, inbound: &Inbound, now: Instant) {
+        if self.stopped {
+            return;
+        }
         self.now = now;
         let from = Via {
             transport: inbound.transport,
@@ -584,6 +602,15 @@ impl Server {
             .iter()
             .position(|s| s.dialog.call_id == req.call_id());
         let fresh = known.is_none();
+        let rebooted = |s: &Self| {
+            req.contact_uri()
+                .is_some_and(|contact| s.owns_appearance(&line, &contact))
+        };
+        if fresh && expires > 0 && self.has(Fault::StopsOnReboot) && rebooted(self) {
+            self.stopped = true;
+            self.out.clear();
+            return;
+        }
         if fresh && expires > 0 && !self.has(Fault::RebootKeepsAppearance) {
             if let Some(contact) = req.contact_uri() {
                 self.release_owned(&line, &contact);
@@ -810,6 +837,18 @@ impl Server {
     /// the same, sca_appearance_owner_release_all). The calls stay up to
     /// their other ends; only the line's state forgets them, and every
     /// subscriber is told so (notify_changes after this message).
+    /// Does the phone at `contact` own a busy appearance of `line`?
+    fn owns_appearance(&self, line: &str, contact: &str) -> bool {
+        self.calls
+            .iter()
+            .filter(|c| c.line.as_deref() == Some(line) && c.appearance.is_some())
+            .any(|c| {
+                c.legs
+                    .iter()
+                    .any(|l| l.live() && l.dialog.remote_target == contact)
+            })
+    }
+
     fn release_owned(&mut self, line: &str, contact: &str) {
         for call in self
             .calls

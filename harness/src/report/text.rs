@@ -31,7 +31,9 @@ pub fn case_text(r: &CaseResult) -> String {
     for line in r.source_lines() {
         let _ = writeln!(out, "events from: {line}");
     }
-    if let Some(d) = r.first_divergence() {
+    if let Some(stopped) = &r.stopped {
+        let _ = writeln!(out, "first divergence: {stopped}");
+    } else if let Some(d) = r.first_divergence() {
         let _ = writeln!(out, "first divergence: {d}");
     }
     if let Some(e) = &r.error {

@@ -32,6 +32,8 @@ pub(super) struct Live {
     pub(super) agents: Vec<AgentHandle>,
     /// The line the case runs on: its phones' SIP users.
     pub(super) line: Identities,
+    /// What asks the server whether it is still there ([`super::health`]).
+    pub(super) probe: super::health::Probe,
 }
 
 /// A running source of a server's own events.
@@ -245,6 +247,12 @@ pub(super) async fn start(
         source: feed,
         agents,
         line: line.clone(),
+        probe: super::health::Probe {
+            to: address,
+            transport: opts.transport,
+            tls,
+            domain,
+        },
     };
     // A setup that fails says what the phone found wrong on the way (a
     // TLS handshake it could not make, say): the wait alone only timed out.

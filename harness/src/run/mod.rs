@@ -2,6 +2,7 @@
 //! up, then stage by stage run the steps, wait for the events the golden
 //! expects (or a deadline), let late events settle, and compare.
 
+mod health;
 mod leak;
 mod live;
 mod perform;
@@ -95,16 +96,52 @@ pub async fn run_all_reporting(
         .unwrap_or(lines.size().unwrap_or(cases.len()))
         .clamp(1, cases.len().max(1));
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
+    // Once the target has stopped (or was not running), no case starts:
+    // each is inconclusive with why.
+    let down: std::sync::Arc<std::sync::Mutex<Option<String>>> =
+        std::sync::Arc::new(std::sync::Mutex::new(not_running(&opts)));
     let mut set = tokio::task::JoinSet::new();
+    let mut out: Vec<Option<CaseResult>> = vec![None; cases.len()];
+    let mut finished = |joined: Result<(usize, CaseResult), tokio::task::JoinError>| match joined {
+        Ok((i, r)) => {
+            done(&r);
+            out[i] = Some(r);
+        }
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     for (i, p) in cases.iter().enumerate() {
         let (p, topology, opts) = (p.clone(), topology.clone(), opts.clone());
-        let (slots, lines) = (slots.clone(), lines.clone());
+        let (lines, down) = (lines.clone(), down.clone());
+        // Cases start in their order (a slot taken here, not in the task),
+        // so that the one after a case that stopped the server is not run;
+        // what finishes meanwhile is reported at once.
+        let slot = loop {
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => break slot,
+                Some(joined) = set.join_next() => finished(joined),
+            }
+        };
         set.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let result = match lines.take(i).await {
+            let _slot = slot;
+            let gone = down.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let taken = match gone {
+                Some(why) => Err(format!("not run: {why}")),
+                None => lines.take(i).await,
+            };
+            let result = match taken {
                 Ok(line) => {
                     let r = run_case_on(&p, &topology, opts, &line).await;
-                    lines.give_back(line, &r, &topology).await;
+                    match &r.stopped {
+                        // Its line cannot be cleaned: nobody answers.
+                        Some(_) => {
+                            let mut down = down.lock().unwrap_or_else(|e| e.into_inner());
+                            down.get_or_insert(format!(
+                                "the server stopped during case {}",
+                                r.key()
+                            ));
+                        }
+                        None => lines.give_back(line, &r, &topology).await,
+                    }
                     r
                 }
                 Err(why) => {
@@ -122,17 +159,73 @@ pub async fn run_all_reporting(
             (i, result)
         });
     }
-    let mut out: Vec<Option<CaseResult>> = vec![None; cases.len()];
     while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((i, r)) => {
-                done(&r);
-                out[i] = Some(r);
-            }
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        finished(joined);
     }
     out.into_iter().flatten().collect()
+}
+
+/// How a run tells that its target stopped: the profile's `[liveness]`;
+/// the embedded server is always probed. (A PID file that cannot be named
+/// was reported when the run began.)
+fn watch(opts: &RunOptions) -> health::Watch {
+    match &opts.target {
+        Target::Remote(profile) => health::Watch {
+            pid_file: profile.pid_file().ok().flatten(),
+            probe: profile.liveness.as_ref().is_some_and(|l| l.probe),
+        },
+        Target::Embedded { .. } => health::Watch {
+            pid_file: None,
+            probe: true,
+        },
+    }
+}
+
+/// Asks whether the server has stopped; if it has, that is the case's
+/// finding ([`CaseResult::stopped`]), and what the case was waiting for
+/// when it did is a consequence, kept as a note.
+async fn health_check(
+    result: &mut CaseResult,
+    opts: &RunOptions,
+    probe: &health::Probe,
+    recorder: &Recorder,
+    marks: &[(String, usize)],
+) {
+    if let Some(why) = health::stopped(&watch(opts), probe).await {
+        let after = health::last_act(&recorder.snapshot(), marks);
+        result.stopped = Some(format!("the server stopped answering after {after}: {why}"));
+        if let Some(e) = result.error.take() {
+            result
+                .notes
+                .push(format!("where the case stood when it stopped: {e}"));
+        }
+    }
+}
+
+/// The probe of a remote target outside a live case (one that could not
+/// start); an embedded server that could not start was never there.
+fn remote_probe(opts: &RunOptions) -> Option<health::Probe> {
+    let Target::Remote(profile) = &opts.target else {
+        return None;
+    };
+    Some(health::Probe {
+        to: profile.address,
+        transport: opts.transport,
+        tls: opts.tls.clone(),
+        domain: profile.domain.clone(),
+    })
+}
+
+/// Why no case can run: the profile's PID file names no running server.
+fn not_running(opts: &RunOptions) -> Option<String> {
+    let Target::Remote(profile) = &opts.target else {
+        return None;
+    };
+    match profile.pid_file() {
+        Err(e) => Some(e.to_string()),
+        Ok(Some(path)) => health::running(&path).err(),
+        Ok(None) => None,
+    }
 }
 
 /// What the events of a run come from, and so what it can observe.
@@ -261,6 +354,8 @@ pub async fn run_case_on(
             if let Err(e) = run.stages(&live, &mut result, &mut marks).await {
                 result.error = Some(e.to_string());
             }
+            // A server that stopped is this case's finding, not a timeout.
+            health_check(&mut result, &opts, &live.probe, &recorder, &marks).await;
             // What the phones objected to in the case's stages. The
             // teardown's are not findings: two phones hanging up at once
             // cross a server's BYE, and what a teardown leaves is the leak
@@ -288,61 +383,72 @@ pub async fn run_case_on(
                     ));
                 }
             }
-            // Every target, the embedded one too: what a case leaves behind
-            // is a finding of that case. The leak check's own SIP stays in
-            // the teardown's events: none of it is compared, and where the
-            // one ends and the other begins is only timing.
-            run.tear_down(&live, &mut marks).await;
-            let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
-            let left = leak::probe(&live, topology, profile.as_deref(), &recorder, deadline).await;
-            let server_state = profile
-                .as_ref()
-                .is_some_and(|p| !p.line_commands.state.is_empty());
-            let golden = crate::leak::golden(&p.case, topology, server_state);
-            result.stages.push(compare_stage(
-                crate::leak::STAGE,
-                &golden.channels,
-                &left.observed,
-                &left.seen,
-                &mut Bindings::default(),
-                &run.deviations,
-            ));
-            for e in left.errors {
-                if result.error.is_none() {
-                    result.error = Some(e);
-                } else {
-                    result.problems.push(Problem { what: e, raw: None });
-                }
-            }
-            // Challenges are not events; the report says they were answered.
-            let answered: Vec<String> = live
-                .agents
-                .iter()
-                .map(|a| (a.dn().to_string(), a.status().challenges))
-                .filter(|(_, n)| *n > 0)
-                .map(|(dn, n)| format!("{dn} {n}"))
-                .collect();
-            if !answered.is_empty() {
-                result.notes.push(format!(
-                    "digest challenges answered (not events; in the SIP transcript): {}",
-                    answered.join(", ")
+            // Nothing to tear down or check on a server that stopped.
+            if result.stopped.is_none() {
+                // Every target, the embedded one too: what a case leaves behind
+                // is a finding of that case. The leak check's own SIP stays in
+                // the teardown's events: none of it is compared, and where the
+                // one ends and the other begins is only timing.
+                run.tear_down(&live, &mut marks).await;
+                let deadline = opts.deadlines.answer(opts.deadlines.setup, opts.transport);
+                let left =
+                    leak::probe(&live, topology, profile.as_deref(), &recorder, deadline).await;
+                let server_state = profile
+                    .as_ref()
+                    .is_some_and(|p| !p.line_commands.state.is_empty());
+                let golden = crate::leak::golden(&p.case, topology, server_state);
+                result.stages.push(compare_stage(
+                    crate::leak::STAGE,
+                    &golden.channels,
+                    &left.observed,
+                    &left.seen,
+                    &mut Bindings::default(),
+                    &run.deviations,
                 ));
-            }
-            // The terminating NOTIFYs of the leak check's subscriptions,
-            // and the server's mirror of the teardown and the leak check.
-            log.settle(opts.deadlines.settle, opts.deadlines.stage)
-                .await;
-            live.catch_up(&recorder, opts.deadlines.stage).await;
-            match live.source {
-                Some(Source::Hep(view)) => server_view = Some(view.finish().await),
-                Some(Source::Log(follower)) => {
-                    let skipped = follower.skipped();
-                    if !skipped.is_empty() {
-                        source_notes.push(format!("server log: {skipped}"));
+                for e in left.errors {
+                    if result.error.is_none() {
+                        result.error = Some(e);
+                    } else {
+                        result.problems.push(Problem { what: e, raw: None });
                     }
                 }
-                _ => {}
+                // Challenges are not events; the report says they were answered.
+                let answered: Vec<String> = live
+                    .agents
+                    .iter()
+                    .map(|a| (a.dn().to_string(), a.status().challenges))
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(dn, n)| format!("{dn} {n}"))
+                    .collect();
+                if !answered.is_empty() {
+                    result.notes.push(format!(
+                        "digest challenges answered (not events; in the SIP transcript): {}",
+                        answered.join(", ")
+                    ));
+                }
+                // The terminating NOTIFYs of the leak check's subscriptions,
+                // and the server's mirror of the teardown and the leak check.
+                log.settle(opts.deadlines.settle, opts.deadlines.stage)
+                    .await;
+                live.catch_up(&recorder, opts.deadlines.stage).await;
+                match live.source {
+                    Some(Source::Hep(view)) => server_view = Some(view.finish().await),
+                    Some(Source::Log(follower)) => {
+                        let skipped = follower.skipped();
+                        if !skipped.is_empty() {
+                            source_notes.push(format!("server log: {skipped}"));
+                        }
+                    }
+                    _ => {}
+                }
             }
+        }
+    }
+    // A case that could not start, or whose teardown or leak check could
+    // not finish, asks too: the server may have stopped meanwhile.
+    if result.error.is_some() && result.stopped.is_none() {
+        if let Some(probe) = remote_probe(&opts) {
+            health_check(&mut result, &opts, &probe, &recorder, &marks).await;
         }
     }
     collect(&mut result, &recorder, &log, &marks);
