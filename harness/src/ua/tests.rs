@@ -225,7 +225,7 @@ fn a_second_answer_from_another_dialog_is_acked_and_ended() {
     let bye = sent(&mut a).remove(0);
     assert_eq!(bye.to_tag().as_deref(), Some("first"));
     a.handle(&inbound(Builder::response_to(&out[1], 200, None).build()));
-    assert_eq!(a.status().byes_unanswered, [id.clone()]);
+    assert_eq!(a.status().byes_unanswered, std::slice::from_ref(&id));
     a.handle(&inbound(Builder::response_to(&bye, 200, None).build()));
     assert!(a.status().byes_unanswered.is_empty());
     assert!(a.status().problems.is_empty(), "{:?}", a.status().problems);
