@@ -313,9 +313,16 @@ impl Endpoint {
             return Ok(Self::start(name, at, udp, listener, recorder, tls));
         }
         let mut last_err = None;
-        for _ in 0..32 {
+        for attempt in 0..32 {
             let udp = UdpSocket::bind(at).await?;
             let local = udp.local_addr()?;
+            // A port an earlier endpoint of this process had is taken
+            // only as a last resort: a server may still hold that phone's
+            // contact and send it requests for another identity (strays),
+            // which would land in this case's capture.
+            if attempt < 31 && !first_use(local.port()) {
+                continue;
+            }
             match TcpListener::bind(local).await {
                 Ok(listener) => return Ok(Self::start(name, local, udp, listener, recorder, tls)),
                 Err(e) => last_err = Some(e),
@@ -556,6 +563,15 @@ fn dropped(
     }
 }
 
+/// Whether no endpoint of this process has had `port` before (and
+/// remembers it: at most 65,536 ports, so bounded).
+fn first_use(port: u16) -> bool {
+    static USED: Mutex<Option<std::collections::HashSet<u16>>> = Mutex::new(None);
+    lock(&USED)
+        .get_or_insert_with(Default::default)
+        .insert(port)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -721,6 +737,13 @@ fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_is_fresh_once_per_process() {
+        // Port 1 is never bound here (privileged).
+        assert!(first_use(1));
+        assert!(!first_use(1));
+    }
     use crate::sip::build::Builder;
     use crate::sip::tls::{TestPki, TlsUri, Trust};
 
