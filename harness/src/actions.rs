@@ -433,6 +433,7 @@ pub fn name(a: &Action) -> &'static str {
         Action::Resubscribe => "resubscribe",
         Action::RefuseNotify => "refuse-notify",
         Action::LoseAck => "lose-ack",
+        Action::CloseConnection => "close-connection",
     }
 }
 

@@ -66,13 +66,25 @@ pub enum Action {
     /// brings the 2xx (and a capture shows the ACK after the 2xx came
     /// twice). Its stage is not over until that ACK went out.
     LoseAck,
+    /// Close the phone's TCP or TLS connections and keep its
+    /// subscriptions (a phone whose network went away): the server must
+    /// reach it on a new connection to its Contact. Over UDP there is no
+    /// connection, so a case with this step names its transports. Sends
+    /// nothing itself, so it is armed at once: the step after it brings
+    /// the NOTIFY (and a capture shows the phone's 200 to it, on a
+    /// connection the server opened).
+    CloseConnection,
 }
 
 impl Action {
     /// Sends nothing of its own when performed: its message (the 481, the
-    /// late ACK) answers what the next step of its stage causes.
+    /// late ACK, the 200 on a new connection) answers what the next step
+    /// of its stage causes.
     pub fn armed(&self) -> bool {
-        matches!(self, Action::RefuseNotify | Action::LoseAck)
+        matches!(
+            self,
+            Action::RefuseNotify | Action::LoseAck | Action::CloseConnection
+        )
     }
 }
 
@@ -138,6 +150,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("resubscribe", &[]),
     ("refuse-notify", &[]),
     ("lose-ack", &[]),
+    ("close-connection", &[]),
 ];
 
 /// How long a seizure is asked for unless the step says: the BroadWorks
@@ -181,6 +194,10 @@ pub struct Case {
     pub parties: Vec<String>,
     /// What the case needs of a server (see [`CAPABILITIES`]).
     pub requires: Vec<String>,
+    /// The transports the case runs over (`transports = [...]`), in the
+    /// order it prefers them; empty: any. A run over another one runs it
+    /// over the first the target serves ([`Case::transport_in`]).
+    pub transports: Vec<crate::sip::Transport>,
     pub stages: Vec<Stage>,
     /// What the report says of the case whatever its verdict (`notes =
     /// [...]`): a case recorded from a capture lists what could not be
@@ -214,6 +231,8 @@ struct RawCase {
     parties: Spanned<Vec<String>>,
     #[serde(default)]
     requires: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    transports: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     notes: Vec<String>,
     #[serde(default)]
@@ -302,6 +321,24 @@ impl Case {
                 r
             }
         };
+        let mut transports = Vec::new();
+        if let Some(list) = raw.transports {
+            let at = list.span().start;
+            for name in list.into_inner() {
+                let t = crate::sip::Transport::parse(&name).ok_or_else(|| {
+                    err(at, format!("transports: {name:?} is not udp, tcp or tls"))
+                })?;
+                if !transports.contains(&t) {
+                    transports.push(t);
+                }
+            }
+            if transports.is_empty() {
+                return Err(err(
+                    at,
+                    "transports = []: name one or more, or leave it out for any".into(),
+                ));
+            }
+        }
         if raw.stage.is_empty() {
             return Err(InputError::new(
                 path,
@@ -425,6 +462,7 @@ impl Case {
                     "resubscribe" => Action::Resubscribe,
                     "refuse-notify" => Action::RefuseNotify,
                     "lose-ack" => Action::LoseAck,
+                    "close-connection" => Action::CloseConnection,
                     _ => Action::Unsubscribe,
                 };
                 if action.needs_line() && topology.line_of(&step.actor).is_none() {
@@ -498,9 +536,40 @@ impl Case {
             title: raw.title,
             parties,
             requires,
+            transports,
             stages,
             notes: raw.notes,
         })
+    }
+
+    /// The transport the case runs over in a run over `run`, at a target
+    /// that serves `served`: the run's when the case may use it, else
+    /// the first of the case's the target serves; Err says why none.
+    pub fn transport_in(
+        &self,
+        run: crate::sip::Transport,
+        served: &[crate::sip::Transport],
+    ) -> Result<crate::sip::Transport, String> {
+        if self.transports.is_empty() || self.transports.contains(&run) {
+            return Ok(run);
+        }
+        let names = |ts: &[crate::sip::Transport]| {
+            ts.iter()
+                .map(|t| t.via_token())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
+        self.transports
+            .iter()
+            .copied()
+            .find(|t| served.contains(t))
+            .ok_or_else(|| {
+                format!(
+                    "the case runs over {} only, and the target serves {} at its address",
+                    names(&self.transports),
+                    names(served)
+                )
+            })
     }
 
     /// Every case file in `dir` (sorted by name), or the first error.
@@ -519,6 +588,31 @@ impl Case {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_case_over_connections_only_runs_over_one_the_target_serves() {
+        use crate::sip::Transport::{Tcp, Tls, Udp};
+        let case = |transports: &str| {
+            let text = format!(
+                "title = \"t\"\nparties = [\"60970\"]\n{transports}\n[[stage]]\nname = \"s\"\ncovers = \"c\"\ngolden = \"g\"\nsteps = [{{ actor = \"60970\", action = \"close-connection\" }}]\n"
+            );
+            Case::parse(Path::new("c.toml"), &text, &Topology::reference())
+        };
+        let any = case("").unwrap();
+        assert_eq!(any.transport_in(Udp, &[Udp]), Ok(Udp));
+        let streams = case("transports = [\"tcp\", \"tls\"]").unwrap();
+        assert_eq!(streams.transport_in(Tls, &[Tls]), Ok(Tls));
+        assert_eq!(streams.transport_in(Udp, &[Udp, Tcp]), Ok(Tcp));
+        let none = streams.transport_in(Udp, &[Udp]).unwrap_err();
+        assert!(
+            none.contains("TCP or TLS only") && none.contains("serves UDP"),
+            "{none}"
+        );
+        for bad in ["transports = [\"sctp\"]", "transports = []"] {
+            let e = case(bad).unwrap_err().to_string();
+            assert!(e.contains("c.toml:3"), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn a_join_names_its_appearance_by_number_or_by_what_the_line_told() {
         let case = |index: &str| {

@@ -36,7 +36,6 @@ use crate::case::{Action, Step};
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::derive::wire::WireDeriver;
 use crate::diff::{compare_stage, Bindings};
-use crate::discover::contact_addr;
 use crate::line::Identities;
 use crate::observation::{Observability, Observation};
 use crate::outcome::CaseResult;
@@ -143,7 +142,7 @@ fn endpoints_parsed(
         };
         let dn = dn.as_str();
         map.insert(m.src, dn.to_string());
-        if let Some(contact) = msg.contact_uri().and_then(|c| contact_addr(&c)) {
+        if let Some(contact) = msg.contact_addr() {
             map.entry(contact).or_insert_with(|| dn.to_string());
         }
     }
@@ -238,6 +237,7 @@ fn triggers(
         | Action::Resubscribe => b"SUBSCRIBE ",
         Action::RefuseNotify => b"SIP/2.0 481",
         Action::LoseAck => b"ACK ",
+        Action::CloseConnection => b"SIP/2.0 2",
     };
     if !rec.raw.starts_with(start) {
         return false;
@@ -301,6 +301,12 @@ fn triggers(
         // A response names no package: any NOTIFY's 481 by the phone.
         Action::RefuseNotify => msg.cseq().is_some_and(|(_, m)| m == "NOTIFY"),
         Action::LoseAck => msg.is("ACK") && crate::actions::acked_late(records, i, msg),
+        // Nothing on the wire says a connection closed: the step shows
+        // as the answer to the NOTIFY that reached the phone after it.
+        Action::CloseConnection => {
+            rec.transport != crate::sip::Transport::Udp
+                && msg.cseq().is_some_and(|(_, m)| m == "NOTIFY")
+        }
         Action::Resubscribe => {
             msg.is("SUBSCRIBE")
                 && msg.to_tag().is_none()
@@ -327,17 +333,20 @@ pub fn stage_starts(
     // What a run sends to clean up is no step of its flow: an outbound
     // call's teardown BYE is not the `hangup` of a longer case. (A stage
     // without steps may still begin there: it then saw nothing.)
-    stage_starts_before(p, records, topology, line, teardown_start(records, 0))
+    stage_starts_before(p, records, topology, line, teardown_start(records, 0), true)
 }
 
 /// [`stage_starts`] given where the teardown begins (found once for every
-/// candidate case of a capture).
+/// candidate case of a capture). `named`: the case is the one to judge
+/// (not one of the candidates detection weighs), so a step the wire may
+/// not show ([`Action::CloseConnection`]) need not show.
 fn stage_starts_before(
     p: &Prepared,
     records: &[Record],
     topology: &Topology,
     line: &Identities,
     steps_end: usize,
+    named: bool,
 ) -> Option<Placed> {
     let mut starts = Vec::new();
     let mut last_step = None;
@@ -400,7 +409,17 @@ fn stage_starts_before(
             steps.push(start);
         }
         for step in ordered.iter().skip(1).copied() {
-            at = (at..steps_end).find(|&i| fits(step, &racing, i))?;
+            let found = (at..steps_end).find(|&i| fits(step, &racing, i));
+            at = match found {
+                Some(i) => i,
+                // A closed connection leaves nothing on the wire: the
+                // phone's answer to the NOTIFY that found it again shows
+                // the step, and a server that never found it leaves no
+                // answer, which the stage then judges (when the case is
+                // named: detection wants to see the step).
+                None if named && step.action == Action::CloseConnection => at,
+                None => return None,
+            };
             steps.push(at);
         }
         if !stage.steps.is_empty() {
@@ -657,7 +676,9 @@ pub fn detect<'a>(
     let mut candidates: Vec<(&Prepared, Placed)> = suite
         .iter()
         .filter(|p| p.case.parties.iter().all(|d| who.values().any(|w| w == d)))
-        .filter_map(|p| stage_starts_before(p, records, topology, line, steps_end).map(|s| (p, s)))
+        .filter_map(|p| {
+            stage_starts_before(p, records, topology, line, steps_end, false).map(|s| (p, s))
+        })
         .filter(|(_, placed)| placed.accounts_for(&acted))
         .collect();
     let Some(best) = candidates.iter().map(|(p, _)| weight(p)).max() else {

@@ -67,13 +67,6 @@ struct Phone {
     user: String,
 }
 
-/// `sip:user@127.0.0.1:5070;transport=tcp` -> 127.0.0.1:5070.
-pub fn contact_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.split_once(':')?.1;
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    host.split(';').next()?.parse().ok()
-}
-
 fn user_of(name: Option<crate::sip::NameAddr>) -> Option<String> {
     name.and_then(|n| n.user().map(str::to_string))
 }
@@ -123,7 +116,7 @@ pub fn discover(packets: &[Packet], topology: &Topology) -> Option<Found> {
         }
         phones.push(Phone {
             src: m.src,
-            contact: msg.contact_uri().and_then(|c| contact_addr(&c)),
+            contact: msg.contact_addr(),
             user: user_of(msg.from()).unwrap_or_else(|| aor.clone()),
         });
     }
@@ -170,7 +163,7 @@ pub fn discover(packets: &[Packet], topology: &Topology) -> Option<Found> {
         let relayed = vias >= 2 || servers.contains(&m.src);
         let (user, at) = if to == line_user && !line_users.contains(&from) && !relayed {
             // A call to the line: its caller, where it sends from.
-            let contact = msg.contact_uri().and_then(|c| contact_addr(&c));
+            let contact = msg.contact_addr();
             let at = [Some(m.src), contact].into_iter().flatten().filter(outside);
             (from, at.collect::<Vec<_>>())
         } else if !line_users.contains(&to) && relayed && outside(&m.dst) {

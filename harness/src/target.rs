@@ -26,6 +26,11 @@ pub struct Profile {
     pub path: PathBuf,
     pub address: SocketAddr,
     pub transport: Transport,
+    /// Every transport the server serves at `address` (`transports =
+    /// [...]`; `transport` is always one): a case that runs only over a
+    /// connection (`transports` of the case) runs over TCP in a UDP run
+    /// when the server serves TCP there too.
+    pub transports: Vec<Transport>,
     pub domain: String,
     /// The pool of independent shared lines, each with every DN's SIP
     /// user on it (at least one line; a case runs on one line at a time).
@@ -264,6 +269,8 @@ struct Raw {
     address: Spanned<String>,
     #[serde(default)]
     transport: Option<Spanned<String>>,
+    #[serde(default)]
+    transports: Option<Spanned<Vec<String>>>,
     domain: String,
     /// One line's identities, or every line's as templates over
     /// `{line}` with `lines`.
@@ -391,6 +398,20 @@ impl Profile {
                 )
             })?,
         };
+        let mut transports = vec![transport];
+        if let Some(list) = &raw.transports {
+            for name in list.get_ref() {
+                let t = Transport::parse(name).ok_or_else(|| {
+                    at(
+                        list.span().start,
+                        format!("transports: {name:?} is not udp, tcp or tls"),
+                    )
+                })?;
+                if !transports.contains(&t) {
+                    transports.push(t);
+                }
+            }
+        }
         let tls = match raw.tls {
             None => None,
             Some(t) => Some(read_tls(t, &raw.domain, &at, text)?),
@@ -506,6 +527,7 @@ impl Profile {
             path: path.to_path_buf(),
             address,
             transport,
+            transports,
             domain: raw.domain,
             lines,
             capabilities,

@@ -146,6 +146,7 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             "seize-race",
             "seize-race-trials",
             "notify-refused",
+            "tcp-notify-reconnect",
         ])
         .copied()
         .collect();
@@ -193,6 +194,10 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             v.push((
                 "notify-refused",
                 diff("refused", "60970_2", "EventPrivateInfo"),
+            ));
+            v.push((
+                "tcp-notify-reconnect",
+                diff("reconnected", "60970_2", "EventPrivateInfo"),
             ));
             v
         }),
@@ -362,6 +367,13 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
                 Catch::Said(
                     "the server stopped answering after 60970's SUBSCRIBE (call-info) at stage rebooted",
                 ),
+            )],
+        ),
+        (
+            Fault::NoReconnect,
+            vec![(
+                "tcp-notify-reconnect",
+                diff("reconnected", "sca.60970", "\"AppearanceState\": \"seized\""),
             )],
         ),
         (

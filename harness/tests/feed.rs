@@ -43,6 +43,8 @@ fn profile_of(server: &Embedded, topology: &Topology) -> Profile {
         path: "bridged.toml".into(),
         address: server.sip,
         transport: Transport::Udp,
+        // The embedded server serves TCP at the same port.
+        transports: vec![Transport::Udp, Transport::Tcp],
         domain: DOMAIN.into(),
         lines: vec![scacheck::line::Identities::own(topology)],
         capabilities: scacheck::target::CAPABILITIES

@@ -85,6 +85,8 @@ faults! {
         "when both phones answer at once, the answer that crossed the CANCEL is ACKed but its dialog never ended: the losing phone stays in a call nobody hears",
     StopsOnReboot => "stops-on-reboot":
         "a phone's fresh call-info SUBSCRIBE while it holds a busy appearance (a reboot) makes the server stop answering anything, as a crash would (`scacheck serve` exits)",
+    NoReconnect => "no-reconnect":
+        "over TCP or TLS, requests to a phone go only over the connection its requests came on: once the phone closed it, the phone is never reached again",
     KeepsAppearance => "keeps-appearance":
         "an ended call's appearance is never freed in the line's state: the phones are told idle, a fresh subscription is told it is still busy",
 }

@@ -109,7 +109,9 @@ impl Embedded {
                 while let Some(out) = core.poll_transmit() {
                     // A phone that went away is the phone's problem; the
                     // server carries on, as a real one would.
-                    let _ = endpoint.send(out.transport, out.to, out.bytes).await;
+                    let _ = endpoint
+                        .send_or(out.transport, out.to, out.reconnect, out.bytes)
+                        .await;
                 }
                 let mut lines = server_log.lock().unwrap_or_else(|p| p.into_inner());
                 while let Some((channel, event)) = core.poll_event() {

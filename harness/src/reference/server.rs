@@ -29,15 +29,21 @@ use crate::topology::Topology;
 pub struct Outgoing {
     pub transport: Transport,
     pub to: SocketAddr,
+    /// Over TCP or TLS, where to open a connection when none is open to
+    /// `to` (see [`crate::sip::transport::Endpoint::send_or`]).
+    pub reconnect: Option<SocketAddr>,
     pub bytes: Vec<u8>,
 }
 
 /// Where a peer is reached: the transport and source address its requests
-/// came from (connection reuse for TCP, rport-style for UDP).
+/// came from (connection reuse for TCP, rport-style for UDP), and over
+/// TCP or TLS the address its Contact names, where a new connection goes
+/// once that one is closed (RFC 3261 18.1.1: the request's target).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Via {
     transport: Transport,
     addr: SocketAddr,
+    reconnect: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,11 +338,7 @@ impl Server {
                     self.calls[c].appearance = None;
                 }
             }
-            self.out.push_back(Outgoing {
-                transport: via.transport,
-                to: via.addr,
-                bytes,
-            });
+            self.out.push_back(self.outgoing(&via, bytes));
         }
         if self.has(Fault::SeizeNeverExpires) {
             return self.notify_changes();
@@ -396,11 +398,19 @@ impl Server {
                 self.answered.push_back((key, bytes.clone()));
             }
         }
-        self.out.push_back(Outgoing {
+        let out = self.outgoing(via, bytes);
+        self.out.push_back(out);
+    }
+
+    /// What goes to `via`: over the connection it names, else (the
+    /// fault: never) to its Contact.
+    fn outgoing(&self, via: &Via, bytes: Vec<u8>) -> Outgoing {
+        Outgoing {
             transport: via.transport,
             to: via.addr,
+            reconnect: via.reconnect.filter(|_| !self.has(Fault::NoReconnect)),
             bytes,
-        });
+        }
     }
 
     fn respond(&mut self, req: &Message, from: &Via, code: u16, to_tag: Option<&str>) {
@@ -484,6 +494,9 @@ impl Server {
         let from = Via {
             transport: inbound.transport,
             addr: inbound.peer,
+            reconnect: Some(inbound.transport)
+                .filter(|t| *t != Transport::Udp)
+                .and_then(|_| inbound.msg.contact_addr()),
         };
         let msg = &inbound.msg;
         self.resend_requests.received(msg, now);

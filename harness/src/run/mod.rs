@@ -283,6 +283,29 @@ pub async fn run_case_on(
     line: &Identities,
 ) -> CaseResult {
     let started = Instant::now();
+    // A case that runs only over a connection runs over one the target
+    // serves, whatever the run's transport.
+    let transport = p.case.transport_in(opts.transport, &served(&opts));
+    let switched = transport
+        .as_ref()
+        .ok()
+        .filter(|t| **t != opts.transport)
+        .map(|t| {
+            format!(
+                "run over {}: the case runs over {} only (this run is {})",
+                t.via_token(),
+                p.case
+                    .transports
+                    .iter()
+                    .map(|t| t.via_token())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                opts.transport.via_token()
+            )
+        });
+    if let Ok(t) = transport {
+        opts.transport = t;
+    }
     // A profile that knows its server's timing says so.
     if let Target::Remote(profile) = &opts.target {
         opts.deadlines = opts.deadlines.with_timers(&profile.timers);
@@ -303,7 +326,12 @@ pub async fn run_case_on(
     );
     result.line = line.describe(topology);
     result.notes.extend(p.case.notes.iter().cloned());
-    if let Some(why) = unclaimed(p, &opts.target).or_else(|| unraced(p, &opts)) {
+    result.notes.extend(switched);
+    if let Some(why) = transport
+        .err()
+        .or_else(|| unclaimed(p, &opts.target))
+        .or_else(|| unraced(p, &opts))
+    {
         result.verdict = Verdict::Skipped;
         result.notes.push(why);
         return result;
@@ -549,6 +577,24 @@ fn dropped_note(
 
 /// Why a target cannot run the case: the capabilities it needs that the
 /// profile does not claim.
+/// The transports the target serves at its address: the run's, and a
+/// profile's `transports`; the embedded server serves UDP and TCP on one
+/// port (TLS when the run is over TLS).
+fn served(opts: &RunOptions) -> Vec<crate::sip::Transport> {
+    use crate::sip::Transport;
+    let mut out = vec![opts.transport];
+    let more = match &opts.target {
+        Target::Remote(profile) => profile.transports.clone(),
+        Target::Embedded { .. } => vec![Transport::Udp, Transport::Tcp],
+    };
+    for t in more {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
 fn unclaimed(p: &Prepared, target: &Target) -> Option<String> {
     let Target::Remote(profile) = target else {
         return None;

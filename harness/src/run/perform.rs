@@ -31,7 +31,26 @@ pub(super) async fn perform(
     deadline: Duration,
 ) -> Result<(), String> {
     let Armed { agent, act } = arm(live, topology, step, deadline).await?;
-    settle(agent.act(act).await)
+    settle(agent.act(act).await)?;
+    if step.action == Action::CloseConnection {
+        closed(agent, deadline).await?;
+    }
+    Ok(())
+}
+
+/// Waits for the phone's edge to have closed its connections; none to
+/// close is an error (the step would prove nothing).
+async fn closed(agent: &AgentHandle, deadline: Duration) -> Result<(), String> {
+    agent
+        .wait_for("its connections closed", deadline, |st| {
+            st.closed_connections.is_some()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    match agent.status().closed_connections {
+        Some(0) => Err(format!("{} had no connection open to close", agent.dn())),
+        _ => Ok(()),
+    }
 }
 
 /// Carries out steps at once: each waits for what it needs in turn, then
@@ -323,6 +342,23 @@ async fn arm<'a>(
             )),
             Box::new(|a| {
                 a.refuse_notifies();
+                Ok(())
+            }),
+        ),
+        Action::CloseConnection => (
+            Some((
+                "an accepted call-info subscription",
+                Box::new(|st| st.subscribed),
+            )),
+            Box::new(|a| {
+                if a.config().transport == crate::sip::Transport::Udp {
+                    return Err(ScriptError {
+                        dn: a.config().dn.clone(),
+                        action: "close its connections",
+                        why: "over UDP there is no connection to close (the case names its transports)".into(),
+                    });
+                }
+                a.close_connections();
                 Ok(())
             }),
         ),

@@ -511,6 +511,13 @@ impl Message {
         Some(super::NameAddr::parse(&first)?.uri)
     }
 
+    /// The address the first Contact names, when it names one by IP
+    /// (`sip:u@127.0.0.1:5070;transport=tcp` -> 127.0.0.1:5070): where a
+    /// new connection to the sender goes.
+    pub fn contact_addr(&self) -> Option<std::net::SocketAddr> {
+        super::uri_addr(&self.contact_uri()?)
+    }
+
     /// One line for logs and ladders: the start line and the Call-ID.
     pub fn summary(&self) -> String {
         self.start_line.clone()

@@ -280,9 +280,34 @@ pub fn uri_user(uri: &str) -> Option<&str> {
     (!user.is_empty()).then_some(user)
 }
 
+/// The IP address and port a SIP URI names (`sip:user@127.0.0.1:5070;
+/// transport=tcp` -> 127.0.0.1:5070, `[::1]:5070` too); None for a host
+/// name or a URI with no port.
+pub fn uri_addr(uri: &str) -> Option<std::net::SocketAddr> {
+    let rest = uri.split_once(':')?.1;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    host.split([';', '?']).next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uri_names_an_address_only_by_ip_and_port() {
+        let at = |u| uri_addr(u).map(|a| a.to_string());
+        assert_eq!(
+            at("sip:60970@127.0.0.1:5070;transport=tcp").as_deref(),
+            Some("127.0.0.1:5070")
+        );
+        assert_eq!(at("sips:a@[::1]:5061").as_deref(), Some("[::1]:5061"));
+        assert_eq!(
+            at("sip:127.0.0.1:5060?x=y").as_deref(),
+            Some("127.0.0.1:5060")
+        );
+        assert_eq!(at("sip:a@phone.test:5060"), None);
+        assert_eq!(at("sip:a@127.0.0.1"), None);
+    }
 
     #[test]
     fn splits_lists_around_quotes_and_brackets() {

@@ -176,9 +176,30 @@ pub enum SendError {
 
 /// A connection's writer and its local address (an ephemeral port for
 /// the connections we open: what a capture must show).
-type Connection = (mpsc::UnboundedSender<Vec<u8>>, SocketAddr);
+type Connection = (mpsc::UnboundedSender<Write>, SocketAddr);
+
+/// What a connection's writer task is given.
+enum Write {
+    Bytes(Vec<u8>),
+    /// Close our side (TLS close_notify, then FIN) and write no more.
+    Close,
+}
 /// Open connections by transport (TCP or TLS) and peer.
-type Writers = Arc<Mutex<HashMap<(Transport, SocketAddr), Connection>>>;
+type Writers = Arc<Mutex<HashMap<(Transport, SocketAddr), Open>>>;
+
+/// An open connection: how to write to it, its reader's and writer's
+/// tasks (aborting both closes it at once), and what tells that its
+/// reader has ended (the peer closed its side, or the link broke).
+#[derive(Clone)]
+struct Open {
+    connection: Connection,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    read_ended: tokio::sync::watch::Receiver<()>,
+}
+
+/// How long a peer gets to close its side of a connection we closed
+/// ([`Endpoint::close_streams`]): as long as a connect.
+pub const CLOSE_DEADLINE: Duration = CONNECT_DEADLINE;
 
 /// An endpoint's TLS: its configurations for the connections it opens and
 /// accepts, and the name it checks servers against.
@@ -441,6 +462,36 @@ impl Endpoint {
         ));
     }
 
+    /// Closes every TCP and TLS connection it has, opened or accepted, as
+    /// a phone does that closes its connections (after idling, on a
+    /// network change): its side first (TLS close_notify, then FIN), then
+    /// it waits, at most [`CLOSE_DEADLINE`], for the peer to close its own
+    /// side, which says the peer has seen the close; what the peer sends
+    /// until then is still read. Then it forgets them: what the server
+    /// sends next must come on a connection it opens. Returns how many it
+    /// closed, and how many of those the peer had not closed in time
+    /// (cut off then).
+    pub async fn close_streams(&self) -> (usize, usize) {
+        let open: Vec<Open> = lock(&self.writers).drain().map(|(_, o)| o).collect();
+        for o in &open {
+            let _ = o.connection.0.send(Write::Close);
+        }
+        let mut late = 0;
+        let until = tokio::time::Instant::now() + CLOSE_DEADLINE;
+        for o in &open {
+            let mut ended = o.read_ended.clone();
+            // Err: the reader has ended and dropped its sender.
+            let seen = async { while ended.changed().await.is_ok() {} };
+            if tokio::time::timeout_at(until, seen).await.is_err() {
+                late += 1;
+            }
+            for t in lock(&o.tasks).drain(..) {
+                t.abort();
+            }
+        }
+        (open.len(), late)
+    }
+
     /// Sends one message; records it first, so a failed send is still seen.
     pub async fn send(
         &self,
@@ -448,6 +499,31 @@ impl Endpoint {
         peer: SocketAddr,
         bytes: Vec<u8>,
     ) -> Result<(), SendError> {
+        self.send_or(transport, peer, None, bytes).await
+    }
+
+    /// [`Endpoint::send`], but over TCP or TLS with no connection open to
+    /// `peer`, to `reconnect` when given: a request to a phone goes over
+    /// the connection its requests came on while it is open, else to the
+    /// phone's Contact on a new one (RFC 3261 18.1.1; `peer` is then the
+    /// phone's ephemeral port, where nothing listens).
+    pub async fn send_or(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        reconnect: Option<SocketAddr>,
+        bytes: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let open = |to: SocketAddr| {
+            lock(&self.writers)
+                .get(&(transport, to))
+                .map(|o| o.connection.clone())
+                .filter(|c| !c.0.is_closed())
+        };
+        let peer = match reconnect {
+            Some(other) if transport != Transport::Udp && open(peer).is_none() => other,
+            _ => peer,
+        };
         let problem = Message::parse(bytes.clone())
             .err()
             .map(|e| format!("scacheck sent {e}"));
@@ -482,10 +558,9 @@ impl Endpoint {
                     .map_err(io_err)
             }
             Transport::Tcp | Transport::Tls => {
-                let existing = lock(&self.writers).get(&(transport, peer)).cloned();
-                let connection = match existing {
-                    Some(c) if !c.0.is_closed() => Ok(c),
-                    _ => self.connect(transport, peer).await,
+                let connection = match open(peer) {
+                    Some(c) => Ok(c),
+                    None => self.connect(transport, peer).await,
                 };
                 // Recorded even when it could not be sent: what scacheck
                 // meant to send is part of the story.
@@ -501,7 +576,7 @@ impl Endpoint {
                 );
                 let (writer, _) = connection?;
                 writer
-                    .send(bytes)
+                    .send(Write::Bytes(bytes))
                     .map_err(|_| io_err(io::ErrorKind::BrokenPipe.into()))
             }
         }
@@ -642,24 +717,52 @@ impl Connector {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (mut rd, mut wr) = tokio::io::split(stream);
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        lock(&self.writers).insert((transport, peer), (tx.clone(), local));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
+        let own: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (read_ending, read_ended) = tokio::sync::watch::channel(());
+        lock(&self.writers).insert(
+            (transport, peer),
+            Open {
+                connection: (tx.clone(), local),
+                tasks: own.clone(),
+                read_ended,
+            },
+        );
+        // Only this connection's entry: a newer one to the same peer may
+        // have taken its place.
+        let forget = {
+            let (writers, tx) = (self.writers.clone(), tx.clone());
+            move || {
+                let mut writers = lock(&writers);
+                if writers
+                    .get(&(transport, peer))
+                    .is_some_and(|o| o.connection.0.same_channel(&tx))
+                {
+                    writers.remove(&(transport, peer));
+                }
+            }
+        };
         let writer = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
+            while let Some(write) = rx.recv().await {
+                let Write::Bytes(bytes) = write else {
+                    let _ = wr.shutdown().await;
+                    break;
+                };
                 // A TLS stream holds what it encrypted until flushed.
                 if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
             }
         });
-        let (rec, name, inbound, writers, gate) = (
+        let (rec, name, inbound, gate) = (
             self.recorder.clone(),
             self.name.clone(),
             self.inbound.clone(),
-            self.writers.clone(),
             self.gate.clone(),
         );
         let reader = tokio::spawn(async move {
+            // Dropped when the reader ends: what close_streams waits for.
+            let _ending = read_ending;
             let mut framer = StreamFramer::default();
             let mut buf = vec![0u8; 16 * 1024];
             loop {
@@ -688,14 +791,15 @@ impl Connector {
                                     transport.via_token()
                                 )),
                             );
-                            lock(&writers).remove(&(transport, peer));
+                            forget();
                             return;
                         }
                     }
                 }
             }
-            lock(&writers).remove(&(transport, peer));
+            forget();
         });
+        lock(&own).extend([writer.abort_handle(), reader.abort_handle()]);
         let mut tasks = lock(&self.tasks);
         tasks.push(writer.abort_handle());
         tasks.push(reader.abort_handle());
@@ -778,6 +882,47 @@ mod tests {
             .await
             .expect("a message within 5 s")
             .expect("the endpoint runs")
+    }
+
+    /// A phone that closes its connections is reached again on a new one
+    /// to the address it names (its Contact), never on the closed one;
+    /// with the connection open, the connection is used.
+    #[tokio::test]
+    async fn a_closed_connection_is_replaced_by_one_to_the_contact() {
+        let (phone, mut phone_rx, _) = endpoint("phone", None).await;
+        let (server, mut server_rx, _) = endpoint("server", None).await;
+        phone
+            .send(Transport::Tcp, server.local_addr(), options(1))
+            .await
+            .unwrap();
+        let from_phone = next(&mut server_rx).await.peer;
+        assert_ne!(from_phone, phone.local_addr(), "an ephemeral port");
+        let contact = Some(phone.local_addr());
+        server
+            .send_or(Transport::Tcp, from_phone, contact, options(2))
+            .await
+            .unwrap();
+        let got = next(&mut phone_rx).await;
+        assert_eq!(got.peer, server.local_addr(), "the phone's own connection");
+        // Closed only once the server closed its side too: it has seen it.
+        assert_eq!(phone.close_streams().await, (1, 0));
+        assert!(!lock(&server.writers).contains_key(&(Transport::Tcp, from_phone)));
+        server
+            .send_or(Transport::Tcp, from_phone, contact, options(3))
+            .await
+            .unwrap();
+        let again = next(&mut phone_rx).await;
+        assert_eq!(again.msg.call_id(), "c3");
+        assert_ne!(
+            again.peer,
+            server.local_addr(),
+            "a connection the server opened"
+        );
+        // Without a Contact to go to, nothing reaches the phone.
+        assert!(server
+            .send(Transport::Tcp, from_phone, options(4))
+            .await
+            .is_err());
     }
 
     /// A phone checks the server against its CA and keeps the connection;

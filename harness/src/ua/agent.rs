@@ -147,6 +147,9 @@ pub struct Status {
     /// Its unregistration (REGISTER, Expires 0) has been answered 2xx: the
     /// server has let go of the phone's binding.
     pub unregistered: bool,
+    /// How many TCP or TLS connections its endpoint closed when asked to
+    /// ([`Agent::close_connections`]); None until it has.
+    pub closed_connections: Option<usize>,
 }
 
 /// How many times something happened, and the first time, in words.
@@ -266,6 +269,8 @@ pub struct Agent {
     marking: Option<&'static str>,
     /// A race's step was taken ([`Agent::together`]).
     step_taken: bool,
+    /// Its endpoint is to close its connections ([`Agent::close_connections`]).
+    closing: bool,
 }
 
 /// A request the server may challenge, as sent.
@@ -321,6 +326,7 @@ impl Agent {
             challenged: VecDeque::new(),
             marking: None,
             step_taken: false,
+            closing: false,
         }
     }
 
@@ -805,6 +811,27 @@ impl Agent {
     /// end it); later NOTIFYs on it get 481 too. Sends nothing itself.
     pub fn refuse_notifies(&mut self) {
         self.refusing = true;
+    }
+
+    /// Closes every TCP or TLS connection the phone has, as a phone whose
+    /// network went away (or whose NAT forgot it) does, and keeps its
+    /// subscriptions: the server must reach it next on a connection it
+    /// opens to the phone's Contact. Sends nothing itself; its edge does
+    /// the closing ([`Agent::take_closing`]) and says how many it closed
+    /// ([`Agent::connections_closed`]).
+    pub fn close_connections(&mut self) {
+        self.closing = true;
+        self.status.closed_connections = None;
+    }
+
+    /// Whether the edge is to close the phone's connections now.
+    pub fn take_closing(&mut self) -> bool {
+        std::mem::take(&mut self.closing)
+    }
+
+    /// The edge closed `n` connections.
+    pub fn connections_closed(&mut self, n: usize) {
+        self.status.closed_connections = Some(n);
     }
 
     /// From now on, the phone sends no ACK for the next 2xx to one of its

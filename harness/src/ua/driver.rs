@@ -96,6 +96,18 @@ impl AgentHandle {
                         agent.note(e.to_string());
                     }
                 }
+                // After what it had to send: a phone that closes its
+                // connections has sent what it meant to first.
+                if agent.take_closing() {
+                    let (closed, late) = endpoint.close_streams().await;
+                    if late > 0 {
+                        agent.note(format!(
+                            "the server did not close its side of {late} of the {closed} connections the phone closed within {:?} (cut off then)",
+                            crate::sip::transport::CLOSE_DEADLINE
+                        ));
+                    }
+                    agent.connections_closed(closed);
+                }
                 // A race's step is on its way: the phone may read again.
                 if agent.take_step_taken() {
                     endpoint.gate().hold(None);
