@@ -146,6 +146,19 @@ fn endpoints_parsed(
             map.entry(contact).or_insert_with(|| dn.to_string());
         }
     }
+    // A phone whose connection closed opens another, from a new port:
+    // its requests there name its Contact, which its REGISTER gave.
+    for (m, p) in messages.iter().zip(parsed) {
+        if !m.transport.is_stream() || m.raw.starts_with(b"SIP/2.0 ") || map.contains_key(&m.src) {
+            continue;
+        }
+        let Ok(msg) = p.message(&m.raw) else {
+            continue;
+        };
+        if let Some(dn) = msg.contact_addr().and_then(|c| map.get(&c)).cloned() {
+            map.insert(m.src, dn);
+        }
+    }
     map
 }
 

@@ -26,6 +26,8 @@ fn profile(lines: usize, address: std::net::SocketAddr, topology: &Topology) -> 
 name = "pool"
 address = "{address}"
 domain = "{DOMAIN}"
+# The embedded server serves TCP at the same port.
+transports = ["udp", "tcp"]
 capabilities = ["call-info", "line-seize", "hold", "retrieve", "private-hold", "barge-in"]
 lines = {lines}
 
