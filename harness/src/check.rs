@@ -147,7 +147,9 @@ fn endpoints_parsed(
         }
     }
     // A phone whose connection closed opens another, from a new port:
-    // its requests there name its Contact, which its REGISTER gave.
+    // its requests there name its Contact, which its REGISTER gave, and
+    // carry its Via alone (a proxy's forwarded request names the phone's
+    // Contact too, under the proxy's own Via).
     for (m, p) in messages.iter().zip(parsed) {
         if !m.transport.is_stream() || m.raw.starts_with(b"SIP/2.0 ") || map.contains_key(&m.src) {
             continue;
@@ -155,6 +157,13 @@ fn endpoints_parsed(
         let Ok(msg) = p.message(&m.raw) else {
             continue;
         };
+        let vias: usize = msg
+            .headers("Via")
+            .map(|v| crate::sip::split_list(v).len())
+            .sum();
+        if vias != 1 {
+            continue;
+        }
         if let Some(dn) = msg.contact_addr().and_then(|c| map.get(&c)).cloned() {
             map.insert(m.src, dn);
         }
@@ -1912,6 +1921,51 @@ mod tests {
             transport: Transport::Udp,
             raw: b.build(),
         }
+    }
+
+    /// A phone's new connection is its own by its Contact and one Via; a
+    /// proxy's request from its port, naming the same Contact under two
+    /// Vias, leaves that port nobody's.
+    #[test]
+    fn a_second_connection_is_the_phones_only_under_its_via_alone() {
+        let topology = Topology::reference();
+        let line = Identities::own(&topology);
+        let tcp = |mut p: Packet| {
+            p.transport = Transport::Tcp;
+            p
+        };
+        let invite = |src: &str, vias: &[&str]| {
+            let mut b = Builder::request("INVITE", "sip:60970@sca.test");
+            for v in vias {
+                b = b.header("Via", v);
+            }
+            tcp(Packet {
+                time: UNIX_EPOCH,
+                src: src.parse().unwrap(),
+                dst: "127.0.0.1:5060".parse().unwrap(),
+                transport: Transport::Tcp,
+                raw: b
+                    .header("From", "<sip:60972@sca.test>;tag=1")
+                    .header("To", "<sip:60970@sca.test>")
+                    .header("Call-ID", "i")
+                    .header("CSeq", "1 INVITE")
+                    .header("Contact", "<sip:60972@127.0.0.1:5072;transport=tcp>")
+                    .build(),
+            })
+        };
+        let phone = "SIP/2.0/TCP 127.0.0.1:5072;branch=z9hG4bKa";
+        let proxy = "SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKb";
+        let packets = [
+            tcp(register("127.0.0.1:5072", "60972", None)),
+            invite("127.0.0.1:41000", &[phone]),
+            invite("127.0.0.1:42000", &[proxy, phone]),
+            invite("127.0.0.1:43000", &[&format!("{proxy},{phone}")]),
+        ];
+        let who = endpoints(&packets, &topology, &line.users);
+        let at = |a: &str| who.get(&a.parse().unwrap()).map(String::as_str);
+        assert_eq!(at("127.0.0.1:41000"), Some("60972"));
+        assert_eq!(at("127.0.0.1:42000"), None);
+        assert_eq!(at("127.0.0.1:43000"), None);
     }
 
     /// The packets of a passing live run of case `id` on the embedded
