@@ -10,7 +10,9 @@
 //!   with its first message, and a new one begins at a REGISTER (not an
 //!   unregistration) of one of its users once every phone that registered
 //!   in the current flow has unregistered (a REGISTER with `Expires: 0`,
-//!   or every Contact `expires=0`, from the same address): what a scacheck
+//!   or every Contact `expires=0`, from the same address, or for the same
+//!   user with the registration's Call-ID: over TCP a phone whose
+//!   connection closed unregisters from another port): what a scacheck
 //!   run shows as one case (registrations, subscriptions, the calls, the
 //!   teardown that ends them and the leak check's probes after it) is one
 //!   flow, and the next run on the line is the next. Refreshing a
@@ -47,7 +49,7 @@
 //! Subscription-State and Contact headers are looked at ([`Peek`]), not a
 //! full parse.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -222,13 +224,41 @@ const SEIZE_SLACK: Duration = Duration::from_secs(2);
 /// A seizure's Expires when its SUBSCRIBE gives none.
 const SEIZE_DEFAULT: Duration = Duration::from_secs(60);
 
+/// A phone's registration as a flow knows it.
+#[derive(Debug, PartialEq, Eq)]
+struct Registration {
+    src: SocketAddr,
+    user: Option<String>,
+    call_id: Option<String>,
+}
+
+impl Registration {
+    fn of(peek: &Peek, p: &Packet) -> Registration {
+        Registration {
+            src: p.src,
+            user: peek.to_user.map(str::to_string),
+            call_id: peek.call_id.map(str::to_string),
+        }
+    }
+
+    /// Does `other` (an unregistration) end this one?
+    fn ended_by(&self, other: &Registration) -> bool {
+        self.src == other.src
+            || (self.user.is_some()
+                && self.call_id.is_some()
+                && self.user == other.user
+                && self.call_id == other.call_id)
+    }
+}
+
 /// A line's live flow.
 #[derive(Default)]
 struct Live {
     packets: Vec<Packet>,
     nth: usize,
-    /// Who registered in it and has not unregistered.
-    registered: HashSet<SocketAddr>,
+    /// Who registered in it and has not unregistered: each phone by its
+    /// address and its registration (To user, Call-ID).
+    registered: Vec<Registration>,
     /// Did anyone register in it?
     had_registration: bool,
     /// Calls and seizures open now.
@@ -438,11 +468,16 @@ impl Splitter {
             }
             match registers {
                 Some(true) => {
-                    live.registered.insert(p.src);
+                    let r = Registration::of(&peek, &p);
+                    // Bounded by the flow's phones: a refresh is no one new.
+                    if !live.registered.contains(&r) {
+                        live.registered.push(r);
+                    }
                     live.had_registration = true;
                 }
                 Some(false) => {
-                    live.registered.remove(&p.src);
+                    let gone = Registration::of(&peek, &p);
+                    live.registered.retain(|r| !r.ended_by(&gone));
                 }
                 None => {}
             }
@@ -616,11 +651,7 @@ mod tests {
     /// over as its second begins, a message of no line dropped.
     #[test]
     fn a_line_is_split_by_its_registration_lifetimes() {
-        let lines = [line(1), line(2)];
-        let mut s = Splitter::new(&lines);
-        let mut closed = Vec::new();
-        let reg = |u: &str, src: &str, e: &str, ms| message("REGISTER", u, u, src, Some(e), ms);
-        for m in [
+        let (closed, s) = pushed_on_lines_1_and_2([
             reg("60970-1", "10.0.0.1:1", "3600", 0),
             reg("60972-1", "10.0.0.2:1", "3600", 1),
             message("OPTIONS", "stranger", "nobody", "10.9.9.9:1", None, 2),
@@ -640,13 +671,40 @@ mod tests {
                 8,
             ),
             reg("60970-1", "10.0.0.3:1", "3600", 9),
-        ] {
-            closed.extend(s.push(m));
-        }
+        ]);
         assert_eq!(sizes(&closed), vec![(1, 1, 7)]);
         assert_eq!(s.live(), 2);
         let rest = s.finish();
         assert_eq!(sizes(&rest), vec![(1, 2, 1), (2, 1, 1)]);
+    }
+
+    /// Over TCP a phone whose connection closed unregisters from another
+    /// port: its registration's Call-ID (and user) says it is the same
+    /// phone, so the line's next registration begins the next flow.
+    #[test]
+    fn an_unregistration_from_another_port_ends_the_registration() {
+        let (closed, _) = pushed_on_lines_1_and_2([
+            reg("60970-1", "10.0.0.1:1", "3600", 0),
+            reg("60970-2", "10.0.1.1:1", "3600", 1),
+            reg("60970-1", "10.0.0.1:2", "0", 2),
+            reg("60970-1", "10.0.0.1:3", "3600", 3),
+        ]);
+        assert_eq!(sizes(&closed), vec![(1, 1, 2)]);
+    }
+
+    /// A REGISTER of `user` from `src` with Expires `e`, at `ms`.
+    fn reg(user: &str, src: &str, e: &str, ms: u64) -> Packet {
+        message("REGISTER", user, user, src, Some(e), ms)
+    }
+
+    /// `messages` pushed through a splitter of lines 1 and 2: the flows
+    /// closed on the way, and the splitter.
+    fn pushed_on_lines_1_and_2(
+        messages: impl IntoIterator<Item = Packet>,
+    ) -> (Vec<Flow>, Splitter) {
+        let mut s = Splitter::new(&[line(1), line(2)]);
+        let closed = messages.into_iter().flat_map(|m| s.push(m)).collect();
+        (closed, s)
     }
 
     /// A message from `src` to `dst` at `ms`: `start` line and headers.
