@@ -69,6 +69,11 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
     let mut latest: HashMap<(String, String, String), u32> = HashMap::new();
     let mut challenged: HashSet<(String, u32)> = HashSet::new();
     let mut subscribed: HashSet<String> = HashSet::new();
+    // The paths (local and peer address) each phone's requests took: a
+    // fresh subscription by a new one over UDP is a move to another edge
+    // proxy (a reroute), by a known one a reboot's.
+    let mut paths: HashMap<String, HashSet<(std::net::SocketAddr, std::net::SocketAddr)>> =
+        HashMap::new();
     let mut incoming: HashSet<(String, String)> = HashSet::new();
     let mut cancelled: HashSet<(String, String)> = HashSet::new();
     let mut answered: HashSet<(String, String)> = HashSet::new();
@@ -156,12 +161,18 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
             if again || (method == "BYE" && replaced.contains(&(agent.clone(), call_id.clone()))) {
                 continue;
             }
+            let taken = paths.entry(agent.clone()).or_default();
+            let new_path = rec.transport == crate::sip::Transport::Udp
+                && !taken.is_empty()
+                && !taken.contains(&(rec.local, rec.peer));
+            taken.insert((rec.local, rec.peer));
             let mut ctx = Context {
                 dn_of: &dn_of,
                 topology,
                 subscribed: &mut subscribed,
                 unrecovered: &mut out.unrecovered,
                 fork_ended: method == "BYE" && ends_fork(records, at, msg),
+                new_path,
             };
             request_action(msg, &agent, told.get(&agent), at, &mut ctx)
         } else {
@@ -235,6 +246,9 @@ struct Context<'a> {
     unrecovered: &'a mut Vec<String>,
     /// The request is a BYE that ends a forked dialog ([`ends_fork`]).
     fork_ended: bool,
+    /// It took a path (local and peer address, over UDP) none of the
+    /// phone's requests took before.
+    new_path: bool,
 }
 
 /// The action a request the phone sent shows, if it shows one.
@@ -251,6 +265,7 @@ fn request_action(
         subscribed,
         unrecovered,
         fork_ended,
+        new_path,
     } = ctx;
     let method = msg.method().unwrap_or_default();
     let initial = msg.to_tag().is_none();
@@ -331,6 +346,9 @@ fn request_action(
         ("SUBSCRIBE", true) if package.as_deref() == Some("call-info") => {
             if subscribed.insert(agent.to_string()) {
                 None // the setup's subscription
+            } else if *new_path {
+                // The same, by another edge proxy.
+                Some(Action::Reroute)
             } else {
                 // A new dialog with no unsubscribe first: a reboot's.
                 Some(Action::Resubscribe)
@@ -434,6 +452,7 @@ pub fn name(a: &Action) -> &'static str {
         Action::RefuseNotify => "refuse-notify",
         Action::LoseAck => "lose-ack",
         Action::CloseConnection => "close-connection",
+        Action::Reroute => "reroute",
     }
 }
 

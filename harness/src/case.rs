@@ -74,6 +74,12 @@ pub enum Action {
     /// the NOTIFY (and a capture shows the phone's 200 to it, on a
     /// connection the server opened).
     CloseConnection,
+    /// The phone's relay goes away and it subscribes to call-info afresh
+    /// through a new one (a new dialog, a new Record-Route, no unsubscribe
+    /// first), as a phone back from a reboot behind another edge proxy
+    /// does: the server must send its NOTIFYs by the new route. Only a
+    /// phone the case relays (`relayed = [...]`) can.
+    Reroute,
 }
 
 impl Action {
@@ -128,6 +134,7 @@ impl Action {
                 | Action::Refresh
                 | Action::Unsubscribe
                 | Action::Resubscribe
+                | Action::Reroute
                 | Action::RefuseNotify
         )
     }
@@ -151,6 +158,7 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("refuse-notify", &[]),
     ("lose-ack", &[]),
     ("close-connection", &[]),
+    ("reroute", &[]),
 ];
 
 /// How long a seizure is asked for unless the step says: the BroadWorks
@@ -198,6 +206,10 @@ pub struct Case {
     /// order it prefers them; empty: any. A run over another one runs it
     /// over the first the target serves ([`Case::transport_in`]).
     pub transports: Vec<crate::sip::Transport>,
+    /// The phones whose requests go through a Record-Routing relay of
+    /// scacheck's own (`relayed = [...]`, [`crate::sip::proxy`]), from
+    /// their REGISTER on; over UDP only.
+    pub relayed: Vec<String>,
     pub stages: Vec<Stage>,
     /// What the report says of the case whatever its verdict (`notes =
     /// [...]`): a case recorded from a capture lists what could not be
@@ -233,6 +245,8 @@ struct RawCase {
     requires: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     transports: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    relayed: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     notes: Vec<String>,
     #[serde(default)]
@@ -336,6 +350,31 @@ impl Case {
                 return Err(err(
                     at,
                     "transports = []: name one or more, or leave it out for any".into(),
+                ));
+            }
+        }
+        let mut relayed: Vec<String> = Vec::new();
+        if let Some(list) = raw.relayed {
+            let at = list.span().start;
+            for dn in list.into_inner() {
+                if !parties.contains(&dn) {
+                    return Err(err(
+                        at,
+                        format!(
+                            "relayed: {dn:?} is not one of the case's parties ({})",
+                            parties.join(", ")
+                        ),
+                    ));
+                }
+                if !relayed.contains(&dn) {
+                    relayed.push(dn);
+                }
+            }
+            if !relayed.is_empty() && transports != [crate::sip::Transport::Udp] {
+                return Err(err(
+                    at,
+                    "relayed: scacheck's relay speaks UDP only: the case needs transports = [\"udp\"]"
+                        .into(),
                 ));
             }
         }
@@ -463,6 +502,15 @@ impl Case {
                     "refuse-notify" => Action::RefuseNotify,
                     "lose-ack" => Action::LoseAck,
                     "close-connection" => Action::CloseConnection,
+                    "reroute" => {
+                        if !relayed.contains(&step.actor) {
+                            return Err(step_err(format!(
+                                "action \"reroute\" moves a relayed phone to a new relay; {} is not in relayed = [...]",
+                                step.actor
+                            )));
+                        }
+                        Action::Reroute
+                    }
                     _ => Action::Unsubscribe,
                 };
                 if action.needs_line() && topology.line_of(&step.actor).is_none() {
@@ -537,6 +585,7 @@ impl Case {
             parties,
             requires,
             transports,
+            relayed,
             stages,
             notes: raw.notes,
         })
@@ -611,6 +660,37 @@ mod tests {
             let e = case(bad).unwrap_err().to_string();
             assert!(e.contains("c.toml:3"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn only_a_relayed_phone_reroutes_and_only_over_udp() {
+        let case = |head: &str, actor: &str| {
+            let text = format!(
+                "title = \"t\"\nparties = [\"60970\", \"60970_2\"]\n{head}\n[[stage]]\nname = \"s\"\ncovers = \"c\"\ngolden = \"g\"\nsteps = [{{ actor = \"{actor}\", action = \"reroute\" }}]\n"
+            );
+            Case::parse(Path::new("c.toml"), &text, &Topology::reference())
+        };
+        let ok = case("relayed = [\"60970\"]\ntransports = [\"udp\"]", "60970").unwrap();
+        assert_eq!(ok.relayed, ["60970"]);
+        assert_eq!(ok.stages[0].steps[0].action, Action::Reroute);
+        let e = |head: &str, actor: &str| case(head, actor).unwrap_err().to_string();
+        let unrelayed = e("relayed = [\"60970\"]\ntransports = [\"udp\"]", "60970_2");
+        assert!(
+            unrelayed.contains("c.toml:9") && unrelayed.contains("60970_2 is not in relayed"),
+            "{unrelayed}"
+        );
+        let streams = e("relayed = [\"60970\"]\ntransports = [\"tcp\"]", "60970");
+        assert!(
+            streams.contains("c.toml:3") && streams.contains("UDP only"),
+            "{streams}"
+        );
+        let any = e("relayed = [\"60970\"]", "60970");
+        assert!(any.contains("UDP only"), "{any}");
+        let stranger = e("relayed = [\"60972\"]\ntransports = [\"udp\"]", "60970");
+        assert!(
+            stranger.contains("not one of the case's parties"),
+            "{stranger}"
+        );
     }
 
     #[test]

@@ -146,24 +146,23 @@ fn endpoints_parsed(
             map.entry(contact).or_insert_with(|| dn.to_string());
         }
     }
-    // A phone whose connection closed opens another, from a new port:
-    // its requests there name its Contact, which its REGISTER gave, and
-    // carry its Via alone (a proxy's forwarded request names the phone's
-    // Contact too, under the proxy's own Via).
+    // A phone whose connection closed opens another, from a new port, and
+    // a phone behind an edge proxy that moves to another one reaches the
+    // server from the new proxy: either way its requests to the server
+    // (where the REGISTERs went) name its Contact, which its REGISTER
+    // gave. A request from the server names a phone's Contact too (the
+    // caller's, in an INVITE it forwards), so only requests to it count.
+    let servers: std::collections::BTreeSet<SocketAddr> = registers(messages, parsed)
+        .filter(|(_, msg)| msg.is("REGISTER"))
+        .map(|(m, _)| m.dst)
+        .collect();
     for (m, p) in messages.iter().zip(parsed) {
-        if !m.transport.is_stream() || m.raw.starts_with(b"SIP/2.0 ") || map.contains_key(&m.src) {
+        if m.raw.starts_with(b"SIP/2.0 ") || map.contains_key(&m.src) || !servers.contains(&m.dst) {
             continue;
         }
         let Ok(msg) = p.message(&m.raw) else {
             continue;
         };
-        let vias: usize = msg
-            .headers("Via")
-            .map(|v| crate::sip::split_list(v).len())
-            .sum();
-        if vias != 1 {
-            continue;
-        }
         if let Some(dn) = msg.contact_addr().and_then(|c| map.get(&c)).cloned() {
             map.insert(m.src, dn);
         }
@@ -256,7 +255,8 @@ fn triggers(
         | Action::Release
         | Action::Refresh
         | Action::Unsubscribe
-        | Action::Resubscribe => b"SUBSCRIBE ",
+        | Action::Resubscribe
+        | Action::Reroute => b"SUBSCRIBE ",
         Action::RefuseNotify => b"SIP/2.0 481",
         Action::LoseAck => b"ACK ",
         Action::CloseConnection => b"SIP/2.0 2",
@@ -281,6 +281,12 @@ fn triggers(
         msg.header("Event")
             .and_then(EventHeader::parse)
             .map(|e| e.package)
+    };
+    let fresh_call_info = || {
+        msg.is("SUBSCRIBE")
+            && msg.to_tag().is_none()
+            && package().as_deref() == Some("call-info")
+            && msg.header("Expires").is_none_or(|e| e.trim() != "0")
     };
     // The line's AoR on the target: its number's SIP user.
     let own_line = lines
@@ -329,11 +335,26 @@ fn triggers(
             rec.transport != crate::sip::Transport::Udp
                 && msg.cseq().is_some_and(|(_, m)| m == "NOTIFY")
         }
-        Action::Resubscribe => {
-            msg.is("SUBSCRIBE")
-                && msg.to_tag().is_none()
-                && package().as_deref() == Some("call-info")
-                && msg.header("Expires").is_none_or(|e| e.trim() != "0")
+        Action::Resubscribe => fresh_call_info(),
+        // A reroute's SUBSCRIBE is a fresh one like a reboot's, over UDP
+        // (the relay's one transport), by a path none of the phone's
+        // requests took before: to its new relay (seen at the phone), or
+        // from it (seen at the server, HEP).
+        Action::Reroute => {
+            let earlier: Vec<&Record> = records[..i]
+                .iter()
+                .filter(|r| {
+                    r.agent == rec.agent
+                        && r.direction == Direction::Sent
+                        && !r.raw.starts_with(b"SIP/2.0 ")
+                })
+                .collect();
+            rec.transport == crate::sip::Transport::Udp
+                && fresh_call_info()
+                && !earlier.is_empty()
+                && earlier
+                    .iter()
+                    .all(|r| (r.local, r.peer) != (rec.local, rec.peer))
         }
         Action::Unsubscribe => {
             msg.is("SUBSCRIBE")
@@ -1923,26 +1944,23 @@ mod tests {
         }
     }
 
-    /// A phone's new connection is its own by its Contact and one Via; a
-    /// proxy's request from its port, naming the same Contact under two
-    /// Vias, leaves that port nobody's.
+    /// A phone's new connection, or its new edge proxy, is the phone's by
+    /// the Contact its requests to the server name; the server's own
+    /// requests, naming the same Contact (an INVITE it forwards), leave
+    /// the server's address nobody's.
     #[test]
-    fn a_second_connection_is_the_phones_only_under_its_via_alone() {
+    fn a_phones_new_path_to_the_server_is_found_by_its_contact() {
         let topology = Topology::reference();
         let line = Identities::own(&topology);
-        let tcp = |mut p: Packet| {
-            p.transport = Transport::Tcp;
-            p
-        };
-        let invite = |src: &str, vias: &[&str]| {
+        let invite = |src: &str, dst: &str, vias: &[&str]| {
             let mut b = Builder::request("INVITE", "sip:60970@sca.test");
             for v in vias {
                 b = b.header("Via", v);
             }
-            tcp(Packet {
+            Packet {
                 time: UNIX_EPOCH,
                 src: src.parse().unwrap(),
-                dst: "127.0.0.1:5060".parse().unwrap(),
+                dst: dst.parse().unwrap(),
                 transport: Transport::Tcp,
                 raw: b
                     .header("From", "<sip:60972@sca.test>;tag=1")
@@ -1951,21 +1969,22 @@ mod tests {
                     .header("CSeq", "1 INVITE")
                     .header("Contact", "<sip:60972@127.0.0.1:5072;transport=tcp>")
                     .build(),
-            })
+            }
         };
         let phone = "SIP/2.0/TCP 127.0.0.1:5072;branch=z9hG4bKa";
-        let proxy = "SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKb";
+        let proxy = "SIP/2.0/UDP 127.0.0.1:43000;branch=z9hG4bKb";
+        let server = "SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKc";
         let packets = [
-            tcp(register("127.0.0.1:5072", "60972", None)),
-            invite("127.0.0.1:41000", &[phone]),
-            invite("127.0.0.1:42000", &[proxy, phone]),
-            invite("127.0.0.1:43000", &[&format!("{proxy},{phone}")]),
+            register("127.0.0.1:5072", "60972", None),
+            invite("127.0.0.1:41000", "127.0.0.1:5060", &[phone]),
+            invite("127.0.0.1:43000", "127.0.0.1:5060", &[proxy, phone]),
+            invite("127.0.0.1:5060", "127.0.0.1:5080", &[server, phone]),
         ];
         let who = endpoints(&packets, &topology, &line.users);
         let at = |a: &str| who.get(&a.parse().unwrap()).map(String::as_str);
         assert_eq!(at("127.0.0.1:41000"), Some("60972"));
-        assert_eq!(at("127.0.0.1:42000"), None);
-        assert_eq!(at("127.0.0.1:43000"), None);
+        assert_eq!(at("127.0.0.1:43000"), Some("60972"));
+        assert_eq!(at("127.0.0.1:5060"), None);
     }
 
     /// The packets of a passing live run of case `id` on the embedded

@@ -147,6 +147,7 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             "seize-race-trials",
             "notify-refused",
             "tcp-notify-reconnect",
+            "resubscribe-new-route",
         ])
         .copied()
         .collect();
@@ -198,6 +199,10 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             v.push((
                 "tcp-notify-reconnect",
                 diff("reconnected", "60970_2", "EventPrivateInfo"),
+            ));
+            v.push((
+                "resubscribe-new-route",
+                diff("seized", "60970_2", "EventPrivateInfo"),
             ));
             v
         }),
@@ -374,6 +379,13 @@ fn table() -> Vec<(Fault, Vec<(&'static str, Catch)>)> {
             vec![(
                 "tcp-notify-reconnect",
                 diff("reconnected", "sca.60970", "\"AppearanceState\": \"seized\""),
+            )],
+        ),
+        (
+            Fault::StaleRoute,
+            vec![(
+                "resubscribe-new-route",
+                diff("seized", "sca.60970", "\"AppearanceState\": \"seized\""),
             )],
         ),
         (

@@ -218,6 +218,17 @@ impl HepView {
         }
     }
 
+    /// What the server sends to `addr` from now on is nobody's: a relayed
+    /// phone's old relay, gone (what the server sent there never reached
+    /// the phone, and the phones' view does not show it either).
+    pub fn disown(&self, addr: SocketAddr) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .who
+            .remove(&addr);
+    }
+
     /// Waits until `n` of the case's messages have been mirrored and their
     /// events derived, at most `deadline`; returns how many were.
     ///

@@ -87,6 +87,8 @@ faults! {
         "a phone's fresh call-info SUBSCRIBE while it holds a busy appearance (a reboot) makes the server stop answering anything, as a crash would (`scacheck serve` exits)",
     NoReconnect => "no-reconnect":
         "over TCP or TLS, requests to a phone go only over the connection its requests came on: once the phone closed it, the phone is never reached again",
+    StaleRoute => "stale-route":
+        "a phone's fresh call-info SUBSCRIBE by a new route (another edge proxy) is answered by it, but later NOTIFYs keep the route of its subscription before (Kamailio's sca before 5.8)",
     KeepsAppearance => "keeps-appearance":
         "an ended call's appearance is never freed in the line's state: the phones are told idle, a fresh subscription is told it is still busy",
 }

@@ -655,7 +655,17 @@ impl Server {
             // RFC 6665: a (re)subscription is answered with the full state.
             let state = format!("active;expires={expires}");
             let sub = self.call_info.remove(i);
-            let sub = self.notify_call_info_of(sub, state, fresh);
+            let mut sub = self.notify_call_info_of(sub, state, fresh);
+            if fresh && self.has(Fault::StaleRoute) {
+                // The phone's subscription before this one (its Contact,
+                // its line) lends the new one its route from now on.
+                if let Some(old) = self.call_info.iter().find(|o| {
+                    o.line == sub.line && o.dialog.remote_target == sub.dialog.remote_target
+                }) {
+                    sub.via = old.via.clone();
+                    sub.dialog.route = old.dialog.route.clone();
+                }
+            }
             self.call_info.insert(i, sub);
         }
     }

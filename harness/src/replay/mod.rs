@@ -300,6 +300,22 @@ fn record_one(
         list(&parties.iter().map(String::as_str).collect::<Vec<_>>()),
         list(&requires(&recovery.actions)),
     );
+    // A phone that moved to another edge proxy is put behind scacheck's
+    // relay, which speaks UDP.
+    let mut rerouted: Vec<&str> = recovery
+        .actions
+        .iter()
+        .filter(|a| a.action == crate::case::Action::Reroute)
+        .map(|a| a.actor.as_str())
+        .collect();
+    rerouted.sort();
+    rerouted.dedup();
+    if !rerouted.is_empty() {
+        text.push_str(&format!(
+            "transports = [\"udp\"]\nrelayed = [{}]\n",
+            list(&rerouted)
+        ));
+    }
     if !recovery.unrecovered.is_empty() {
         // In the report of every run of the case, not only in this file.
         text.push_str("notes = [\n");

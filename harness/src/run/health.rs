@@ -174,14 +174,14 @@ async fn options_answered(p: &Probe) -> bool {
 /// What the phones were last doing when the server stopped: the first of
 /// their requests in the case's stages that got no answer ("60970's
 /// SUBSCRIBE (call-info) at stage rebooted"), else the last message the
-/// server sent them. `marks`: each stage's name and first record.
-pub(super) fn last_act(records: &[Record], marks: &[(String, usize)]) -> String {
+/// server sent them. `marks`: where each stage began.
+pub(super) fn last_act(records: &[Record], marks: &[super::Mark]) -> String {
     let stage_of = |i: usize| {
         marks
             .iter()
             .rev()
-            .find(|(_, at)| *at <= i)
-            .map_or("setup", |(s, _)| s.as_str())
+            .find(|m| m.record <= i)
+            .map_or("setup", |m| m.stage.as_str())
     };
     let key = |r: &Record| {
         let msg = r.message().ok()?;
@@ -257,7 +257,16 @@ mod tests {
 
     #[test]
     fn the_first_unanswered_request_is_what_the_server_stopped_after() {
-        let marks = vec![("setup".to_string(), 0), ("rebooted".to_string(), 2)];
+        // The stage's events began at 5, its records at 2: the records
+        // count.
+        let marks = vec![
+            super::super::Mark::default(),
+            super::super::Mark {
+                stage: "rebooted".into(),
+                event: 5,
+                record: 2,
+            },
+        ];
         let records = vec![
             record("60970", Direction::Sent, &request("REGISTER", "r", "")),
             record("60970", Direction::Received, &answer("REGISTER", "r")),

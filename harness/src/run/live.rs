@@ -21,6 +21,7 @@ use crate::suite::Prepared;
 use crate::topology::Topology;
 use crate::ua::{AgentConfig, AgentHandle, UaError};
 
+use super::relay::RelayTask;
 use super::{sip_deriver, Events, RunOptions, Target, Undriven, DOMAIN};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -34,6 +35,10 @@ pub(super) struct Live {
     pub(super) line: Identities,
     /// What asks the server whether it is still there ([`super::health`]).
     pub(super) probe: super::health::Probe,
+    /// The relays of the case's relayed phones, by DN ([`super::relay`]).
+    relays: std::sync::Mutex<std::collections::BTreeMap<String, RelayTask>>,
+    /// The server, as the relays reach it.
+    address: std::net::SocketAddr,
 }
 
 /// A running source of a server's own events.
@@ -52,6 +57,53 @@ impl Live {
             Some(Source::Hep(view)) => view.caught_up(recorder.len(), deadline).await > 0,
             _ => true,
         }
+    }
+
+    /// Puts phone `dn` behind a new relay and stops the one it had (what
+    /// the server sends that one from now on is lost); returns the new
+    /// relay's address, where the phone is to send its requests.
+    pub(super) async fn reroute(&self, dn: &str) -> Result<std::net::SocketAddr, String> {
+        let relay = RelayTask::start(self.address)
+            .await
+            .map_err(|e| format!("{dn}: cannot start a relay: {e}"))?;
+        let addr = relay.addr;
+        self.claim(addr, dn);
+        let old = self
+            .relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dn.to_string(), relay);
+        if let (Some(old), Some(Source::Hep(view))) = (&old, &self.source) {
+            view.disown(old.addr);
+        }
+        drop(old);
+        Ok(addr)
+    }
+
+    /// A server's own view (HEP) sees a relayed phone at its relay's
+    /// address: that address is the phone's.
+    fn claim(&self, addr: std::net::SocketAddr, dn: &str) {
+        if let Some(Source::Hep(view)) = &self.source {
+            view.claimer()(addr, dn);
+        }
+    }
+
+    /// What the relays dropped, a line per relay that dropped anything.
+    pub(super) fn relay_drops(&self) -> Vec<String> {
+        self.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(dn, r)| {
+                let d = r.drops();
+                d.last.map(|last| {
+                    format!(
+                        "the relay of {dn} dropped {} datagram(s), the last: {last}",
+                        d.count
+                    )
+                })
+            })
+            .collect()
     }
 
     pub(super) fn agent(&self, dn: &str) -> Result<&AgentHandle, String> {
@@ -220,6 +272,7 @@ pub(super) async fn start(
         started.as_micros()
     );
     let mut agents = Vec::new();
+    let mut relays = std::collections::BTreeMap::new();
     for dn in &p.case.parties {
         let (endpoint, inbound) = Endpoint::bind_with(dn, LOOPBACK, recorder.clone(), tls.clone())
             .await
@@ -228,13 +281,25 @@ pub(super) async fn start(
             endpoint.lose(loss, &format!("{}/{dn}", p.case.id));
         }
         let user = line.user(dn).to_string();
+        // A relayed phone sends everything to its relay, from its REGISTER on.
+        let via = match p.case.relayed.contains(dn) {
+            true => {
+                let relay = RelayTask::start(address)
+                    .await
+                    .map_err(|e| Undriven::Start(format!("{dn}: cannot start a relay: {e}")))?;
+                let at = relay.addr;
+                relays.insert(dn.clone(), relay);
+                at
+            }
+            false => address,
+        };
         let cfg = AgentConfig {
             dn: dn.clone(),
             user,
             domain: domain.clone(),
             local: endpoint.local_addr(),
             transport: opts.transport,
-            server: address,
+            server: via,
             nonce: nonce.clone(),
             t1: opts.deadlines.t1,
             credentials: opts.credentials.for_phone(dn, line),
@@ -253,7 +318,16 @@ pub(super) async fn start(
             tls,
             domain,
         },
+        relays: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        address,
     };
+    for (dn, relay) in relays {
+        live.claim(relay.addr, &dn);
+        live.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dn, relay);
+    }
     // A setup that fails says what the phone found wrong on the way (a
     // TLS handshake it could not make, say): the wait alone only timed out.
     fn setup(a: &AgentHandle) -> impl FnOnce(UaError) -> Undriven + '_ {

@@ -8,6 +8,7 @@ mod live;
 mod perform;
 pub mod plan;
 mod pool;
+mod relay;
 
 pub use plan::{Deadlines, Events, PlanError, RunOptions, Target};
 
@@ -184,12 +185,33 @@ fn watch(opts: &RunOptions) -> health::Watch {
 /// Asks whether the server has stopped; if it has, that is the case's
 /// finding ([`CaseResult::stopped`]), and what the case was waiting for
 /// when it did is a consequence, kept as a note.
+/// Where a stage began: its name, and how many events and SIP records
+/// the case had by then (two counts: a message can give no event, or
+/// several).
+#[derive(Debug, Clone)]
+pub(super) struct Mark {
+    pub stage: String,
+    pub event: usize,
+    pub record: usize,
+}
+
+impl Default for Mark {
+    /// The setup, from the case's start.
+    fn default() -> Mark {
+        Mark {
+            stage: "setup".into(),
+            event: 0,
+            record: 0,
+        }
+    }
+}
+
 async fn health_check(
     result: &mut CaseResult,
     opts: &RunOptions,
     probe: &health::Probe,
     recorder: &Recorder,
-    marks: &[(String, usize)],
+    marks: &[Mark],
 ) {
     if let Some(why) = health::stopped(&watch(opts), probe).await {
         let after = health::last_act(&recorder.snapshot(), marks);
@@ -364,7 +386,7 @@ pub async fn run_case_on(
     };
     let recorder = Recorder::default();
     let log = EventLog::default();
-    let mut marks: Vec<(String, usize)> = vec![("setup".into(), 0)];
+    let mut marks: Vec<Mark> = vec![Mark::default()];
     let mut server_view: Option<ServerView> = None;
     // What the event source says about itself, for the report.
     let mut source_notes: Vec<String> = Vec::new();
@@ -411,6 +433,7 @@ pub async fn run_case_on(
                     ));
                 }
             }
+            result.notes.extend(live.relay_drops());
             // Nothing to tear down or check on a server that stopped.
             if result.stopped.is_none() {
                 // Every target, the embedded one too: what a case leaves behind
@@ -584,7 +607,13 @@ fn served(opts: &RunOptions) -> Vec<crate::sip::Transport> {
     use crate::sip::Transport;
     let mut out = vec![opts.transport];
     let more = match &opts.target {
-        Target::Remote(profile) => profile.transports.clone(),
+        // What the profile serves at its address; a run over a transport
+        // it does not list there is at another address (a TLS port given
+        // with --address), which serves that one alone.
+        Target::Remote(profile) if profile.transports.contains(&opts.transport) => {
+            profile.transports.clone()
+        }
+        Target::Remote(_) => Vec::new(),
         Target::Embedded { .. } => vec![Transport::Udp, Transport::Tcp],
     };
     for t in more {
@@ -627,7 +656,7 @@ impl Driving<'_> {
         &self,
         live: &live::Live,
         result: &mut CaseResult,
-        marks: &mut Vec<(String, usize)>,
+        marks: &mut Vec<Mark>,
     ) -> Result<(), Undriven> {
         let mut graced: Vec<String> = Vec::new();
         let mut races = Vec::new();
@@ -651,7 +680,7 @@ impl Driving<'_> {
         &self,
         live: &live::Live,
         result: &mut CaseResult,
-        marks: &mut Vec<(String, usize)>,
+        marks: &mut Vec<Mark>,
         graced: &mut Vec<String>,
         races: &mut Vec<crate::race::Race>,
     ) -> Result<(), Undriven> {
@@ -665,7 +694,11 @@ impl Driving<'_> {
                 return Ok(());
             }
             let mark = log.len();
-            marks.push((stage.name.clone(), mark));
+            marks.push(Mark {
+                stage: stage.name.clone(),
+                event: mark,
+                record: self.recorder.len(),
+            });
             let mut failed = None;
             let deadline = opts.deadlines.answer(opts.deadlines.step, opts.transport);
             let undriven = |step: &crate::case::Step, why| Undriven::Step {
@@ -771,10 +804,14 @@ impl Driving<'_> {
     /// are theirs, and a phone put down ends its own call. (A call the
     /// caller ends is a case's to test: Kamailio's sca, after a retrieve
     /// by Replaces, keeps the appearance busy when the caller hangs up.)
-    async fn tear_down(&self, live: &live::Live, marks: &mut Vec<(String, usize)>) {
+    async fn tear_down(&self, live: &live::Live, marks: &mut Vec<Mark>) {
         let deadlines = &self.opts.deadlines;
         live.catch_up(self.recorder, deadlines.stage).await;
-        marks.push(("teardown".into(), self.log.len()));
+        marks.push(Mark {
+            stage: "teardown".into(),
+            event: self.log.len(),
+            record: self.recorder.len(),
+        });
         let deadline = deadlines.answer(deadlines.step, self.opts.transport);
         let calls_ended = |s: &crate::ua::Status| {
             s.calls
@@ -836,12 +873,7 @@ const RELAYED_BYE: std::time::Duration = std::time::Duration::from_millis(250);
 /// What a finished case keeps: every SIP message (a message a phone could
 /// not use is a problem, with its bytes), the event source's problems, and
 /// every event with the stage it was attributed to.
-fn collect(
-    result: &mut CaseResult,
-    recorder: &Recorder,
-    log: &EventLog,
-    marks: &[(String, usize)],
-) {
+fn collect(result: &mut CaseResult, recorder: &Recorder, log: &EventLog, marks: &[Mark]) {
     for r in recorder.snapshot() {
         if let Some(why) = &r.problem {
             let verb = match r.direction {
@@ -864,8 +896,8 @@ fn collect(
         let stage = marks
             .iter()
             .rev()
-            .find(|(_, m)| *m <= i)
-            .map(|(s, _)| s.clone())
+            .find(|m| m.event <= i)
+            .map(|m| m.stage.clone())
             .unwrap_or_default();
         result.events.push((stage, obs));
     }

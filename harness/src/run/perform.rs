@@ -369,6 +369,24 @@ async fn arm<'a>(
                 Ok(())
             }),
         ),
+        Action::Reroute => {
+            // Subscribed first, then the old relay goes: from then on what
+            // the server sends by the old route is lost.
+            agent
+                .wait_for("an accepted call-info subscription", deadline, |st| {
+                    st.subscribed
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let to = live.reroute(&step.actor).await?;
+            (
+                None,
+                Box::new(move |a| {
+                    a.reroute(to, &line);
+                    Ok(())
+                }),
+            )
+        }
         Action::Resubscribe => (
             Some((
                 "an accepted call-info subscription",

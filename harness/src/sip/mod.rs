@@ -9,6 +9,7 @@ pub mod dialog;
 pub mod framing;
 pub mod headers;
 pub mod loss;
+pub mod proxy;
 pub mod record;
 pub mod retransmit;
 pub mod sdp;

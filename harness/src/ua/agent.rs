@@ -795,6 +795,15 @@ impl Agent {
         self.subscribe_anew(line, contact)
     }
 
+    /// From now on the phone sends every request to `server` (its new
+    /// edge proxy), and subscribes to call-info afresh through it, as
+    /// [`Agent::resubscribe`]: a phone back from a reboot behind another
+    /// proxy. Returns the new subscription's Call-ID.
+    pub fn reroute(&mut self, server: SocketAddr, line: &str) -> String {
+        self.cfg.server = server;
+        self.resubscribe(line)
+    }
+
     /// A call-info subscription in a new dialog that takes the place of
     /// the current one (the probe's, a reboot's): the one it replaces is
     /// still answered (it may send its terminating NOTIFY), and the phone
