@@ -162,9 +162,7 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
                 continue;
             }
             let taken = paths.entry(agent.clone()).or_default();
-            let new_path = rec.transport == crate::sip::Transport::Udp
-                && !taken.is_empty()
-                && !taken.contains(&(rec.local, rec.peer));
+            let new_path = takes_new_path(rec, taken.iter().copied());
             taken.insert((rec.local, rec.peer));
             let mut ctx = Context {
                 dn_of: &dn_of,
@@ -235,6 +233,21 @@ pub fn recover(records: &[Record], topology: &Topology, line: &Identities) -> Re
         }
     }
     out
+}
+
+/// Does the phone's request `rec` go over UDP by a path (local and peer
+/// address) none of its requests took before (`taken`, not empty)? A
+/// fresh subscription so sent is a move to another edge proxy: the
+/// reroute, whether seen at the phone (a new peer) or at the server (a
+/// new source). One rule for recovery and for finding a step.
+pub fn takes_new_path(
+    rec: &Record,
+    taken: impl IntoIterator<Item = (std::net::SocketAddr, std::net::SocketAddr)>,
+) -> bool {
+    let mut taken = taken.into_iter().peekable();
+    rec.transport == crate::sip::Transport::Udp
+        && taken.peek().is_some()
+        && taken.all(|p| p != (rec.local, rec.peer))
 }
 
 /// What reading a phone's request needs beyond the request.

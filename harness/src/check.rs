@@ -341,20 +341,15 @@ fn triggers(
         // requests took before: to its new relay (seen at the phone), or
         // from it (seen at the server, HEP).
         Action::Reroute => {
-            let earlier: Vec<&Record> = records[..i]
+            let earlier = records[..i]
                 .iter()
                 .filter(|r| {
                     r.agent == rec.agent
                         && r.direction == Direction::Sent
                         && !r.raw.starts_with(b"SIP/2.0 ")
                 })
-                .collect();
-            rec.transport == crate::sip::Transport::Udp
-                && fresh_call_info()
-                && !earlier.is_empty()
-                && earlier
-                    .iter()
-                    .all(|r| (r.local, r.peer) != (rec.local, rec.peer))
+                .map(|r| (r.local, r.peer));
+            fresh_call_info() && crate::actions::takes_new_path(rec, earlier)
         }
         Action::Unsubscribe => {
             msg.is("SUBSCRIBE")

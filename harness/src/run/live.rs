@@ -88,6 +88,15 @@ impl Live {
         }
     }
 
+    fn relay_addrs(&self) -> Vec<(String, std::net::SocketAddr)> {
+        self.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(dn, r)| (dn.clone(), r.addr))
+            .collect()
+    }
+
     /// What the relays dropped, a line per relay that dropped anything.
     pub(super) fn relay_drops(&self) -> Vec<String> {
         self.relays
@@ -318,15 +327,11 @@ pub(super) async fn start(
             tls,
             domain,
         },
-        relays: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        relays: std::sync::Mutex::new(relays),
         address,
     };
-    for (dn, relay) in relays {
-        live.claim(relay.addr, &dn);
-        live.relays
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(dn, relay);
+    for (dn, addr) in live.relay_addrs() {
+        live.claim(addr, &dn);
     }
     // A setup that fails says what the phone found wrong on the way (a
     // TLS handshake it could not make, say): the wait alone only timed out.

@@ -182,9 +182,6 @@ fn watch(opts: &RunOptions) -> health::Watch {
     }
 }
 
-/// Asks whether the server has stopped; if it has, that is the case's
-/// finding ([`CaseResult::stopped`]), and what the case was waiting for
-/// when it did is a consequence, kept as a note.
 /// Where a stage began: its name, and how many events and SIP records
 /// the case had by then (two counts: a message can give no event, or
 /// several).
@@ -206,6 +203,9 @@ impl Default for Mark {
     }
 }
 
+/// Asks whether the server has stopped; if it has, that is the case's
+/// finding ([`CaseResult::stopped`]), and what the case was waiting for
+/// when it did is a consequence, kept as a note.
 async fn health_check(
     result: &mut CaseResult,
     opts: &RunOptions,
