@@ -50,7 +50,7 @@ fn because(problems: &[String]) -> String {
 use std::time::Instant;
 
 use live::{command, start, Source};
-use perform::{finish, perform, perform_together};
+use perform::{acks_due, finish, perform, perform_together};
 
 use crate::derive::sip_tlib::SipTlibDeriver;
 use crate::diff::{compare_stage, Bindings};
@@ -733,6 +733,12 @@ impl Driving<'_> {
                         })),
                     Err((n, why)) => failed = Some(undriven(&steps[n], why)),
                 }
+                result.notes.extend(
+                    acks_due(live, opts.deadlines.stage)
+                        .await
+                        .into_iter()
+                        .map(|n| format!("stage {}: {n}", stage.name)),
+                );
             }
             // Wait for what the target is expected to send: the golden
             // with its declared deviations applied, never for what it is

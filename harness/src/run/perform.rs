@@ -156,6 +156,36 @@ pub(super) async fn finish(
     Ok(problems)
 }
 
+/// Waits (at most `deadline`, for all phones together) until no phone
+/// holds a 2xx that still waits for its ACK. The ACK is due, and what it
+/// derives (the answering phone's EventEstablished) belongs to the stage
+/// whose step the 2xx answered: a 50 ms quiet settle alone put it in the
+/// next stage whenever the server was slower to forward the ACK (over
+/// TLS with digest authentication, say). Returns, in words, each phone
+/// whose ACK did not come: a note, since the stage's comparison shows
+/// what the missing ACK cost.
+pub(super) async fn acks_due(live: &Live, deadline: Duration) -> Vec<String> {
+    let unacked = |st: &Status| st.calls.iter().any(|c| c.ack_due());
+    let end = tokio::time::Instant::now() + deadline;
+    let mut missing = Vec::new();
+    for a in &live.agents {
+        if !unacked(&a.status()) {
+            continue;
+        }
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if a.wait_for("the ACK of its 2xx", left, |st| !unacked(st))
+            .await
+            .is_err()
+        {
+            missing.push(format!(
+                "{}'s 2xx had no ACK {deadline:?} after the stage's steps",
+                a.dn()
+            ));
+        }
+    }
+    missing
+}
+
 /// Each racing phone's DN with the phase of its latest incoming call.
 fn answer_phases(
     dns: &[&str],

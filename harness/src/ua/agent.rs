@@ -91,6 +91,16 @@ pub struct CallView {
     pub appearance: Option<u32>,
     /// Our hold re-INVITE was accepted.
     pub held: bool,
+    /// We answered a re-INVITE in this dialog with 2xx and its ACK has
+    /// not come yet (an initial INVITE's is [`Phase::Connecting`]).
+    pub reinvite_unacked: bool,
+}
+
+impl CallView {
+    /// A 2xx of ours to an INVITE of this call waits for its ACK.
+    pub fn ack_due(&self) -> bool {
+        self.phase == Phase::Connecting || (self.phase == Phase::Confirmed && self.reinvite_unacked)
+    }
 }
 
 /// The phone's line-seize subscription.
@@ -995,6 +1005,7 @@ impl Agent {
                 call_info: Vec::new(),
                 appearance,
                 held: false,
+                reinvite_unacked: false,
             },
             dialog,
             invite_cseq: cseq,
@@ -1208,12 +1219,17 @@ impl Agent {
                     .header("Contact", &contact)
                     .body("application/sdp", &body)
                     .build();
+                if method == "INVITE" {
+                    self.calls[i].view.reinvite_unacked = true;
+                }
                 self.out.push_back(Transmit { to: peer, bytes });
             }
             ("ACK", Some(i)) => {
-                if self.calls[i].view.phase == Phase::Connecting {
-                    self.calls[i].view.phase = Phase::Confirmed;
+                let view = &mut self.calls[i].view;
+                if view.phase == Phase::Connecting {
+                    view.phase = Phase::Confirmed;
                 }
+                view.reinvite_unacked = false;
             }
             ("ACK", None) => {}
             ("CANCEL", Some(i)) if self.calls[i].view.phase == Phase::Ringing => {
@@ -1317,6 +1333,7 @@ impl Agent {
                 call_info,
                 appearance,
                 held: false,
+                reinvite_unacked: false,
             },
             dialog: Dialog {
                 call_id: req.call_id().to_string(),

@@ -102,6 +102,43 @@ fn incoming_call_rings_answers_and_ends_by_bye() {
     assert!(a.status().problems.is_empty());
 }
 
+/// A 2xx waits for its ACK whether it answered the call's INVITE or a
+/// re-INVITE of it; an UPDATE's 2xx waits for nothing. (A stage is not
+/// over while an ACK is due: what it derives belongs to the stage.)
+#[test]
+fn a_2xx_to_an_invite_or_reinvite_is_due_an_ack_and_an_update_is_not() {
+    let mut a = agent();
+    a.handle(&inbound(invite("c9")));
+    let tag = sent(&mut a)[0].to_tag().unwrap();
+    assert!(!a.status().calls[0].ack_due(), "ringing: no 2xx yet");
+    a.answer().unwrap();
+    sent(&mut a);
+    assert!(a.status().calls[0].ack_due());
+    let ack = String::from_utf8(in_dialog("ACK", "c9", &tag))
+        .unwrap()
+        .replace("8 ACK", "7 ACK")
+        .into_bytes();
+    a.handle(&inbound(ack));
+    assert!(!a.status().calls[0].ack_due());
+
+    a.handle(&inbound(in_dialog("UPDATE", "c9", &tag)));
+    assert_eq!(sent(&mut a)[0].status(), Some(200));
+    assert!(!a.status().calls[0].ack_due(), "an UPDATE has no ACK");
+
+    a.handle(&inbound(in_dialog("INVITE", "c9", &tag)));
+    assert_eq!(sent(&mut a)[0].status(), Some(200));
+    assert!(a.status().calls[0].ack_due(), "the re-INVITE's 2xx");
+    a.handle(&inbound(in_dialog("ACK", "c9", &tag)));
+    assert!(!a.status().calls[0].ack_due());
+
+    // A BYE before the ACK ends the call: nothing is due any more.
+    a.handle(&inbound(in_dialog("INVITE", "c9", &tag)));
+    sent(&mut a);
+    assert!(a.status().calls[0].ack_due());
+    a.handle(&inbound(in_dialog("BYE", "c9", &tag)));
+    assert!(!a.status().calls[0].ack_due());
+}
+
 #[test]
 fn cancel_gets_200_and_the_invite_487() {
     let mut a = agent();
