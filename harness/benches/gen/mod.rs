@@ -36,6 +36,10 @@ pub struct Template {
     /// The server's address (the busiest endpoint).
     server: SocketAddr,
     pub length: Duration,
+    /// The transport it was recorded over, when its case runs over that
+    /// alone (`transports = [...]` in its case file: a relay that is UDP,
+    /// a connection that closes): it is replayed on it whatever the line.
+    fixed: Option<Transport>,
 }
 
 /// The templates of a folder of recorded captures, by file name order.
@@ -63,30 +67,44 @@ fn template(path: &Path) -> Option<Template> {
         *seen.entry(p.dst).or_default() += 1;
     }
     let server = seen.into_iter().max_by_key(|(_, n)| *n)?.0;
-    // The first REGISTER's Call-ID: `reg-60972-4-<case>-udp-<token>@scacheck`.
+    // The template's line: the number in its first REGISTER's To user
+    // (`<sip:60970-N@sca.test>`), the AoR of every user of the line.
     let text = packets
         .iter()
         .map(|p| String::from_utf8_lossy(&p.raw).into_owned())
         .find(|t| t.starts_with("REGISTER "))?;
+    let to = text.lines().find_map(|l| l.strip_prefix("To: "))?;
+    let after = to
+        .split_once("sip:60970-")
+        .or(to.split_once("sip:60972-"))?
+        .1;
+    let line: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if line.is_empty() {
+        return None;
+    }
+    // The run's unique token (process and nonce), last in every Call-ID,
+    // tag and branch it made: `reg-60970-<case>-udp-<token>@scacheck`.
     let call_id = text
         .lines()
         .find_map(|l| l.strip_prefix("Call-ID: "))?
         .trim()
         .to_string();
-    let after = call_id
-        .split_once("-60972-")
-        .or(call_id.split_once("-60970-"))?
-        .1;
-    let line: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let token = call_id
-        .split_once("-udp-")?
+    let id = call_id.split('@').next()?;
+    let token = id
+        .split_once("-udp-")
+        .or(id.split_once("-tcp-"))?
         .1
-        .split('@')
-        .next()?
         .to_string();
     let last = packets.last()?.time;
+    let case = path.file_stem()?.to_string_lossy().into_owned();
+    let cases = path.ancestors().nth(4)?.join("cases");
+    let fixed = std::fs::read_to_string(cases.join(format!("{case}.toml")))
+        .ok()
+        .filter(|t| t.lines().any(|l| l.starts_with("transports = ")))
+        .map(|_| packets[0].transport);
     Some(Template {
-        case: path.file_stem()?.to_string_lossy().into_owned(),
+        case,
+        fixed,
         length: last.duration_since(t0).unwrap_or_default(),
         packets: packets
             .into_iter()
@@ -251,11 +269,11 @@ pub fn write(path: &Path, templates: &[Template], lines: usize, per_line: u64) -
             return false;
         }
         let t = &templates[(f.line + f.next_episode) % templates.len()];
-        let transport = if f.line % 2 == 1 {
+        let transport = t.fixed.unwrap_or(if f.line % 2 == 1 {
             Transport::Tcp
         } else {
             Transport::Udp
-        };
+        });
         let packets = t.episode(f.line, f.next_episode, transport, f.next_start);
         f.messages += packets.len() as u64;
         f.next_episode += 1;
