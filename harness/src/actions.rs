@@ -284,7 +284,7 @@ fn request_action(
     let initial = msg.to_tag().is_none();
     let index = || {
         msg.appearances().ok().and_then(|aps| {
-            aps.into_iter().find_map(|a| match a.index {
+            aps.iter().find_map(|a| match a.index {
                 AppearanceIndex::Index(i) => Some(i),
                 AppearanceIndex::All => None,
             })

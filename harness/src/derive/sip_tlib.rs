@@ -297,7 +297,7 @@ impl Agent {
 
     /// Remembers what a call-info NOTIFY told the phone.
     fn told(&mut self, msg: &Message, users: &HashMap<String, String>) {
-        use crate::sip::headers::{appearances, ApState, AppearanceIndex, EventHeader};
+        use crate::sip::headers::{ApState, AppearanceIndex, EventHeader};
         let package = msg
             .header("Event")
             .and_then(EventHeader::parse)
@@ -305,11 +305,11 @@ impl Agent {
         if package.as_deref() != Some("call-info") {
             return;
         }
-        let Ok(all) = appearances(msg.headers("Call-Info")) else {
+        let Ok(all) = msg.appearances() else {
             return;
         };
         self.told = all
-            .into_iter()
+            .iter()
             .filter_map(|a| match (a.index, a.state) {
                 (AppearanceIndex::Index(i), Some(state)) if state != ApState::Idle => {
                     let other = a

@@ -11,7 +11,7 @@ use super::{message_of, on_channel, provenance, Found};
 use crate::model::{ApState, Attr, Channel, Event, KnownEvent, Value};
 use crate::observation::Observation;
 use crate::sip::headers::{
-    appearances, first_index, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
+    first_index, AppearanceIndex, EventHeader, Reason, SubState, SubscriptionState,
 };
 use crate::sip::record::{Direction, Record};
 use crate::sip::{split_list, Message, NameAddr};
@@ -168,7 +168,7 @@ impl Phone {
             return Vec::new();
         }
         *highest = cseq.max(*highest);
-        let Ok(told) = appearances(msg.headers("Call-Info")) else {
+        let Ok(told) = msg.appearances() else {
             return Vec::new();
         };
         let mut listed = BTreeMap::new();

@@ -473,10 +473,14 @@ impl Message {
     }
 
     /// [`super::headers::appearances`] of its Call-Info values, read once.
-    pub fn appearances(&self) -> Result<Vec<super::headers::Appearance>, String> {
-        self.appearances
+    pub fn appearances(&self) -> Result<&[super::headers::Appearance], &str> {
+        match self
+            .appearances
             .get_or_init(|| super::headers::appearances(self.headers("Call-Info")))
-            .clone()
+        {
+            Ok(all) => Ok(all),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn from_tag(&self) -> Option<String> {

@@ -58,7 +58,7 @@ impl Appearance {
 /// a seize's or a join's appearance); `*` and unreadable Call-Info name none.
 pub fn first_index(msg: &super::Message) -> Option<u32> {
     let all = msg.appearances().ok()?;
-    all.into_iter().find_map(|ap| match ap.index {
+    all.iter().find_map(|ap| match ap.index {
         AppearanceIndex::Index(i) => Some(i),
         AppearanceIndex::All => None,
     })

@@ -26,7 +26,7 @@ use crate::sip::Message;
 /// The appearances in a request's Call-Info, or the problem a phone
 /// reports when they cannot be read.
 pub fn call_info(req: &Message) -> Result<Vec<Appearance>, String> {
-    req.appearances().map_err(|e| {
+    req.appearances().map(<[Appearance]>::to_vec).map_err(|e| {
         format!(
             "{} with unreadable Call-Info: {e}",
             req.method().unwrap_or_default()
