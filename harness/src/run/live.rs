@@ -37,6 +37,10 @@ pub(super) struct Live {
     pub(super) probe: super::health::Probe,
     /// The relays of the case's relayed phones, by DN ([`super::relay`]).
     relays: std::sync::Mutex<std::collections::BTreeMap<String, RelayTask>>,
+    /// What each relay a reroute stopped had dropped by then, with its
+    /// phone: kept for the case's notes, which the current relays alone
+    /// would lose.
+    retired: std::sync::Mutex<Vec<(String, super::relay::Drops)>>,
     /// The server, as the relays reach it.
     address: std::net::SocketAddr,
 }
@@ -76,7 +80,12 @@ impl Live {
         if let (Some(old), Some(Source::Hep(view))) = (&old, &self.source) {
             view.disown(old.addr);
         }
-        drop(old);
+        if let Some(old) = old {
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((dn.to_string(), old.drops()));
+        }
         Ok(addr)
     }
 
@@ -99,19 +108,20 @@ impl Live {
 
     /// What the relays dropped, a line per relay that dropped anything.
     pub(super) fn relay_drops(&self) -> Vec<String> {
-        self.relays
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|(dn, r)| {
-                let d = r.drops();
-                d.last.map(|last| {
-                    format!(
-                        "the relay of {dn} dropped {} datagram(s), the last: {last}",
-                        d.count
-                    )
-                })
+        let said = |which: &str, dn: &str, d: super::relay::Drops| {
+            d.last.map(|last| {
+                format!(
+                    "the {which}relay of {dn} dropped {} datagram(s), the last: {last}",
+                    d.count
+                )
             })
+        };
+        let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        retired
+            .iter()
+            .filter_map(|(dn, d)| said("replaced ", dn, d.clone()))
+            .chain(relays.iter().filter_map(|(dn, r)| said("", dn, r.drops())))
             .collect()
     }
 
@@ -328,6 +338,7 @@ pub(super) async fn start(
             domain,
         },
         relays: std::sync::Mutex::new(relays),
+        retired: Default::default(),
         address,
     };
     for (dn, addr) in live.relay_addrs() {
