@@ -128,6 +128,7 @@ pub enum PcapCommand {
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
+    /// The capture (pcap or pcapng): every flow in it is replayed.
     pub file: PathBuf,
     /// The profile of the server the capture was made on, whose lines and
     /// users it shows (default: the target's).
