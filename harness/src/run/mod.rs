@@ -733,12 +733,6 @@ impl Driving<'_> {
                         })),
                     Err((n, why)) => failed = Some(undriven(&steps[n], why)),
                 }
-                result.notes.extend(
-                    acks_due(live, opts.deadlines.stage)
-                        .await
-                        .into_iter()
-                        .map(|n| format!("stage {}: {n}", stage.name)),
-                );
             }
             // Wait for what the target is expected to send: the golden
             // with its declared deviations applied, never for what it is
@@ -760,6 +754,15 @@ impl Driving<'_> {
                     .all(|(c, n)| obs.iter().filter(|o| &o.channel == c).count() >= *n)
             };
             log.wait_for(mark, opts.deadlines.stage, arrived).await;
+            // After the expected events, not before: a 2xx the steps'
+            // requests cause further on (the retrieve's INVITE reaching
+            // the caller) has been sent by then, and its ACK is awaited.
+            result.notes.extend(
+                acks_due(live, opts.deadlines.stage)
+                    .await
+                    .into_iter()
+                    .map(|n| format!("stage {}: {n}", stage.name)),
+            );
             // What is declared absent gets a short grace, not the stage
             // deadline: long enough for a late one to show (an xpass).
             let read = roles.read(stage, golden, &self.deviations, &log.since(mark));

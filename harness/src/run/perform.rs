@@ -178,7 +178,7 @@ pub(super) async fn acks_due(live: &Live, deadline: Duration) -> Vec<String> {
             .is_err()
         {
             missing.push(format!(
-                "{}'s 2xx had no ACK {deadline:?} after the stage's steps",
+                "{}'s 2xx had no ACK {deadline:?} after the stage's expected events",
                 a.dn()
             ));
         }

@@ -474,13 +474,10 @@ impl Message {
 
     /// [`super::headers::appearances`] of its Call-Info values, read once.
     pub fn appearances(&self) -> Result<&[super::headers::Appearance], &str> {
-        match self
-            .appearances
+        self.appearances
             .get_or_init(|| super::headers::appearances(self.headers("Call-Info")))
-        {
-            Ok(all) => Ok(all),
-            Err(e) => Err(e),
-        }
+            .as_deref()
+            .map_err(String::as_str)
     }
 
     pub fn from_tag(&self) -> Option<String> {
