@@ -5,7 +5,9 @@
 //! Kamailio profile it gets the verdict of the capture as recorded.
 //! The field phones' captures of the embedded server (`scacheck serve`)
 //! pass the reference flow by flow, replayed too, and a case made of one
-//! of their flows fails with the seeded fault that flow exercises.
+//! of their flows fails with the seeded fault that flow exercises. The
+//! SIPp captures (a SIPp desk phone, the field phones on the line) give
+//! each flow the verdict of the server they were made on.
 
 mod common;
 
@@ -345,8 +347,15 @@ fn a_field_capture_replayed_on_the_embedded_server_gives_the_reference_verdicts(
 /// `pcap check` of the field capture `file` with the profile of target
 /// `profile`, its report in `report`: what it said, once it exited 0.
 fn check_field(file: &str, profile: &str, report: &Path) -> String {
+    check_capture("field", file, profile, report)
+}
+
+/// `pcap check` of `fixtures/captures/<dir>/<file>.pcap` with the profile
+/// of target `profile`, its report in `report`: what it said, once it
+/// exited 0.
+fn check_capture(dir: &str, file: &str, profile: &str, report: &Path) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let capture = root.join(format!("fixtures/captures/field/{file}.pcap"));
+    let capture = root.join(format!("fixtures/captures/{dir}/{file}.pcap"));
     let profile = root.join(format!("fixtures/targets/{profile}/target.toml"));
     let out = common::scacheck([
         "pcap".as_ref(),
@@ -527,6 +536,91 @@ fn a_case_made_of_a_field_flow_fails_with_the_fault_its_flow_exercises() {
             && first.ends_with("observed nothing"),
         "{first}"
     );
+}
+
+/// The SIPp captures (`fixtures/captures/sipp/`, make.sh: the desk phone
+/// 60972 is SIPp, the line's phones the field phones, nothing registers
+/// in the capture): `pcap check` with the profile of the server each was
+/// made on finds on lines 1-4 the four flows make.sh plays there, each with
+/// the verdict scacheck's own capture of that case gets on that server
+/// (Kamailio: xfail, all four; the embedded server: pass), no flow without
+/// a case; the embedded one replayed on the embedded server passes flow by
+/// flow, and its reference cases too.
+#[test]
+fn sipp_captures_give_each_flow_its_verdict() {
+    let (suite, topology) = common::suite();
+    let (profile, captures) = common::kamailio_captures(&suite, &topology);
+    let on_kamailio: std::collections::BTreeMap<String, String> = captures
+        .iter()
+        .map(|(p, packets)| {
+            let r = common::judge_capture(p, packets, &topology, &profile);
+            (p.case.id.clone(), format!("{:?}", r.verdict).to_lowercase())
+        })
+        .collect();
+    // make.sh's flows, on lines 1.. in this order.
+    let flows = [
+        "inbound-answered",
+        "terminated-by-caller",
+        "outbound-hangup-answered",
+        "outbound-call",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (file, target, observed) in [
+        ("kamailio-udp", "kamailio", "xfail"),
+        ("embedded-udp", "serve", "pass"),
+    ] {
+        let report = dir.path().join(file);
+        let said = check_capture("sipp", file, target, &report);
+        assert!(said.contains(", 0 with no case"), "{file}: {said}");
+        let got: Vec<(String, String, String)> = common::summary_cases(&report)
+            .iter()
+            .map(|c| {
+                let id = c["id"].as_str().unwrap();
+                let case = id.split('@').next().unwrap().to_string();
+                let line = c["line"].as_str().unwrap_or_default().to_string();
+                (line, case, c["verdict"].as_str().unwrap().to_string())
+            })
+            .collect();
+        let want: Vec<(String, String, String)> = flows
+            .iter()
+            .enumerate()
+            .map(|(k, flow)| {
+                let n = k + 1;
+                let line = format!("line {n} (60970-{n})");
+                (line, flow.to_string(), observed.to_string())
+            })
+            .collect();
+        assert_eq!(got, want, "{file}: {said}");
+        if target == "kamailio" {
+            for flow in flows {
+                assert_eq!(
+                    on_kamailio.get(flow).map(String::as_str),
+                    Some(observed),
+                    "{flow}: scacheck's own capture on Kamailio"
+                );
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let report = dir.path().join("replay");
+    let capture = root.join("fixtures/captures/sipp/embedded-udp.pcap");
+    let (code, said) = replay(&capture, "serve", &report);
+    assert_eq!(code, Some(0), "{said}");
+    let cases = common::summary_cases(&report);
+    assert_eq!(cases.len(), 2 * flows.len(), "{said}");
+    assert!(cases.iter().all(|c| c["verdict"] == "pass"), "{said}");
+    for (k, flow) in flows.iter().enumerate() {
+        let id = format!("replay-embedded-udp-line-{}", k + 1);
+        assert!(
+            said.contains(&format!(
+                "case {id} is judged against what the captured server did\n\
+                 replay: its flow is reference case {flow},"
+            )),
+            "{id} is not said to be {flow}: {said}"
+        );
+        assert!(cases.iter().any(|c| c["id"] == id), "{id}: {said}");
+        assert!(cases.iter().any(|c| c["id"] == *flow), "{flow}: {said}");
+    }
 }
 
 /// `scacheck serve` writes its PID and then its address, answers there,
