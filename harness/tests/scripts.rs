@@ -10,12 +10,14 @@ use scacheck::report::WITHIN;
 /// A report directory holding one case `c` with `verdict` and these event
 /// lines (as `<case>.sip.txt` writes them).
 fn report<S: AsRef<str>>(verdict: &str, events: &[S]) -> tempfile::TempDir {
+    report_noted(verdict, events, &[])
+}
+
+/// [`report`] with the case's notes in its summary (a race's outcome).
+fn report_noted<S: AsRef<str>>(verdict: &str, events: &[S], notes: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("summary.json"),
-        format!(r#"{{"cases": [{{"id": "c", "verdict": "{verdict}"}}]}}"#),
-    )
-    .unwrap();
+    let summary = serde_json::json!({"cases": [{"id": "c", "verdict": verdict, "notes": notes}]});
+    std::fs::write(dir.path().join("summary.json"), summary.to_string()).unwrap();
     let events: Vec<&str> = events.iter().map(AsRef::as_ref).collect();
     let text = format!(
         "#0 +0.000s 60972 -> INVITE sip:60970@sca.test SIP/2.0 sent to 127.0.0.1:5060 (udp)\n\n== events ==\nfrom: test\n{}\n",
@@ -99,4 +101,42 @@ fn a_feed_channel_is_compared_in_the_order_delivered() {
     assert!(compare(&base, &report("pass", &[&ringing, &established, &released])).0);
     let swapped = report("pass", &[&ringing, &released, &established]);
     assert!(!compare(&base, &swapped).0);
+}
+
+#[test]
+fn either_winner_of_an_answer_race_compares_equal_by_its_part() {
+    // An answer glare: the server connects whichever phone it picks, and
+    // the run's notes say which; the winner's events are named by part.
+    let won_by = |dn: &str| {
+        let note = format!(
+            "stage answered: an answer race of 60970 and 60970_2, won by {dn} (the golden's winner: 60970)"
+        );
+        let event = format!(r#"[answered] {dn} {{"event": "EventEstablished", "ThisDN": "{dn}"}}"#);
+        (note, event)
+    };
+    let (note1, event1) = won_by("60970");
+    let (note2, event2) = won_by("60970_2");
+    let base = report_noted("xfail", &[&event1], &[&note1]);
+    let other = report_noted("xfail", &[&event2], &[&note2]);
+    let (agree, said) = compare(&base, &other);
+    assert!(agree, "{said}");
+    // Without the notes nothing says the phones swapped parts.
+    let (agree, said) = compare(&report("xfail", &[&event1]), &report("xfail", &[&event2]));
+    assert!(!agree && said.contains("the events differ"), "{said}");
+}
+
+#[test]
+fn a_verdict_disagreement_says_each_first_divergence_and_the_event_difference() {
+    let base = report("xfail", &retrieve(Some("run1")));
+    let [ringing, established, _] = retrieve(Some("run2"));
+    let other = report("fail", &[&ringing, &established]);
+    std::fs::write(
+        other.path().join("c.diff"),
+        "case c: FAIL\nfirst divergence: stage \"retrieved\", channel 60972: expected EventReleased, observed nothing\n",
+    )
+    .unwrap();
+    let (agree, said) = compare(&base, &other);
+    assert!(!agree, "{said}");
+    assert!(said.contains("first divergence: stage \"retrieved\""), "{said}");
+    assert!(said.contains("< [retrieved] 60972 {\"event\": \"EventReleased\""), "{said}");
 }
