@@ -137,6 +137,12 @@ fn a_verdict_disagreement_says_each_first_divergence_and_the_event_difference() 
     .unwrap();
     let (agree, said) = compare(&base, &other);
     assert!(!agree, "{said}");
-    assert!(said.contains("first divergence: stage \"retrieved\""), "{said}");
-    assert!(said.contains("< [retrieved] 60972 {\"event\": \"EventReleased\""), "{said}");
+    assert!(
+        said.contains("first divergence: stage \"retrieved\""),
+        "{said}"
+    );
+    assert!(
+        said.contains("< [retrieved] 60972 {\"event\": \"EventReleased\""),
+        "{said}"
+    );
 }
