@@ -861,7 +861,12 @@ pub fn check(
                 rename(&mut o.event);
                 o
             });
-            tlib.observe(rec).into_iter().chain(wire_events).collect()
+            let mut found: Vec<Observation> =
+                tlib.observe(rec).into_iter().chain(wire_events).collect();
+            for o in &mut found {
+                o.record = Some(rec.seq);
+            }
+            found
         })
         .collect();
     let starts = &settled_starts(p, &records, &placed.starts, &derived, &source, deviations);
@@ -932,6 +937,17 @@ pub fn check(
     let mut result = CaseResult::new(&p.case.id, &p.case.title, transport, source);
     result.stages = stages;
     result.problems = problems;
+    result.stage_starts = std::iter::once(("setup".to_string(), 0))
+        .chain(
+            p.case
+                .stages
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(starts.iter().copied()),
+        )
+        .chain((end < records.len()).then(|| ("teardown".to_string(), end)))
+        .map(|(stage, record)| crate::outcome::StageStart { stage, record })
+        .collect();
     result.records = records;
     result.events = events;
     crate::outcome::settle_verdict(&mut result);

@@ -69,6 +69,9 @@ pub struct Divergence {
     pub expected: Option<String>,
     /// What was seen instead (None: nothing).
     pub observed: Option<String>,
+    /// The seq of the record whose message brought `observed`, when a SIP
+    /// deriver found it there.
+    pub record: Option<u64>,
 }
 
 impl fmt::Display for Divergence {
@@ -337,8 +340,14 @@ fn compare_deviated(
     bindings: &mut Bindings,
 ) -> ChannelResult {
     let against = |exp: &[Event], bindings: &mut Bindings| {
-        let fitted = fit_order(exp, obs, bindings);
-        compare_channel(stage, channel.clone(), exp, &fitted, seen, bindings)
+        let order = fit_order(exp, obs, bindings);
+        let fitted: Vec<Event> = order.iter().map(|&j| obs[j].event.clone()).collect();
+        let records: Vec<Option<u64>> = order.iter().map(|&j| obs[j].record).collect();
+        let observed = Fitted {
+            events: &fitted,
+            records: &records,
+        };
+        compare_channel(stage, channel.clone(), exp, observed, seen, bindings)
     };
     let base = visible(golden, seen, None);
     let mut tried = bindings.clone();
@@ -429,7 +438,8 @@ fn subsets(k: usize) -> Vec<Vec<usize>> {
 /// that matches it and has nothing left before it in its sequence; what is
 /// left follows in the order observed, for the diff to show. (Identical
 /// events heading two sequences are taken in the order observed.)
-fn fit_order(exp: &[Event], obs: &[&Observation], bindings: &Bindings) -> Vec<Event> {
+/// Returns the observed events' indexes in that order.
+fn fit_order(exp: &[Event], obs: &[&Observation], bindings: &Bindings) -> Vec<usize> {
     // Bindings made here only choose the order; the comparison makes its own.
     let mut bindings = bindings.clone();
     // Each sequence's events, in order: only a sequence's first event not
@@ -456,14 +466,10 @@ fn fit_order(exp: &[Event], obs: &[&Observation], bindings: &Bindings) -> Vec<Ev
             bind_pair(e, &obs[j].event, &mut bindings);
             placed[j] = true;
             queues[q].pop_front();
-            out.push(obs[j].event.clone());
+            out.push(j);
         }
     }
-    out.extend(
-        (0..obs.len())
-            .filter(|&j| !placed[j])
-            .map(|j| obs[j].event.clone()),
-    );
+    out.extend((0..obs.len()).filter(|&j| !placed[j]));
     out
 }
 
@@ -517,14 +523,26 @@ fn render_observed(
     out.to_json_line()
 }
 
+/// A channel's observed events in the order they are compared, each with
+/// the record it came from ([`Observation::record`]).
+#[derive(Clone, Copy)]
+struct Fitted<'a> {
+    events: &'a [Event],
+    records: &'a [Option<u64>],
+}
+
 fn compare_channel(
     stage: &str,
     channel: Channel,
     exp: &[Event],
-    obs: &[Event],
+    observed: Fitted,
     seen: &Observability,
     bindings: &mut Bindings,
 ) -> ChannelResult {
+    let Fitted {
+        events: obs,
+        records,
+    } = observed;
     // Longest common subsequence on shape; the inputs are a handful of
     // events, so the quadratic table is nothing.
     let (n, m) = (exp.len(), obs.len());
@@ -604,6 +622,7 @@ fn compare_channel(
             .to_string();
         let mut first_del = None;
         let mut first_ins = None;
+        let mut record = None;
         for op in td.ops() {
             let changes: Vec<_> = td.iter_changes(op).collect();
             if changes.iter().all(|c| c.tag() == ChangeTag::Equal) {
@@ -613,10 +632,11 @@ fn compare_channel(
                 .iter()
                 .find(|c| c.tag() == ChangeTag::Delete)
                 .map(|c| c.value().trim_end().to_string());
-            first_ins = changes
-                .iter()
-                .find(|c| c.tag() == ChangeTag::Insert)
-                .map(|c| c.value().trim_end().to_string());
+            let inserted = changes.iter().find(|c| c.tag() == ChangeTag::Insert);
+            first_ins = inserted.map(|c| c.value().trim_end().to_string());
+            record = inserted
+                .and_then(|c| c.new_index())
+                .and_then(|k| records.get(k).copied().flatten());
             break;
         }
         let divergence = Divergence {
@@ -624,6 +644,7 @@ fn compare_channel(
             channel: channel.to_string(),
             expected: first_del,
             observed: first_ins,
+            record,
         };
         (Some(unified), Some(divergence))
     };
@@ -681,6 +702,7 @@ mod tests {
                 event: ev(l),
                 raw: l.to_string(),
                 within: Some(within.to_string()).filter(|w| !w.is_empty()),
+                record: None,
             })
             .collect()
     }

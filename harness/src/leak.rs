@@ -112,6 +112,7 @@ pub fn busy(
                 .with_opt(Attr::AppearanceUri, uri),
             raw: raw.to_string(),
             within: None,
+            record: None,
         });
     }
     Ok(out)
@@ -181,6 +182,7 @@ pub fn server_state(
             event,
             raw: text.to_string(),
             within: None,
+            record: None,
         });
     }
     Ok(out)

@@ -295,6 +295,7 @@ mod tests {
             event,
             raw: String::new(),
             within: None,
+            record: None,
         }
     }
 

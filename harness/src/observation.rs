@@ -21,6 +21,11 @@ pub struct Observation {
     /// and its BYE on another at once). The diff compares order within a
     /// sequence only.
     pub within: Option<String>,
+    /// The seq of the phone's record it was derived from (its SIP
+    /// message), when a SIP deriver found it in one of the case's records;
+    /// None from a feed, a log or the server's mirror. The HTML report
+    /// marks that message as the one holding a divergence.
+    pub record: Option<u64>,
 }
 
 /// What a source can see. The diff compares only this; the report lists

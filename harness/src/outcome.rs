@@ -113,6 +113,18 @@ pub struct CaseResult {
     /// case fails with it as its first divergence, whatever else it shows,
     /// and the cases after it are not run.
     pub stopped: Option<String>,
+    /// Where each part of the case begins in `records` (an index): `setup`,
+    /// each stage that ran, `teardown`; in order. Empty when the events
+    /// came without SIP (a log).
+    pub stage_starts: Vec<StageStart>,
+}
+
+/// A part of a case (a stage, the setup or the teardown) and the index in
+/// [`CaseResult::records`] of its first record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageStart {
+    pub stage: String,
+    pub record: usize,
 }
 
 impl CaseResult {
@@ -137,6 +149,7 @@ impl CaseResult {
             line: None,
             keys: Vec::new(),
             stopped: None,
+            stage_starts: Vec::new(),
         }
     }
 
@@ -368,6 +381,7 @@ pub(crate) mod tests {
                 event: ev(l),
                 raw: l.to_string(),
                 within: None,
+                record: None,
             })
             .collect();
         let refs: Vec<&Deviation> = deviations.iter().collect();
@@ -461,6 +475,7 @@ pub(crate) mod tests {
             event: ev(BARE),
             raw: String::new(),
             within: None,
+            record: None,
         }];
         let devs = kamailio();
         let stage = compare_stage(

@@ -492,6 +492,7 @@ mod tests {
             event: Event::new(name),
             raw: String::new(),
             within: None,
+            record: None,
         }
     }
 

@@ -51,6 +51,7 @@ pub(crate) fn on_channel(channel: &Channel, within: &str, found: Vec<Found>) -> 
             event,
             raw,
             within: Some(within.to_string()),
+            record: None,
         })
         .collect()
 }

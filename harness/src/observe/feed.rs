@@ -137,6 +137,7 @@ impl FeedClient {
                             event,
                             raw: line,
                             within: None,
+                            record: None,
                         });
                     }
                     Err(e) => log.problem(format!("unreadable feed line ({e}): {line}")),

@@ -111,6 +111,7 @@ pub fn parse(text: &str) -> (Vec<Observation>, Skipped) {
                 event,
                 raw,
                 within: None,
+                record: None,
             }),
             None => skipped.unrouted += 1,
         }

@@ -193,6 +193,7 @@ mod tests {
             event: crate::model::Event::new(crate::model::KnownEvent::Released),
             raw: String::new(),
             within: within.map(String::from),
+            record: None,
         };
         r.events = vec![
             ("retrieved".into(), event(Some("c1@h"))),

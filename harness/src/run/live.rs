@@ -187,7 +187,9 @@ pub(super) async fn start(
     };
     let derived = log.clone();
     let rename = line.renamer(topology);
-    let derive = move |rec: &Record| {
+    // `own`: the record is one of the case's (a phone's), not the
+    // server's mirror of it: its events name it as their message.
+    let mut derive = move |rec: &Record, own: bool| {
         let tlib_events = tlib.as_mut().map(|t| t.observe(rec)).unwrap_or_default();
         // The wire layer names the users it was told (OtherDN,
         // AppearanceUri): the golden files' DNs.
@@ -195,13 +197,14 @@ pub(super) async fn start(
             rename(&mut o.event);
             o
         });
-        for obs in tlib_events.into_iter().chain(wire_events) {
+        for mut obs in tlib_events.into_iter().chain(wire_events) {
+            obs.record = own.then_some(rec.seq);
             derived.push(obs);
         }
     };
     let hep = match (&opts.target, &opts.events) {
         (Target::Remote(_), Events::Hep(listener)) => {
-            let view = HepView::start(listener, derive);
+            let view = HepView::start(listener, move |rec: &Record| derive(rec, false));
             // The server's view is attributed by the phones' addresses,
             // each TCP connection's included, learnt as they record.
             let claims = view.claimer();
@@ -209,7 +212,7 @@ pub(super) async fn start(
             Some(view)
         }
         _ => {
-            recorder.set_tap(derive);
+            recorder.set_tap(move |rec: &Record| derive(rec, true));
             None
         }
     };

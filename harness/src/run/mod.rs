@@ -910,4 +910,11 @@ fn collect(result: &mut CaseResult, recorder: &Recorder, log: &EventLog, marks: 
             .unwrap_or_default();
         result.events.push((stage, obs));
     }
+    result.stage_starts = marks
+        .iter()
+        .map(|m| crate::outcome::StageStart {
+            stage: m.stage.clone(),
+            record: m.record,
+        })
+        .collect();
 }
