@@ -27,11 +27,16 @@ pub enum Command {
     /// scacheck's, until SIGTERM or SIGINT (exit 0); logs to standard error.
     Serve(ServeArgs),
     /// Print a Markdown table of verdicts per case from report directories,
-    /// one column per run (for the README).
+    /// one column per run (for the README); with --html, write a page of it
+    /// whose cells open that case in that run's report.
     Table {
         /// Report directories (each holds a summary.json).
         #[arg(required = true)]
         reports: Vec<PathBuf>,
+        /// Write the matrix as an HTML page to FILE (instead of printing
+        /// Markdown).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Captures: check one against a case's golden files.
     #[command(subcommand)]

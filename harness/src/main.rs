@@ -31,9 +31,20 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Serve(args) => serve(args),
-        Command::Table { reports } => report::table(&reports).map(|table| {
+        Command::Table {
+            reports,
+            html: None,
+        } => report::table(&reports).map(|table| {
             print!("{table}");
             true
+        }),
+        Command::Table {
+            reports,
+            html: Some(page),
+        } => report::table_html(&reports, &page).and_then(|html| {
+            std::fs::write(&page, html).with_context(|| format!("writing {}", page.display()))?;
+            println!("wrote {}", page.display());
+            Ok(true)
         }),
         Command::Pcap(PcapCommand::Check(args)) => pcap_check(args),
         Command::Pcap(PcapCommand::Case(args)) => pcap_case(args),

@@ -212,6 +212,29 @@ for (const f of ['f-fail', 'f-pass', 'f-xfail', 'f-problems', 'f-all']) {
     assert_eq!(said(&lines, "f-problems"), "case-hold-retrieve rows 1");
     assert_eq!(said(&lines, "f-all"), both);
 
+    // The matrix page of this run: every cell opens its case.
+    let matrix = dir.path().join("matrix.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_scacheck"))
+        .args(["table", "--html"])
+        .arg(&matrix)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page_text = std::fs::read_to_string(&matrix).unwrap();
+    let cells: Vec<&str> = page_text
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .filter(|h| h.contains('#'))
+        .collect();
+    assert_eq!(cells.len(), 2, "{page_text}");
+    for cell in cells {
+        let (file, id) = cell.split_once('#').unwrap();
+        let target = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(target.contains(&format!("id=\"{id}\"")), "{cell}");
+    }
+
     let artifacts = root.join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("report.png");

@@ -32,7 +32,7 @@ pub mod text;
 pub use console::{console_line, console_summary, Console};
 pub use junit::junit_xml;
 pub use summary::{json_line, summary_json};
-pub use table::table;
+pub use table::{table, table_html};
 pub use text::{case_text, sip_text, WITHIN};
 
 use std::collections::BTreeMap;
