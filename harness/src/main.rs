@@ -173,9 +173,11 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
             loss.percent, loss.seed
         ));
     }
-    let results = runtime.block_on(run_all_reporting(&prepared, &topology, opts, |r| {
-        console.case(r)
+    console.start(prepared.len());
+    let results = runtime.block_on(run_all_reporting(&prepared, &topology, opts, |p| {
+        console.progress(p)
     }));
+    console.stop();
     let say = |line: &str| console.say(line);
     say(&report::console_summary(&results));
     report::write(&dir, &name, &described, &results)

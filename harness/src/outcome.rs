@@ -119,6 +119,14 @@ pub struct CaseResult {
     pub stage_starts: Vec<StageStart>,
 }
 
+/// What a run tells as it goes: a case (by its id) started, or finished
+/// with its result. The console's status line is made of it.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    Started(&'a str),
+    Finished(&'a str, &'a CaseResult),
+}
+
 /// A part of a case (a stage, the setup or the teardown) and the index in
 /// [`CaseResult::records`] of its first record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,13 +79,13 @@ pub async fn run_all(cases: &[Prepared], topology: &Topology, opts: RunOptions) 
     run_all_reporting(cases, topology, opts, |_| {}).await
 }
 
-/// [`run_all`], calling `done` with each case as it finishes (in finishing
-/// order), for a stream of results.
+/// [`run_all`], telling `progress` of each case as it starts and as it
+/// finishes (in finishing order), for a stream of results and a status line.
 pub async fn run_all_reporting(
     cases: &[Prepared],
     topology: &Topology,
     opts: RunOptions,
-    mut done: impl FnMut(&CaseResult),
+    mut progress: impl FnMut(crate::outcome::Progress),
 ) -> Vec<CaseResult> {
     let lines = match &opts.target {
         Target::Remote(profile) => pool::Lines::new(profile.clone()),
@@ -103,13 +103,15 @@ pub async fn run_all_reporting(
         std::sync::Arc::new(std::sync::Mutex::new(not_running(&opts)));
     let mut set = tokio::task::JoinSet::new();
     let mut out: Vec<Option<CaseResult>> = vec![None; cases.len()];
-    let mut finished = |joined: Result<(usize, CaseResult), tokio::task::JoinError>| match joined {
-        Ok((i, r)) => {
-            done(&r);
-            out[i] = Some(r);
-        }
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    };
+    let mut finished =
+        |joined: Result<(usize, CaseResult), tokio::task::JoinError>,
+         progress: &mut dyn FnMut(crate::outcome::Progress)| match joined {
+            Ok((i, r)) => {
+                progress(crate::outcome::Progress::Finished(&cases[i].case.id, &r));
+                out[i] = Some(r);
+            }
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
     for (i, p) in cases.iter().enumerate() {
         let (p, topology, opts) = (p.clone(), topology.clone(), opts.clone());
         let (lines, down) = (lines.clone(), down.clone());
@@ -119,9 +121,10 @@ pub async fn run_all_reporting(
         let slot = loop {
             tokio::select! {
                 slot = slots.clone().acquire_owned() => break slot,
-                Some(joined) = set.join_next() => finished(joined),
+                Some(joined) = set.join_next() => finished(joined, &mut progress),
             }
         };
+        progress(crate::outcome::Progress::Started(&p.case.id));
         set.spawn(async move {
             let _slot = slot;
             let gone = down.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -161,7 +164,7 @@ pub async fn run_all_reporting(
         });
     }
     while let Some(joined) = set.join_next().await {
-        finished(joined);
+        finished(joined, &mut progress);
     }
     out.into_iter().flatten().collect()
 }
