@@ -10,6 +10,30 @@ use std::fmt::Write as _;
 use super::text::{case_text, sip_text};
 use crate::outcome::{CaseResult, Verdict};
 
+/// The most of a case's system-out junit.xml carries: a flood of messages
+/// is cut in its middle, and the whole text is `<case>.sip.txt`'s.
+const SYSTEM_OUT: usize = 1024 * 1024;
+
+/// `text` fit for XML and bounded: control characters as visible escapes
+/// (XML 1.0 allows none of them but tab and line feed), at most about
+/// [`SYSTEM_OUT`] bytes, its start and its end kept.
+fn bounded(text: String, key: &str) -> String {
+    let text = super::shown::visible(&text).into_owned();
+    if text.len() <= SYSTEM_OUT {
+        return text;
+    }
+    let (head, _) = super::shown::folded(&text, SYSTEM_OUT * 3 / 4);
+    let mut tail_from = text.len() - SYSTEM_OUT / 4;
+    while !text.is_char_boundary(tail_from) {
+        tail_from += 1;
+    }
+    let left = tail_from - head.len();
+    format!(
+        "{head}\n… {left} bytes left out here; the whole text is in {key}.sip.txt\n{}",
+        &text[tail_from..]
+    )
+}
+
 /// JUnit XML: one test case per case; the first divergence (or why it could
 /// not run) is the failure message, the full findings its text, every SIP
 /// message of the case its system-out. An xfail passes, with its reasons in
@@ -60,10 +84,26 @@ pub fn write_junit(
             let _ = writeln!(out, "note: {note}");
         }
         out.push_str(&sip_text(r));
-        case.set_system_out(out);
+        case.set_system_out(bounded(out, &r.key()));
         suite.add_test_case(case);
     }
     let mut report = Report::new("scacheck");
     report.add_test_suite(suite);
     report.serialize(w).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_out_is_bounded_and_without_control_characters() {
+        let flood = format!("start\u{1b}[2J\n{}end", "NOTIFY\n".repeat(300_000));
+        let out = bounded(flood, "c");
+        assert!(out.len() < SYSTEM_OUT + 200, "{}", out.len());
+        assert!(out.starts_with("start\\x1b[2J\n"), "{}", &out[..20]);
+        assert!(out.ends_with("NOTIFY\nend"));
+        assert!(out.contains("bytes left out here; the whole text is in c.sip.txt"));
+        assert_eq!(bounded("short\r\n".into(), "c"), "short\n");
+    }
 }

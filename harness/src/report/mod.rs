@@ -25,6 +25,7 @@
 pub mod console;
 pub mod html;
 pub mod junit;
+pub mod shown;
 pub mod summary;
 pub mod table;
 pub mod text;

@@ -108,7 +108,7 @@ pub fn table_html(reports: &[PathBuf], page: &Path) -> anyhow::Result<String> {
         .iter()
         .map(|c| relative(from, &c.dir.join("report.html")))
         .collect();
-    let visible = super::html::shown::visible;
+    let visible = super::shown::visible;
     let counts = |c: &Column, v: &str| c.cases.values().filter(|(_, x)| x == v).count();
     let markup = html! {
         (DOCTYPE)

@@ -17,9 +17,9 @@ use std::collections::HashSet;
 use maud::{html, Markup};
 
 use super::rows::Row;
-use super::shown::{folded, visible};
 use crate::model::Channel;
 use crate::outcome::CaseResult;
+use crate::report::shown::{folded, visible};
 use crate::sip::record::{Direction, Record};
 
 const TIME_W: i64 = 70;

@@ -7,7 +7,7 @@
 //!
 //! Built with maud: every value is escaped unless a template asks for it
 //! unescaped by name (`PreEscaped`, used here only for the style sheet, a
-//! constant). What a server sent is also made visible ([`shown`]): control
+//! constant). What a server sent is also made visible ([`super::shown`]): control
 //! characters as escapes, long messages folded, a flood of messages drawn
 //! as its ends and a count ([`rows`]); the `.sip.txt` file keeps it whole.
 //!
@@ -21,10 +21,9 @@ use crate::outcome::{CaseResult, Verdict};
 
 pub mod ladder;
 pub mod rows;
-pub mod shown;
 pub mod timeline;
 
-use shown::{message_text, visible};
+use super::shown::{self, message_text, visible};
 
 /// The bytes of a message shown on the page; the rest is in `.sip.txt`.
 const MESSAGE_SHOWN: usize = 8 * 1024;

@@ -69,7 +69,7 @@ fn gap(r: &CaseResult, left_out: std::ops::Range<usize>) -> Row {
         .map(|(k, n)| {
             format!(
                 "{} ×{n}",
-                super::shown::visible(super::shown::folded(k, 20).0)
+                crate::report::shown::visible(crate::report::shown::folded(k, 20).0)
             )
         })
         .collect::<Vec<_>>()

@@ -20,9 +20,9 @@ use std::time::{Duration, SystemTime};
 
 use maud::{html, Markup};
 
-use super::shown::visible;
 use crate::model::{Attr, Channel, KnownEvent, Value};
 use crate::outcome::CaseResult;
+use crate::report::shown::visible;
 
 const LABEL_W: i64 = 170;
 const BAR_W: i64 = 760;
