@@ -79,6 +79,19 @@ impl Record {
         self.parsed.message(&self.raw)
     }
 
+    /// Its bytes as a SIP message, for a reader that will not ask again
+    /// (a report drawing every record of a case): the parse already made,
+    /// else a fresh one that is not kept, so that reading a report's
+    /// records does not double what they hold.
+    pub fn message_once(&self) -> Option<std::borrow::Cow<'_, Message>> {
+        match self.parsed.0.get() {
+            Some(parsed) => parsed.as_ref().ok().map(std::borrow::Cow::Borrowed),
+            None => Message::parse(self.raw.clone())
+                .ok()
+                .map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The first line, for ladders and summaries.
     pub fn first_line(&self) -> String {
         let end = self
